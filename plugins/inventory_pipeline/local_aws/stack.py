@@ -1,0 +1,306 @@
+"""Start and stop the local AWS stack: moto's server (S3 + CloudWatch Logs) and, where available, the
+project's local SageMaker server.
+
+`LocalStack` is a context manager for tests and scripts; `up()`/`down()` back the CLI and remember what they
+started in a state file, so `down` stops exactly the processes `up` started and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGION = "us-east-1"
+# moto accepts any credentials; fixed dummy values keep logs and connections reproducible.
+LOCAL_ACCESS_KEY = "local-access-key"
+LOCAL_SECRET_KEY = "local-secret-key"
+STATE_FILE_NAME = "state.json"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One local server: how to start it on a port and which AWS services it answers for."""
+
+    name: str
+    services: tuple[str, ...]
+    command: Callable[[int, dict[str, str], Path], list[str]]
+    health_path: str = "/"
+
+
+def _moto_command(port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+MOTO = ServerSpec(name="moto", services=("s3", "logs"), command=_moto_command, health_path="/moto-api/")
+
+
+def _sagemaker_command(port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "inventory_pipeline.local_aws.sagemaker_api",
+        "--port", str(port),
+        "--state-dir", str(state_dir / "sagemaker"),
+        "--s3-endpoint", endpoints["s3"],
+        "--logs-endpoint", endpoints["logs"],
+    ]  # fmt: skip
+
+
+SAGEMAKER = ServerSpec(
+    name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping"
+)
+
+
+def default_servers() -> list[ServerSpec]:
+    """moto always; the local SageMaker server when its module is part of this install."""
+    import importlib.util
+
+    servers = [MOTO]
+    if importlib.util.find_spec("inventory_pipeline.local_aws.sagemaker_api") is not None:
+        servers.append(SAGEMAKER)
+    return servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answers(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers HTTP (any status) or raise with what went wrong."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with code {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered, even if not with 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last_error = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s (last error: {last_error})")
+
+
+def airflow_connection(endpoints: dict[str, str], region: str = DEFAULT_REGION) -> dict[str, Any]:
+    """The `aws_default` connection (Airflow JSON form) routing each service to its local endpoint.
+
+    Per-service `service_config` endpoints, not one global `endpoint_url`: a global URL would send SageMaker
+    calls to moto's fake SageMaker instead of our server.
+    """
+    return {
+        "conn_type": "aws",
+        "login": LOCAL_ACCESS_KEY,
+        "password": LOCAL_SECRET_KEY,
+        "extra": {
+            "region_name": region,
+            "service_config": {svc: {"endpoint_url": url} for svc, url in sorted(endpoints.items())},
+        },
+    }
+
+
+def client_env(endpoints: dict[str, str], region: str = DEFAULT_REGION) -> dict[str, str]:
+    """Environment for processes that should talk to the local stack (Airflow, the CLI, tests)."""
+    return {
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(airflow_connection(endpoints, region)),
+        "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+        "AWS_DEFAULT_REGION": region,
+        "INVENTORY_S3_ENDPOINT": endpoints["s3"],
+    }
+
+
+@dataclass
+class _Running:
+    spec: ServerSpec
+    process: subprocess.Popen
+    port: int
+    url: str
+    log_path: Path
+
+
+@dataclass
+class LocalStack:
+    """The local stack as a context manager: `with LocalStack(dir) as stack: stack.endpoints["s3"]`."""
+
+    state_dir: Path
+    region: str = DEFAULT_REGION
+    servers: list[ServerSpec] = field(default_factory=default_servers)
+    startup_timeout_s: float = 60.0
+    _running: list[_Running] = field(default_factory=list, init=False)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {svc: r.url for r in self._running for svc in r.spec.services}
+
+    @property
+    def airflow_conn(self) -> dict[str, Any]:
+        return airflow_connection(self.endpoints, self.region)
+
+    def env(self) -> dict[str, str]:
+        return client_env(self.endpoints, self.region)
+
+    def start(self) -> LocalStack:
+        self.state_dir = Path(self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for spec in self.servers:
+                self._start_one(spec)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_one(self, spec: ServerSpec) -> None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log_path = self.state_dir / f"{spec.name}.log"
+        env = {**os.environ, **self._child_env()}
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                spec.command(port, self.endpoints, self.state_dir),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: stopping it stops its children too
+            )
+        running = _Running(spec=spec, process=process, port=port, url=url, log_path=log_path)
+        self._running.append(running)
+        wait_until_answers(url + spec.health_path, self.startup_timeout_s, process)
+        services = ",".join(spec.services)
+        log.info("local %s (%s) answering at %s, pid %d", spec.name, services, url, process.pid)
+
+    def _child_env(self) -> dict[str, str]:
+        env = {
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+            "AWS_DEFAULT_REGION": self.region,
+            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+        }
+        env.pop("AWS_PROFILE", None)
+        return env
+
+    def stop(self) -> None:
+        for running in reversed(self._running):
+            _terminate_group(running.process.pid)
+            try:
+                running.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _kill_group(running.process.pid)
+                running.process.wait(timeout=10)
+        self._running.clear()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "endpoints": self.endpoints,
+            "airflow_conn": self.airflow_conn,
+            "servers": [
+                {
+                    "name": r.spec.name,
+                    "pid": r.process.pid,
+                    "port": r.port,
+                    "url": r.url,
+                    "log": str(r.log_path),
+                    "create_time": _create_time(r.process.pid),
+                }
+                for r in self._running
+            ],
+        }
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _terminate_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --- CLI backing: a stack that outlives the command that started it ---------------------------------------
+
+
+def up(state_dir: Path, region: str = DEFAULT_REGION) -> dict[str, Any]:
+    """Start the stack detached, write the state file and return the state (with `state_file`)."""
+    state_dir = Path(state_dir)
+    state_file = state_dir / STATE_FILE_NAME
+    if state_file.exists() and _still_running(json.loads(state_file.read_text())):
+        raise RuntimeError(f"a local stack is already running (state file {state_file}); run `down` first")
+    stack = LocalStack(state_dir, region=region).start()
+    state = stack.state()
+    state["state_file"] = str(state_file)
+    state_file.write_text(json.dumps(state, indent=2))
+    # The processes live on; forget them here so nothing stops them when this object is collected.
+    stack._running.clear()
+    return state
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop exactly the processes recorded by `up` (pid and start time must both match)."""
+    import psutil
+
+    state_file = Path(state_dir) / STATE_FILE_NAME
+    if not state_file.exists():
+        return []
+    state = json.loads(state_file.read_text())
+    stopped = []
+    for server in state.get("servers", []):
+        if not _is_same_process(server):
+            continue
+        _terminate_group(server["pid"])
+        try:
+            psutil.Process(server["pid"]).wait(timeout=10)
+        except psutil.TimeoutExpired:
+            _kill_group(server["pid"])
+        except psutil.NoSuchProcess:
+            pass
+        stopped.append(server["name"])
+    state_file.unlink()
+    return stopped
+
+
+def _is_same_process(server: dict[str, Any]) -> bool:
+    created = _create_time(server["pid"])
+    return created is not None and server.get("create_time") is not None and abs(
+        created - server["create_time"]
+    ) < 1.0
+
+
+def _still_running(state: dict[str, Any]) -> bool:
+    return any(_is_same_process(s) for s in state.get("servers", []))

@@ -1,0 +1,154 @@
+"""One typed, validated settings object built from the DAG's Params plus the deployment's environment.
+
+Params are what a person chooses per run (the UI form); the environment (or Airflow Variables of the same
+names) holds what belongs to the deployment: the project bucket, the execution role, the connection id.
+Every invalid value is reported with the name of the field it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
+RULES_MODES = ("managed", "self_hosted")
+DEBUGGER_RULES = ("VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization")
+PROFILER_RULES = (
+    "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
+    "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
+)  # fmt: skip
+KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names the field."""
+
+    def __init__(self, field_name: str, problem: str):
+        super().__init__(f"invalid setting {field_name!r}: {problem}")
+        self.field_name = field_name
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where the data comes from
+    source_bucket: str = "aft-vbi-pds"
+    source_prefix: str = ""
+    file_list: str = ""
+    per_class_limit: int = 0  # 0 = no limit
+    # where it goes (deployment)
+    bucket: str = "inventory-retraining"
+    prefix: str = "abid"
+    aws_conn_id: str = "aws_default"
+    region: str = "us-east-1"
+    copy_workers: int = 32
+    reject_threshold: float = 0.05
+    # training
+    instance_type: str = "ml.c5.xlarge"
+    instance_count: int = 2
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.001
+    model: str = "resnet50"
+    role_arn: str = "arn:aws:iam::000000000000:role/service-role/inventory-retraining-sagemaker"
+    max_runtime_s: int = 3600
+    # rules and promotion
+    rules_mode: str = "managed"
+    fail_on_rules: tuple[str, ...] = ()
+    min_improvement: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(_BUCKET_RE.match(self.source_bucket)), "source_bucket", "not a valid S3 bucket name")
+        _require(bool(_BUCKET_RE.match(self.bucket)), "bucket", "not a valid S3 bucket name")
+        _require(not self.prefix.startswith("/"), "prefix", "must not start with '/'")
+        _require(self.per_class_limit >= 0, "per_class_limit", "must be >= 0 (0 means no limit)")
+        _require(1 <= self.copy_workers <= 256, "copy_workers", "must be between 1 and 256")
+        _require(0.0 <= self.reject_threshold <= 1.0, "reject_threshold", "must be a fraction in [0, 1]")
+        _require(bool(_INSTANCE_RE.match(self.instance_type)), "instance_type", "expected e.g. ml.c5.xlarge")
+        _require(1 <= self.instance_count <= 20, "instance_count", "must be between 1 and 20")
+        _require(1 <= self.epochs <= 1000, "epochs", "must be between 1 and 1000")
+        _require(1 <= self.batch_size <= 4096, "batch_size", "must be between 1 and 4096")
+        _require(0.0 < self.lr < 1.0, "lr", "must be in (0, 1)")
+        _require(self.model in KNOWN_MODELS, "model", f"must be one of {', '.join(KNOWN_MODELS)}")
+        _require(self.rules_mode in RULES_MODES, "rules_mode", f"must be one of {', '.join(RULES_MODES)}")
+        unknown = sorted(set(self.fail_on_rules) - set(KNOWN_RULES))
+        _require(not unknown, "fail_on_rules", f"unknown rule(s) {unknown}; known: {', '.join(KNOWN_RULES)}")
+        _require(self.min_improvement >= 0.0, "min_improvement", "must be >= 0")
+        _require(self.max_runtime_s >= 60, "max_runtime_s", "must be at least 60 seconds")
+
+    @property
+    def root(self) -> str:
+        """The project's key prefix inside the bucket ('' or 'abid/')."""
+        return f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fail_on_rules"] = list(self.fail_on_rules)
+        return data
+
+    @classmethod
+    def from_sources(
+        cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from Params (per run) over environment variables `INVENTORY_*` (per deployment)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, env_name in _ENV_NAMES.items():
+            if env.get(env_name, "") != "":
+                values[name] = env[env_name]
+        for name, value in (params or {}).items():
+            if name in _FIELD_TYPES and value is not None and value != "":
+                values[name] = value
+        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _require(ok: bool, field_name: str, problem: str) -> None:
+    if not ok:
+        raise SettingsError(field_name, problem)
+
+
+_FIELD_TYPES: dict[str, type] = {
+    name: tp
+    for name, tp in {
+        "source_bucket": str, "source_prefix": str, "file_list": str, "per_class_limit": int,
+        "bucket": str, "prefix": str, "aws_conn_id": str, "region": str, "copy_workers": int,
+        "reject_threshold": float, "instance_type": str, "instance_count": int, "epochs": int,
+        "batch_size": int, "lr": float, "model": str, "role_arn": str, "max_runtime_s": int,
+        "rules_mode": str, "fail_on_rules": tuple, "min_improvement": float,
+    }.items()
+}  # fmt: skip
+
+# Deployment settings come from the environment (Airflow Variables can be exported the same way).
+_ENV_NAMES = {
+    "bucket": "INVENTORY_BUCKET",
+    "prefix": "INVENTORY_PREFIX",
+    "aws_conn_id": "INVENTORY_AWS_CONN_ID",
+    "region": "INVENTORY_REGION",
+    "role_arn": "INVENTORY_ROLE_ARN",
+    "copy_workers": "INVENTORY_COPY_WORKERS",
+    "reject_threshold": "INVENTORY_REJECT_THRESHOLD",
+    "source_bucket": "INVENTORY_SOURCE_BUCKET",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    target = _FIELD_TYPES[name]
+    try:
+        if target is tuple:
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            return tuple(str(v) for v in value)
+        if target is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if target is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(name, f"expected {target.__name__}, got {value!r}") from exc

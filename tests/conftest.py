@@ -1,0 +1,57 @@
+"""Shared fixtures: paths, the local AWS stack, and S3 clients pointed at it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = PROJECT_ROOT.parent / "shared"
+ABID_SAMPLE = SHARED_DIR / "data" / "abid-sample"
+BUILD_DIR = PROJECT_ROOT / "build"
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def abid_sample() -> Path:
+    if not (ABID_SAMPLE / "file_list.json").exists():
+        pytest.fail(f"the real ABID sample is missing at {ABID_SAMPLE} (CI always has ../shared)")
+    return ABID_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One local stack (moto S3 + Logs, and the local SageMaker server when present) per test session."""
+    from inventory_pipeline.local_aws.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("local-stack")) as stack:
+        yield stack
+
+
+@pytest.fixture()
+def s3(local_stack):
+    from inventory_pipeline.aws_clients import make_client
+
+    return make_client(
+        "s3",
+        endpoint_url=local_stack.endpoints["s3"],
+        region_name=local_stack.region,
+        aws_access_key_id="local-access-key",
+        aws_secret_access_key="local-secret-key",
+    )
+
+
+@pytest.fixture()
+def bucket_name() -> str:
+    """A fresh bucket name per test, so tests sharing the stack never see each other's objects."""
+    return f"test-{uuid.uuid4().hex[:16]}"
