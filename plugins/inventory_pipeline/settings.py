@@ -56,6 +56,16 @@ class Settings:
     model: str = "resnet50"
     role_arn: str = "arn:aws:iam::000000000000:role/service-role/inventory-retraining-sagemaker"
     max_runtime_s: int = 3600
+    framework_version: str = "2.1"  # the SageMaker PyTorch training container
+    volume_size_gb: int = 30
+    pretrained_s3_uri: str = ""  # optional `pretrained` channel (a checkpoint file; no download in the job)
+    # network and data protection (all optional; they reach the request unchanged)
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    enable_network_isolation: bool = False
+    inter_container_encryption: bool = False
+    output_kms_key_id: str = ""
+    volume_kms_key_id: str = ""
     # rules and promotion
     rules_mode: str = "managed"
     fail_on_rules: tuple[str, ...] = ()
@@ -80,6 +90,13 @@ class Settings:
         _require(not unknown, "fail_on_rules", f"unknown rule(s) {unknown}; known: {', '.join(KNOWN_RULES)}")
         _require(self.min_improvement >= 0.0, "min_improvement", "must be >= 0")
         _require(self.max_runtime_s >= 60, "max_runtime_s", "must be at least 60 seconds")
+        _require(bool(re.match(r"^\d+\.\d+(\.\d+)?$", self.framework_version)), "framework_version",
+                 "expected e.g. 2.1")
+        _require(1 <= self.volume_size_gb <= 16384, "volume_size_gb", "must be between 1 and 16384")
+        _require(bool(self.subnets) == bool(self.security_group_ids), "subnets",
+                 "VPC mode needs both subnets and security_group_ids")
+        pretrained_ok = not self.pretrained_s3_uri or self.pretrained_s3_uri.startswith("s3://")
+        _require(pretrained_ok, "pretrained_s3_uri", "must be an s3:// URI")
 
     @property
     def root(self) -> str:
@@ -119,7 +136,10 @@ _FIELD_TYPES: dict[str, type] = {
         "bucket": str, "prefix": str, "aws_conn_id": str, "region": str, "copy_workers": int,
         "reject_threshold": float, "instance_type": str, "instance_count": int, "epochs": int,
         "batch_size": int, "lr": float, "model": str, "role_arn": str, "max_runtime_s": int,
-        "rules_mode": str, "fail_on_rules": tuple, "min_improvement": float,
+        "rules_mode": str, "fail_on_rules": tuple, "min_improvement": float, "framework_version": str,
+        "volume_size_gb": int, "pretrained_s3_uri": str, "subnets": tuple, "security_group_ids": tuple,
+        "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
+        "volume_kms_key_id": str,
     }.items()
 }  # fmt: skip
 
@@ -133,6 +153,13 @@ _ENV_NAMES = {
     "copy_workers": "INVENTORY_COPY_WORKERS",
     "reject_threshold": "INVENTORY_REJECT_THRESHOLD",
     "source_bucket": "INVENTORY_SOURCE_BUCKET",
+    "subnets": "INVENTORY_SUBNETS",
+    "security_group_ids": "INVENTORY_SECURITY_GROUP_IDS",
+    "output_kms_key_id": "INVENTORY_OUTPUT_KMS_KEY_ID",
+    "volume_kms_key_id": "INVENTORY_VOLUME_KMS_KEY_ID",
+    "enable_network_isolation": "INVENTORY_ENABLE_NETWORK_ISOLATION",
+    "inter_container_encryption": "INVENTORY_INTER_CONTAINER_ENCRYPTION",
+    "pretrained_s3_uri": "INVENTORY_PRETRAINED_S3_URI",
 }
 
 
@@ -149,6 +176,12 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if target is float:
             return float(value)
+        if target is bool:
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.strip().lower() in ("true", "1", "yes")
+            return bool(value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise SettingsError(name, f"expected {target.__name__}, got {value!r}") from exc

@@ -1,0 +1,1 @@
+"""The training job: job naming, code packaging and the CreateTrainingJob request."""

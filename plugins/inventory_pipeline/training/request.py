@@ -1,0 +1,282 @@
+"""The CreateTrainingJob request: one function from settings to the dict the provider's operator sends.
+
+Image URIs and rule configurations come from the sagemaker SDK (not typed by hand); MetricDefinitions come
+from the training code's own `metric_definitions.json`; the result is validated against botocore's service
+model before anything is sent, so a bad setting fails here with the field named, not in a paid job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inventory_pipeline.settings import DEBUGGER_RULES, Settings
+from inventory_pipeline.training.naming import validate_job_name
+from inventory_pipeline.training.package import TRAINING_CODE_DIR
+
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+METRIC_DEFINITIONS_FILE = TRAINING_CODE_DIR / "metric_definitions.json"
+ENTRY_POINT = "train.py"
+CHANNELS = ("train", "valid", "test")
+# sagemaker.core.debugger.rule_configs factory for each rule we run.
+_RULE_FACTORIES = {
+    "VanishingGradient": "vanishing_gradient",
+    "Overfit": "overfit",
+    "Overtraining": "overtraining",
+    "PoorWeightInitialization": "poor_weight_initialization",
+}
+# Besides the collections the rules ask for, the report plots losses and the rules read weights/biases.
+_EXTRA_COLLECTIONS = ("losses", "weights", "biases")
+_DEFAULT_IMAGE = "DEFAULT_RULE_EVALUATOR_IMAGE"
+
+
+class RequestError(ValueError):
+    """The request would be rejected by SageMaker; the message names the field."""
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where SageMaker puts a job's outputs, given the request's S3OutputPath (it appends `<job>/...`)."""
+
+    output_path: str  # s3://bucket/<root>training-jobs
+    job_name: str
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.output_path.rstrip('/')}/{self.job_name}"
+
+    @property
+    def model_artifact(self) -> str:
+        return f"{self.job_prefix}/output/model.tar.gz"
+
+    @property
+    def output_artifact(self) -> str:
+        return f"{self.job_prefix}/output/output.tar.gz"
+
+    @property
+    def debug_output(self) -> str:
+        return f"{self.job_prefix}/debug-output"
+
+    @property
+    def profiler_output(self) -> str:
+        return f"{self.job_prefix}/profiler-output"
+
+    def rule_output(self, rule_name: str) -> str:
+        return f"{self.job_prefix}/rule-output/{rule_name}"
+
+
+def output_path(settings: Settings) -> str:
+    return f"s3://{settings.bucket}/{settings.root}training-jobs"
+
+
+def metric_definitions(path: Path = METRIC_DEFINITIONS_FILE) -> list[dict[str, str]]:
+    """The metric log lines train.py prints, as SageMaker MetricDefinitions (documented in one file)."""
+    definitions = json.loads(Path(path).read_text())
+    if not isinstance(definitions, list) or not all({"Name", "Regex"} <= set(d) for d in definitions):
+        raise RequestError(f"{path} must be a list of {{'Name', 'Regex'}} objects")
+    return [{"Name": d["Name"], "Regex": d["Regex"]} for d in definitions]
+
+
+def training_image_uri(settings: Settings) -> str:
+    from sagemaker.core import image_uris
+
+    try:
+        return image_uris.retrieve(
+            "pytorch",
+            region=settings.region,
+            version=settings.framework_version,
+            instance_type=settings.instance_type,
+            image_scope="training",
+            py_version=_py_version(settings.framework_version),
+        )
+    except ValueError as exc:
+        raise RequestError(f"invalid setting 'framework_version' / 'instance_type': {exc}") from exc
+
+
+def _py_version(framework_version: str) -> str:
+    from sagemaker.core import image_uris
+
+    config = image_uris.config_for_framework("pytorch")["training"]
+    full = config.get("version_aliases", {}).get(framework_version, framework_version)
+    versions = config["versions"].get(full)
+    if versions is None:
+        known = ", ".join(sorted(config.get("version_aliases", {})))
+        raise RequestError(f"invalid setting 'framework_version': {framework_version!r}; known: {known}")
+    return sorted(versions["py_versions"], key=lambda v: int(v[2:] or 0))[-1]
+
+
+def rule_objects(settings: Settings) -> tuple[list[Any], list[Any]]:
+    """The SDK's Rule / ProfilerRule objects for the four debugger rules and the ProfilerReport."""
+    from sagemaker.core.debugger import ProfilerRule, Rule, get_rule_container_image_uri, rule_configs
+
+    rules = [Rule.sagemaker(getattr(rule_configs, _RULE_FACTORIES[name])()) for name in DEBUGGER_RULES]
+    profiler_rules = [ProfilerRule.sagemaker(rule_configs.ProfilerReport())]
+    for rule in [*rules, *profiler_rules]:
+        # What the SDK's estimator does before sending: the placeholder becomes the region's evaluator image.
+        if rule.image_uri == _DEFAULT_IMAGE:
+            rule.image_uri = get_rule_container_image_uri(rule.name, settings.region)
+    return rules, profiler_rules
+
+
+def debug_hook_config(settings: Settings, rules: list[Any]) -> dict[str, Any]:
+    """Save every step (train and eval) with the collections the rules need plus losses/weights/biases.
+
+    The rules' own collection configs carry `save_interval=500`; we drop that so the hook-level
+    save_interval of 1 applies, as the study's configuration asks.
+    """
+    collections: dict[str, dict[str, str]] = {}
+    for rule in rules:
+        for collection in rule.collection_configs or []:
+            params = {k: v for k, v in (collection.parameters or {}).items() if k != "save_interval"}
+            collections.setdefault(collection.name, {}).update(params)
+    for name in _EXTRA_COLLECTIONS:
+        collections.setdefault(name, {})
+    config = {
+        "S3OutputPath": output_path(settings),
+        "HookParameters": {"train.save_interval": "1", "eval.save_interval": "1"},
+        "CollectionConfigurations": [
+            {"CollectionName": name, **({"CollectionParameters": params} if params else {})}
+            for name, params in sorted(collections.items())
+        ],
+    }
+    return config
+
+
+def build_training_request(
+    settings: Settings,
+    job_name: str,
+    channels: dict[str, str],
+    sourcedir_uri: str,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """The full CreateTrainingJob request for one run (validated; raises RequestError naming the field)."""
+    validate_job_name(job_name)
+    missing = [c for c in CHANNELS if not channels.get(c, "").startswith("s3://")]
+    if missing:
+        raise RequestError(f"invalid channels: {missing} need an s3:// URI")
+    if not sourcedir_uri.startswith("s3://"):
+        raise RequestError("invalid 'sourcedir_uri': must be an s3:// URI")
+
+    out = output_path(settings)
+    hyperparameters = {
+        "epochs": settings.epochs,
+        "batch-size": settings.batch_size,
+        "lr": settings.lr,
+        "model": settings.model,
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_submit_directory": sourcedir_uri,
+        "sagemaker_region": settings.region,
+        "sagemaker_container_log_level": 20,
+    }
+    input_channels = {**{c: channels[c] for c in CHANNELS}}
+    if settings.pretrained_s3_uri:
+        input_channels["pretrained"] = settings.pretrained_s3_uri
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {
+            "TrainingImage": training_image_uri(settings),
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metric_definitions(),
+            "EnableSageMakerMetricsTimeSeries": True,
+        },
+        "RoleArn": settings.role_arn,
+        # The SDK JSON-encodes every value; the training toolkit decodes them before building the CLI args.
+        "HyperParameters": {k: json.dumps(v) for k, v in hyperparameters.items()},
+        "InputDataConfig": [
+            {
+                "ChannelName": name,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "InputMode": "File",
+            }
+            for name, uri in input_channels.items()
+        ],
+        "OutputDataConfig": {"S3OutputPath": out},
+        "ResourceConfig": {
+            "InstanceType": settings.instance_type,
+            "InstanceCount": settings.instance_count,
+            "VolumeSizeInGB": settings.volume_size_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime_s},
+        "EnableNetworkIsolation": settings.enable_network_isolation,
+        "EnableInterContainerTrafficEncryption": settings.inter_container_encryption,
+        "Environment": {"INVENTORY_RULES_MODE": settings.rules_mode},
+        "Tags": [
+            {"Key": "project", "Value": "inventory-retraining"},
+            *([{"Key": "airflow-run-id", "Value": run_id[:256]}] if run_id else []),
+        ],
+    }
+    if settings.output_kms_key_id:
+        request["OutputDataConfig"]["KmsKeyId"] = settings.output_kms_key_id
+    if settings.volume_kms_key_id:
+        request["ResourceConfig"]["VolumeKmsKeyId"] = settings.volume_kms_key_id
+    if settings.subnets:
+        request["VpcConfig"] = {
+            "Subnets": list(settings.subnets),
+            "SecurityGroupIds": list(settings.security_group_ids),
+        }
+
+    rules, profiler_rules = rule_objects(settings)
+    hook = debug_hook_config(settings, rules)
+    if settings.rules_mode == "managed":
+        request["DebugHookConfig"] = hook
+        request["DebugRuleConfigurations"] = [r.to_debugger_rule_config_dict() for r in rules]
+        request["ProfilerConfig"] = {"S3OutputPath": out, "ProfilingIntervalInMilliseconds": 500}
+        request["ProfilerRuleConfigurations"] = [r.to_profiler_rule_config_dict() for r in profiler_rules]
+    else:
+        # self_hosted: no Debugger configuration reaches SageMaker (accounts opened after 2026-07-30 cannot use
+        # it); the training code saves the same tensors and system metrics itself, to the same S3 locations, and
+        # our rule engine evaluates them after the job. Environment values are capped at 512 characters, so the
+        # hook configuration travels as a few short variables.
+        paths = JobPaths(out, job_name)
+        request["Environment"].update(
+            {
+                "INVENTORY_DEBUG_S3_OUTPUT": paths.debug_output,
+                "INVENTORY_DEBUG_SAVE_INTERVAL": "1",
+                "INVENTORY_DEBUG_COLLECTIONS": ",".join(
+                    c["CollectionName"] for c in hook["CollectionConfigurations"]
+                ),
+                "INVENTORY_PROFILER_S3_OUTPUT": paths.profiler_output,
+                "INVENTORY_PROFILER_INTERVAL_MS": "500",
+            }
+        )
+    return validate_request(request)
+
+
+def validate_request(request: dict[str, Any]) -> dict[str, Any]:
+    """Check the request against botocore's SageMaker model (types, enums, lengths, required fields)."""
+    import botocore.session
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    # botocore's validator checks types and required fields but not enums: check the instance type here.
+    instance_type = request.get("ResourceConfig", {}).get("InstanceType")
+    allowed = model.shape_for("TrainingInstanceType").enum
+    if instance_type is not None and instance_type not in allowed:
+        raise RequestError(
+            f"invalid setting 'instance_type': {instance_type!r} is not a SageMaker training instance type "
+            f"(e.g. {', '.join(t for t in allowed if t.startswith('ml.c5.'))})"
+        )
+    try:
+        validate_parameters(request, model.operation_model("CreateTrainingJob").input_shape)
+    except ParamValidationError as exc:
+        raise RequestError(f"CreateTrainingJob request is invalid: {exc.kwargs.get('report', exc)}") from exc
+    return request
+
+
+def rule_names(request: dict[str, Any]) -> dict[str, list[str]]:
+    """The rule configuration names a request asks SageMaker to evaluate (empty lists in self_hosted mode)."""
+    return {
+        "debug": [r["RuleConfigurationName"] for r in request.get("DebugRuleConfigurations", [])],
+        "profiler": [r["RuleConfigurationName"] for r in request.get("ProfilerRuleConfigurations", [])],
+    }
