@@ -233,10 +233,10 @@ def build_training_request(
         request["ProfilerConfig"] = {"S3OutputPath": out, "ProfilingIntervalInMilliseconds": 500}
         request["ProfilerRuleConfigurations"] = [r.to_profiler_rule_config_dict() for r in profiler_rules]
     else:
-        # self_hosted: no Debugger configuration reaches SageMaker (accounts opened after 2026-07-30 cannot use
-        # it); the training code saves the same tensors and system metrics itself, to the same S3 locations, and
-        # our rule engine evaluates them after the job. Environment values are capped at 512 characters, so the
-        # hook configuration travels as a few short variables.
+        # self_hosted: no Debugger configuration reaches SageMaker (accounts opened after 2026-07-30 cannot
+        # use it); the training code saves the same tensors and system metrics itself, to the same S3
+        # locations, and our rule engine evaluates them after the job. Environment values are capped at 512
+        # characters, so the hook configuration travels as a few short variables.
         paths = JobPaths(out, job_name)
         request["Environment"].update(
             {
