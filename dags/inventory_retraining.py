@@ -1,0 +1,107 @@
+"""inventory_retraining: weekly retraining of the bin-object-counting model.
+
+select_source -> copy_images -> split_dataset -> ... (training, rules and promotion follow).
+
+Wiring only: each task is a few lines calling `inventory_pipeline.dag_tasks`; nothing heavy is imported at
+parse time. The same DAG runs against AWS or the embedded local stack, depending only on where the
+`aws_default` connection points.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param, task
+
+RULES = [
+    "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
+    "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
+    "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
+]  # fmt: skip
+INSTANCE_TYPES = [
+    "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge", "ml.m5.large", "ml.m5.xlarge",
+    "ml.m5.2xlarge", "ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g5.xlarge", "ml.p3.2xlarge",
+]  # fmt: skip
+
+PARAMS = {
+    "source_bucket": Param(
+        os.environ.get("INVENTORY_SOURCE_BUCKET", "aft-vbi-pds"), type="string", minLength=3,
+        title="Source bucket", description="Bucket holding bin-images/<id>.jpg and metadata/<id>.json.",
+    ),
+    "source_prefix": Param(
+        "", type="string", title="Source prefix",
+        description="Key prefix before bin-images/ and metadata/ in the source bucket (usually empty).",
+    ),
+    "file_list": Param(
+        os.environ.get("INVENTORY_FILE_LIST", ""), type="string", title="File list",
+        description="s3:// URI of a file_list.json ({'1': ['metadata/<id>.json', ...], ...}). "
+        "Empty: list metadata/ and read EXPECTED_QUANTITY.",
+    ),
+    "per_class_limit": Param(
+        0, type="integer", minimum=0, title="Images per class",
+        description="Take at most this many images per count (0 = all). Small values make quick runs.",
+    ),
+    "instance_type": Param(
+        "ml.c5.xlarge", type="string", enum=INSTANCE_TYPES, title="Instance type",
+        description="SageMaker training instance type.",
+    ),
+    "instance_count": Param(
+        2, type="integer", minimum=1, maximum=20, title="Instance count",
+        description="Training hosts (distributed data parallel).",
+    ),
+    "epochs": Param(3, type="integer", minimum=1, maximum=1000, title="Epochs"),
+    "batch_size": Param(32, type="integer", minimum=1, maximum=4096, title="Batch size"),
+    "lr": Param(0.001, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
+    "model": Param(
+        "resnet50", type="string", enum=["resnet50", "resnet18", "efficientnet_lite0", "small_cnn"],
+        title="Model", description="resnet50 is the study's model; small_cnn is for quick synthetic runs.",
+    ),
+    "rules_mode": Param(
+        os.environ.get("INVENTORY_RULES_MODE", "managed"), type="string", enum=["managed", "self_hosted"],
+        title="Rules mode",
+        description="managed: SageMaker Debugger evaluates the rules. self_hosted: our rule engine does "
+        "(for accounts without Debugger, closed to new customers since 2026-07-30).",
+    ),
+    "fail_on_rules": Param(
+        [], type="array", items={"type": "string", "enum": RULES}, examples=RULES, title="Fail on rules",
+        description="Rules whose IssuesFound fails the run and blocks promotion; the others only warn.",
+    ),
+    "min_improvement": Param(
+        0.0, type="number", minimum=0, maximum=1, title="Minimum improvement",
+        description="Accuracy gain over the champion needed to promote the new model.",
+    ),
+}
+
+with DAG(
+    dag_id="inventory_retraining",
+    description="Weekly retraining of the bin-object-counting model on SageMaker",
+    schedule=os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1"),
+    start_date=datetime(2026, 1, 5),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    tags=["ml", "sagemaker", "inventory"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def select_source(params=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        return dag_tasks.select_source(params)
+
+    @task
+    def copy_images(selection: dict, params=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        return dag_tasks.copy_images(params, selection)
+
+    @task
+    def split_dataset(copy_result: dict, params=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        return dag_tasks.split_dataset(params, copy_result)
+
+    split_dataset(copy_images(select_source()))

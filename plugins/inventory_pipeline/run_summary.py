@@ -1,0 +1,62 @@
+"""Read a finished DAG run back from Airflow's metadata DB: task states, timings and return values.
+
+Run as `python -m inventory_pipeline.run_summary [dag_id]` with the same AIRFLOW_HOME as the run; prints one
+JSON object. A separate process, so the caller never has to import Airflow with the right configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def latest_run(dag_id: str) -> dict[str, Any]:
+    from airflow.models import DagRun, TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = (
+            session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.start_date.desc()).first()
+        )
+        if run is None:
+            return {"dag_id": dag_id, "dag_run_id": None, "state": None, "tasks": {}, "timings": {}, "xcom": {}}
+        tis = session.query(TaskInstance).filter(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id
+        )
+        tasks, timings = {}, {}
+        for ti in tis:
+            tasks[ti.task_id] = str(ti.state) if ti.state is not None else None
+            if ti.start_date and ti.end_date:
+                timings[ti.task_id] = round((ti.end_date - ti.start_date).total_seconds(), 2)
+        xcom = {}
+        rows = session.query(XComModel).filter(
+            XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
+        )
+        for row in rows:
+            value = row.value
+            if isinstance(value, (str, bytes)):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            xcom[row.task_id] = value
+        return {
+            "dag_id": dag_id,
+            "dag_run_id": run.run_id,
+            "state": str(run.state),
+            "tasks": tasks,
+            "timings": timings,
+            "xcom": xcom,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    print(json.dumps(latest_run(args[0] if args else "inventory_retraining"), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
