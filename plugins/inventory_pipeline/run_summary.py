@@ -17,11 +17,16 @@ def latest_run(dag_id: str) -> dict[str, Any]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        run = (
-            session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.start_date.desc()).first()
-        )
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.start_date.desc()).first()
         if run is None:
-            return {"dag_id": dag_id, "dag_run_id": None, "state": None, "tasks": {}, "timings": {}, "xcom": {}}
+            return {
+                "dag_id": dag_id,
+                "dag_run_id": None,
+                "state": None,
+                "tasks": {},
+                "timings": {},
+                "xcom": {},
+            }
         tis = session.query(TaskInstance).filter(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id
         )

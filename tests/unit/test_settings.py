@@ -6,15 +6,27 @@ from inventory_pipeline.settings import Settings, SettingsError
 def test_defaults_are_the_studys_configuration():
     s = Settings()
     assert (s.instance_type, s.instance_count, s.batch_size, s.lr, s.epochs, s.model) == (
-        "ml.c5.xlarge", 2, 32, 0.001, 3, "resnet50"
+        "ml.c5.xlarge",
+        2,
+        32,
+        0.001,
+        3,
+        "resnet50",
     )
     assert s.root == "abid/"
 
 
 def test_params_override_environment_and_are_coerced():
-    env = {"INVENTORY_BUCKET": "team-bucket", "INVENTORY_PREFIX": "team/x", "INVENTORY_SUBNETS": "subnet-1,subnet-2",
-           "INVENTORY_SECURITY_GROUP_IDS": "sg-1", "INVENTORY_ENABLE_NETWORK_ISOLATION": "true"}
-    s = Settings.from_sources({"epochs": "5", "lr": "0.01", "fail_on_rules": ["Overfit"], "bucket": None}, env)
+    env = {
+        "INVENTORY_BUCKET": "team-bucket",
+        "INVENTORY_PREFIX": "team/x",
+        "INVENTORY_SUBNETS": "subnet-1,subnet-2",
+        "INVENTORY_SECURITY_GROUP_IDS": "sg-1",
+        "INVENTORY_ENABLE_NETWORK_ISOLATION": "true",
+    }
+    s = Settings.from_sources(
+        {"epochs": "5", "lr": "0.01", "fail_on_rules": ["Overfit"], "bucket": None}, env
+    )
     assert s.bucket == "team-bucket" and s.root == "team/x/"
     assert s.epochs == 5 and s.lr == 0.01 and s.fail_on_rules == ("Overfit",)
     assert s.subnets == ("subnet-1", "subnet-2") and s.enable_network_isolation is True

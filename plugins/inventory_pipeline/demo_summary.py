@@ -1,0 +1,82 @@
+"""build/demo/summary.json: what a finished demo run did, assembled from the run's task states and XComs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _describe(s3_or_none: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """The training job's last known description: the rule task's view if it ran, else the train task's."""
+    xcom = run.get("xcom", {})
+    for task_id in ("parse_rule_reports", "wait_for_rules", "train"):
+        value = xcom.get(task_id)
+        if isinstance(value, dict):
+            desc = value.get("Training") or value.get("description")
+            if isinstance(desc, dict):
+                return desc
+    return {}
+
+
+def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: dict | None = None) -> dict:
+    xcom = run.get("xcom", {})
+    manifest = xcom.get("split_dataset") or {}
+    report = xcom.get("parse_rule_reports") or {}
+    promotion = xcom.get("evaluate_and_promote") or {}
+    describe = _describe(s3, run)
+    rules = report.get("rules") or []
+    summary: dict[str, Any] = {
+        "dag_run_id": run.get("dag_run_id"),
+        "state": run.get("state"),
+        "tasks": run.get("tasks", {}),
+        "timings": run.get("timings", {}),
+        "conf": conf or {},
+        "dataset": {
+            "version": manifest.get("version"),
+            "counts": manifest.get("counts"),
+            "rejected": manifest.get("rejected"),
+            "manifest_key": manifest.get("manifest_key"),
+        },
+        "training_job_name": report.get("job") or describe.get("TrainingJobName"),
+        "training_job_status": report.get("status") or describe.get("TrainingJobStatus"),
+        "debug_rules": [
+            {"name": r["name"], "status": r["status"]} for r in rules if r.get("kind") == "debugger"
+        ],
+        "profiler_rules": [
+            {"name": r["name"], "status": r["status"]} for r in rules if r.get("kind") != "debugger"
+        ],
+        "triggered": report.get("triggered", []),
+        "report_path": report.get("html_path"),
+        "report_s3_uri": report.get("s3_uri"),
+        "decision": report.get("decision"),
+        "metrics": report.get("metrics") or {},
+        "promoted": promotion.get("promoted"),
+        "promotion_reason": promotion.get("reason"),
+    }
+    return summary
+
+
+def print_summary(summary: dict[str, Any], summary_path: Path, log_path: Path) -> None:
+    print("\n==================== inventory_retraining demo ====================")
+    print(f"run:      {summary['dag_run_id']}  ->  {summary['state']}")
+    for task_id, state in summary["tasks"].items():
+        seconds = summary["timings"].get(task_id)
+        print(f"  {task_id:24s} {state or '-':10s} {'' if seconds is None else f'{seconds:7.1f} s'}")
+    dataset = summary["dataset"]
+    if dataset.get("version"):
+        print(f"dataset:  version {dataset['version']}  counts {dataset['counts']}")
+        print(f"          rejected {dataset['rejected']}  manifest {dataset['manifest_key']}")
+    if summary.get("training_job_name"):
+        print(f"job:      {summary['training_job_name']}  {summary['training_job_status']}")
+    if summary.get("metrics"):
+        print(f"metrics:  {summary['metrics']}")
+    for kind in ("debug_rules", "profiler_rules"):
+        for rule in summary.get(kind) or []:
+            print(f"  rule {rule['name']:28s} {rule['status']}")
+    if summary.get("promoted") is not None:
+        print(f"promoted: {summary['promoted']}  ({summary.get('promotion_reason')})")
+    if summary.get("report_path"):
+        print(f"report:   {summary['report_path']}")
+    print(f"summary:  {summary_path}")
+    print(f"run log:  {log_path}")
+    print("====================================================================")
