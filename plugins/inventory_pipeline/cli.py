@@ -18,9 +18,7 @@ from typing import Any
 DEFAULT_STATE_DIR = Path("build") / "local-stack"
 
 # Modules that add sub-commands: each has `register(subparsers) -> None`; handlers return an exit code.
-COMMAND_MODULES = (
-    "inventory_pipeline.cli",
-)
+COMMAND_MODULES = ("inventory_pipeline.cli",)
 
 
 def print_json(payload: Any) -> None:
@@ -36,7 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser = stack_sub.add_parser(action, help=help_text)
         parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
         parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    stack_sub.choices["up"].add_argument("--region", default="us-east-1")
+    up = stack_sub.choices["up"]
+    up.add_argument("--region", default="us-east-1")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    up.add_argument("--advertise-host", default=None, help="host name clients use (a compose service name)")
+    up.add_argument("--moto-port", type=int, default=0, help="fixed port for moto (default: a free one)")
+    up.add_argument("--sagemaker-port", type=int, default=0, help="fixed port for the local SageMaker server")
+    up.add_argument("--foreground", action="store_true", help="stay attached; stop everything on SIGTERM")
     stack_sub.choices["up"].set_defaults(handler=_stack_up)
     stack_sub.choices["down"].set_defaults(handler=_stack_down)
 
@@ -44,15 +48,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _stack_up(args: argparse.Namespace) -> int:
     from inventory_pipeline.local_aws import stack
 
-    state = stack.up(args.state_dir, region=args.region)
+    options = {
+        "bind_host": args.host,
+        "advertise_host": args.advertise_host,
+        "ports": {
+            name: port
+            for name, port in (("moto", args.moto_port), ("sagemaker", args.sagemaker_port))
+            if port
+        },
+    }
+    if args.foreground:
+        return _stack_foreground(args, options)
+    state = stack.up(args.state_dir, region=args.region, **options)
+    _print_stack(args, state)
+    return 0
+
+
+def _stack_foreground(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """Run the stack until SIGTERM/SIGINT (the form a container or a supervisor wants)."""
+    import signal
+    import threading
+
+    from inventory_pipeline.local_aws.stack import LocalStack
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    with LocalStack(args.state_dir, region=args.region, **options) as running:
+        state = running.state()
+        state["state_file"] = None
+        _print_stack(args, state)
+        sys.stdout.flush()
+        done.wait()
+    print("local stack stopped")
+    return 0
+
+
+def _print_stack(args: argparse.Namespace, state: dict[str, Any]) -> None:
     conn = json.dumps(state["airflow_conn"])
     for service, url in sorted(state["endpoints"].items()):
         print(f"{service:10s} {url}")
     print(f"export AIRFLOW_CONN_AWS_DEFAULT='{conn}'")
-    print(f"state file: {state['state_file']}  (stop with: inventory-pipeline local-stack down)")
+    if state.get("state_file"):
+        print(f"state file: {state['state_file']}  (stop with: inventory-pipeline local-stack down)")
     if args.json:
         print_json({k: state[k] for k in ("endpoints", "airflow_conn", "state_file")})
-    return 0
 
 
 def _stack_down(args: argparse.Namespace) -> int:

@@ -37,20 +37,21 @@ class ServerSpec:
 
     name: str
     services: tuple[str, ...]
-    command: Callable[[int, dict[str, str], Path], list[str]]
+    command: Callable[[str, int, dict[str, str], Path], list[str]]
     health_path: str = "/"
 
 
-def _moto_command(port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+def _moto_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
 
 
 MOTO = ServerSpec(name="moto", services=("s3", "logs"), command=_moto_command, health_path="/moto-api/")
 
 
-def _sagemaker_command(port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "inventory_pipeline.local_aws.sagemaker_api",
+        "--host", host,
         "--port", str(port),
         "--state-dir", str(state_dir / "sagemaker"),
         "--s3-endpoint", endpoints["s3"],
@@ -130,23 +131,36 @@ class _Running:
     spec: ServerSpec
     process: subprocess.Popen
     port: int
-    url: str
+    url: str  # as clients reach it (advertised host)
+    local_url: str  # as processes on this host reach it
     log_path: Path
 
 
 @dataclass
 class LocalStack:
-    """The local stack as a context manager: `with LocalStack(dir) as stack: stack.endpoints["s3"]`."""
+    """The local stack as a context manager: `with LocalStack(dir) as stack: stack.endpoints["s3"]`.
+
+    By default everything listens on 127.0.0.1 on free ports. In a container, `bind_host="0.0.0.0"`,
+    fixed `ports` ({server name: port}) and `advertise_host` (the service's DNS name) make it reachable
+    from other containers.
+    """
 
     state_dir: Path
     region: str = DEFAULT_REGION
     servers: list[ServerSpec] = field(default_factory=default_servers)
     startup_timeout_s: float = 60.0
+    bind_host: str = "127.0.0.1"
+    advertise_host: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
     _running: list[_Running] = field(default_factory=list, init=False)
 
     @property
     def endpoints(self) -> dict[str, str]:
         return {svc: r.url for r in self._running for svc in r.spec.services}
+
+    @property
+    def local_endpoints(self) -> dict[str, str]:
+        return {svc: r.local_url for r in self._running for svc in r.spec.services}
 
     @property
     def airflow_conn(self) -> dict[str, Any]:
@@ -167,21 +181,23 @@ class LocalStack:
         return self
 
     def _start_one(self, spec: ServerSpec) -> None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        port = self.ports.get(spec.name) or free_port()
+        local_url = f"http://127.0.0.1:{port}"
+        host = self.advertise_host or ("127.0.0.1" if self.bind_host in ("0.0.0.0", "::") else self.bind_host)
+        url = f"http://{host}:{port}"
         log_path = self.state_dir / f"{spec.name}.log"
         env = {**os.environ, **self._child_env()}
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                spec.command(port, self.endpoints, self.state_dir),
+                spec.command(self.bind_host, port, self.local_endpoints, self.state_dir),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own process group: stopping it stops its children too
             )
-        running = _Running(spec=spec, process=process, port=port, url=url, log_path=log_path)
+        running = _Running(spec, process, port, url, local_url, log_path)
         self._running.append(running)
-        wait_until_answers(url + spec.health_path, self.startup_timeout_s, process)
+        wait_until_answers(local_url + spec.health_path, self.startup_timeout_s, process)
         services = ",".join(spec.services)
         log.info("local %s (%s) answering at %s, pid %d", spec.name, services, url, process.pid)
 
@@ -256,13 +272,13 @@ def _kill_group(pid: int) -> None:
 # --- CLI backing: a stack that outlives the command that started it ---------------------------------------
 
 
-def up(state_dir: Path, region: str = DEFAULT_REGION) -> dict[str, Any]:
+def up(state_dir: Path, region: str = DEFAULT_REGION, **stack_options: Any) -> dict[str, Any]:
     """Start the stack detached, write the state file and return the state (with `state_file`)."""
     state_dir = Path(state_dir)
     state_file = state_dir / STATE_FILE_NAME
     if state_file.exists() and _still_running(json.loads(state_file.read_text())):
         raise RuntimeError(f"a local stack is already running (state file {state_file}); run `down` first")
-    stack = LocalStack(state_dir, region=region).start()
+    stack = LocalStack(state_dir, region=region, **stack_options).start()
     state = stack.state()
     state["state_file"] = str(state_file)
     state_file.write_text(json.dumps(state, indent=2))
@@ -297,9 +313,11 @@ def down(state_dir: Path) -> list[str]:
 
 def _is_same_process(server: dict[str, Any]) -> bool:
     created = _create_time(server["pid"])
-    return created is not None and server.get("create_time") is not None and abs(
-        created - server["create_time"]
-    ) < 1.0
+    return (
+        created is not None
+        and server.get("create_time") is not None
+        and abs(created - server["create_time"]) < 1.0
+    )
 
 
 def _still_running(state: dict[str, Any]) -> bool:
