@@ -1,6 +1,7 @@
 """inventory_retraining: weekly retraining of the bin-object-counting model.
 
-select_source -> copy_images -> split_dataset -> ... (training, rules and promotion follow).
+select_source -> copy_images -> split_dataset -> package_code -> train -> wait_for_training
+-> wait_for_rules -> parse_rule_reports -> evaluate_and_promote
 
 Wiring only: each task is a few lines calling `inventory_pipeline.dag_tasks`; nothing heavy is imported at
 parse time. The same DAG runs against AWS or the embedded local stack, depending only on where the
@@ -13,6 +14,14 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
+
+from inventory_pipeline.operators import TrainingJobOperator
+from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
+
+# The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
+POKE_INTERVAL_S = float(os.environ.get("INVENTORY_POKE_INTERVAL_S", "60"))
+PRINT_LOG = os.environ.get("INVENTORY_PRINT_LOG", "true").lower() == "true"
+AWS_CONN_ID = os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default")
 
 RULES = [
     "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
@@ -104,4 +113,34 @@ with DAG(
 
         return dag_tasks.split_dataset(params, copy_result)
 
-    split_dataset(copy_images(select_source()))
+    @task
+    def package_code(params=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        return dag_tasks.package_code(params)
+
+    dataset = split_dataset(copy_images(select_source()))
+    code = package_code()
+    train = TrainingJobOperator(
+        task_id="train", dataset=dataset, code=code, aws_conn_id=AWS_CONN_ID, retries=3
+    )
+    job_name = "{{ ti.xcom_pull(task_ids='train')['Training']['TrainingJobName'] }}"
+    wait_for_training = TrainingJobSensor(
+        task_id="wait_for_training",
+        job_name=job_name,
+        aws_conn_id=AWS_CONN_ID,
+        mode="reschedule",
+        poke_interval=POKE_INTERVAL_S,
+        timeout=timedelta(hours=12),
+        print_log=PRINT_LOG,
+    )
+    wait_for_rules = RuleEvaluationSensor(
+        task_id="wait_for_rules",
+        job_name=job_name,
+        rules_mode="{{ params.rules_mode }}",
+        aws_conn_id=AWS_CONN_ID,
+        mode="reschedule",
+        poke_interval=POKE_INTERVAL_S,
+        timeout=timedelta(hours=2),
+    )
+    train >> wait_for_training >> wait_for_rules

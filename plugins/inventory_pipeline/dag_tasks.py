@@ -55,3 +55,12 @@ def split_dataset(params: Mapping[str, Any], copy_result: Mapping[str, Any]) -> 
     manifest = run_split(_s3(settings), settings, copy_result["copy_key"])
     log.info("dataset %s: %s", manifest["version"], manifest["counts"])
     return manifest
+
+
+def package_code(params: Mapping[str, Any]) -> dict[str, Any]:
+    from inventory_pipeline.training.package import upload_sourcedir
+
+    settings = settings_from(params)
+    packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root)
+    return {"s3_uri": packaged.s3_uri, "sha256": packaged.sha256, "size": packaged.size,
+            "uploaded": packaged.uploaded}  # fmt: skip

@@ -1,8 +1,7 @@
-"""Airflow sensors for the training job and its rule evaluations, shaped like the provider's.
+"""Airflow sensors for the training job and its rule evaluations: light shells over the provider's.
 
-`RuleEvaluationSensor` answers the provider's five questions (`non_terminal_states`, `failed_states`,
-`get_sagemaker_response`, `state_from_response`, `get_failed_reason_from_response`): rule evaluations outlive
-the training job, and the provider does not wait for them.
+Each poke builds (once per process) the provider-shaped sensor from `provider_adapters` and asks it; the
+shell owns mode, interval and timeout, so reschedule mode frees the worker slot between pokes.
 """
 
 from __future__ import annotations
@@ -10,80 +9,72 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-from airflow.providers.amazon.aws.sensors.sagemaker import SageMakerBaseSensor, SageMakerTrainingSensor
-
-# Rule evaluation states as DescribeTrainingJob reports them.
-RULE_NON_TERMINAL_STATES = frozenset({"InProgress", "Stopping"})
-RULE_TERMINAL_STATES = frozenset({"NoIssuesFound", "IssuesFound", "Error", "Stopped"})
-RULES_PENDING = "RulesInProgress"
-RULES_DONE = "RulesComplete"
+from airflow.sdk.bases.sensor import BaseSensorOperator
 
 
-def stop_job_if_running(hook: SageMakerHook, job_name: str, log: Any) -> None:
-    try:
-        status = hook.describe_training_job(job_name)["TrainingJobStatus"]
-        if status in SageMakerHook.non_terminal_states:
-            log.info("Stopping training job %s (was %s) because the task was killed.", job_name, status)
-            hook.conn.stop_training_job(TrainingJobName=job_name)
-    except Exception:  # on_kill must not raise; say what happened instead
-        log.exception("Could not stop training job %s", job_name)
+class TrainingJobSensor(BaseSensorOperator):
+    """Wait for the training job; `Failed` and `Stopped` fail the task with the job's own reason."""
 
+    template_fields: Sequence[str] = ("job_name",)
+    ui_color = "#ededed"
 
-def rule_statuses(description: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        *description.get("DebugRuleEvaluationStatuses", []),
-        *description.get("ProfilerRuleEvaluationStatuses", []),
-    ]
+    def __init__(
+        self, *, job_name: str, aws_conn_id: str = "aws_default", print_log: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.aws_conn_id = aws_conn_id
+        self.print_log = print_log
+        self._inner: Any = None
 
+    def _sensor(self) -> Any:
+        if self._inner is None:
+            from inventory_pipeline.provider_adapters import ProviderTrainingSensor
 
-class TrainingJobSensor(SageMakerTrainingSensor):
-    """The provider's training sensor; `Failed` and `Stopped` fail the task with the job's own reason."""
+            self._inner = ProviderTrainingSensor(
+                task_id=self.task_id, job_name=self.job_name, aws_conn_id=self.aws_conn_id,
+                print_log=self.print_log,
+            )  # fmt: skip
+        return self._inner
 
-    def get_failed_reason_from_response(self, response: dict) -> str:
-        reason = response.get("FailureReason")
-        if reason:
-            return reason
-        return f"job {response.get('TrainingJobStatus')} ({response.get('SecondaryStatus', 'no detail')})"
+    def poke(self, context: Any) -> bool:
+        return bool(self._sensor().poke(context))
 
     def on_kill(self) -> None:
-        stop_job_if_running(self.hook, self.job_name, self.log)
+        self._sensor().on_kill()
 
 
-class RuleEvaluationSensor(SageMakerBaseSensor):
-    """Wait until every debugger and profiler rule evaluation of a training job is in a terminal state.
+class RuleEvaluationSensor(BaseSensorOperator):
+    """Wait until every debugger and profiler rule evaluation of the job is terminal (managed rules).
 
-    A rule in `Error` does not fail this sensor: the report task shows it as an error and the policy decides.
+    With `rules_mode="self_hosted"` there is nothing to wait for at SageMaker: this task runs our rule
+    engine on the job's S3 output instead, and writes the same rule-output files.
     """
 
-    template_fields: Sequence[str] = (*SageMakerBaseSensor.template_fields, "job_name")
+    template_fields: Sequence[str] = ("job_name", "rules_mode")
+    ui_color = "#ededed"
 
-    def __init__(self, *, job_name: str, **kwargs: Any) -> None:
-        super().__init__(resource_type="rule evaluations", **kwargs)
+    def __init__(
+        self, *, job_name: str, rules_mode: str = "managed", aws_conn_id: str = "aws_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         self.job_name = job_name
+        self.rules_mode = rules_mode
+        self.aws_conn_id = aws_conn_id
+        self._inner: Any = None
 
-    def non_terminal_states(self) -> set[str]:
-        return {RULES_PENDING}
+    def execute(self, context: Any) -> Any:
+        if self.rules_mode == "self_hosted":
+            from inventory_pipeline.dag_tasks import evaluate_rules_self_hosted
 
-    def failed_states(self) -> set[str]:
-        return set()
+            return evaluate_rules_self_hosted(context["params"], self.job_name)
+        return super().execute(context)
 
-    def get_sagemaker_response(self) -> dict:
-        return self.hook.describe_training_job(self.job_name)
+    def poke(self, context: Any) -> bool:
+        if self._inner is None:
+            from inventory_pipeline.provider_adapters import ProviderRuleSensor
 
-    def state_from_response(self, response: dict) -> str:
-        statuses = rule_statuses(response)
-        pending = [
-            s["RuleConfigurationName"]
-            for s in statuses
-            if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL_STATES
-        ]
-        if pending:
-            self.log.info("waiting for %d rule evaluation(s): %s", len(pending), ", ".join(pending))
-            return RULES_PENDING
-        for status in statuses:
-            self.log.info("%s: %s", status["RuleConfigurationName"], status["RuleEvaluationStatus"])
-        return RULES_DONE
-
-    def get_failed_reason_from_response(self, response: dict) -> str:
-        return "rule evaluations did not complete"
+            self._inner = ProviderRuleSensor(
+                task_id=self.task_id, job_name=self.job_name, aws_conn_id=self.aws_conn_id
+            )
+        return bool(self._inner.poke(context))

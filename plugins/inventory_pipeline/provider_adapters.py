@@ -1,0 +1,140 @@
+"""The Amazon provider's SageMaker operator and sensors, with what a paid, unattended job needs.
+
+Imported only when a task runs (it pulls in boto3). Shaped exactly like the provider's classes:
+- `ReattachingTrainingOperator`: the provider's `SageMakerTrainingOperator`; a retry of the task re-attaches
+  to the job its run already created instead of starting a second job or a timestamped twin.
+- `ProviderTrainingSensor`: the provider's `SageMakerTrainingSensor`; `Stopped` without a FailureReason still
+  fails with a reason, and killing the task stops the job.
+- `ProviderRuleSensor`: a `SageMakerBaseSensor` answering the provider's five questions for the rule
+  evaluations, which outlive the training job and which the provider does not wait for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
+from airflow.providers.amazon.aws.sensors.sagemaker import SageMakerBaseSensor, SageMakerTrainingSensor
+from botocore.exceptions import ClientError
+
+from inventory_pipeline.links import TrainingJobLink
+
+# Rule evaluation states as DescribeTrainingJob reports them.
+RULE_NON_TERMINAL_STATES = frozenset({"InProgress", "Stopping"})
+RULES_PENDING = "RulesInProgress"
+RULES_DONE = "RulesComplete"
+
+
+def is_not_found(exc: Exception) -> bool:
+    """SageMaker answers DescribeTrainingJob for an unknown name with a ValidationException."""
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "not found" in error.get("Message", "").lower()
+
+
+def stop_job_if_running(hook: SageMakerHook, job_name: str, log: Any) -> None:
+    try:
+        status = hook.describe_training_job(job_name)["TrainingJobStatus"]
+        if status in SageMakerHook.non_terminal_states:
+            log.info("Stopping training job %s (was %s) because the task was killed.", job_name, status)
+            hook.conn.stop_training_job(TrainingJobName=job_name)
+    except Exception:  # on_kill must not raise; say what happened instead
+        log.exception("Could not stop training job %s", job_name)
+
+
+def rule_statuses(description: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        *description.get("DebugRuleEvaluationStatuses", []),
+        *description.get("ProfilerRuleEvaluationStatuses", []),
+    ]
+
+
+class ReattachingTrainingOperator(SageMakerTrainingOperator):
+    """Create the job named in `config`, or re-attach when this run already created it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("wait_for_completion", False)
+        # Should a same-named job appear between our check and the create, fail rather than create a twin.
+        kwargs.setdefault("action_if_job_exists", "fail")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict:
+        job_name = self.config["TrainingJobName"]
+        TrainingJobLink.persist(
+            context,
+            job_name=job_name,
+            region_name=self.hook.conn_region_name or "us-east-1",
+            partition=self.hook.conn_partition or "aws",
+            local_endpoint=self.hook.conn_config.get_service_endpoint_url("sagemaker") or "",
+        )
+        existing = self._describe_or_none(job_name)
+        if existing is not None:
+            self.log.info(
+                "Training job %s already exists for this run (status %s): re-attaching instead of "
+                "creating a second job.",
+                job_name,
+                existing["TrainingJobStatus"],
+            )
+            return self.serialize_result(job_name)
+        return super().execute(context)
+
+    def _describe_or_none(self, job_name: str) -> dict | None:
+        try:
+            return self.hook.describe_training_job(job_name)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def on_kill(self) -> None:
+        """Killing the task stops the job, so no instance keeps billing for a run nobody waits for."""
+        name = (self.config or {}).get("TrainingJobName")
+        if name:
+            stop_job_if_running(self.hook, name, self.log)
+
+
+class ProviderTrainingSensor(SageMakerTrainingSensor):
+    def get_failed_reason_from_response(self, response: dict) -> str:
+        reason = response.get("FailureReason")
+        if reason:
+            return reason
+        return f"job {response.get('TrainingJobStatus')} ({response.get('SecondaryStatus', 'no detail')})"
+
+    def on_kill(self) -> None:
+        stop_job_if_running(self.hook, self.job_name, self.log)
+
+
+class ProviderRuleSensor(SageMakerBaseSensor):
+    """Rule evaluations are done when every status is terminal; `Error` is reported later, not raised here."""
+
+    def __init__(self, *, job_name: str, **kwargs: Any) -> None:
+        super().__init__(resource_type="rule evaluations", **kwargs)
+        self.job_name = job_name
+
+    def non_terminal_states(self) -> set[str]:
+        return {RULES_PENDING}
+
+    def failed_states(self) -> set[str]:
+        return set()
+
+    def get_sagemaker_response(self) -> dict:
+        return self.hook.describe_training_job(self.job_name)
+
+    def state_from_response(self, response: dict) -> str:
+        statuses = rule_statuses(response)
+        pending = [
+            s["RuleConfigurationName"]
+            for s in statuses
+            if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL_STATES
+        ]
+        if pending:
+            self.log.info("waiting for %d rule evaluation(s): %s", len(pending), ", ".join(pending))
+            return RULES_PENDING
+        for status in statuses:
+            self.log.info("%s: %s", status["RuleConfigurationName"], status["RuleEvaluationStatus"])
+        return RULES_DONE
+
+    def get_failed_reason_from_response(self, response: dict) -> str:
+        return "rule evaluations did not complete"
