@@ -11,14 +11,22 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test lint pretrained clean
+.PHONY: install browser demo test lint pretrained clean
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Debian's chromium for the browser test (Playwright drives it; no browser download). Installed with apt
+# where we are root; elsewhere the browser test reports itself skipped with the reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium not installed and not root: the browser test will be skipped"; fi
 
 # Re-runs only when the pins or the project metadata change.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps smdebug==1.0.34
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
