@@ -18,7 +18,10 @@ from typing import Any
 DEFAULT_STATE_DIR = Path("build") / "local-stack"
 
 # Modules that add sub-commands: each has `register(subparsers) -> None`; handlers return an exit code.
-COMMAND_MODULES = ("inventory_pipeline.cli",)
+COMMAND_MODULES = (
+    "inventory_pipeline.cli",
+    "inventory_pipeline.dataset.cli",
+)
 
 
 def print_json(payload: Any) -> None:

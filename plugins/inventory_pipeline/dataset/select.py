@@ -1,0 +1,144 @@
+"""select_source: which (image id, label) pairs make up the 5-class dataset.
+
+From a `file_list.json` ({"1": ["metadata/<id>.json", ...], ...}, with or without the study's `data/` prefix)
+or, without one, by listing `metadata/` and reading each file's EXPECTED_QUANTITY in parallel. Counts
+outside 1-5 are excluded and counted; an optional per-class limit keeps the lowest ids of each class so the
+same limit always selects the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inventory_pipeline.dataset import s3io
+from inventory_pipeline.dataset.abid import CLASSES, Pair, image_id_from_metadata_path, parse_quantity
+from inventory_pipeline.dataset.errors import EmptySelection, InvalidFileList, SourceNotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Selection:
+    pairs: list[Pair]
+    excluded: list[dict[str, str]] = field(default_factory=list)  # counted, not errors (e.g. count 0 or 12)
+
+    @property
+    def counts(self) -> dict[int, int]:
+        counts = Counter(p.label for p in self.pairs)
+        return {label: counts.get(label, 0) for label in CLASSES}
+
+
+def parse_file_list(document: Any) -> list[Pair]:
+    """The pairs a file list names; a malformed list is an error naming what is wrong."""
+    if not isinstance(document, dict):
+        raise InvalidFileList("file list must be a JSON object mapping '1'..'5' to lists of metadata paths")
+    pairs: dict[str, Pair] = {}
+    for raw_label, values in document.items():
+        if str(raw_label) not in {str(c) for c in CLASSES}:
+            raise InvalidFileList(f"file list has class {raw_label!r}; only '1'..'5' are allowed")
+        if not isinstance(values, list):
+            raise InvalidFileList(f"file list class {raw_label!r} must hold a list of metadata paths")
+        for value in values:
+            image_id = image_id_from_metadata_path(value) if isinstance(value, str) else None
+            if image_id is None:
+                raise InvalidFileList(
+                    f"file list class {raw_label!r} has {value!r}; expected 'metadata/<id>.json' "
+                    "(or 'data/metadata/<id>.json')"
+                )
+            previous = pairs.get(image_id)
+            if previous and previous.label != int(raw_label):
+                raise InvalidFileList(
+                    f"image {image_id} is listed under both class {previous.label} and class {raw_label}"
+                )
+            pairs[image_id] = Pair(image_id, int(raw_label))
+    return sorted(pairs.values())
+
+
+def load_file_list(s3: Any, location: str) -> Any:
+    """A file list from a local path or an s3:// URI."""
+    if location.startswith("s3://"):
+        bucket, key = s3io.split_s3_uri(location)
+        with s3io.explained(bucket, f"reading the file list {location}"):
+            from botocore.exceptions import ClientError
+
+            try:
+                raw = s3io.get_bytes(s3, bucket, key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise SourceNotFound(f"file list {location} does not exist") from exc
+                raise
+    else:
+        path = Path(location)
+        if not path.is_file():
+            raise SourceNotFound(f"file list {location} does not exist")
+        raw = path.read_bytes()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidFileList(f"file list {location} is not JSON: {exc}") from exc
+
+
+def select_by_listing(s3: Any, bucket: str, prefix: str, workers: int = 32) -> Selection:
+    """Read EXPECTED_QUANTITY of every metadata file under `<prefix>metadata/`, in parallel."""
+    listing = s3io.list_objects(s3, bucket, f"{prefix}metadata/")
+    keys = sorted(k for k in listing if k.endswith(".json"))
+    log.info("reading %d metadata files from s3://%s/%smetadata/", len(keys), bucket, prefix)
+    pairs, excluded = [], []
+    progress = s3io.Progress("metadata read", len(keys))
+
+    def read(key: str) -> tuple[str, int | None, str | None]:
+        quantity, problem = parse_quantity(s3io.get_bytes(s3, bucket, key))
+        return key, quantity, problem
+
+    with s3io.explained(bucket, "reading metadata"), ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(read, key) for key in keys]):
+            key, quantity, problem = future.result()
+            progress.step()
+            image_id = key.rsplit("/", 1)[-1][: -len(".json")]
+            if problem:
+                excluded.append({"key": key, "reason": problem})
+            elif quantity not in CLASSES:
+                excluded.append({"key": key, "reason": f"EXPECTED_QUANTITY {quantity} is outside 1-5"})
+            else:
+                pairs.append(Pair(image_id, quantity))
+    return Selection(sorted(pairs), sorted(excluded, key=lambda e: e["key"]))
+
+
+def limit_per_class(pairs: list[Pair], per_class_limit: int) -> list[Pair]:
+    """Keep at most `per_class_limit` pairs per class (lowest ids first); 0 keeps all."""
+    if per_class_limit <= 0:
+        return sorted(pairs)
+    kept: dict[int, list[Pair]] = {}
+    for pair in sorted(pairs):
+        bucket = kept.setdefault(pair.label, [])
+        if len(bucket) < per_class_limit:
+            bucket.append(pair)
+    return sorted(p for group in kept.values() for p in group)
+
+
+def select_source(
+    s3: Any,
+    source_bucket: str,
+    source_prefix: str = "",
+    file_list: str = "",
+    per_class_limit: int = 0,
+    workers: int = 32,
+) -> Selection:
+    if file_list:
+        selection = Selection(parse_file_list(load_file_list(s3, file_list)))
+    else:
+        selection = select_by_listing(s3, source_bucket, source_prefix, workers)
+    selection.pairs = limit_per_class(selection.pairs, per_class_limit)
+    if not selection.pairs:
+        where = file_list or f"s3://{source_bucket}/{source_prefix}metadata/"
+        raise EmptySelection(f"no images with a count of 1-5 were found in {where}")
+    log.info(
+        "selected %d images %s (%d excluded)", len(selection.pairs), selection.counts, len(selection.excluded)
+    )
+    return selection

@@ -1,0 +1,136 @@
+"""split_dataset: a stable 80/10/10 split published as an ImageFolder layout, manifest last.
+
+- An image's split depends only on its id (a hash), so it never moves between splits as the dataset grows:
+  no leak from yesterday's test set into today's training set.
+- The version is a content hash of the accepted (id, label, image ETag) triples: an unchanged selection
+  maps to the same version, whose manifest already exists, and is reused with zero copies.
+- `manifest.json` is written after every copy succeeded, so its presence means the dataset is complete;
+  a run killed halfway leaves no manifest, and the re-run copies only what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from inventory_pipeline.dataset import s3io
+from inventory_pipeline.dataset.abid import CLASSES
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+_BOUNDS = (("train", 80), ("valid", 90), ("test", 100))
+
+
+def assign_split(image_id: str) -> str:
+    bucket = int(hashlib.sha256(image_id.encode()).hexdigest(), 16) % 100
+    return next(name for name, bound in _BOUNDS if bucket < bound)
+
+
+def dataset_version(accepted: list[dict[str, Any]]) -> str:
+    lines = sorted(f"{a['image_id']},{a['label']},{a['image_etag']}" for a in accepted)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def dataset_prefix(root: str, version: str) -> str:
+    return f"{root}datasets/{version}/"
+
+
+def channels(bucket: str, root: str, version: str) -> dict[str, str]:
+    return {split: f"s3://{bucket}/{dataset_prefix(root, version)}{split}/" for split in SPLITS}
+
+
+def counts_by_split(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    counts = Counter((e["split"], e["label"]) for e in entries)
+    return {split: {str(c): counts.get((split, c), 0) for c in CLASSES} for split in SPLITS}
+
+
+def summary_of(manifest: dict[str, Any], bucket: str, copied: int, skipped: int) -> dict[str, Any]:
+    return {
+        "version": manifest["version"],
+        "counts": manifest["counts"],
+        "total": len(manifest["entries"]),
+        "copied": copied,
+        "skipped": skipped,
+        "rejected": manifest["rejects"],
+        "manifest_key": manifest["manifest_key"],
+        "channels": channels(bucket, manifest["root"], manifest["version"]),
+    }
+
+
+def publish_dataset(
+    s3: Any,
+    bucket: str,
+    root: str,
+    accepted: list[dict[str, Any]],
+    rejects: list[dict[str, str]],
+    source: dict[str, Any],
+    workers: int = 32,
+) -> dict[str, Any]:
+    """Copy the accepted images into `datasets/<version>/<split>/<label>/<id>.jpg`; manifest last."""
+    version = dataset_version(accepted)
+    prefix = dataset_prefix(root, version)
+    manifest_key = f"{prefix}manifest.json"
+    with s3io.explained(bucket, "publishing the dataset"):
+        if s3io.exists(s3, bucket, manifest_key):
+            manifest = s3io.read_json(s3, bucket, manifest_key)
+            log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
+            return summary_of(manifest, bucket, copied=0, skipped=len(manifest["entries"]))
+
+        entries = []
+        for item in accepted:
+            split = assign_split(item["image_id"])
+            entries.append(
+                {
+                    "image_id": item["image_id"],
+                    "label": item["label"],
+                    "split": split,
+                    "key": f"{prefix}{split}/{item['label']}/{item['image_id']}.jpg",
+                    "etag": item["image_etag"],
+                    "raw_key": item["image_key"],
+                    "source_key": item.get("source_image_key"),
+                    "metadata_key": item["metadata_key"],
+                }
+            )
+        present = s3io.list_objects(s3, bucket, prefix)  # what an interrupted earlier run already copied
+        todo = [e for e in entries if getattr(present.get(e["key"]), "etag", None) != e["etag"]]
+        log.info("dataset %s: %d images, %d to copy, %d already there", version, len(entries), len(todo),
+                 len(entries) - len(todo))  # fmt: skip
+        progress = s3io.Progress("split copies", len(todo))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [
+                pool.submit(
+                    s3.copy_object,
+                    Bucket=bucket,
+                    Key=e["key"],
+                    CopySource={"Bucket": bucket, "Key": e["raw_key"]},
+                )
+                for e in todo
+            ]
+            for future in as_completed(futures):
+                future.result()
+                progress.step()
+
+        manifest = {
+            "version": version,
+            "root": root,
+            "bucket": bucket,
+            "manifest_key": manifest_key,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "counts": counts_by_split(entries),
+            "splits": {"train": 0.8, "valid": 0.1, "test": 0.1, "assignment": "sha256(image_id) % 100"},
+            "source": source,
+            "entries": entries,
+            "rejects": rejects,
+        }
+        s3io.put_json(s3, bucket, manifest_key, manifest)  # last: its presence means "complete"
+        s3io.put_json(
+            s3, bucket, f"{root}datasets/latest.json",
+            {"version": version, "manifest_key": manifest_key, "created": manifest["created"]},
+        )  # fmt: skip
+    log.info("published dataset %s: %s", version, manifest["counts"])
+    return summary_of(manifest, bucket, copied=len(todo), skipped=len(entries) - len(todo))
