@@ -1,0 +1,284 @@
+"""The data plane against the local stack (moto's S3 server), on the real ABID sample photos and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from inventory_pipeline.dataset import errors
+from inventory_pipeline.dataset.stages import build_dataset
+from inventory_pipeline.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def upload_sample(s3, bucket: str, sample: Path, ids: list[str] | None = None) -> dict[str, int]:
+    """The real photos + metadata in the public bucket's layout; returns {id: label}."""
+    s3.create_bucket(Bucket=bucket)
+    labels = {}
+    for meta in sorted((sample / "metadata").glob("*.json")):
+        image_id = meta.stem
+        if ids is not None and image_id not in ids:
+            continue
+        labels[image_id] = json.loads(meta.read_text())["EXPECTED_QUANTITY"]
+        s3.put_object(Bucket=bucket, Key=f"metadata/{image_id}.json", Body=meta.read_bytes())
+        s3.put_object(Bucket=bucket, Key=f"bin-images/{image_id}.jpg",
+                      Body=(sample / "bin-images" / f"{image_id}.jpg").read_bytes())  # fmt: skip
+    return labels
+
+
+def file_list_for(labels: dict[str, int]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {str(k): [] for k in range(1, 6)}
+    for image_id, label in sorted(labels.items()):
+        out[str(label)].append(f"metadata/{image_id}.json")
+    return out
+
+
+def settings_for(source: str, dest: str, **overrides) -> Settings:
+    return Settings(source_bucket=source, bucket=dest, prefix="proj", copy_workers=8, **overrides)
+
+
+def keys(s3, bucket: str, prefix: str = "") -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+@pytest.fixture()
+def buckets(s3, bucket_name):
+    source, dest = f"{bucket_name}-src", f"{bucket_name}-dst"
+    s3.create_bucket(Bucket=dest)
+    return source, dest
+
+
+def test_real_photos_by_file_list_then_rerun_is_free(s3, buckets, abid_sample, tmp_path):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    file_list = tmp_path / "file_list.json"
+    file_list.write_text(json.dumps(file_list_for(labels)))
+
+    first = build_dataset(s3, settings_for(source, dest, file_list=str(file_list)))
+    assert first["rejected"] == [] and first["copied"] == 300  # 100 images + 100 metadata raw, 100 split
+    counts = first["counts"]
+    assert sum(n for split in counts.values() for n in split.values()) == 100
+    per_class = Counter()
+    for split in counts.values():
+        per_class.update({int(k): v for k, v in split.items()})
+    assert per_class == {1: 20, 2: 20, 3: 20, 4: 20, 5: 20}
+
+    manifest = json.loads(s3.get_object(Bucket=dest, Key=first["manifest_key"])["Body"].read())
+    assert len(manifest["entries"]) == 100
+    for entry in manifest["entries"]:
+        assert entry["key"].endswith(f"/{entry['split']}/{entry['label']}/{entry['image_id']}.jpg")
+        assert labels[entry["image_id"]] == entry["label"]
+    published = keys(s3, dest, f"proj/datasets/{first['version']}/")
+    assert len(published) == 101  # 100 images + the manifest, nothing twice
+    assert first["channels"]["train"] == f"s3://{dest}/proj/datasets/{first['version']}/train/"
+
+    again = build_dataset(s3, settings_for(source, dest, file_list=str(file_list)))
+    assert again["version"] == first["version"]
+    assert again["copied"] == 0 and again["skipped"] == 300
+
+
+def test_selection_by_listing_metadata_gives_the_same_dataset(s3, buckets, abid_sample, tmp_path):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample, ids=None)
+    s3.put_object(Bucket=source, Key="file_list.json", Body=json.dumps(file_list_for(labels)).encode())
+    by_list = build_dataset(s3, settings_for(source, dest, file_list=f"s3://{source}/file_list.json"))
+    by_listing = build_dataset(s3, settings_for(source, dest))
+    assert by_listing["version"] == by_list["version"] and by_listing["copied"] == 0
+
+
+def test_per_class_limit(s3, buckets, abid_sample):
+    source, dest = buckets
+    upload_sample(s3, source, abid_sample)
+    summary = build_dataset(s3, settings_for(source, dest, per_class_limit=3))
+    assert sum(n for split in summary["counts"].values() for n in split.values()) == 15
+
+
+def test_missing_source_bucket_is_a_clear_error(s3, buckets):
+    _, dest = buckets
+    with pytest.raises(errors.SourceNotFound, match="does not exist"):
+        build_dataset(s3, settings_for("no-such-source-bucket", dest))
+
+
+def test_no_credentials_is_a_clear_error(local_stack, buckets, monkeypatch, tmp_path):
+    from inventory_pipeline.aws_clients import make_client
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    anonymous = make_client("s3", endpoint_url=local_stack.endpoints["s3"], region_name="us-east-1")
+    with pytest.raises(errors.NoCredentials, match="no AWS credentials"):
+        build_dataset(anonymous, settings_for("any-source", buckets[1]))
+
+
+def test_empty_selection_is_refused(s3, buckets, tmp_path):
+    source, dest = buckets
+    s3.create_bucket(Bucket=source)
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({str(k): [] for k in range(1, 6)}))
+    with pytest.raises(errors.EmptySelection):
+        build_dataset(s3, settings_for(source, dest, file_list=str(empty)))
+    with pytest.raises(errors.EmptySelection):  # an empty bucket, by listing
+        build_dataset(s3, settings_for(source, dest))
+
+
+def _corrupt(s3, source: str, image_ids: list[str]) -> dict[str, str]:
+    """One kind of bad input per id; returns {id: expected reason fragment}."""
+    bad_metadata = [
+        (b"{ not json", "not JSON"),
+        (json.dumps({"BIN_FCSKU_DATA": {}}).encode(), "no EXPECTED_QUANTITY"),
+        (json.dumps({"EXPECTED_QUANTITY": 9}).encode(), "outside 1-5"),
+        (json.dumps({"EXPECTED_QUANTITY": "2"}).encode(), "not an integer"),
+    ]
+    expected = {}
+    for image_id, (body, reason) in zip(image_ids[:4], bad_metadata, strict=True):
+        s3.put_object(Bucket=source, Key=f"metadata/{image_id}.json", Body=body)
+        expected[image_id] = reason
+    s3.put_object(Bucket=source, Key=f"bin-images/{image_ids[4]}.jpg", Body=b"")
+    expected[image_ids[4]] = "empty"
+    s3.put_object(Bucket=source, Key=f"bin-images/{image_ids[5]}.jpg", Body=b"<html>not a photo</html>" * 100)
+    expected[image_ids[5]] = "not a JPEG"
+    s3.delete_object(Bucket=source, Key=f"bin-images/{image_ids[6]}.jpg")
+    expected[image_ids[6]] = "missing in source"
+    return expected
+
+
+def test_bad_input_above_threshold_publishes_nothing(s3, buckets, abid_sample):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    _corrupt(s3, source, sorted(labels)[:7])
+    s3.put_object(Bucket=source, Key="fl.json", Body=json.dumps(file_list_for(labels)).encode())
+    with pytest.raises(errors.TooManyRejects) as info:
+        build_dataset(s3, settings_for(source, dest, file_list=f"s3://{source}/fl.json"))
+    assert len(info.value.rejects) == 7 and "7 of 100" in str(info.value)
+    assert keys(s3, dest, "proj/raw/") == [] and keys(s3, dest, "proj/datasets/") == []
+
+
+def test_bad_input_below_threshold_is_counted_and_reported(s3, buckets, abid_sample):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    expected = _corrupt(s3, source, sorted(labels)[:7])
+    s3.put_object(Bucket=source, Key="fl.json", Body=json.dumps(file_list_for(labels)).encode())
+    summary = build_dataset(
+        s3, settings_for(source, dest, file_list=f"s3://{source}/fl.json", reject_threshold=0.1)
+    )
+    reasons = {r["key"].rsplit("/", 1)[-1].split(".")[0]: r["reason"] for r in summary["rejected"]}
+    assert set(reasons) == set(expected)
+    for image_id, fragment in expected.items():
+        assert fragment in reasons[image_id]
+    assert sum(n for split in summary["counts"].values() for n in split.values()) == 93
+    manifest = json.loads(s3.get_object(Bucket=dest, Key=summary["manifest_key"])["Body"].read())
+    assert len(manifest["rejects"]) == 7
+
+
+def test_label_mismatch_between_file_list_and_metadata_is_rejected(s3, buckets, abid_sample, tmp_path):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    wrong = dict(labels)
+    victim = sorted(labels)[0]
+    wrong[victim] = 1 + labels[victim] % 5
+    listing = tmp_path / "fl.json"
+    listing.write_text(json.dumps(file_list_for(wrong)))
+    summary = build_dataset(s3, settings_for(source, dest, file_list=str(listing)))
+    assert [r["reason"] for r in summary["rejected"]] == [
+        f"EXPECTED_QUANTITY {labels[victim]} does not match the selected label {wrong[victim]}"
+    ]
+
+
+def test_throttling_is_retried(s3, buckets, abid_sample):
+    """503 SlowDown bursts are absorbed by botocore's adaptive retries, not by our code."""
+    from botocore.awsrequest import AWSResponse
+
+    source, dest = buckets
+    upload_sample(
+        s3, source, abid_sample, ids=sorted(p.stem for p in (abid_sample / "metadata").glob("*.json"))[:20]
+    )
+    throttled = {"left": 6, "sent": 0}
+
+    class _Raw:
+        def stream(self, **_):
+            yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    def slow_down(request, **_):
+        if throttled["left"] > 0 and request.method in ("GET", "PUT", "HEAD"):
+            throttled["left"] -= 1
+            throttled["sent"] += 1
+            return AWSResponse(request.url, 503, {}, _Raw())
+        return None
+
+    s3.meta.events.register_first("before-send.s3", slow_down)
+    try:
+        summary = build_dataset(s3, settings_for(source, dest))
+    finally:
+        s3.meta.events.unregister("before-send.s3", slow_down)
+    assert throttled["sent"] == 6
+    assert sum(n for split in summary["counts"].values() for n in split.values()) == 20
+
+
+def test_copy_killed_halfway_then_rerun_finishes_without_duplicates(s3, buckets, abid_sample):
+    source, dest = buckets
+    upload_sample(s3, source, abid_sample)
+    copies = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def die_after_some_copies(params, **_):
+        copies["n"] += 1
+        if copies["n"] > 60:
+            raise Killed("worker killed mid-copy")
+
+    s3.meta.events.register("before-parameter-build.s3.CopyObject", die_after_some_copies)
+    try:
+        with pytest.raises(Killed):
+            build_dataset(s3, settings_for(source, dest))
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.CopyObject", die_after_some_copies)
+    partial = keys(s3, dest, "proj/raw/")
+    assert 0 < len(partial) < 200 and keys(s3, dest, "proj/datasets/") == []  # no manifest, nothing published
+
+    summary = build_dataset(s3, settings_for(source, dest))
+    assert summary["raw"]["skipped"] == len(partial) and summary["raw"]["copied"] == 200 - len(partial)
+    raw = keys(s3, dest, "proj/raw/")
+    assert len(raw) == len(set(raw)) == 200
+    assert len(keys(s3, dest, f"proj/datasets/{summary['version']}/")) == 101
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).with_name("inventory-pipeline"))
+    return subprocess.run(
+        [exe, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_seed_and_build(local_stack, s3, bucket_name):
+    env = local_stack.env()
+    seeded = _cli(["seed-synthetic", "--bucket", f"{bucket_name}-src", "--images", "60", "--json"], env)
+    assert seeded.returncode == 0, seeded.stderr
+    seed = json.loads(seeded.stdout.strip().splitlines()[-1])
+    assert seed["images"] == 60 and sum(seed["counts"].values()) == 60
+
+    s3.create_bucket(Bucket=f"{bucket_name}-dst")
+    src, dst = f"{bucket_name}-src", f"{bucket_name}-dst"
+    built = _cli(
+        ["dataset", "build", "--source-bucket", src, "--file-list", f"s3://{src}/file_list.json",
+         "--bucket", dst, "--prefix", "x", "--json"],
+        env,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    summary = json.loads(built.stdout.strip().splitlines()[-1])
+    assert set(summary) >= {"version", "counts", "copied", "skipped", "rejected", "manifest_key"}
+    assert summary["copied"] == 180 and summary["rejected"] == []
+
+    refused = _cli(["dataset", "build", "--source-bucket", "no-such-bucket-x", "--bucket", dst, "--json"], env)
+    assert refused.returncode != 0
+    assert json.loads(refused.stdout.strip().splitlines()[-1])["error"] == "SourceNotFound"

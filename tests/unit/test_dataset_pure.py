@@ -1,0 +1,118 @@
+"""Pure parts of the data plane: file lists, metadata checks, split stability, versioning, limits."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from inventory_pipeline.dataset.abid import (
+    Pair,
+    check_image_head,
+    check_quantity,
+    image_id_from_metadata_path,
+)
+from inventory_pipeline.dataset.errors import InvalidFileList
+from inventory_pipeline.dataset.select import limit_per_class, parse_file_list
+from inventory_pipeline.dataset.split import assign_split, counts_by_split, dataset_version
+
+
+def test_file_list_accepts_both_the_bucket_and_the_study_forms(abid_sample):
+    sample = parse_file_list(json.loads((abid_sample / "file_list.json").read_text()))
+    assert len(sample) == 100 and Counter(p.label for p in sample) == {1: 20, 2: 20, 3: 20, 4: 20, 5: 20}
+    study = parse_file_list(json.loads((abid_sample.parent / "file_list.json").read_text()))
+    assert Counter(p.label for p in study) == {1: 1228, 2: 2299, 3: 2666, 4: 2373, 5: 1875}
+    assert Pair("100313", 1) in study  # "data/metadata/100313.json" -> the bucket key's id
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "JSON object"),
+        ({"6": ["metadata/1.json"]}, "only '1'..'5'"),
+        ({"1": "metadata/1.json"}, "must hold a list"),
+        ({"1": ["bin-images/1.jpg"]}, "expected 'metadata/<id>.json'"),
+        ({"1": ["metadata/1.json"], "2": ["metadata/1.json"]}, "both class 1 and class 2"),
+    ],
+)
+def test_malformed_file_lists_are_clear_errors(document, message):
+    with pytest.raises(InvalidFileList, match=message):
+        parse_file_list(document)
+
+
+def test_metadata_paths():
+    assert image_id_from_metadata_path("metadata/00004.json") == "00004"
+    assert image_id_from_metadata_path("data/metadata/100313.json") == "100313"
+    assert image_id_from_metadata_path("metadata/../x.json") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "label", "problem"),
+    [
+        (b'{"EXPECTED_QUANTITY": 3}', 3, None),
+        (b"not json", 3, "not JSON"),
+        (b'{"BIN_FCSKU_DATA": {}}', 3, "no EXPECTED_QUANTITY"),
+        (b'{"EXPECTED_QUANTITY": 0}', 3, "outside 1-5"),
+        (b'{"EXPECTED_QUANTITY": 7}', 3, "outside 1-5"),
+        (b'{"EXPECTED_QUANTITY": "3"}', 3, "not an integer"),
+        (b'{"EXPECTED_QUANTITY": true}', 1, "not an integer"),
+        (b'{"EXPECTED_QUANTITY": 2.0}', 2, "not an integer"),
+        (b'{"EXPECTED_QUANTITY": 2}', 3, "does not match"),
+    ],
+)
+def test_metadata_validation(raw, label, problem):
+    result = check_quantity(raw, label)
+    assert result is None if problem is None else problem in result
+
+
+def test_real_metadata_validates(abid_sample):
+    for path in sorted((abid_sample / "metadata").glob("*.json"))[:20]:
+        quantity = json.loads(path.read_text())["EXPECTED_QUANTITY"]
+        assert check_quantity(path.read_bytes(), quantity) is None
+
+
+@pytest.mark.parametrize(
+    ("head", "size", "problem"),
+    [
+        (b"\xff\xd8\xff\xe0" + b"\0" * 12, 30_000, None),
+        (b"", 0, "empty"),
+        (b"\x89PNG\r\n\x1a\n", 30_000, "not a JPEG"),
+        (b"\xff\xd8\xff\xe0", 100, "implausibly small"),
+    ],
+)
+def test_image_head_checks(head, size, problem):
+    result = check_image_head(head, size)
+    assert result is None if problem is None else problem in result
+
+
+def test_split_is_stable_and_close_to_80_10_10():
+    ids = [f"{i:05d}" for i in range(10_000)]
+    first = {i: assign_split(i) for i in ids}
+    assert first == {i: assign_split(i) for i in reversed(ids)}  # order-independent
+    share = Counter(first.values())
+    assert abs(share["train"] / 10_000 - 0.8) < 0.02
+    assert abs(share["valid"] / 10_000 - 0.1) < 0.01
+    assert abs(share["test"] / 10_000 - 0.1) < 0.01
+    # Growing the dataset never moves an existing image.
+    grown = {f"{i:05d}": assign_split(f"{i:05d}") for i in range(12_000)}
+    assert all(grown[i] == first[i] for i in ids)
+
+
+def test_version_is_a_content_hash():
+    a = [{"image_id": "1", "label": 2, "image_etag": "e1"}, {"image_id": "2", "label": 3, "image_etag": "e2"}]
+    assert dataset_version(a) == dataset_version(list(reversed(a)))
+    assert dataset_version(a) != dataset_version([{**a[0], "image_etag": "changed"}, a[1]])
+    assert dataset_version(a) != dataset_version([{**a[0], "label": 4}, a[1]])
+    assert len(dataset_version(a)) == 16
+
+
+def test_counts_by_split_lists_every_class():
+    counts = counts_by_split([{"split": "train", "label": 2}, {"split": "test", "label": 5}])
+    assert counts["train"] == {"1": 0, "2": 1, "3": 0, "4": 0, "5": 0}
+    assert counts["valid"] == {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
+
+
+def test_per_class_limit_keeps_the_lowest_ids():
+    pairs = [Pair(f"{i:03d}", 1 + i % 2) for i in range(10)]
+    limited = limit_per_class(pairs, 2)
+    assert limited == [Pair("000", 1), Pair("001", 2), Pair("002", 1), Pair("003", 2)]
+    assert limit_per_class(pairs, 0) == sorted(pairs)
