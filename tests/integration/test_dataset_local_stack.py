@@ -279,6 +279,6 @@ def test_cli_seed_and_build(local_stack, s3, bucket_name):
     assert set(summary) >= {"version", "counts", "copied", "skipped", "rejected", "manifest_key"}
     assert summary["copied"] == 180 and summary["rejected"] == []
 
-    refused = _cli(["dataset", "build", "--source-bucket", "no-such-bucket-x", "--bucket", dst, "--json"], env)
+    refused = _cli(["dataset", "build", "--source-bucket", "no-such-src-x", "--bucket", dst, "--json"], env)
     assert refused.returncode != 0
     assert json.loads(refused.stdout.strip().splitlines()[-1])["error"] == "SourceNotFound"
