@@ -32,7 +32,7 @@ def select_source(params: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = settings_from(params)
     summary = run_select(_s3(settings), settings)
-    log.info("selected %d images %s (%d new)", summary["total"], summary["counts"], summary["new"])
+    log.info("selected %d images %s", summary["total"], summary["counts"])
     return summary
 
 
@@ -42,8 +42,8 @@ def copy_images(params: Mapping[str, Any], selection: Mapping[str, Any]) -> dict
     settings = settings_from(params)
     result = run_copy(_s3(settings), settings, selection["selection_key"])
     log.info(
-        "copied %d, skipped %d (already there), rejected %d",
-        result["copied"], result["skipped"], result["rejected"],
+        "%d new images; copied %d objects, skipped %d (already there), rejected %d",
+        result["new"], result["copied"], result["skipped"], result["rejected"],
     )  # fmt: skip
     return result
 

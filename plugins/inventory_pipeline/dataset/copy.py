@@ -39,6 +39,7 @@ class CopyResult:
     rejects: list[dict[str, str]] = field(default_factory=list)
     copied: int = 0  # objects copied (an image and its metadata count as two)
     skipped: int = 0  # objects already in place
+    new: int = 0  # selected images not yet in the raw area ("new since the last run")
 
 
 def raw_prefix(root: str) -> str:
@@ -139,7 +140,7 @@ def copy_selection(
     for reject in rejects:
         log.warning("rejected %s: %s", reject["key"], reject["reason"])
 
-    result = CopyResult(rejects=rejects)
+    result = CopyResult(rejects=rejects, new=sum(1 for p in planned if p.copy_image))
     jobs = []
     for item in valid:
         image_id = item.pair.image_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -62,6 +63,26 @@ def summary_of(manifest: dict[str, Any], bucket: str, copied: int, skipped: int)
     }
 
 
+_HEAD_FIELDS = ("version", "counts", "total", "manifest_key", "channels")
+
+
+def published_summary(s3: Any, bucket: str, manifest_key: str) -> dict[str, Any] | None:
+    """The summary of an already published version (from the manifest's metadata), or None."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=manifest_key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    summary = head.get("Metadata", {}).get("summary")
+    if summary:
+        return json.loads(summary)
+    manifest = s3io.read_json(s3, bucket, manifest_key)  # written by an older version without the summary
+    return {k: v for k, v in summary_of(manifest, bucket, 0, 0).items() if k in _HEAD_FIELDS}
+
+
 def publish_dataset(
     s3: Any,
     bucket: str,
@@ -76,10 +97,10 @@ def publish_dataset(
     prefix = dataset_prefix(root, version)
     manifest_key = f"{prefix}manifest.json"
     with s3io.explained(bucket, "publishing the dataset"):
-        if s3io.exists(s3, bucket, manifest_key):
-            manifest = s3io.read_json(s3, bucket, manifest_key)
+        published = published_summary(s3, bucket, manifest_key)
+        if published is not None:
             log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
-            return summary_of(manifest, bucket, copied=0, skipped=len(manifest["entries"]))
+            return {**published, "rejected": rejects, "copied": 0, "skipped": published["total"]}
 
         entries = []
         for item in accepted:
@@ -127,10 +148,17 @@ def publish_dataset(
             "entries": entries,
             "rejects": rejects,
         }
-        s3io.put_json(s3, bucket, manifest_key, manifest)  # last: its presence means "complete"
+        summary = summary_of(manifest, bucket, copied=len(todo), skipped=len(entries) - len(todo))
+        # Last: its presence means "complete". Its object metadata carries the summary, so a re-run learns
+        # everything it needs from one HEAD instead of downloading a manifest with thousands of entries.
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        s3.put_object(
+            Bucket=bucket, Key=manifest_key, Body=body, ContentType="application/json",
+            Metadata={"summary": json.dumps({k: summary[k] for k in _HEAD_FIELDS}, separators=(",", ":"))},
+        )  # fmt: skip
         s3io.put_json(
             s3, bucket, f"{root}datasets/latest.json",
             {"version": version, "manifest_key": manifest_key, "created": manifest["created"]},
         )  # fmt: skip
     log.info("published dataset %s: %s", version, manifest["counts"])
-    return summary_of(manifest, bucket, copied=len(todo), skipped=len(entries) - len(todo))
+    return summary

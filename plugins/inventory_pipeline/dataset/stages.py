@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from inventory_pipeline.dataset import s3io
-from inventory_pipeline.dataset.abid import Pair, image_key
-from inventory_pipeline.dataset.copy import copy_selection, raw_prefix
+from inventory_pipeline.dataset.abid import Pair
+from inventory_pipeline.dataset.copy import copy_selection
 from inventory_pipeline.dataset.errors import EmptySelection
 from inventory_pipeline.dataset.select import select_source
 from inventory_pipeline.dataset.split import publish_dataset
@@ -36,26 +36,29 @@ def _source(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
+    """Staging keys are content hashes: an existing key already holds this exact document."""
+    with s3io.explained(bucket, f"writing {key}"):
+        if not s3io.exists(s3, bucket, key):
+            s3io.put_json(s3, bucket, key, document)
+
+
 def run_select(s3: Any, settings: Settings) -> dict[str, Any]:
     selection = select_source(
         s3, settings.source_bucket, settings.source_prefix, settings.file_list, settings.per_class_limit,
         settings.copy_workers,
     )  # fmt: skip
-    in_raw = s3io.list_objects(s3, settings.bucket, f"{raw_prefix(settings.root)}bin-images/")
-    new = sum(1 for p in selection.pairs if image_key(raw_prefix(settings.root), p.image_id) not in in_raw)
     document = {
         "source": _source(settings),
         "pairs": [[p.image_id, p.label] for p in selection.pairs],
         "excluded": selection.excluded,
     }
     key = _content_key(settings.root, "selections", document)
-    with s3io.explained(settings.bucket, "writing the selection"):
-        s3io.put_json(s3, settings.bucket, key, document)
+    _put_once(s3, settings.bucket, key, document)
     return {
         "selection_key": key,
         "total": len(selection.pairs),
         "counts": {str(k): v for k, v in selection.counts.items()},
-        "new": new,
         "excluded": len(selection.excluded),
         "source_bucket": settings.source_bucket,
     }
@@ -71,10 +74,10 @@ def run_copy(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any]:
     )  # fmt: skip
     document = {"source": source, "accepted": result.accepted, "rejects": result.rejects}
     key = _content_key(settings.root, "copies", document)
-    with s3io.explained(settings.bucket, "writing the copy result"):
-        s3io.put_json(s3, settings.bucket, key, document)
+    _put_once(s3, settings.bucket, key, document)
     return {
         "copy_key": key,
+        "new": result.new,
         "accepted": len(result.accepted),
         "copied": result.copied,
         "skipped": result.skipped,
@@ -105,5 +108,5 @@ def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
         "raw": {"copied": copy["copied"], "skipped": copy["skipped"]},
         "split": {"copied": manifest["copied"], "skipped": manifest["skipped"]},
         "selected": selection["total"],
-        "new": selection["new"],
+        "new": copy["new"],
     }
