@@ -1,0 +1,94 @@
+"""The channels as datasets: ImageFolder-style `<channel>/<count>/<id>.jpg`, counts 1-5 mapped explicitly.
+
+A photo that cannot be decoded is skipped, counted and reported (never a crash): the loader yields None for it
+and the collate function drops it and passes its path on, so the training loop can count skips even when
+the decoding happens in DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torch.utils.data.dataloader import default_collate
+from torchvision import transforms as T
+
+# Folder name -> class index. Explicit, so "10" could never sort between "1" and "2".
+CLASS_FOLDERS = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
+COUNTS = [1, 2, 3, 4, 5]  # class index -> object count
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+class ChannelError(ValueError):
+    """A channel is missing, empty or lacks a class folder; the message names the channel."""
+
+
+def train_transform(size: int, norm: dict, augmentation: str = "study") -> T.Compose:
+    """The study's augmentations, or a light set for small networks trained from scratch.
+
+    RandomResizedCrop keeps at least 80% of the bin: the study's default (down to 8%) often crops counted
+    items out of the picture, which turns the label into noise for a counting task.
+    """
+    crop = T.RandomResizedCrop(size, scale=(0.8, 1.0))
+    normalize = [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
+    if augmentation == "light":
+        return T.Compose([crop, T.RandomHorizontalFlip(), *normalize])
+    return T.Compose([crop, T.RandomHorizontalFlip(), T.RandomRotation(10), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                      *normalize])  # fmt: skip
+
+
+def eval_transform(size: int, resize: int, norm: dict) -> T.Compose:
+    return T.Compose(
+        [T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
+    )
+
+
+class CountingImageFolder(Dataset):
+    def __init__(self, channel: str, root: str | Path | None, transform=None):
+        if root is None:
+            raise ChannelError(
+                f"channel {channel!r} was not provided (SM_CHANNEL_{channel.upper()} is unset)"
+            )
+        self.channel, self.root, self.transform = channel, Path(root), transform
+        if not self.root.is_dir():
+            raise ChannelError(f"channel {channel!r}: {self.root} does not exist")
+        self.samples: list[tuple[Path, int]] = []
+        missing = [name for name in CLASS_FOLDERS if not (self.root / name).is_dir()]
+        if missing:
+            raise ChannelError(f"channel {channel!r} has no class folder(s) {missing} under {self.root}")
+        for name, index in CLASS_FOLDERS.items():
+            files = sorted(p for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.samples += [(p, index) for p in files]
+        if not self.samples:
+            raise ChannelError(f"channel {channel!r} holds no images under {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = {str(c): 0 for c in COUNTS}
+        for _, index in self.samples:
+            counts[str(COUNTS[index])] += 1
+        return counts
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                image.load()  # decode now: a truncated file fails here, not later
+                rgb = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return {"skipped": str(path), "error": f"{type(exc).__name__}: {exc}"}
+        return (self.transform(rgb) if self.transform else rgb), label
+
+
+def collate_skipping(batch):
+    """Stack the decodable samples; report the undecodable ones as a list of {path, error}."""
+    good = [item for item in batch if not isinstance(item, dict)]
+    skipped = [item for item in batch if isinstance(item, dict)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images, labels = default_collate(good)
+    return images, labels, skipped

@@ -1,0 +1,211 @@
+"""The networks `train.py` can train, by name, and how their pretrained weights are loaded.
+
+- resnet50: the study's model: frozen ImageNet backbone, head Linear(2048,128)-ReLU-Linear(128,5).
+- resnet18: the same recipe on a smaller backbone.
+- efficientnet_lite0: EfficientNet-Lite0 (no squeeze-excitation, ReLU6, TF "same" padding), built here so the
+  code ships alone; its key names match the ImageNet checkpoint `efficientnet-lite0-57934424.pth`.
+- small_cnn: a few conv blocks, trained from scratch; for quick synthetic runs and the demo.
+
+Pretrained weights come from a checkpoint file when one is given (the `pretrained` channel; no network), else
+by name from torchvision (the real download path, used on SageMaker), else not at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_CLASSES = 5
+IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128.
+LITE_NORM = {"mean": [0.498, 0.498, 0.498], "std": [0.502, 0.502, 0.502]}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input_size: int
+    resize: int
+    normalization: dict
+    pretrained_by_default: bool
+    # "study": the study's augmentations (pretrained backbones); "light": flips and a mild crop only, for a
+    # network trained from scratch on a few hundred images, where colour/rotation noise slows learning.
+    augmentation: str = "study"
+
+
+SPECS = {
+    "resnet50": ModelSpec("resnet50", 224, 256, IMAGENET_NORM, True),
+    "resnet18": ModelSpec("resnet18", 224, 256, IMAGENET_NORM, True),
+    "efficientnet_lite0": ModelSpec("efficientnet_lite0", 224, 256, LITE_NORM, True),
+    "small_cnn": ModelSpec("small_cnn", 96, 110, IMAGENET_NORM, False, augmentation="light"),
+}
+
+
+def spec_for(name: str) -> ModelSpec:
+    if name not in SPECS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        layers: dict[str, nn.Module] = {}
+        channels = [3, 24, 48, 96, 160]
+        for i, (cin, cout) in enumerate(zip(channels, channels[1:], strict=False), start=1):
+            layers[f"block{i}_conv"] = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+            layers[f"block{i}_bn"] = nn.BatchNorm2d(cout)
+            # Named "..._relu" so SageMaker's relu_input collection (regex .*relu_input) captures its inputs.
+            layers[f"block{i}_relu"] = nn.ReLU()
+            layers[f"block{i}_pool"] = nn.MaxPool2d(2)
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels[-1], num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)))
+
+
+# --- EfficientNet-Lite0 ---------------------------------------------------------------------------------
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's "SAME" padding, as the checkpoint was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+class MBConvBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int):
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = _bn(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        out = F.relu6(self._bn1(self._depthwise_conv(out)))
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.residual else out
+
+
+# (expand ratio, kernel, stride, output channels, repeats) per stage, from the EfficientNet-Lite0 definition.
+_LITE0_STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+                 (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # fmt: skip
+
+
+class EfficientNetLite0(nn.Module):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks, cin = [], 32
+        for expand, kernel, stride, cout, repeats in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(cin, cout, expand, kernel, stride if i == 0 else 1))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
+        self._bn1 = _bn(1280)
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(0.2)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(self._dropout(self._avg_pooling(x).flatten(1)))
+
+
+# --- construction -----------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a file, refusing anything that is not plain tensors (no pickled code)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a state dict of tensors")
+    return state
+
+
+def find_checkpoint(channel_dir: Path | None, model_name: str) -> Path | None:
+    """The checkpoint file in the `pretrained` channel (a single .pth/.pt, or one named after the model)."""
+    if channel_dir is None or not Path(channel_dir).is_dir():
+        return None
+    files = sorted(p for p in Path(channel_dir).rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
+    named = [p for p in files if model_name.replace("_", "-") in p.name or model_name in p.name]
+    if named:
+        return named[0]
+    if len(files) == 1:
+        return files[0]
+    if files:
+        raise ValueError(f"several checkpoints in {channel_dir} and none named after {model_name}: {files}")
+    return None
+
+
+def _backbone(name: str, checkpoint: Path | None, download: bool) -> nn.Module:
+    import torchvision
+
+    if name == "efficientnet_lite0":
+        net = EfficientNetLite0()
+        if checkpoint:
+            net.load_state_dict(load_checkpoint(checkpoint))
+        return net
+    builder = getattr(torchvision.models, name)
+    if checkpoint:
+        net = builder(weights=None)
+        net.load_state_dict(load_checkpoint(checkpoint))
+        return net
+    if download:  # SageMaker: torchvision's own download path
+        weights = {"resnet50": "IMAGENET1K_V1", "resnet18": "IMAGENET1K_V1"}[name]
+        return builder(weights=weights)
+    return builder(weights=None)
+
+
+def build_model(
+    name: str, checkpoint: Path | None = None, download_weights: bool = False, freeze_backbone: bool = True
+) -> nn.Module:
+    """The network with a 5-class head; a pretrained backbone is frozen unless told otherwise."""
+    spec_for(name)
+    if name == "small_cnn":
+        return SmallCNN()
+    net = _backbone(name, checkpoint, download_weights)
+    if freeze_backbone:
+        for param in net.parameters():
+            param.requires_grad = False
+    if name == "resnet50":  # the study's head
+        net.fc = nn.Sequential(nn.Linear(2048, 128), nn.ReLU(inplace=True), nn.Linear(128, NUM_CLASSES))
+    elif name == "resnet18":
+        net.fc = nn.Sequential(nn.Linear(512, 128), nn.ReLU(inplace=True), nn.Linear(128, NUM_CLASSES))
+    else:
+        net._fc = nn.Sequential(nn.Linear(1280, 128), nn.ReLU(inplace=True), nn.Linear(128, NUM_CLASSES))
+    return net

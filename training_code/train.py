@@ -1,0 +1,364 @@
+"""SageMaker script-mode entry point: train the bin-object counter, evaluate it, save it.
+
+Runs unchanged in SageMaker's PyTorch container and under the project's local runner. It knows only its
+arguments (the hyperparameters) and its environment (SM_*), gathered once into `JobConfig`; everything below
+takes explicit arguments. Metric lines follow metric_definitions.json (the request's MetricDefinitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import debugger  # noqa: E402
+from data import COUNTS, CountingImageFolder, collate_skipping, eval_transform, train_transform  # noqa: E402
+from model import build_model, find_checkpoint, spec_for  # noqa: E402
+
+log = logging.getLogger("train")
+
+
+def _bool(text: str) -> bool:
+    if str(text).lower() in ("true", "1", "yes"):
+        return True
+    if str(text).lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+@dataclass
+class JobConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    model: str
+    seed: int
+    num_workers: int
+    freeze_backbone: bool
+    early_stopping_patience: int
+    channels: dict[str, str | None]
+    model_dir: Path
+    output_data_dir: Path
+    hosts: list[str]
+    current_host: str
+    num_gpus: int
+    master_addr: str
+    master_port: int
+    offline: bool
+    ignored_args: list[str] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def rank(self) -> int:
+        return self.hosts.index(self.current_host)
+
+
+def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = None) -> JobConfig:
+    env = dict(os.environ if env is None else env)
+    parser = argparse.ArgumentParser(description="Train the bin-object counter (SageMaker script mode)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=None)
+    parser.add_argument(
+        "--freeze-backbone", "--freeze_backbone", dest="freeze_backbone", type=_bool, default=True
+    )
+    parser.add_argument("--early-stopping-patience", "--early_stopping_patience", dest="patience", type=int,
+                        default=0)  # fmt: skip
+    args, unknown = parser.parse_known_args(argv)
+    spec_for(args.model)  # a clear error for an unknown model, before any work
+    hosts = json.loads(env.get("SM_HOSTS", '["algo-1"]'))
+    num_cpus = int(env.get("SM_NUM_CPUS", os.cpu_count() or 1))
+    return JobConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        model=args.model,
+        seed=args.seed,
+        num_workers=num_cpus if args.num_workers is None else args.num_workers,
+        freeze_backbone=args.freeze_backbone,
+        early_stopping_patience=args.patience,
+        channels={
+            name: env.get(f"SM_CHANNEL_{name.upper()}") for name in ("train", "valid", "test", "pretrained")
+        },
+        model_dir=Path(env.get("SM_MODEL_DIR", "/opt/ml/model")),
+        output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
+        hosts=hosts,
+        current_host=env.get("SM_CURRENT_HOST", hosts[0]),
+        num_gpus=int(env.get("SM_NUM_GPUS", torch.cuda.device_count())),
+        master_addr=env.get("MASTER_ADDR", hosts[0]),
+        master_port=int(env.get("MASTER_PORT", "7777")),
+        offline=env.get("INVENTORY_OFFLINE", "") == "1",
+        ignored_args=unknown,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def metric_line(**values: float) -> str:
+    """`name=value;` pairs, the shape metric_definitions.json's regexes parse."""
+    return " ".join(f"{k}={v:.6g};" if isinstance(v, float) else f"{k}={v};" for k, v in values.items())
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    accuracy: float
+    images: int
+    skipped: list[dict]
+    seconds: float
+
+
+def run_epoch(model, loader, criterion, device, optimizer=None, hook=None) -> EpochResult:
+    training = optimizer is not None
+    model.train(training)
+    debugger.set_mode(hook, train=training)
+    total_loss, correct, seen, skipped = 0.0, 0, 0, []
+    started = time.perf_counter()
+    with torch.set_grad_enabled(training):
+        for images, labels, bad in loader:
+            skipped += bad
+            if len(labels) == 0:
+                continue
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            outputs = model(images)
+            loss = criterion(outputs, labels)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            total_loss += loss.item() * len(labels)
+            correct += (outputs.argmax(1) == labels).sum().item()
+            seen += len(labels)
+    seconds = time.perf_counter() - started
+    if seen == 0:
+        return EpochResult(float("nan"), 0.0, 0, skipped, seconds)
+    return EpochResult(total_loss / seen, correct / seen, seen, skipped, seconds)
+
+
+def evaluate(model, loader, device) -> dict:
+    """Accuracy, per-class accuracy, RMSE of the predicted count and the confusion matrix."""
+    model.eval()
+    confusion = np.zeros((len(COUNTS), len(COUNTS)), dtype=int)
+    skipped = []
+    with torch.no_grad():
+        for images, labels, bad in loader:
+            skipped += bad
+            if len(labels) == 0:
+                continue
+            predictions = model(images.to(device)).argmax(1).cpu()
+            for truth, guess in zip(labels.tolist(), predictions.tolist(), strict=True):
+                confusion[truth, guess] += 1
+    total = int(confusion.sum())
+    if total == 0:
+        raise RuntimeError("the test channel has no decodable image: cannot evaluate the model")
+    counts = np.array(COUNTS)
+    squared = sum(confusion[t, g] * (counts[t] - counts[g]) ** 2 for t in range(5) for g in range(5))
+    per_class = {
+        str(COUNTS[i]): (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
+        for i in range(5)
+    }
+    return {
+        "accuracy": float(np.trace(confusion) / total),
+        "per_class_accuracy": per_class,
+        "rmse": float(math.sqrt(squared / total)),
+        "confusion_matrix": confusion.tolist(),
+        "test_images": total,
+        "skipped": skipped,
+    }
+
+
+def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, collate_fn=collate_skipping, persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None, generator=generator,
+    )  # fmt: skip
+
+
+def train(config: JobConfig) -> dict:
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    distributed = config.world_size > 1
+    device = torch.device("cuda" if torch.cuda.is_available() and config.num_gpus > 0 else "cpu")
+    if distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend, init_method=f"tcp://{config.master_addr}:{config.master_port}",
+            rank=config.rank, world_size=config.world_size,
+        )  # fmt: skip
+        log.info("distributed: rank %d of %d (%s)", config.rank, config.world_size, backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(0)
+    is_main = config.rank == 0
+
+    spec = spec_for(config.model)
+    train_set = CountingImageFolder(
+        "train",
+        config.channels["train"],
+        train_transform(spec.input_size, spec.normalization, spec.augmentation),
+    )
+    eval_tf = eval_transform(spec.input_size, spec.resize, spec.normalization)
+    valid_set = CountingImageFolder("valid", config.channels["valid"], eval_tf)
+    test_set = CountingImageFolder("test", config.channels["test"], eval_tf)
+    sizes = (len(train_set), train_set.class_counts(), len(valid_set), len(test_set))
+    log.info("images: train %d %s, valid %d, test %d", *sizes)
+
+    pretrained_dir = Path(config.channels["pretrained"]) if config.channels["pretrained"] else None
+    checkpoint = find_checkpoint(pretrained_dir, config.model)
+    download = spec.pretrained_by_default and checkpoint is None and not config.offline
+    if spec.pretrained_by_default and checkpoint is None and config.offline:
+        log.info("offline, no checkpoint in the pretrained channel: %s starts untrained", config.model)
+    model = build_model(config.model, checkpoint, download, config.freeze_backbone).to(device)
+    log.info("model %s (checkpoint %s, trainable parameters %d)", config.model, checkpoint,
+             sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+
+    hook = debugger.create_hook()
+    criterion = nn.CrossEntropyLoss()
+    if hook is not None:
+        hook.register_module(model)
+        hook.register_loss(criterion)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
+    wrapped = nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
+    train_loader = _loader(train_set, config.batch_size, config.num_workers, True, sampler, config.seed)
+    valid_loader = _loader(valid_set, config.batch_size, config.num_workers, False)
+
+    history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
+    train_images, train_seconds, stale = 0, 0.0, 0
+    for epoch in range(1, config.epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook)
+        validated = run_epoch(model, valid_loader, criterion, device, None, hook)
+        skipped += trained.skipped + validated.skipped
+        train_images += trained.images
+        train_seconds += trained.seconds
+        row = {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
+               "valid_loss": validated.loss, "valid_accuracy": validated.accuracy}  # fmt: skip
+        history.append(row)
+        print(metric_line(**row), flush=True)
+        if validated.loss < best["loss"]:
+            best = {"loss": validated.loss, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
+            stale = 0
+        else:
+            stale += 1
+            if config.early_stopping_patience and stale >= config.early_stopping_patience:
+                log.info("early stopping: valid loss has not improved for %d epochs", stale)
+                break
+
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    result = {}
+    if is_main:
+        test = evaluate(model, _loader(test_set, config.batch_size, config.num_workers, False), device)
+        skipped += test.pop("skipped")
+        unique_skips = sorted({s["skipped"]: s for s in skipped}.values(), key=lambda s: s["skipped"])
+        for skip in unique_skips:
+            log.warning("skipped undecodable image %s (%s)", skip["skipped"], skip["error"])
+        print(metric_line(test_accuracy=test["accuracy"], test_rmse=test["rmse"]), flush=True)
+        result = {
+            **test,
+            "model": config.model,
+            "class_counts": {
+                "train": train_set.class_counts(),
+                "valid": valid_set.class_counts(),
+                "test": test_set.class_counts(),
+            },  # fmt: skip
+            "skipped_images": {"count": len(unique_skips), "images": unique_skips},
+            "epochs_run": len(history),
+            "best_epoch": best["epoch"],
+            "history": history,
+            "wall_time_s": round(time.perf_counter() - started, 2),
+            "images_per_s": round(train_images / train_seconds, 2) if train_seconds else None,
+            "hosts": config.world_size,
+            "device": device.type,
+        }
+        save(model, config, spec, result)
+    if hook is not None:
+        hook.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
+    config.model_dir.mkdir(parents=True, exist_ok=True)
+    config.output_data_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), config.model_dir / "model.pth")
+    info = {
+        "architecture": config.model,
+        "class_to_count": {str(i): c for i, c in enumerate(COUNTS)},
+        "input_size": spec.input_size,
+        "resize": spec.resize,
+        "normalization": spec.normalization,
+        "freeze_backbone": config.freeze_backbone,
+    }
+    (config.model_dir / "model_info.json").write_text(json.dumps(info, indent=2))
+    (config.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("saved model to %s and metrics to %s", config.model_dir, config.output_data_dir / "metrics.json")
+
+
+def write_failure(message: str) -> None:
+    """SageMaker reports the `failure` file's content as the job's FailureReason."""
+    path = Path(os.environ.get("SM_OUTPUT_FAILURE", "/opt/ml/output/failure"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message[:1000])
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)  # fmt: skip
+    try:
+        config = parse_config(argv)
+        if config.ignored_args:
+            log.info("ignoring arguments this script does not use: %s", config.ignored_args)
+        log.info("config: %s", {k: v for k, v in asdict(config).items() if k != "ignored_args"})
+        metrics = train(config)
+        if metrics:
+            log.info("test accuracy %.4f, rmse %.4f", metrics["accuracy"], metrics["rmse"])
+        return 0
+    except Exception as exc:
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}"
+        write_failure(message)
+        print(message, file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
