@@ -1,0 +1,208 @@
+"""training_code/train.py run as SageMaker runs it: a subprocess with SM_* variables and hyperparameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inventory_pipeline.dataset.split import assign_split
+from inventory_pipeline.dataset.synthetic import generate
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "training_code" / "train.py"
+
+
+def make_channels(root: Path, images: list[tuple[str, int, bytes]]) -> dict[str, Path]:
+    for image_id, label, data in images:
+        folder = root / assign_split(image_id) / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{image_id}.jpg").write_bytes(data)
+    for split in ("train", "valid", "test"):  # tiny sets may miss a class in a split: keep every folder
+        for label in range(1, 6):
+            (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+    return {split: root / split for split in ("train", "valid", "test")}
+
+
+@pytest.fixture(scope="module")
+def synthetic_channels(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("synthetic-channels")
+    return make_channels(root, [(i.image_id, i.label, i.jpeg) for i in generate(120, seed=4)])
+
+
+@pytest.fixture(scope="module")
+def real_channels(tmp_path_factory, abid_sample) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("abid-channels")
+    images = []
+    for meta in sorted((abid_sample / "metadata").glob("*.json")):
+        label = json.loads(meta.read_text())["EXPECTED_QUANTITY"]
+        images.append((meta.stem, label, (abid_sample / "bin-images" / f"{meta.stem}.jpg").read_bytes()))
+    return make_channels(root, images)
+
+
+def sm_env(job: Path, channels: dict[str, Path], host: str = "algo-1", hosts=("algo-1",), **extra) -> dict:
+    host_dir = job / host
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SM_")},
+        "SM_CHANNEL_TRAIN": str(channels["train"]),
+        "SM_CHANNEL_VALID": str(channels["valid"]),
+        "SM_CHANNEL_TEST": str(channels["test"]),
+        "SM_MODEL_DIR": str(host_dir / "model"),
+        "SM_OUTPUT_DATA_DIR": str(host_dir / "output" / "data"),
+        "SM_OUTPUT_FAILURE": str(host_dir / "output" / "failure"),
+        "SM_HOSTS": json.dumps(list(hosts)),
+        "SM_CURRENT_HOST": host,
+        "SM_NUM_CPUS": "1",
+        "SM_NUM_GPUS": "0",
+        "INVENTORY_OFFLINE": "1",
+        "SMDEBUG_CONFIG_FILE_PATH": str(job / "no-hook-config.json"),
+        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+        **extra,
+    }
+
+
+def run_train(env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "2", "--batch-size", "16",
+           "--num-workers", "0", *args]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_single_host_writes_metrics_model_and_parseable_metric_lines(synthetic_channels, tmp_path):
+    proc = run_train(sm_env(tmp_path, synthetic_channels), "--sagemaker_unused", "x")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["rmse"] >= 0
+    assert (
+        len(metrics["confusion_matrix"]) == 5
+        and sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"]
+    )
+    assert metrics["epochs_run"] == 2 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert set(metrics["per_class_accuracy"]) == {"1", "2", "3", "4", "5"}
+    assert metrics["skipped_images"]["count"] == 0 and metrics["images_per_s"] > 0
+    info = json.loads((tmp_path / "algo-1/model/model_info.json").read_text())
+    assert info["architecture"] == "small_cnn" and info["class_to_count"]["0"] == 1
+    assert (tmp_path / "algo-1/model/model.pth").stat().st_size > 0
+    # Every MetricDefinition of the request matches a line the script really printed.
+    definitions = json.loads((ROOT / "training_code/metric_definitions.json").read_text())
+    for definition in definitions:
+        values = re.findall(definition["Regex"], proc.stdout)
+        assert values, f"{definition['Name']} never printed"
+        float(values[-1])
+    assert "ignoring arguments" in proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_hosts_train_together_and_only_rank_0_writes(synthetic_channels, tmp_path):
+    hosts = ("algo-1", "algo-2")
+    extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "1", "--batch-size", "16",
+           "--num-workers", "0"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=sm_env(tmp_path, synthetic_channels, h, hosts, **extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for h in hosts
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "rank 0 of 2 (gloo)" in outputs[0] and "rank 1 of 2 (gloo)" in outputs[1]
+    assert (tmp_path / "algo-1/output/data/metrics.json").exists()
+    assert not (tmp_path / "algo-2/output/data/metrics.json").exists()
+    assert not (tmp_path / "algo-2/model/model.pth").exists()
+
+
+def test_corrupt_and_truncated_images_are_skipped_and_reported(synthetic_channels, tmp_path):
+    channels = {k: tmp_path / "ch" / k for k in synthetic_channels}
+    for split, path in synthetic_channels.items():
+        shutil.copytree(path, channels[split])
+    victim = next((channels["train"] / "3").glob("*.jpg"))
+    victim.write_bytes(victim.read_bytes()[:300])  # truncated
+    (channels["test"] / "2" / "garbage.jpg").write_bytes(b"not an image at all")
+    proc = run_train(sm_env(tmp_path, channels))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    skipped = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())["skipped_images"]
+    names = sorted(Path(s["skipped"]).name for s in skipped["images"])
+    assert skipped["count"] == 2 and names == sorted([victim.name, "garbage.jpg"])
+    assert "skipped undecodable image" in proc.stdout
+
+
+def test_missing_class_folder_fails_clearly_with_a_failure_file(synthetic_channels, tmp_path):
+    channels = dict(synthetic_channels)
+    broken = tmp_path / "valid"
+    shutil.copytree(synthetic_channels["valid"], broken)
+    shutil.rmtree(broken / "4")
+    channels["valid"] = broken
+    proc = run_train(sm_env(tmp_path, channels))
+    assert proc.returncode == 1
+    failure = (tmp_path / "algo-1/output/failure").read_text()
+    assert "channel 'valid'" in failure and "'4'" in failure
+    assert "channel 'valid'" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_debugger_hook_saves_tensors_the_rules_read(synthetic_channels, tmp_path):
+    pytest.importorskip("smdebug")
+    tensors = tmp_path / "tensors"
+    config = {
+        "LocalPath": str(tensors),
+        "HookParameters": {"train.save_interval": "1", "eval.save_interval": "1"},
+        "CollectionConfigurations": [
+            {"CollectionName": "gradients"}, {"CollectionName": "weights"}, {"CollectionName": "losses"},
+            {"CollectionName": "relu_input", "CollectionParameters": {"include_regex": ".*relu_input"}},
+        ],
+    }  # fmt: skip
+    (tmp_path / "hook.json").write_text(json.dumps(config))
+    proc = run_train(
+        sm_env(tmp_path, synthetic_channels, SMDEBUG_CONFIG_FILE_PATH=str(tmp_path / "hook.json"))
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(tensors))
+    names = trial.tensor_names()
+    assert any(n.startswith("gradient/") for n in names)
+    assert any("relu_input" in n for n in names)
+    assert trial.tensor_names(collection="losses")
+    assert len(trial.steps()) > 4  # every step saved (save_interval 1)
+
+
+def test_inference_handlers_on_real_photos(real_channels, abid_sample, tmp_path):
+    proc = run_train(sm_env(tmp_path, real_channels), "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sys.path.insert(0, str(ROOT / "training_code"))
+    try:
+        import inference
+    finally:
+        sys.path.remove(str(ROOT / "training_code"))
+    model = inference.model_fn(str(tmp_path / "algo-1/model"))
+    for photo in sorted((abid_sample / "bin-images").glob("*.jpg"))[:5]:
+        body = inference.output_fn(
+            inference.predict_fn(inference.input_fn(photo.read_bytes(), "image/jpeg"), model),
+            "application/json",
+        )
+        answer = json.loads(body)
+        assert answer["count"] in (1, 2, 3, 4, 5)
+        assert len(answer["probabilities"]) == 5 and abs(sum(answer["probabilities"]) - 1) < 1e-4
+    with pytest.raises(inference.UnsupportedContentType):
+        inference.input_fn(b"{}", "application/json")
+    with pytest.raises(ValueError, match="not a decodable image"):
+        inference.input_fn(b"\xff\xd8\xff garbage", "image/jpeg")
+    with pytest.raises(inference.UnsupportedContentType):
+        inference.output_fn({"count": 1, "probabilities": [1, 0, 0, 0, 0]}, "text/csv")
