@@ -22,7 +22,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 class ChannelError(ValueError):
-    """A channel is missing, empty or lacks a class folder; the message names the channel."""
+    """A channel is missing, empty or lacks a class folder; the message names the channel.
+
+    The training channel must hold every count. Valid/test may lack one on a small dataset (the project's
+    split is a stable hash, not stratified): the gap is logged and the class is evaluated as absent.
+    """
 
 
 def train_transform(size: int, norm: dict, augmentation: str = "study") -> T.Compose:
@@ -40,25 +44,23 @@ def train_transform(size: int, norm: dict, augmentation: str = "study") -> T.Com
 
 
 def eval_transform(size: int, resize: int, norm: dict) -> T.Compose:
-    return T.Compose(
-        [T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
-    )
+    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(norm["mean"], norm["std"])])
 
 
 class CountingImageFolder(Dataset):
-    def __init__(self, channel: str, root: str | Path | None, transform=None):
+    def __init__(self, channel: str, root: str | Path | None, transform=None, require_all_classes: bool = True):
         if root is None:
-            raise ChannelError(
-                f"channel {channel!r} was not provided (SM_CHANNEL_{channel.upper()} is unset)"
-            )
+            raise ChannelError(f"channel {channel!r} was not provided (SM_CHANNEL_{channel.upper()} is unset)")
         self.channel, self.root, self.transform = channel, Path(root), transform
         if not self.root.is_dir():
             raise ChannelError(f"channel {channel!r}: {self.root} does not exist")
         self.samples: list[tuple[Path, int]] = []
-        missing = [name for name in CLASS_FOLDERS if not (self.root / name).is_dir()]
-        if missing:
-            raise ChannelError(f"channel {channel!r} has no class folder(s) {missing} under {self.root}")
+        self.missing = [name for name in CLASS_FOLDERS if not (self.root / name).is_dir()]
+        if self.missing and require_all_classes:
+            raise ChannelError(f"channel {channel!r} has no class folder(s) {self.missing} under {self.root}")
         for name, index in CLASS_FOLDERS.items():
+            if name in self.missing:
+                continue
             files = sorted(p for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             self.samples += [(p, index) for p in files]
         if not self.samples:

@@ -38,9 +38,7 @@ def model_fn(model_dir: str):
 def input_fn(request_body: bytes, content_type: str = "image/jpeg"):
     base_type = (content_type or "").split(";")[0].strip().lower()
     if base_type not in IMAGE_TYPES:
-        raise UnsupportedContentType(
-            f"unsupported content type {content_type!r}; send one of {', '.join(IMAGE_TYPES)}"
-        )
+        raise UnsupportedContentType(f"unsupported content type {content_type!r}; send one of {', '.join(IMAGE_TYPES)}")
     try:
         with Image.open(io.BytesIO(request_body)) as image:
             image.load()

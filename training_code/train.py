@@ -82,9 +82,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=None)
-    parser.add_argument(
-        "--freeze-backbone", "--freeze_backbone", dest="freeze_backbone", type=_bool, default=True
-    )
+    parser.add_argument("--freeze-backbone", "--freeze_backbone", dest="freeze_backbone", type=_bool, default=True)
     parser.add_argument("--early-stopping-patience", "--early_stopping_patience", dest="patience", type=int,
                         default=0)  # fmt: skip
     args, unknown = parser.parse_known_args(argv)
@@ -100,9 +98,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         num_workers=num_cpus if args.num_workers is None else args.num_workers,
         freeze_backbone=args.freeze_backbone,
         early_stopping_patience=args.patience,
-        channels={
-            name: env.get(f"SM_CHANNEL_{name.upper()}") for name in ("train", "valid", "test", "pretrained")
-        },
+        channels={name: env.get(f"SM_CHANNEL_{name.upper()}") for name in ("train", "valid", "test", "pretrained")},
         model_dir=Path(env.get("SM_MODEL_DIR", "/opt/ml/model")),
         output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
         hosts=hosts,
@@ -181,8 +177,7 @@ def evaluate(model, loader, device) -> dict:
     counts = np.array(COUNTS)
     squared = sum(confusion[t, g] * (counts[t] - counts[g]) ** 2 for t in range(5) for g in range(5))
     per_class = {
-        str(COUNTS[i]): (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
-        for i in range(5)
+        str(COUNTS[i]): (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None) for i in range(5)
     }
     return {
         "accuracy": float(np.trace(confusion) / total),
@@ -227,8 +222,11 @@ def train(config: JobConfig) -> dict:
         train_transform(spec.input_size, spec.normalization, spec.augmentation),
     )
     eval_tf = eval_transform(spec.input_size, spec.resize, spec.normalization)
-    valid_set = CountingImageFolder("valid", config.channels["valid"], eval_tf)
-    test_set = CountingImageFolder("test", config.channels["test"], eval_tf)
+    valid_set = CountingImageFolder("valid", config.channels["valid"], eval_tf, require_all_classes=False)
+    test_set = CountingImageFolder("test", config.channels["test"], eval_tf, require_all_classes=False)
+    for dataset in (valid_set, test_set):
+        if dataset.missing:
+            log.warning("channel %r has no image of count(s) %s", dataset.channel, dataset.missing)
     sizes = (len(train_set), train_set.class_counts(), len(valid_set), len(test_set))
     log.info("images: train %d %s, valid %d, test %d", *sizes)
 

@@ -94,11 +94,12 @@ def test_selection_by_listing_metadata_gives_the_same_dataset(s3, buckets, abid_
     assert by_listing["version"] == by_list["version"] and by_listing["copied"] == 0
 
 
-def test_per_class_limit(s3, buckets, abid_sample):
+def test_per_class_limit_too_small_for_every_split_is_refused_before_copying(s3, buckets, abid_sample):
     source, dest = buckets
     upload_sample(s3, source, abid_sample)
-    summary = build_dataset(s3, settings_for(source, dest, per_class_limit=3))
-    assert sum(n for split in summary["counts"].values() for n in split.values()) == 15
+    with pytest.raises(errors.EmptySplit, match="5 images are too few: the training split needs every count"):
+        build_dataset(s3, settings_for(source, dest, per_class_limit=1))
+    assert keys(s3, dest, "proj/datasets/") == []
 
 
 def test_missing_source_bucket_is_a_clear_error(s3, buckets):

@@ -146,15 +146,24 @@ def test_corrupt_and_truncated_images_are_skipped_and_reported(synthetic_channel
 
 def test_missing_class_folder_fails_clearly_with_a_failure_file(synthetic_channels, tmp_path):
     channels = dict(synthetic_channels)
-    broken = tmp_path / "valid"
-    shutil.copytree(synthetic_channels["valid"], broken)
+    broken = tmp_path / "train"
+    shutil.copytree(synthetic_channels["train"], broken)
     shutil.rmtree(broken / "4")
-    channels["valid"] = broken
+    channels["train"] = broken
     proc = run_train(sm_env(tmp_path, channels))
     assert proc.returncode == 1
     failure = (tmp_path / "algo-1/output/failure").read_text()
-    assert "channel 'valid'" in failure and "'4'" in failure
-    assert "channel 'valid'" in proc.stderr.strip().splitlines()[-1]
+    assert "channel 'train'" in failure and "'4'" in failure
+    assert "channel 'train'" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_empty_channel_fails_clearly(synthetic_channels, tmp_path):
+    empty = tmp_path / "empty-test"
+    for label in range(1, 6):
+        (empty / str(label)).mkdir(parents=True)
+    proc = run_train(sm_env(tmp_path, {**synthetic_channels, "test": empty}))
+    assert proc.returncode == 1
+    assert "channel 'test' holds no images" in (tmp_path / "algo-1/output/failure").read_text()
 
 
 def test_debugger_hook_saves_tensors_the_rules_read(synthetic_channels, tmp_path):

@@ -32,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seed.add_argument("--prefix", default="")
     seed.add_argument("--images", type=int, default=600)
     seed.add_argument("--seed", type=int, default=0)
-    seed.add_argument(
-        "--balance", type=_balance, default=None, help="class weights, e.g. 1=1,2=2,3=2,4=2,5=1"
-    )
+    seed.add_argument("--balance", type=_balance, default=None, help="class weights, e.g. 1=1,2=2,3=2,4=2,5=1")
     seed.add_argument("--endpoint-url", default=None)
     seed.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     seed.add_argument("--json", action="store_true")
@@ -85,9 +83,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"refused: {exc}")
         if args.json:
             rejects = exc.rejects if isinstance(exc, TooManyRejects) else []
-            print_json(
-                {"error": type(exc).__name__, "message": str(exc).splitlines()[0], "rejected": rejects}
-            )
+            print_json({"error": type(exc).__name__, "message": str(exc).splitlines()[0], "rejected": rejects})
         return 2
     print(f"dataset {summary['version']}: {summary['counts']}")
     print(f"copied {summary['copied']}, skipped {summary['skipped']}, rejected {len(summary['rejected'])}")

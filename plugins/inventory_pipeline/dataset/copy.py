@@ -107,9 +107,7 @@ def copy_selection(
 ) -> CopyResult:
     dest_raw = raw_prefix(dest_root)
     with s3io.explained(source_bucket, "listing the source"):
-        planned, rejects = plan_copies(
-            s3, pairs, source_bucket, source_prefix, dest_bucket, dest_raw, workers
-        )
+        planned, rejects = plan_copies(s3, pairs, source_bucket, source_prefix, dest_bucket, dest_raw, workers)
     to_check = [p for p in planned if p.copy_image or p.copy_metadata]
     log.info(
         "%d selected: %d already in s3://%s/%s, %d to validate and copy, %d rejected from listings",
@@ -153,9 +151,7 @@ def copy_selection(
     copying = s3io.explained(dest_bucket, "copying into the raw area")
     with copying, ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
-            pool.submit(
-                s3.copy_object, Bucket=dest_bucket, Key=dst, CopySource={"Bucket": source_bucket, "Key": src}
-            )
+            pool.submit(s3.copy_object, Bucket=dest_bucket, Key=dst, CopySource={"Bucket": source_bucket, "Key": src})
             for src, dst in jobs
         ]
         for future in as_completed(futures):

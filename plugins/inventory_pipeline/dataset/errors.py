@@ -19,6 +19,10 @@ class EmptySelection(DatasetError):
     """Nothing to train on: the selection is empty."""
 
 
+class EmptySplit(DatasetError):
+    """The selection is too small: some split would have no image of some count."""
+
+
 class TooManyRejects(DatasetError):
     """More images failed validation than the reject threshold allows."""
 

@@ -37,9 +37,7 @@ def seed_synthetic(
     ensure_bucket(s3, bucket)
 
     def upload(item: SyntheticImage) -> SyntheticImage:
-        s3.put_object(
-            Bucket=bucket, Key=image_key(prefix, item.image_id), Body=item.jpeg, ContentType="image/jpeg"
-        )
+        s3.put_object(Bucket=bucket, Key=image_key(prefix, item.image_id), Body=item.jpeg, ContentType="image/jpeg")
         body = json.dumps(item.metadata, indent=4, sort_keys=True).encode()
         s3.put_object(Bucket=bucket, Key=metadata_key(prefix, item.image_id), Body=body,
                       ContentType="application/json")  # fmt: skip

@@ -138,7 +138,5 @@ def select_source(
     if not selection.pairs:
         where = file_list or f"s3://{source_bucket}/{source_prefix}metadata/"
         raise EmptySelection(f"no images with a count of 1-5 were found in {where}")
-    log.info(
-        "selected %d images %s (%d excluded)", len(selection.pairs), selection.counts, len(selection.excluded)
-    )
+    log.info("selected %d images %s (%d excluded)", len(selection.pairs), selection.counts, len(selection.excluded))
     return selection

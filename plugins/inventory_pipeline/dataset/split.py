@@ -20,6 +20,7 @@ from typing import Any
 
 from inventory_pipeline.dataset import s3io
 from inventory_pipeline.dataset.abid import CLASSES
+from inventory_pipeline.dataset.errors import EmptySplit
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,18 @@ def publish_dataset(
                     "metadata_key": item["metadata_key"],
                 }
             )
+        counts = counts_by_split(entries)
+        missing_in_train = [label for label, n in counts["train"].items() if n == 0]
+        if missing_in_train or not any(counts["test"].values()) or not any(counts["valid"].values()):
+            raise EmptySplit(
+                f"{len(entries)} images are too few: the training split needs every count 1-5 (missing "
+                f"{missing_in_train or 'none'}) and valid/test need images; select more images"
+            )
+        # Small datasets can leave a count out of valid or test (the split is by hash, for stability): that
+        # is allowed, recorded and logged, since those splits only measure.
+        thin = [f"{split}/{label}" for split in ("valid", "test") for label, n in counts[split].items() if n == 0]
+        if thin:
+            log.warning("dataset %s has no image of %s", version, ", ".join(thin))
         present = s3io.list_objects(s3, bucket, prefix)  # what an interrupted earlier run already copied
         todo = [e for e in entries if getattr(present.get(e["key"]), "etag", None) != e["etag"]]
         log.info("dataset %s: %d images, %d to copy, %d already there", version, len(entries), len(todo),
@@ -142,7 +155,8 @@ def publish_dataset(
             "bucket": bucket,
             "manifest_key": manifest_key,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "counts": counts_by_split(entries),
+            "counts": counts,
+            "classes_missing": thin,
             "splits": {"train": 0.8, "valid": 0.1, "test": 0.1, "assignment": "sha256(image_id) % 100"},
             "source": source,
             "entries": entries,

@@ -199,8 +199,9 @@ def _draw_item(draw, rng: random.Random, centre: tuple[float, float], product: d
         draw.rectangle([cx - w, cy - h, cx + w, cy + h], fill=colour, outline=outline, width=3)
         draw.line([(cx - w, cy - h * 0.3), (cx + w, cy - h * 0.3)], fill=outline, width=2)
     elif shape == "bottle":
-        draw.rounded_rectangle([cx - w * 0.6, cy - h, cx + w * 0.6, cy + h], radius=w * 0.4, fill=colour,
-                               outline=outline, width=3)
+        draw.rounded_rectangle(
+            [cx - w * 0.6, cy - h, cx + w * 0.6, cy + h], radius=w * 0.4, fill=colour, outline=outline, width=3
+        )
         draw.rectangle([cx - w * 0.25, cy - h * 1.25, cx + w * 0.25, cy - h], fill=outline)
     elif shape == "pouch":
         corners = [(cx - w, cy - h * 0.8), (cx + w, cy - h), (cx + w * 0.9, cy + h), (cx - w * 0.9, cy + h)]

@@ -59,9 +59,7 @@ def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_di
     ]  # fmt: skip
 
 
-SAGEMAKER = ServerSpec(
-    name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping"
-)
+SAGEMAKER = ServerSpec(name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping")
 
 
 def default_servers() -> list[ServerSpec]:
@@ -313,11 +311,7 @@ def down(state_dir: Path) -> list[str]:
 
 def _is_same_process(server: dict[str, Any]) -> bool:
     created = _create_time(server["pid"])
-    return (
-        created is not None
-        and server.get("create_time") is not None
-        and abs(created - server["create_time"]) < 1.0
-    )
+    return created is not None and server.get("create_time") is not None and abs(created - server["create_time"]) < 1.0
 
 
 def _still_running(state: dict[str, Any]) -> bool:

@@ -1,0 +1,117 @@
+"""The job's `/opt/ml`-like directories, the source code (extracted safely) and the input channels."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class WorkspaceError(Exception):
+    """The job's inputs cannot be prepared; the message becomes its FailureReason."""
+
+
+@dataclass(frozen=True)
+class HostDirs:
+    """One host's /opt/ml."""
+
+    root: Path
+
+    @property
+    def input_config(self) -> Path:
+        return self.root / "input" / "config"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def output_data(self) -> Path:
+        return self.root / "output" / "data"
+
+    @property
+    def tensors(self) -> Path:
+        return self.root / "output" / "tensors"
+
+    def create(self) -> HostDirs:
+        for path in (self.input_config, self.model, self.output_data):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise WorkspaceError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def extract_sourcedir(s3: Any, uri: str, dest: Path) -> None:
+    """Download and extract sourcedir.tar.gz; absolute paths, `..` and links leading out are refused."""
+    bucket, key = split_s3_uri(uri)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        raise WorkspaceError(f"cannot download the source code {uri}: {exc}") from exc
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise WorkspaceError(f"refused to extract {uri}: {exc}") from exc
+
+
+def download_channel(s3: Any, name: str, uri: str, dest: Path, workers: int = 16) -> int:
+    """Every object under the channel's S3Prefix, at its relative path under `dest`."""
+    bucket, prefix = split_s3_uri(uri)
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    if not keys:
+        raise WorkspaceError(f"channel {name!r}: no objects under {uri}")
+    base = prefix if prefix.endswith("/") or not prefix else prefix.rsplit("/", 1)[0] + "/"
+    dest = dest.resolve()
+
+    def fetch(key: str) -> None:
+        target = (dest / key[len(base) :]).resolve()
+        if dest not in target.parents:
+            raise WorkspaceError(f"channel {name!r}: key {key!r} would land outside the channel directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, key, str(target))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fetch, keys))
+    return len(keys)
+
+
+def write_configs(host: HostDirs, job: dict[str, Any], current: str, hosts: list[str]) -> None:
+    """hyperparameters.json, resourceconfig.json, inputdataconfig.json as SageMaker writes them."""
+    host.create()
+    (host.input_config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {})))
+    (host.input_config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": current, "hosts": hosts, "network_interface_name": "lo"})
+    )
+    channels = {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"),
+                                   "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+                for c in job.get("InputDataConfig", [])}  # fmt: skip
+    (host.input_config / "inputdataconfig.json").write_text(json.dumps(channels))
+    hook = job.get("DebugHookConfig")
+    if hook:
+        config = {
+            "LocalPath": str(host.tensors),
+            "S3OutputPath": hook.get("S3OutputPath"),
+            "HookParameters": hook.get("HookParameters", {}),
+            "CollectionConfigurations": hook.get("CollectionConfigurations", []),
+        }
+        (host.input_config / "debughookconfig.json").write_text(json.dumps(config))

@@ -1,0 +1,288 @@
+"""The local SageMaker server: the training-job API in SageMaker's JSON 1.1 protocol.
+
+`CreateTrainingJob`, `DescribeTrainingJob`, `StopTrainingJob` and `ListTrainingJobs`, validated against
+botocore's service model and answering AWS-shaped errors, so boto3 (and the Amazon provider's operators)
+behave exactly as against AWS. Each job runs in its own runner process (`runner.main`); state lives on disk.
+
+    python -m inventory_pipeline.local_aws.sagemaker_api --port P --state-dir D --s3-endpoint URL --logs-endpoint URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+
+from inventory_pipeline.local_aws.runner.job_store import NON_TERMINAL, JobStore
+
+log = logging.getLogger("inventory_pipeline.local_aws.sagemaker_api")
+ACCOUNT = "000000000000"
+JSON_11 = "application/x-amz-json-1.1"
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def _service_model():
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def validate_input(operation: str, params: dict[str, Any]) -> None:
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import validate_parameters
+
+    try:
+        validate_parameters(params, _service_model().operation_model(operation).input_shape)
+    except ParamValidationError as exc:
+        raise ApiError("ValidationException", str(exc).replace("\n", " ")) from exc
+
+
+def describe(job: dict[str, Any]) -> dict[str, Any]:
+    """DescribeTrainingJob's answer: the stored document minus our private fields."""
+    return {k: v for k, v in job.items() if not k.startswith("_")}
+
+
+class LocalSageMaker:
+    def __init__(self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1"):
+        self.store = JobStore(state_dir)
+        self.s3_endpoint, self.logs_endpoint, self.region = s3_endpoint, logs_endpoint, region
+        self.runners: dict[str, subprocess.Popen] = {}
+        self.recover()
+
+    def recover(self) -> None:
+        """Jobs left in progress by a previous server process lost their runner: they failed."""
+        for name in self.store.names():
+            job = self.store.read(name)
+            if job.get("TrainingJobStatus") in NON_TERMINAL and not _alive(job.get("_runner_pid")):
+
+                def fail(j: dict[str, Any]) -> None:
+                    now = time.time()
+                    j["TrainingJobStatus"] = "Failed"
+                    j["FailureReason"] = (
+                        "InternalServerError: the local SageMaker server stopped while the job was running"
+                    )
+                    j["SecondaryStatus"] = "Failed"
+                    j.setdefault("SecondaryStatusTransitions", []).append(
+                        {"Status": "Failed", "StartTime": now, "EndTime": now, "StatusMessage": j["FailureReason"]}
+                    )
+                    for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"):
+                        for status in j.get(key, []):
+                            if status["RuleEvaluationStatus"] == "InProgress":
+                                status.update(RuleEvaluationStatus="Error", LastModifiedTime=now,
+                                              StatusDetails="the rule evaluation stopped with the server")  # fmt: skip
+                    j["TrainingEndTime"] = now
+
+                self.store.update(name, fail)
+                log.warning("job %s was running when the server stopped: marked Failed", name)
+
+    # --- operations -----------------------------------------------------------------------------------
+
+    def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("CreateTrainingJob", params)
+        name = params["TrainingJobName"]
+        if self.store.exists(name):
+            raise ApiError("ResourceInUse", f"Training job names must be unique within an AWS account and region, "
+                           f"and a training job with this name already exists ({self._arn(name)})")  # fmt: skip
+        now = time.time()
+        job = {
+            **params,
+            "TrainingJobArn": self._arn(name),
+            "TrainingJobStatus": "InProgress",
+            "SecondaryStatus": "Starting",
+            "SecondaryStatusTransitions": [
+                {"Status": "Starting", "StartTime": now, "StatusMessage": "Preparing the instances for training"}
+            ],
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "ModelArtifacts": {"S3ModelArtifacts": ""},
+            "ProfilingStatus": "Disabled"
+            if params.get("ProfilerConfig", {}).get("DisableProfiler", "ProfilerConfig" not in params)
+            else "Enabled",
+        }
+        for key, statuses in (("DebugRuleConfigurations", "DebugRuleEvaluationStatuses"),
+                              ("ProfilerRuleConfigurations", "ProfilerRuleEvaluationStatuses")):  # fmt: skip
+            if params.get(key):
+                job[statuses] = [
+                    {
+                        "RuleConfigurationName": rule["RuleConfigurationName"],
+                        "RuleEvaluationJobArn": f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:processing-job/"
+                        f"{name[:26]}-{rule['RuleConfigurationName'][:26]}",
+                        "RuleEvaluationStatus": "InProgress",
+                        "LastModifiedTime": now,
+                    }
+                    for rule in params[key]
+                ]
+        self.store.write(job)
+        self.work_dir(name).mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir(name) / "runner.log", "ab") as runner_log:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "inventory_pipeline.local_aws.runner.main", "--state-dir",
+                 str(self.store.root), "--job", name, "--s3-endpoint", self.s3_endpoint,
+                 "--logs-endpoint", self.logs_endpoint, "--region", self.region],
+                stdout=runner_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.runners[name] = runner
+        self.store.update(name, lambda j: j.update(_runner_pid=runner.pid))
+        log.info("created training job %s (runner pid %d)", name, runner.pid)
+        return {"TrainingJobArn": job["TrainingJobArn"]}
+
+    def describe_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("DescribeTrainingJob", params)
+        return describe(self._job(params["TrainingJobName"]))
+
+    def stop_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("StopTrainingJob", params)
+        job = self._job(params["TrainingJobName"])
+        if job["TrainingJobStatus"] not in NON_TERMINAL:
+            status = job["TrainingJobStatus"]
+            raise ApiError("ValidationException", f"The request was rejected because the training job is {status}.")
+        self.store.request_stop(job["TrainingJobName"])
+        return {}
+
+    def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("ListTrainingJobs", params)
+        jobs = [self.store.read(n) for n in self.store.names()]
+        if params.get("NameContains"):
+            jobs = [j for j in jobs if params["NameContains"] in j["TrainingJobName"]]
+        if params.get("StatusEquals"):
+            jobs = [j for j in jobs if j["TrainingJobStatus"] == params["StatusEquals"]]
+        for field, op in (("CreationTimeAfter", float.__gt__), ("CreationTimeBefore", float.__lt__)):
+            if field in params:
+                jobs = [j for j in jobs if op(float(j["CreationTime"]), _epoch(params[field]))]
+        sort_key = {"Name": "TrainingJobName", "Status": "TrainingJobStatus"}.get(params.get("SortBy"), "CreationTime")
+        jobs.sort(key=lambda j: j[sort_key], reverse=params.get("SortOrder", "Ascending") == "Descending")
+        start = int(params.get("NextToken") or 0)
+        limit = int(params.get("MaxResults", 10))
+        page = jobs[start : start + limit]
+        answer: dict[str, Any] = {
+            "TrainingJobSummaries": [
+                {
+                    k: j[k]
+                    for k in (
+                        "TrainingJobName",
+                        "TrainingJobArn",
+                        "CreationTime",
+                        "TrainingJobStatus",
+                        "LastModifiedTime",
+                    )
+                    if k in j
+                }  # fmt: skip
+                | ({"TrainingEndTime": j["TrainingEndTime"]} if "TrainingEndTime" in j else {})
+                for j in page
+            ]
+        }
+        if start + limit < len(jobs):
+            answer["NextToken"] = str(start + limit)
+        return answer
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def work_dir(self, name: str) -> Path:
+        return self.store.work_dir(name)
+
+    def _arn(self, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:training-job/{name.lower()}"
+
+    def _job(self, name: str) -> dict[str, Any]:
+        if not self.store.exists(name):
+            raise ApiError("ValidationException", "Requested resource not found")
+        return self.store.read(name)
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+OPERATIONS = {
+    "CreateTrainingJob": LocalSageMaker.create_training_job,
+    "DescribeTrainingJob": LocalSageMaker.describe_training_job,
+    "StopTrainingJob": LocalSageMaker.stop_training_job,
+    "ListTrainingJobs": LocalSageMaker.list_training_jobs,
+}
+
+
+def create_app(backend: LocalSageMaker) -> Flask:
+    app = Flask("local-sagemaker")
+
+    @app.get("/ping")
+    def ping() -> Response:
+        return Response("ok", mimetype="text/plain")
+
+    @app.get("/jobs/<name>")
+    def job_page(name: str) -> Response:
+        """What the task's extra link opens on the local stack: the job as DescribeTrainingJob shows it."""
+        try:
+            job = describe(backend._job(name))
+        except ApiError as exc:
+            return Response(exc.message, status=404, mimetype="text/plain")
+        return Response(json.dumps(job, indent=2, default=str), mimetype="application/json")
+
+    @app.post("/")
+    def dispatch() -> Response:
+        target = request.headers.get("X-Amz-Target", "")
+        operation = target.split(".", 1)[-1]
+        try:
+            if not target.startswith("SageMaker.") or operation not in OPERATIONS:
+                raise ApiError("UnknownOperationException", f"operation {operation or target!r} is not supported "
+                               "by the local SageMaker server")  # fmt: skip
+            params = json.loads(request.get_data() or b"{}")
+            body = OPERATIONS[operation](backend, params)
+            return Response(json.dumps(body, default=str), status=200, mimetype=JSON_11)
+        except ApiError as exc:
+            payload = {"__type": exc.code, "message": exc.message}
+            return Response(json.dumps(payload), status=exc.status, mimetype=JSON_11)
+        except Exception as exc:  # answer like AWS does, and keep the server up
+            log.exception("internal error in %s", operation)
+            payload = {"__type": "InternalFailure", "message": f"{type(exc).__name__}: {exc}"}
+            return Response(json.dumps(payload), status=500, mimetype=JSON_11)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="local SageMaker training-job API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--s3-endpoint", required=True)
+    parser.add_argument("--logs-endpoint", required=True)
+    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    backend = LocalSageMaker(args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region)
+    from werkzeug.serving import run_simple
+
+    run_simple(args.host, args.port, create_app(backend), threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
