@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 
-from inventory_pipeline.operators import TrainingJobOperator
+from inventory_pipeline.operators import RuleReportOperator, TrainingJobOperator
 from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 
 # The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
@@ -35,49 +35,79 @@ INSTANCE_TYPES = [
 
 PARAMS = {
     "source_bucket": Param(
-        os.environ.get("INVENTORY_SOURCE_BUCKET", "aft-vbi-pds"), type="string", minLength=3,
-        title="Source bucket", description="Bucket holding bin-images/<id>.jpg and metadata/<id>.json.",
+        os.environ.get("INVENTORY_SOURCE_BUCKET", "aft-vbi-pds"),
+        type="string",
+        minLength=3,
+        title="Source bucket",
+        description="Bucket holding bin-images/<id>.jpg and metadata/<id>.json.",
     ),
     "source_prefix": Param(
-        "", type="string", title="Source prefix",
+        "",
+        type="string",
+        title="Source prefix",
         description="Key prefix before bin-images/ and metadata/ in the source bucket (usually empty).",
     ),
     "file_list": Param(
-        os.environ.get("INVENTORY_FILE_LIST", ""), type="string", title="File list",
+        os.environ.get("INVENTORY_FILE_LIST", ""),
+        type="string",
+        title="File list",
         description="s3:// URI of a file_list.json ({'1': ['metadata/<id>.json', ...], ...}). "
         "Empty: list metadata/ and read EXPECTED_QUANTITY.",
     ),
     "per_class_limit": Param(
-        0, type="integer", minimum=0, title="Images per class",
+        0,
+        type="integer",
+        minimum=0,
+        title="Images per class",
         description="Take at most this many images per count (0 = all). Small values make quick runs.",
     ),
     "instance_type": Param(
-        "ml.c5.xlarge", type="string", enum=INSTANCE_TYPES, title="Instance type",
+        "ml.c5.xlarge",
+        type="string",
+        enum=INSTANCE_TYPES,
+        title="Instance type",
         description="SageMaker training instance type.",
     ),
     "instance_count": Param(
-        2, type="integer", minimum=1, maximum=20, title="Instance count",
+        2,
+        type="integer",
+        minimum=1,
+        maximum=20,
+        title="Instance count",
         description="Training hosts (distributed data parallel).",
     ),
     "epochs": Param(3, type="integer", minimum=1, maximum=1000, title="Epochs"),
     "batch_size": Param(32, type="integer", minimum=1, maximum=4096, title="Batch size"),
     "lr": Param(0.001, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
     "model": Param(
-        "resnet50", type="string", enum=["resnet50", "resnet18", "efficientnet_lite0", "small_cnn"],
-        title="Model", description="resnet50 is the study's model; small_cnn is for quick synthetic runs.",
+        "resnet50",
+        type="string",
+        enum=["resnet50", "resnet18", "efficientnet_lite0", "small_cnn"],
+        title="Model",
+        description="resnet50 is the study's model; small_cnn is for quick synthetic runs.",
     ),
     "rules_mode": Param(
-        os.environ.get("INVENTORY_RULES_MODE", "managed"), type="string", enum=["managed", "self_hosted"],
+        os.environ.get("INVENTORY_RULES_MODE", "managed"),
+        type="string",
+        enum=["managed", "self_hosted"],
         title="Rules mode",
         description="managed: SageMaker Debugger evaluates the rules. self_hosted: our rule engine does "
         "(for accounts without Debugger, closed to new customers since 2026-07-30).",
     ),
     "fail_on_rules": Param(
-        [], type="array", items={"type": "string", "enum": RULES}, examples=RULES, title="Fail on rules",
+        [],
+        type="array",
+        items={"type": "string", "enum": RULES},
+        examples=RULES,
+        title="Fail on rules",
         description="Rules whose IssuesFound fails the run and blocks promotion; the others only warn.",
     ),
     "min_improvement": Param(
-        0.0, type="number", minimum=0, maximum=1, title="Minimum improvement",
+        0.0,
+        type="number",
+        minimum=0,
+        maximum=1,
+        title="Minimum improvement",
         description="Accuracy gain over the champion needed to promote the new model.",
     ),
 }
@@ -92,6 +122,7 @@ with DAG(
     params=PARAMS,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
     tags=["ml", "sagemaker", "inventory"],
+    render_template_as_native_obj=True,  # templated XCom values reach operators as dicts, not strings
     doc_md=__doc__,
 ) as dag:
 
@@ -121,9 +152,7 @@ with DAG(
 
     dataset = split_dataset(copy_images(select_source()))
     code = package_code()
-    train = TrainingJobOperator(
-        task_id="train", dataset=dataset, code=code, aws_conn_id=AWS_CONN_ID, retries=3
-    )
+    train = TrainingJobOperator(task_id="train", dataset=dataset, code=code, aws_conn_id=AWS_CONN_ID, retries=3)
     job_name = "{{ ti.xcom_pull(task_ids='train')['Training']['TrainingJobName'] }}"
     wait_for_training = TrainingJobSensor(
         task_id="wait_for_training",
@@ -143,4 +172,20 @@ with DAG(
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=2),
     )
-    train >> wait_for_training >> wait_for_rules
+    parse_rule_reports = RuleReportOperator(
+        task_id="parse_rule_reports",
+        job_name=job_name,
+        manifest=dataset,
+        self_hosted="{{ ti.xcom_pull(task_ids='wait_for_rules') if params.rules_mode == 'self_hosted' else '' }}",
+        retries=1,
+    )
+
+    @task
+    def evaluate_and_promote(report: dict, params=None, run_id=None, ti=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        job = ti.xcom_pull(task_ids="train")["Training"]["TrainingJobName"]
+        return dag_tasks.evaluate_and_promote(params, job, report, run_id)
+
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports
+    evaluate_and_promote(parse_rule_reports.output)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import debugger  # noqa: E402
 from data import COUNTS, CountingImageFolder, collate_skipping, eval_transform, train_transform  # noqa: E402
 from model import build_model, find_checkpoint, spec_for  # noqa: E402
+from self_hosted import SelfHostedProfiler  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.ignored_args:
             log.info("ignoring arguments this script does not use: %s", config.ignored_args)
         log.info("config: %s", {k: v for k, v in asdict(config).items() if k != "ignored_args"})
-        metrics = train(config)
+        with SelfHostedProfiler(config.current_host):
+            metrics = train(config)
         if metrics:
             log.info("test accuracy %.4f, rmse %.4f", metrics["accuracy"], metrics["rmse"])
         return 0

@@ -29,9 +29,7 @@ def print_json(payload: Any) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    stack = subparsers.add_parser(
-        "local-stack", help="start/stop the local AWS stack (moto + local SageMaker)"
-    )
+    stack = subparsers.add_parser("local-stack", help="start/stop the local AWS stack (moto + local SageMaker)")
     stack_sub = stack.add_subparsers(dest="action", required=True)
     for action, help_text in (("up", "start it and print the endpoints"), ("down", "stop what `up` started")):
         parser = stack_sub.add_parser(action, help=help_text)
@@ -54,11 +52,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     options = {
         "bind_host": args.host,
         "advertise_host": args.advertise_host,
-        "ports": {
-            name: port
-            for name, port in (("moto", args.moto_port), ("sagemaker", args.sagemaker_port))
-            if port
-        },
+        "ports": {name: port for name, port in (("moto", args.moto_port), ("sagemaker", args.sagemaker_port)) if port},
     }
     if args.foreground:
         return _stack_foreground(args, options)

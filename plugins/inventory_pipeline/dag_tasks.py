@@ -64,3 +64,55 @@ def package_code(params: Mapping[str, Any]) -> dict[str, Any]:
     packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root)
     return {"s3_uri": packaged.s3_uri, "sha256": packaged.sha256, "size": packaged.size,
             "uploaded": packaged.uploaded}  # fmt: skip
+
+
+def _describe(settings: Settings, job_name: str) -> dict[str, Any]:
+    from inventory_pipeline.aws_clients import client_from_connection
+
+    return client_from_connection("sagemaker", settings.aws_conn_id).describe_training_job(TrainingJobName=job_name)
+
+
+def evaluate_rules_self_hosted(params: Mapping[str, Any], job_name: str) -> dict[str, Any]:
+    """rules_mode=self_hosted: our engine on the finished job's S3 output, results where SageMaker puts them."""
+    from inventory_pipeline.rules.self_hosted import evaluate_job_rules
+
+    settings = settings_from(params)
+    statuses = evaluate_job_rules(_s3(settings), _describe(settings, job_name), settings)
+    for status in statuses["DebugRuleEvaluationStatuses"] + statuses["ProfilerRuleEvaluationStatuses"]:
+        log.info("%s: %s (%s)", status["RuleConfigurationName"], status["RuleEvaluationStatus"],
+                 status.get("StatusDetails", ""))  # fmt: skip
+    return statuses
+
+
+def parse_rule_reports(
+    params: Mapping[str, Any], job_name: str, manifest: Mapping[str, Any], self_hosted: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Findings, policy and the HTML report; returns the compact summary (raises when the policy fails)."""
+    from inventory_pipeline.report_store import local_report_path
+    from inventory_pipeline.reports.build import build_report
+
+    settings = settings_from(params)
+    describe = _describe(settings, job_name)
+    if settings.rules_mode == "self_hosted" and self_hosted:
+        describe = {**describe, **{k: v for k, v in self_hosted.items() if k != "ResponseMetadata"}}
+    local = bool(_s3(settings).meta.endpoint_url and "amazonaws.com" not in _s3(settings).meta.endpoint_url)
+    result = build_report(
+        _s3(settings), describe, manifest.get("manifest_key"), settings.bucket,
+        local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
+    )  # fmt: skip
+    log.info("report: %s (%s)", result.html_path, result.s3_uri)
+    for finding in result.findings:
+        log.info("%-28s %-14s %s", finding.rule, finding.status, finding.evidence)
+    log.info("policy: %s", result.decision.message)
+    return result.summary
+
+
+def evaluate_and_promote(params: Mapping[str, Any], job_name: str, report: Mapping[str, Any], run_id: str) -> dict:
+    from inventory_pipeline.promotion import evaluate_and_promote as promote
+
+    settings = settings_from(params)
+    describe = _describe(settings, job_name)
+    return promote(
+        _s3(settings), settings.bucket, settings.root, job_name, describe["ModelArtifacts"]["S3ModelArtifacts"],
+        report.get("metrics") or {}, bool(report["decision"]["failed"]), settings.min_improvement, run_id,
+    )  # fmt: skip

@@ -78,9 +78,7 @@ def main() -> int:
         s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
         s3.create_bucket(Bucket=PROJECT_BUCKET)
         seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
-        log.info(
-            "seeded s3://%s with %s synthetic images %s", SOURCE_BUCKET, seeded["images"], seeded["counts"]
-        )
+        log.info("seeded s3://%s with %s synthetic images %s", SOURCE_BUCKET, seeded["images"], seeded["counts"])
 
         env = airflow_env(
             PROJECT_ROOT / "build" / "airflow",

@@ -39,12 +39,8 @@ def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: d
         },
         "training_job_name": report.get("job") or describe.get("TrainingJobName"),
         "training_job_status": report.get("status") or describe.get("TrainingJobStatus"),
-        "debug_rules": [
-            {"name": r["name"], "status": r["status"]} for r in rules if r.get("kind") == "debugger"
-        ],
-        "profiler_rules": [
-            {"name": r["name"], "status": r["status"]} for r in rules if r.get("kind") != "debugger"
-        ],
+        "debug_rules": [{"name": r["name"], "status": r["status"]} for r in rules if r.get("kind") == "debugger"],
+        "profiler_rules": [{"name": r["name"], "status": r["status"]} for r in rules if r.get("kind") != "debugger"],
         "triggered": report.get("triggered", []),
         "report_path": report.get("html_path"),
         "report_s3_uri": report.get("s3_uri"),

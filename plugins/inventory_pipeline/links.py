@@ -29,9 +29,7 @@ class TrainingJobLink(BaseOperatorLink):
         context["ti"].xcom_push(key=cls.key, value=value)
 
 
-def training_job_url(
-    job_name: str, region_name: str, partition: str = "aws", local_endpoint: str = ""
-) -> str:
+def training_job_url(job_name: str, region_name: str, partition: str = "aws", local_endpoint: str = "") -> str:
     if local_endpoint:
         return f"{local_endpoint.rstrip('/')}/jobs/{job_name}"
     domain = _CONSOLE_DOMAINS.get(partition, "aws.amazon.com")

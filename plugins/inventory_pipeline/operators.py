@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from inventory_pipeline.links import TrainingJobLink
+from inventory_pipeline.links import ReportLink, TrainingJobLink
 
 
 def run_nested(operator: BaseOperator, context: Any) -> Any:
@@ -52,11 +52,38 @@ class TrainingJobOperator(BaseOperator):
         config = build_training_request(
             settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"]
         )
-        self._inner = ReattachingTrainingOperator(
-            task_id=self.task_id, config=config, aws_conn_id=settings.aws_conn_id
-        )
+        self._inner = ReattachingTrainingOperator(task_id=self.task_id, config=config, aws_conn_id=settings.aws_conn_id)
         return run_nested(self._inner, context)
 
     def on_kill(self) -> None:
         if self._inner is not None:
             self._inner.on_kill()
+
+
+class RuleReportOperator(BaseOperator):
+    """Parse the rule results, apply the policy, write the HTML report (local + S3), push the summary.
+
+    The summary is pushed (XCom key "report") before the policy may fail the task, so a failed run still
+    says why; the "Rule report" extra link opens the report.
+    """
+
+    template_fields: Sequence[str] = ("job_name", "manifest", "self_hosted")
+    operator_extra_links = (ReportLink(),)
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, job_name: str, manifest: Any, self_hosted: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_name, self.manifest, self.self_hosted = job_name, manifest, self_hosted
+
+    def execute(self, context: Any) -> dict:
+        from airflow.exceptions import AirflowFailException
+
+        from inventory_pipeline.dag_tasks import parse_rule_reports
+
+        self_hosted = self.self_hosted if isinstance(self.self_hosted, dict) else None
+        summary = parse_rule_reports(context["params"], self.job_name, self.manifest, self_hosted)
+        ReportLink.persist(context, self.job_name)
+        context["ti"].xcom_push(key="report", value=summary)
+        if summary["decision"]["failed"]:
+            raise AirflowFailException(f"rule policy: {summary['decision']['message']}")
+        return summary

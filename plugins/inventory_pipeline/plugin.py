@@ -31,6 +31,4 @@ def _report_app():
 class InventoryRetrainingPlugin(AirflowPlugin):
     name = "inventory_retraining"
     operator_extra_links = [TrainingJobLink(), ReportLink()]
-    fastapi_apps = [
-        {"app": _report_app(), "url_prefix": REPORT_ROUTE, "name": "Inventory retraining reports"}
-    ]
+    fastapi_apps = [{"app": _report_app(), "url_prefix": REPORT_ROUTE, "name": "Inventory retraining reports"}]

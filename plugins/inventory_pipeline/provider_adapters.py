@@ -125,9 +125,7 @@ class ProviderRuleSensor(SageMakerBaseSensor):
     def state_from_response(self, response: dict) -> str:
         statuses = rule_statuses(response)
         pending = [
-            s["RuleConfigurationName"]
-            for s in statuses
-            if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL_STATES
+            s["RuleConfigurationName"] for s in statuses if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL_STATES
         ]
         if pending:
             self.log.info("waiting for %d rule evaluation(s): %s", len(pending), ", ".join(pending))

@@ -27,9 +27,7 @@ def latest_run(dag_id: str) -> dict[str, Any]:
                 "timings": {},
                 "xcom": {},
             }
-        tis = session.query(TaskInstance).filter(
-            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id
-        )
+        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
         tasks, timings = {}, {}
         for ti in tis:
             tasks[ti.task_id] = str(ti.state) if ti.state is not None else None
@@ -37,7 +35,9 @@ def latest_run(dag_id: str) -> dict[str, Any]:
                 timings[ti.task_id] = round((ti.end_date - ti.start_date).total_seconds(), 2)
         xcom = {}
         rows = session.query(XComModel).filter(
-            XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == "return_value"
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run.run_id,
+            XComModel.key.in_(("return_value", "report")),
         )
         for row in rows:
             value = row.value
@@ -46,7 +46,8 @@ def latest_run(dag_id: str) -> dict[str, Any]:
                     value = json.loads(value)
                 except ValueError:
                     pass
-            xcom[row.task_id] = value
+            if row.key == "return_value" or row.task_id not in xcom:  # "report" stands in when a task failed
+                xcom[row.task_id] = value
         return {
             "dag_id": dag_id,
             "dag_run_id": run.run_id,

@@ -74,7 +74,5 @@ class RuleEvaluationSensor(BaseSensorOperator):
         if self._inner is None:
             from inventory_pipeline.provider_adapters import ProviderRuleSensor
 
-            self._inner = ProviderRuleSensor(
-                task_id=self.task_id, job_name=self.job_name, aws_conn_id=self.aws_conn_id
-            )
+            self._inner = ProviderRuleSensor(task_id=self.task_id, job_name=self.job_name, aws_conn_id=self.aws_conn_id)
         return bool(self._inner.poke(context))

@@ -90,11 +90,15 @@ class Settings:
         _require(not unknown, "fail_on_rules", f"unknown rule(s) {unknown}; known: {', '.join(KNOWN_RULES)}")
         _require(self.min_improvement >= 0.0, "min_improvement", "must be >= 0")
         _require(self.max_runtime_s >= 60, "max_runtime_s", "must be at least 60 seconds")
-        _require(bool(re.match(r"^\d+\.\d+(\.\d+)?$", self.framework_version)), "framework_version",
-                 "expected e.g. 2.1")
+        _require(
+            bool(re.match(r"^\d+\.\d+(\.\d+)?$", self.framework_version)), "framework_version", "expected e.g. 2.1"
+        )
         _require(1 <= self.volume_size_gb <= 16384, "volume_size_gb", "must be between 1 and 16384")
-        _require(bool(self.subnets) == bool(self.security_group_ids), "subnets",
-                 "VPC mode needs both subnets and security_group_ids")
+        _require(
+            bool(self.subnets) == bool(self.security_group_ids),
+            "subnets",
+            "VPC mode needs both subnets and security_group_ids",
+        )
         pretrained_ok = not self.pretrained_s3_uri or self.pretrained_s3_uri.startswith("s3://")
         _require(pretrained_ok, "pretrained_s3_uri", "must be an s3:// URI")
 
@@ -109,9 +113,7 @@ class Settings:
         return data
 
     @classmethod
-    def from_sources(
-        cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-    ) -> Settings:
+    def from_sources(cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from Params (per run) over environment variables `INVENTORY_*` (per deployment)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

@@ -44,9 +44,7 @@ def build_sourcedir(code_dir: Path = TRAINING_CODE_DIR) -> bytes:
     code_dir = Path(code_dir)
     if not (code_dir / "train.py").is_file():
         raise FileNotFoundError(f"{code_dir} has no train.py: not a training code directory")
-    files = sorted(
-        p for p in code_dir.rglob("*") if p.is_file() and not p.is_symlink() and _included(p, code_dir)
-    )
+    files = sorted(p for p in code_dir.rglob("*") if p.is_file() and not p.is_symlink() and _included(p, code_dir))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in files:
@@ -71,17 +69,11 @@ def upload_sourcedir(s3, bucket: str, root: str, code_dir: Path = TRAINING_CODE_
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] == len(archive):
-            log.info(
-                "training code unchanged: s3://%s/%s already uploaded (%d bytes)", bucket, key, len(archive)
-            )
+            log.info("training code unchanged: s3://%s/%s already uploaded (%d bytes)", bucket, key, len(archive))
             return PackagedCode(bucket, key, sha, len(archive), uploaded=False)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
             raise
-    s3.put_object(
-        Bucket=bucket, Key=key, Body=archive, ContentType="application/gzip", Metadata={"sha256": sha}
-    )
-    log.info(
-        "uploaded training code to s3://%s/%s (%d bytes, sha256 %s)", bucket, key, len(archive), sha[:16]
-    )
+    s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentType="application/gzip", Metadata={"sha256": sha})
+    log.info("uploaded training code to s3://%s/%s (%d bytes, sha256 %s)", bucket, key, len(archive), sha[:16])
     return PackagedCode(bucket, key, sha, len(archive), uploaded=True)

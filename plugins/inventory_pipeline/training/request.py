@@ -242,9 +242,7 @@ def build_training_request(
             {
                 "INVENTORY_DEBUG_S3_OUTPUT": paths.debug_output,
                 "INVENTORY_DEBUG_SAVE_INTERVAL": "1",
-                "INVENTORY_DEBUG_COLLECTIONS": ",".join(
-                    c["CollectionName"] for c in hook["CollectionConfigurations"]
-                ),
+                "INVENTORY_DEBUG_COLLECTIONS": ",".join(c["CollectionName"] for c in hook["CollectionConfigurations"]),
                 "INVENTORY_PROFILER_S3_OUTPUT": paths.profiler_output,
                 "INVENTORY_PROFILER_INTERVAL_MS": "500",
             }

@@ -140,6 +140,13 @@ class JobRunner:
             "SMDEBUG_CONFIG_FILE_PATH": str(dirs.input_config / "debughookconfig.json"),
         })  # fmt: skip
         env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
+        # The job's own S3 calls (self-hosted rules mode: smdebug and the sampler write to S3) reach the local S3.
+        env.update({
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local-access-key"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local-secret-key"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        })  # fmt: skip
         return env
 
     def args(self) -> list[str]:

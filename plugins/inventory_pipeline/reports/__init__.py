@@ -1,0 +1,1 @@
+"""Rule results, policy, the HTML report and right-sizing advice."""
