@@ -86,6 +86,8 @@ def main() -> int:
                 **stack.env(),
                 "INVENTORY_BUCKET": PROJECT_BUCKET,
                 "INVENTORY_REPORT_DIR": str(BUILD_DIR / "reports"),
+                # Local jobs take a minute or two: poll every few seconds instead of every minute.
+                "INVENTORY_POKE_INTERVAL_S": "4",
             },
         )
         log.info("preparing Airflow's metadata DB in %s", env["AIRFLOW_HOME"])

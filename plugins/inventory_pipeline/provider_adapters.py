@@ -56,6 +56,8 @@ class ReattachingTrainingOperator(SageMakerTrainingOperator):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("wait_for_completion", False)
+        # The sensor tails the job's log; here it would only hold the task for the hook's 30 s describe floor.
+        kwargs.setdefault("print_log", False)
         # Should a same-named job appear between our check and the create, fail rather than create a twin.
         kwargs.setdefault("action_if_job_exists", "fail")
         super().__init__(**kwargs)
