@@ -51,9 +51,11 @@ def advice(instance_type: str, instance_count: int, billable_s: float, cpu_p95: 
         result["summary"] = (f"{instance_type} fits: CPU p95 {cpu_p95:.0f}% is close to the {TARGET_CPU_P95:.0f}% "
                              "target")  # fmt: skip
     else:
-        saving = 1 - instances[best]["price"] / current["price"]
+        change = instances[best]["price"] / current["price"] - 1
+        direction = "is too small" if instances[best]["vcpus"] > current["vcpus"] else "is larger than needed"
         result["summary"] = (
-            f"CPU p95 was {cpu_p95:.0f}% on {instance_type} ({current['vcpus']} vCPUs): {best} "
-            f"({instances[best]['vcpus']} vCPUs) would run it for {saving:.0%} less per hour"
+            f"CPU p95 was {cpu_p95:.0f}% on {instance_type} ({current['vcpus']} vCPUs), which {direction}: "
+            f"{best} ({instances[best]['vcpus']} vCPUs) fits the {TARGET_CPU_P95:.0f}% target at "
+            f"{abs(change):.0%} {'more' if change > 0 else 'less'} per hour"
         )
     return result
