@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,6 +235,9 @@ def evaluate_debugger_rule(rule_configuration: dict[str, Any], trial_path: str) 
     """Run one rule over every step of a finished job's trial (a local directory or an s3:// prefix);
     IssuesFound at the first step whose condition is met."""
     config_name = rule_configuration.get("RuleConfigurationName", "?")
+    if not trial_path.startswith("s3://") and not (Path(trial_path) / "index").is_dir():
+        # smdebug would wait for the trial to appear; a finished job's missing output is an error now.
+        return RuleOutcome(config_name, ERROR, f"no debugger output at {trial_path}")
     try:
         trial = create_trial(trial_path)
         name, rule, params = build_rule(trial, rule_configuration)
