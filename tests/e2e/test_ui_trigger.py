@@ -1,0 +1,198 @@
+"""A person's path through the Airflow UI: log in, open the DAG, trigger it from the form with quick-run
+values, wait for success, open the report link. Debian's chromium driven by Playwright's Python API (no browser
+download); screenshots land in build/e2e/.
+
+Airflow runs as `airflow standalone` (api-server, scheduler, dag-processor, triggerer) on localhost against
+the local AWS stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inventory_pipeline.airflow_runner import PROJECT_ROOT, airflow_bin, airflow_env
+from inventory_pipeline.local_aws.stack import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOTS = PROJECT_ROOT / "build" / "e2e"
+SOURCE_BUCKET = "e2e-source"
+PROJECT_BUCKET = "e2e-project"
+USER, PASSWORD = "admin", "e2e-password"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (make install installs it when root)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
+    """`airflow standalone` with this project's DAG, pointed at the local stack; yields the UI's base URL."""
+    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.dataset.seed import seed_synthetic
+
+    s3 = make_client(
+        "s3", endpoint_url=local_stack.endpoints["s3"], region_name=local_stack.region,
+        aws_access_key_id="local-access-key", aws_secret_access_key="local-secret-key",
+    )  # fmt: skip
+    s3.create_bucket(Bucket=PROJECT_BUCKET)
+    seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=150, seed=11)
+
+    home = tmp_path_factory.mktemp("airflow-ui")
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({USER: PASSWORD}))
+    port = free_port()
+    env = airflow_env(
+        home,
+        {
+            **local_stack.env(),
+            "PATH": f"{Path(airflow_bin()).parent}:{os.environ['PATH']}",  # standalone starts `airflow ...`
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "INVENTORY_BUCKET": PROJECT_BUCKET,
+            "INVENTORY_POKE_INTERVAL_S": "5",
+            "INVENTORY_PRINT_LOG": "false",
+            "INVENTORY_REPORT_DIR": str(home / "reports"),
+        },
+    )
+    log_path = SCREENSHOTS / "airflow-standalone.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [airflow_bin(), "standalone"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/api/v2/version", timeout_s=240, proc=proc, log_path=log_path)
+        yield base
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+
+
+def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"airflow standalone exited ({proc.returncode}); see {log_path}")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(2)
+    pytest.fail(f"{url} did not answer within {timeout_s}s; see {log_path}")
+
+
+def test_trigger_from_the_form_and_open_the_report(airflow_ui):
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+
+        page.goto(airflow_ui + "/")
+        page.get_by_label("Username").fill(USER)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.screenshot(path=str(SCREENSHOTS / "01-login.png"))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url)
+
+        # The DAG appears once the dag-processor has parsed it.
+        deadline = time.monotonic() + 180
+        while True:
+            page.goto(airflow_ui + "/dags/inventory_retraining")
+            if page.get_by_role("button", name="Trigger").count() and page.get_by_text(
+                "inventory_retraining"
+            ).count():
+                break
+            if time.monotonic() > deadline:
+                pytest.fail("the DAG never appeared in the UI")
+            page.wait_for_timeout(3000)
+        page.screenshot(path=str(SCREENSHOTS / "02-dag.png"))
+
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text("Trigger Dag")
+        # The Params form: fill the quick-run values a person would type.
+        _fill(dialog, "Source bucket", SOURCE_BUCKET)
+        _fill(dialog, "File list", f"s3://{SOURCE_BUCKET}/file_list.json")
+        _fill(dialog, "Epochs", "2")
+        _fill(dialog, "Instance count", "1")
+        _select(dialog, "Model", "small_cnn")
+        page.screenshot(path=str(SCREENSHOTS / "03-trigger-form.png"))
+        dialog.get_by_role("button", name="Trigger").click()
+
+        state = _wait_for_run_state(page, airflow_ui, timeout_s=600)
+        page.goto(airflow_ui + "/dags/inventory_retraining")
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(SCREENSHOTS / "04-run-finished.png"), full_page=True)
+        assert state == "success", f"the run ended {state}; see {SCREENSHOTS}"
+
+        # The report link of parse_rule_reports opens the HTML report through the project's plugin.
+        run_id = _latest_run_id(page, airflow_ui)
+        link = _extra_link(page, airflow_ui, run_id, "parse_rule_reports", "Rule report")
+        assert link.startswith("/inventory/reports/")
+        page.goto(airflow_ui + link)
+        expect(page.locator("body")).to_contain_text("ProfilerReport")
+        page.screenshot(path=str(SCREENSHOTS / "05-report.png"), full_page=True)
+        browser.close()
+
+
+def _fill(dialog, label: str, value: str) -> None:
+    field = dialog.get_by_label(label, exact=False).first
+    field.fill(value)
+
+
+def _select(dialog, label: str, value: str) -> None:
+    field = dialog.get_by_label(label, exact=False).first
+    field.click()
+    dialog.page.get_by_role("option", name=value).first.click()
+
+
+def _api(page, base: str, path: str) -> dict:
+    response = page.request.get(base + path)
+    assert response.ok, f"{path}: HTTP {response.status}"
+    return response.json()
+
+
+def _latest_run_id(page, base: str) -> str:
+    runs = _api(page, base, "/api/v2/dags/inventory_retraining/dagRuns?order_by=-start_date&limit=1")
+    return runs["dag_runs"][0]["dag_run_id"]
+
+
+def _wait_for_run_state(page, base: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = _api(page, base, "/api/v2/dags/inventory_retraining/dagRuns?order_by=-start_date&limit=1")
+        if runs["dag_runs"] and runs["dag_runs"][0]["state"] in ("success", "failed"):
+            return runs["dag_runs"][0]["state"]
+        time.sleep(5)
+    pytest.fail(f"the run did not finish within {timeout_s}s")
+
+
+def _extra_link(page, base: str, run_id: str, task_id: str, name: str) -> str:
+    links = _api(page, base, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/{task_id}/links")
+    return links.get(name) or ""
