@@ -21,6 +21,7 @@ DEFAULT_STATE_DIR = Path("build") / "local-stack"
 COMMAND_MODULES = (
     "inventory_pipeline.cli",
     "inventory_pipeline.dataset.cli",
+    "inventory_pipeline.training.cli",
 )
 
 

@@ -1,0 +1,77 @@
+"""The CreateTrainingJob request: the study's configuration, validated by botocore's model."""
+
+import json
+
+import pytest
+
+from inventory_pipeline.settings import Settings
+from inventory_pipeline.training.request import CHANNELS, RequestError, build_training_request, rule_names
+
+CHANNEL_URIS = {c: f"s3://bucket/abid/datasets/v1/{c}/" for c in CHANNELS}
+SOURCEDIR = "s3://bucket/abid/code/sourcedir-abc.tar.gz"
+
+
+def build(**settings):
+    return build_training_request(Settings(**settings), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, run_id="run-1")
+
+
+def test_matches_the_studys_configuration():
+    request = build()
+    assert request["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    hp = {k: json.loads(v) for k, v in request["HyperParameters"].items()}
+    assert (hp["batch-size"], hp["lr"], hp["epochs"], hp["model"]) == (32, 0.001, 3, "resnet50")
+    assert hp["sagemaker_program"] == "train.py" and hp["sagemaker_submit_directory"] == SOURCEDIR
+    assert request["AlgorithmSpecification"]["TrainingImage"].startswith(
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
+    )
+    hook = request["DebugHookConfig"]
+    assert hook["HookParameters"] == {"train.save_interval": "1", "eval.save_interval": "1"}
+    assert {"gradients", "relu_input", "losses"} <= {c["CollectionName"] for c in hook["CollectionConfigurations"]}
+    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert rule_names(request) == {
+        "debug": ["VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"],
+        "profiler": ["ProfilerReport"],
+    }
+    assert all("sagemaker-debugger-rules" in r["RuleEvaluatorImage"] for r in request["DebugRuleConfigurations"])
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid", "test"]
+    names = {d["Name"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert {"train:loss", "valid:loss", "valid:accuracy", "test:accuracy"} <= names
+
+
+def test_self_hosted_mode_sends_no_debugger_configuration():
+    request = build(rules_mode="self_hosted")
+    assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(request)
+    env = request["Environment"]
+    assert env["INVENTORY_DEBUG_S3_OUTPUT"].endswith("/inventory-run-1/debug-output")
+    assert env["INVENTORY_PROFILER_S3_OUTPUT"].endswith("/inventory-run-1/profiler-output")
+    assert all(len(v) <= 512 for v in env.values())  # SageMaker's limit per value
+
+
+def test_network_and_encryption_options_reach_the_request():
+    request = build(
+        subnets=("subnet-1",), security_group_ids=("sg-1",), output_kms_key_id="kms-out",
+        volume_kms_key_id="kms-vol", enable_network_isolation=True, inter_container_encryption=True,
+    )  # fmt: skip
+    assert request["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert (
+        request["OutputDataConfig"]["KmsKeyId"] == "kms-out"
+        and request["ResourceConfig"]["VolumeKmsKeyId"] == "kms-vol"
+    )
+    assert request["EnableNetworkIsolation"] and request["EnableInterContainerTrafficEncryption"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"instance_type": "ml.c5.huge"}, "instance_type"), ({"framework_version": "0.1"}, "framework_version")],
+)
+def test_invalid_settings_are_named(kwargs, field):
+    with pytest.raises(RequestError, match=field):
+        build(**kwargs)
+
+
+def test_bad_job_name_and_channels_are_refused():
+    with pytest.raises(ValueError, match="invalid training job name"):
+        build_training_request(Settings(), "x" * 64, CHANNEL_URIS, SOURCEDIR)
+    with pytest.raises(RequestError, match="channels"):
+        build_training_request(Settings(), "ok-name", {"train": "s3://b/t/"}, SOURCEDIR)
