@@ -41,15 +41,16 @@ PARAMS = {
         title="Source bucket",
         description="Bucket holding bin-images/<id>.jpg and metadata/<id>.json.",
     ),
+    # Optional fields accept null, which is also what makes the UI form treat them as not required.
     "source_prefix": Param(
         "",
-        type="string",
+        type=["null", "string"],
         title="Source prefix",
         description="Key prefix before bin-images/ and metadata/ in the source bucket (usually empty).",
     ),
     "file_list": Param(
         os.environ.get("INVENTORY_FILE_LIST", ""),
-        type="string",
+        type=["null", "string"],
         title="File list",
         description="s3:// URI of a file_list.json ({'1': ['metadata/<id>.json', ...], ...}). "
         "Empty: list metadata/ and read EXPECTED_QUANTITY.",
@@ -96,7 +97,7 @@ PARAMS = {
     ),
     "fail_on_rules": Param(
         [],
-        type="array",
+        type=["null", "array"],
         items={"type": "string", "enum": RULES},
         examples=RULES,
         title="Fail on rules",

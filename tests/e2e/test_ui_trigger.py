@@ -136,12 +136,13 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         page.get_by_role("button", name="Trigger").first.click()
         dialog = page.get_by_role("dialog")
         expect(dialog).to_contain_text("Trigger Dag")
+        page.wait_for_timeout(1000)
         # The Params form: fill the quick-run values a person would type.
-        _fill(dialog, "Source bucket", SOURCE_BUCKET)
-        _fill(dialog, "File list", f"s3://{SOURCE_BUCKET}/file_list.json")
-        _fill(dialog, "Epochs", "2")
-        _fill(dialog, "Instance count", "1")
-        _select(dialog, "Model", "small_cnn")
+        _fill(dialog, "source_bucket", SOURCE_BUCKET)
+        _fill(dialog, "file_list", f"s3://{SOURCE_BUCKET}/file_list.json")
+        _fill(dialog, "epochs", "2")
+        _fill(dialog, "instance_count", "1")
+        _select(dialog, "model", "small_cnn")
         page.screenshot(path=str(SCREENSHOTS / "03-trigger-form.png"))
         dialog.get_by_role("button", name="Trigger").click()
 
@@ -161,15 +162,19 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         browser.close()
 
 
-def _fill(dialog, label: str, value: str) -> None:
-    field = dialog.get_by_label(label, exact=False).first
+def _fill(dialog, param: str, value: str) -> None:
+    """Text and number fields of the Params form are named `element_<param>`."""
+    field = dialog.locator(f"input[name=element_{param}]")
     field.fill(value)
+    field.press("Tab")
 
 
-def _select(dialog, label: str, value: str) -> None:
-    field = dialog.get_by_label(label, exact=False).first
-    field.click()
-    dialog.page.get_by_role("option", name=value).first.click()
+def _select(dialog, param: str, value: str) -> None:
+    """Enum Params render as a searchable select: type the value, then pick the option."""
+    box = dialog.locator(f"#element_{param} input[role=combobox]")
+    box.click()
+    box.fill(value)
+    box.press("Enter")
 
 
 def _api(page, base: str, path: str) -> dict:

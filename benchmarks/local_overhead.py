@@ -1,0 +1,96 @@
+"""What the local SageMaker server + runner cost over running train.py directly, side by side in one run.
+
+(a) train.py as a subprocess under the SM_* contract on local channels;
+(b) the same job (same data, hyperparameters and code) through CreateTrainingJob on the local stack, until
+    the job and every rule evaluation are terminal (download, profiler, debugger hook, rules, uploads).
+Prints one JSON object: direct_s, runner_s, overhead_ratio (= b/a). Target overhead_ratio <= 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from inventory_pipeline.aws_clients import make_client  # noqa: E402
+from inventory_pipeline.dataset.seed import seed_synthetic  # noqa: E402
+from inventory_pipeline.dataset.stages import build_dataset  # noqa: E402
+from inventory_pipeline.local_aws.stack import LocalStack  # noqa: E402
+from inventory_pipeline.settings import Settings  # noqa: E402
+from inventory_pipeline.training.package import upload_sourcedir  # noqa: E402
+from inventory_pipeline.training.request import build_training_request  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack") as stack:
+        s3 = make_client("s3", stack.endpoints["s3"], stack.region, **creds)
+        sm = make_client("sagemaker", stack.endpoints["sagemaker"], stack.region, **creds)
+        seed_synthetic(s3, "bench-src", images=args.images, seed=2)
+        s3.create_bucket(Bucket="bench")
+        settings = Settings(source_bucket="bench-src", file_list="s3://bench-src/file_list.json", bucket="bench",
+                            model="small_cnn", epochs=args.epochs, instance_count=1)  # fmt: skip
+        dataset = build_dataset(s3, settings)
+        request = build_training_request(settings, "overhead-job", dataset["channels"],
+                                         upload_sourcedir(s3, "bench", settings.root).s3_uri)  # fmt: skip
+
+        # (a) direct: the same channels on local disk, the same arguments, no hook, no profiler.
+        local = Path(tmp) / "direct"
+        for split, uri in dataset["channels"].items():
+            bucket, _, prefix = uri[5:].partition("/")
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    target = local / split / obj["Key"][len(prefix) :]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, obj["Key"], str(target))
+        hp = {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
+        env = {
+            **os.environ,
+            **{f"SM_CHANNEL_{s.upper()}": str(local / s) for s in ("train", "valid", "test")},
+            "SM_MODEL_DIR": str(local / "model"),
+            "SM_OUTPUT_DATA_DIR": str(local / "out"),
+            "SM_OUTPUT_FAILURE": str(local / "failure"),
+            "INVENTORY_OFFLINE": "1",
+            "SMDEBUG_CONFIG_FILE_PATH": str(local / "none.json"),
+            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+        }
+        argv = [a for k, v in hp.items() for a in (f"--{k}", str(v))]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "training_code" / "train.py"), *argv], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+        direct_s = time.perf_counter() - started
+
+        # (b) through the server and runner, rules included.
+        started = time.perf_counter()
+        sm.create_training_job(**request)
+        while True:
+            job = sm.describe_training_job(TrainingJobName="overhead-job")
+            rules = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
+            if job["TrainingJobStatus"] not in ("InProgress", "Stopping") and all(
+                r["RuleEvaluationStatus"] not in ("InProgress", "Stopping") for r in rules
+            ):
+                break
+            time.sleep(0.2)
+        runner_s = time.perf_counter() - started
+    result = {"images": args.images, "epochs": args.epochs, "job_status": job["TrainingJobStatus"],
+              "direct_s": round(direct_s, 2), "runner_s": round(runner_s, 2),
+              "overhead_ratio": round(runner_s / direct_s, 3)}  # fmt: skip
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
