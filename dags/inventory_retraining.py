@@ -22,6 +22,7 @@ from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 POKE_INTERVAL_S = float(os.environ.get("INVENTORY_POKE_INTERVAL_S", "60"))
 PRINT_LOG = os.environ.get("INVENTORY_PRINT_LOG", "true").lower() == "true"
 AWS_CONN_ID = os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default")
+SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
 
 RULES = [
     "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
@@ -116,7 +117,8 @@ PARAMS = {
 with DAG(
     dag_id="inventory_retraining",
     description="Weekly retraining of the bin-object-counting model on SageMaker",
-    schedule=os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1"),
+    # INVENTORY_SCHEDULE=none turns the weekly schedule off (manual triggers only).
+    schedule=None if SCHEDULE.lower() in ("none", "off", "") else SCHEDULE,
     start_date=datetime(2026, 1, 5),
     catchup=False,
     max_active_runs=1,

@@ -60,6 +60,8 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
             **local_stack.env(),
             "PATH": f"{Path(airflow_bin()).parent}:{os.environ['PATH']}",  # standalone starts `airflow ...`
             "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "INVENTORY_SCHEDULE": "none",  # only the run the test triggers
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
