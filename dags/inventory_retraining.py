@@ -20,6 +20,9 @@ from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 
 # The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
 POKE_INTERVAL_S = float(os.environ.get("INVENTORY_POKE_INTERVAL_S", "60"))
+# Reschedule mode frees the worker slot between polls; a reschedule only seconds away races the scheduler's
+# own executor events (seen with LocalExecutor), so short local polls keep the slot instead.
+SENSOR_MODE = "reschedule" if POKE_INTERVAL_S >= 30 else "poke"
 PRINT_LOG = os.environ.get("INVENTORY_PRINT_LOG", "true").lower() == "true"
 AWS_CONN_ID = os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default")
 SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
@@ -161,7 +164,7 @@ with DAG(
         task_id="wait_for_training",
         job_name=job_name,
         aws_conn_id=AWS_CONN_ID,
-        mode="reschedule",
+        mode=SENSOR_MODE,
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=12),
         print_log=PRINT_LOG,
@@ -171,7 +174,7 @@ with DAG(
         job_name=job_name,
         rules_mode="{{ params.rules_mode }}",
         aws_conn_id=AWS_CONN_ID,
-        mode="reschedule",
+        mode=SENSOR_MODE,
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=2),
     )
