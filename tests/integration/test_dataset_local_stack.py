@@ -41,7 +41,9 @@ def file_list_for(labels: dict[str, int]) -> dict[str, list[str]]:
 
 
 def settings_for(source: str, dest: str, **overrides) -> Settings:
-    return Settings(source_bucket=source, bucket=dest, prefix="proj", copy_workers=8, **overrides)
+    return Settings(
+        **{"source_bucket": source, "bucket": dest, "prefix": "proj", "copy_workers": 8, **overrides}
+    )
 
 
 def keys(s3, bucket: str, prefix: str = "") -> list[str]:
@@ -99,7 +101,7 @@ def test_per_class_limit_too_small_for_every_split_is_refused_before_copying(s3,
     upload_sample(s3, source, abid_sample)
     with pytest.raises(errors.EmptySplit, match="5 images are too few: the training split needs every count"):
         build_dataset(s3, settings_for(source, dest, per_class_limit=1))
-    assert keys(s3, dest, "proj/datasets/") == []
+    assert keys(s3, dest, "proj/raw/") == [] and keys(s3, dest, "proj/datasets/") == []
 
 
 def test_missing_source_bucket_is_a_clear_error(s3, buckets):
@@ -196,23 +198,34 @@ def test_label_mismatch_between_file_list_and_metadata_is_rejected(s3, buckets, 
 
 
 def test_throttling_is_retried(s3, buckets, abid_sample):
-    """503 SlowDown bursts are absorbed by botocore's adaptive retries, not by our code."""
+    """503 SlowDown answers are absorbed by botocore's retry config (aws_clients), not by our code.
+
+    Once the parallel copies are under way (as S3 does when a burst exceeds a prefix's request rate), the
+    first attempt of several CopyObject requests is answered 503 SlowDown before it reaches the server;
+    botocore marks its retries with `amz-sdk-request: attempt=N`.
+    """
     from botocore.awsrequest import AWSResponse
 
     source, dest = buckets
     upload_sample(
         s3, source, abid_sample, ids=sorted(p.stem for p in (abid_sample / "metadata").glob("*.json"))[:20]
     )
-    throttled = {"left": 6, "sent": 0}
+    first_attempts, throttled, retried = [], [], []
 
     class _Raw:
         def stream(self, **_):
             yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
 
     def slow_down(request, **_):
-        if throttled["left"] > 0 and request.method in ("GET", "PUT", "HEAD"):
-            throttled["left"] -= 1
-            throttled["sent"] += 1
+        attempt = request.headers.get("amz-sdk-request", b"attempt=1")
+        if (attempt.decode() if isinstance(attempt, bytes) else attempt) != "attempt=1":
+            retried.append(request.url)
+            return None
+        if "x-amz-copy-source" not in request.headers:
+            return None
+        first_attempts.append(request.url)
+        if 10 < len(first_attempts) <= 12:
+            throttled.append(request.url)
             return AWSResponse(request.url, 503, {}, _Raw())
         return None
 
@@ -221,8 +234,9 @@ def test_throttling_is_retried(s3, buckets, abid_sample):
         summary = build_dataset(s3, settings_for(source, dest))
     finally:
         s3.meta.events.unregister("before-send.s3", slow_down)
-    assert throttled["sent"] == 6
+    assert len(throttled) == 2 and set(retried) == set(throttled)
     assert sum(n for split in summary["counts"].values() for n in split.values()) == 20
+    assert summary["rejected"] == []
 
 
 def test_copy_killed_halfway_then_rerun_finishes_without_duplicates(s3, buckets, abid_sample):
@@ -254,6 +268,136 @@ def test_copy_killed_halfway_then_rerun_finishes_without_duplicates(s3, buckets,
     assert len(keys(s3, dest, f"proj/datasets/{summary['version']}/")) == 101
 
 
+def test_split_killed_halfway_then_rerun_publishes_once(s3, buckets, abid_sample):
+    source, dest = buckets
+    upload_sample(s3, source, abid_sample)
+    split_copies = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def die_during_split(params, **_):
+        if "/datasets/" in params["Key"]:
+            split_copies["n"] += 1
+            if split_copies["n"] > 40:
+                raise Killed("worker killed while publishing")
+
+    s3.meta.events.register("before-parameter-build.s3.CopyObject", die_during_split)
+    try:
+        with pytest.raises(Killed):
+            build_dataset(s3, settings_for(source, dest))
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.CopyObject", die_during_split)
+    partial = keys(s3, dest, "proj/datasets/")
+    assert 0 < len(partial) < 100
+    assert not any(k.endswith(("manifest.json", "latest.json")) for k in partial)  # nothing announced
+
+    summary = build_dataset(s3, settings_for(source, dest))
+    assert summary["raw"] == {"copied": 0, "skipped": 200}
+    assert summary["split"] == {"copied": 100 - len(partial), "skipped": len(partial)}
+    published = keys(s3, dest, f"proj/datasets/{summary['version']}/")
+    assert len(published) == len(set(published)) == 101
+    latest = json.loads(s3.get_object(Bucket=dest, Key="proj/datasets/latest.json")["Body"].read())
+    assert latest["version"] == summary["version"] and latest["manifest_key"] == summary["manifest_key"]
+
+
+def test_stages_report_what_is_new_and_latest_follows_the_newest_build(s3, buckets, abid_sample, tmp_path):
+    """The DAG's path: three stages, each reading the previous one's staging document from S3."""
+    from inventory_pipeline.dataset.stages import run_copy, run_select, run_split
+
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    small, full = tmp_path / "small.json", tmp_path / "full.json"
+    small.write_text(json.dumps(file_list_for({i: labels[i] for i in sorted(labels)[:60]})))
+    full.write_text(json.dumps(file_list_for(labels)))
+
+    def stages(file_list):
+        settings = settings_for(source, dest, file_list=str(file_list))
+        selection = run_select(s3, settings)
+        copy = run_copy(s3, settings, selection["selection_key"])
+        return selection, copy, run_split(s3, settings, copy["copy_key"])
+
+    selection, copy, first = stages(small)
+    assert selection["new"] == selection["total"] == 60 and selection["source_bucket"] == source
+    assert selection["selection_key"].startswith("proj/staging/selections/")
+    assert copy["copied"] == 120 and copy["accepted"] == 60 and copy["rejected"] == 0
+    assert copy["copy_key"].startswith("proj/staging/copies/")
+
+    selection, copy, second = stages(full)
+    assert selection["new"] == 40 and copy["copied"] == 80 and copy["skipped"] == 120
+    assert second["version"] != first["version"]
+    assert sum(n for split in second["counts"].values() for n in split.values()) == 100
+    # An image keeps its split as the dataset grows.
+    old = json.loads(s3.get_object(Bucket=dest, Key=first["manifest_key"])["Body"].read())
+    new = json.loads(s3.get_object(Bucket=dest, Key=second["manifest_key"])["Body"].read())
+    new_split = {e["image_id"]: e["split"] for e in new["entries"]}
+    assert all(new_split[e["image_id"]] == e["split"] for e in old["entries"])
+    assert new["settings"]["reject_threshold"] == 0.05 and new["source"]["selection_key"]
+
+    def latest():
+        return json.loads(s3.get_object(Bucket=dest, Key="proj/datasets/latest.json")["Body"].read())[
+            "version"
+        ]
+
+    assert latest() == second["version"]
+    _, copy, again = stages(small)  # the older selection again: reused with zero copies, and now the latest
+    assert again["version"] == first["version"] and again["copied"] == 0 and copy["copied"] == 0
+    assert latest() == first["version"]
+
+
+def test_source_changed_after_selection_is_refused_not_mixed_in(s3, buckets, abid_sample, tmp_path):
+    """Select pins each object's ETag; copy reads and copies only those versions (If-Match)."""
+    from inventory_pipeline.dataset.stages import run_copy, run_select
+
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    file_list = tmp_path / "fl.json"
+    file_list.write_text(json.dumps(file_list_for(labels)))
+    settings = settings_for(source, dest, file_list=str(file_list))
+    selection = run_select(s3, settings)
+    victim = next(image_id for image_id, label in sorted(labels.items()) if label != 1)
+    s3.put_object(Bucket=source, Key=f"metadata/{victim}.json", Body=b'{"EXPECTED_QUANTITY": 1}')
+    with pytest.raises(errors.DatasetError, match=f"s3://{source} changed since it was selected"):
+        run_copy(s3, settings, selection["selection_key"])
+    assert keys(s3, dest, "proj/raw/") == []  # validation comes first: nothing was copied
+
+    again = build_dataset(s3, settings)  # a new run pins the new version, whose count contradicts the list
+    assert again["rejected"] == [
+        {"key": f"metadata/{victim}.json",
+         "reason": f"EXPECTED_QUANTITY 1 does not match the selected label {labels[victim]}"}
+    ]  # fmt: skip
+
+
+def test_listing_rejects_unreadable_metadata_and_excludes_other_counts(s3, buckets, abid_sample):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    photo = (abid_sample / "bin-images" / f"{sorted(labels)[0]}.jpg").read_bytes()
+    for image_id, quantity in (("empty-bin", 0), ("crowded-bin", 12)):  # real ABID has both: not ours
+        s3.put_object(Bucket=source, Key=f"bin-images/{image_id}.jpg", Body=photo)
+        metadata = {"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": quantity}
+        s3.put_object(Bucket=source, Key=f"metadata/{image_id}.json", Body=json.dumps(metadata).encode())
+    broken = sorted(labels)[-2:]
+    s3.put_object(Bucket=source, Key=f"metadata/{broken[0]}.json", Body=b"<html>502 Bad Gateway</html>")
+    s3.put_object(Bucket=source, Key=f"metadata/{broken[1]}.json", Body=b'{"EXPECTED_QUANTITY": 2.5}')
+
+    summary = build_dataset(s3, settings_for(source, dest))
+    assert summary["selected"] == 98 and summary["excluded"] == 2
+    assert {r["key"]: r["reason"] for r in summary["rejected"]} == {
+        f"metadata/{broken[0]}.json": "metadata is not JSON (JSONDecodeError)",
+        f"metadata/{broken[1]}.json": "EXPECTED_QUANTITY is not an integer: 2.5",
+    }
+    manifest = json.loads(s3.get_object(Bucket=dest, Key=summary["manifest_key"])["Body"].read())
+    assert len(manifest["entries"]) == 98 and len(manifest["rejects"]) == 2
+    assert manifest["source"]["excluded"] == 2
+
+    # The same two unreadable files are too many for a 1% threshold: refused, nothing new published.
+    with pytest.raises(
+        errors.TooManyRejects, match=r"2 of 100 selected images were rejected \(2.0% > threshold"
+    ):
+        build_dataset(s3, settings_for(source, dest, reject_threshold=0.01, prefix="strict"))
+    assert keys(s3, dest, "strict/raw/") == [] and keys(s3, dest, "strict/datasets/") == []
+
+
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     exe = str(Path(sys.executable).with_name("inventory-pipeline"))
     return subprocess.run(
@@ -283,3 +427,15 @@ def test_cli_seed_and_build(local_stack, s3, bucket_name):
     refused = _cli(["dataset", "build", "--source-bucket", "no-such-src-x", "--bucket", dst, "--json"], env)
     assert refused.returncode != 0
     assert json.loads(refused.stdout.strip().splitlines()[-1])["error"] == "SourceNotFound"
+
+    # 4 of 60 (6.7%) broken: above the 5% default, refused with the reject list, nothing published.
+    for image_id in [k.rsplit("/", 1)[-1][:-5] for k in keys(s3, src, "metadata/")][:4]:
+        s3.put_object(Bucket=src, Key=f"metadata/{image_id}.json", Body=b"{truncated")
+    too_many = _cli(
+        ["dataset", "build", "--source-bucket", src, "--bucket", dst, "--prefix", "y", "--json"], env
+    )
+    assert too_many.returncode == 2
+    refusal = json.loads(too_many.stdout.strip().splitlines()[-1])
+    assert refusal["error"] == "TooManyRejects" and len(refusal["rejected"]) == 4
+    assert "4 of 60 selected images were rejected" in too_many.stdout
+    assert keys(s3, dst, "y/raw/") == [] and keys(s3, dst, "y/datasets/") == []

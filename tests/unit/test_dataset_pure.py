@@ -116,3 +116,39 @@ def test_per_class_limit_keeps_the_lowest_ids():
     limited = limit_per_class(pairs, 2)
     assert limited == [Pair("000", 1), Pair("001", 2), Pair("002", 1), Pair("003", 2)]
     assert limit_per_class(pairs, 0) == sorted(pairs)
+
+
+def test_check_splits_refuses_a_training_split_without_every_count():
+    from inventory_pipeline.dataset.errors import EmptySplit
+    from inventory_pipeline.dataset.split import check_splits
+
+    def entries(ids_per_class: int) -> list[dict]:
+        return [
+            {"image_id": f"{label}-{i}", "label": label, "split": assign_split(f"{label}-{i}")}
+            for label in range(1, 6)
+            for i in range(ids_per_class)
+        ]
+
+    with pytest.raises(EmptySplit, match="5 images are too few: the training split needs every count"):
+        check_splits(counts_by_split(entries(1)), 5)
+    assert check_splits(counts_by_split(entries(200)), 1000) == []  # big enough: nothing missing
+    counts = counts_by_split(entries(12))
+    assert counts["valid"]["5"] == 0 and counts["test"]["3"] == 0  # these ids happen to hash that way
+    assert check_splits(counts, 60) == ["valid/5", "test/3"]  # allowed: they only measure; but named
+
+
+def test_copy_plan_skips_only_objects_already_in_place_with_the_same_size_and_etag():
+    from inventory_pipeline.dataset.copy import plan_copies
+    from inventory_pipeline.dataset.s3io import ObjectInfo
+    from inventory_pipeline.dataset.source_index import Pinned
+
+    image, meta = ObjectInfo(30_000, "img"), ObjectInfo(900, "meta")
+    selected = [Pinned(Pair(i, 1), image, meta) for i in ("a", "b", "c", "d")]
+    assert Pinned.from_row(selected[0].to_row()) == selected[0]
+    raw = {
+        "p/raw/bin-images/a.jpg": image, "p/raw/metadata/a.json": meta,  # in place
+        "p/raw/bin-images/b.jpg": ObjectInfo(30_000, "older"), "p/raw/metadata/b.json": meta,  # image changed
+        "p/raw/bin-images/c.jpg": image,  # metadata never arrived (a run killed halfway)
+    }  # fmt: skip
+    plan = {p.pair.image_id: (p.copy_image, p.copy_metadata) for p in plan_copies(selected, raw, "p/raw/")}
+    assert plan == {"a": (False, False), "b": (True, False), "c": (False, True), "d": (True, True)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CLASSES = (1, 2, 3, 4, 5)
@@ -39,6 +40,12 @@ def image_id_from_metadata_path(value: str) -> str | None:
     """`metadata/00004.json` or the study's `data/metadata/00004.json` -> `00004` (None if neither)."""
     match = _METADATA_VALUE.match(value.strip())
     return match.group(1) if match else None
+
+
+def id_shards(image_ids: Iterable[str], chars: int = 2) -> list[str]:
+    """The id prefixes a set of ids uses: listing `<folder><shard>` for each, concurrently, reads only the
+    part of a large bucket (the public one has 500k+ keys per folder) that a selection needs."""
+    return sorted({image_id[:chars] for image_id in image_ids})
 
 
 def image_id_from_key(key: str) -> str:

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seed.add_argument("--prefix", default="")
     seed.add_argument("--images", type=int, default=600)
     seed.add_argument("--seed", type=int, default=0)
-    seed.add_argument("--balance", type=_balance, default=None, help="class weights, e.g. 1=1,2=2,3=2,4=2,5=1")
+    seed.add_argument("--balance", type=_balance, default=None, help="class weights: 1=0.2,2=0.3,...")
     seed.add_argument("--endpoint-url", default=None)
     seed.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     seed.add_argument("--json", action="store_true")
@@ -46,9 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--file-list", default="", help="local path or s3:// URI of a file_list.json")
     build.add_argument("--bucket", required=True, help="the project's bucket")
     build.add_argument("--prefix", default="abid")
-    build.add_argument("--per-class-limit", type=int, default=0)
-    build.add_argument("--workers", type=int, default=32)
-    build.add_argument("--reject-threshold", type=float, default=0.05)
+    build.add_argument("--per-class-limit", type=int, default=0, help="at most N images per count (0: all)")
+    build.add_argument("--workers", type=int, default=32, help="parallel S3 requests")
+    build.add_argument("--reject-threshold", type=float, default=0.05, help="refuse above this reject ratio")
     build.add_argument("--endpoint-url", default=None)
     build.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     build.add_argument("--json", action="store_true")
@@ -66,38 +66,35 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+SUMMARY_KEYS = (
+    "version", "counts", "copied", "skipped", "rejected", "manifest_key", "channels", "raw", "split",
+    "selected", "new", "excluded",
+)  # fmt: skip
+
+
 def _build(args: argparse.Namespace) -> int:
     from inventory_pipeline.cli import print_json
     from inventory_pipeline.dataset.errors import DatasetError, TooManyRejects
     from inventory_pipeline.dataset.stages import build_dataset
-    from inventory_pipeline.settings import Settings
+    from inventory_pipeline.settings import Settings, SettingsError
 
-    settings = Settings(
-        source_bucket=args.source_bucket, source_prefix=args.source_prefix, file_list=args.file_list,
-        per_class_limit=args.per_class_limit, bucket=args.bucket, prefix=args.prefix,
-        copy_workers=args.workers, reject_threshold=args.reject_threshold,
-    )  # fmt: skip
     try:
+        settings = Settings(
+            source_bucket=args.source_bucket, source_prefix=args.source_prefix, file_list=args.file_list,
+            per_class_limit=args.per_class_limit, bucket=args.bucket, prefix=args.prefix,
+            copy_workers=args.workers, reject_threshold=args.reject_threshold,
+        )  # fmt: skip
         summary = build_dataset(_s3(args, args.workers), settings)
-    except DatasetError as exc:
+    except (DatasetError, SettingsError) as exc:
         print(f"refused: {exc}")
         if args.json:
             rejects = exc.rejects if isinstance(exc, TooManyRejects) else []
-            print_json({"error": type(exc).__name__, "message": str(exc).splitlines()[0], "rejected": rejects})
+            first_line = str(exc).splitlines()[0]
+            print_json({"error": type(exc).__name__, "message": first_line, "rejected": rejects})
         return 2
     print(f"dataset {summary['version']}: {summary['counts']}")
     print(f"copied {summary['copied']}, skipped {summary['skipped']}, rejected {len(summary['rejected'])}")
+    print(f"manifest s3://{args.bucket}/{summary['manifest_key']}")
     if args.json:
-        keys = (
-            "version",
-            "counts",
-            "copied",
-            "skipped",
-            "rejected",
-            "manifest_key",
-            "channels",
-            "raw",
-            "split",
-        )
-        print_json({k: summary[k] for k in keys})
+        print_json({k: summary[k] for k in SUMMARY_KEYS})
     return 0

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from inventory_pipeline.dataset.errors import DatasetError, NoCredentials, SourceNotFound
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,9 @@ class ObjectInfo:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
+    bucket, _, key = uri[5:].partition("/") if uri.startswith("s3://") else ("", "", "")
+    if not bucket or not key:
         raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    bucket, key = uri[5:].split("/", 1)
     return bucket, key
 
 
@@ -46,33 +48,46 @@ def explained(bucket: str, what: str) -> Iterator[None]:
             raise SourceNotFound(f"bucket s3://{bucket} does not exist (while {what})") from exc
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             raise SourceNotFound(f"access denied to s3://{bucket} (while {what})") from exc
+        if code in ("PreconditionFailed", "412"):
+            raise DatasetError(
+                f"an object in s3://{bucket} changed since it was selected (while {what}: its ETag no longer "
+                f"matches the selected one): {exc}; nothing was published: re-run to select the new version"
+            ) from exc
         raise DatasetError(f"S3 error {code} while {what} (s3://{bucket}): {exc}") from exc
+
+
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+LISTING_LOG_EVERY = 10_000  # keys; a listing of the public bucket's 500k+ objects takes minutes
+
+
+def is_missing(exc: BaseException) -> bool:
+    """True for a ClientError saying the key does not exist."""
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code") in MISSING_CODES
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> dict[str, ObjectInfo]:
     """Every key under `prefix` with its size and ETag (one paginated listing)."""
     found: dict[str, ObjectInfo] = {}
+    next_log = LISTING_LOG_EVERY
     with explained(bucket, f"listing {prefix or '/'}"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 found[obj["Key"]] = ObjectInfo(obj["Size"], obj["ETag"].strip('"'))
+            if len(found) >= next_log:
+                log.info("listing s3://%s/%s: %d keys so far", bucket, prefix, len(found))
+                next_log += LISTING_LOG_EVERY
     return found
 
 
-def list_objects_sharded(
-    s3: Any, bucket: str, prefix: str, shards: Iterable[str], workers: int = 16
-) -> dict[str, ObjectInfo]:
-    """Like list_objects, but lists `prefix + shard` for each shard in parallel.
-
-    For a file list naming a few thousand of the public bucket's 500k+ images, listing only the id
-    prefixes in use, concurrently, is far cheaper than one sequential listing of everything.
-    """
-    shards = sorted(set(shards))
-    if not shards:
-        return {}
+def list_prefixes(s3: Any, bucket: str, prefixes: Iterable[str], workers: int = 16) -> dict[str, ObjectInfo]:
+    """Like list_objects over each prefix, all listed concurrently (each one paginated)."""
+    prefixes = sorted(set(prefixes))
     found: dict[str, ObjectInfo] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(shards)))) as pool:
-        for part in pool.map(lambda shard: list_objects(s3, bucket, prefix + shard), shards):
+    if not prefixes:
+        return found
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(prefixes)))) as pool:
+        for part in pool.map(lambda prefix: list_objects(s3, bucket, prefix), prefixes):
             found.update(part)
     return found
 
@@ -101,7 +116,7 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
         s3.head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(exc):
             return False
         raise
 
@@ -120,3 +135,25 @@ class Progress:
             log.info("%s: %d/%d", self.what, self.done, self.total)
             while self._next <= self.done:
                 self._next += self.every
+
+
+def parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) -> list[tuple[T, R]]:
+    """(item, fn(item)) for every item, in a bounded pool, in completion order, with progress lines.
+
+    The first failure cancels what has not started yet and is raised: a broken run stops promptly instead of
+    finishing thousands of requests first (every stage is idempotent, so a re-run picks up from there).
+    """
+    progress = Progress(what, len(items))
+    done: list[tuple[T, R]] = []
+    if not items:
+        return done
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        futures = {pool.submit(fn, item): item for item in items}
+        try:
+            for future in as_completed(futures):
+                done.append((futures[future], future.result()))
+                progress.step()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return done

@@ -10,18 +10,28 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inventory_pipeline.dataset.abid import image_key, metadata_key
+from inventory_pipeline.dataset.s3io import Progress
 from inventory_pipeline.dataset.synthetic import SyntheticImage, file_list, generate
 
 log = logging.getLogger(__name__)
 
 
 def ensure_bucket(s3: Any, bucket: str) -> None:
+    """Create `bucket` unless it exists (outside us-east-1, S3 wants the region as a LocationConstraint)."""
     from botocore.exceptions import ClientError
 
     try:
         s3.head_bucket(Bucket=bucket)
-    except ClientError:
+        return
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise  # 403: the name is taken by someone else's bucket; creating it cannot help
+    region = s3.meta.region_name
+    if region and region != "us-east-1":
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    else:
         s3.create_bucket(Bucket=bucket)
+    log.info("created bucket s3://%s", bucket)
 
 
 def seed_synthetic(
@@ -34,17 +44,25 @@ def seed_synthetic(
     workers: int = 16,
 ) -> dict[str, Any]:
     """Write `images` synthetic photos + metadata under `<prefix>` and `<prefix>file_list.json`."""
+    if images < 1:
+        raise ValueError(f"images must be at least 1, got {images}")
     ensure_bucket(s3, bucket)
 
+    progress = Progress("seeded", images)
+
     def upload(item: SyntheticImage) -> SyntheticImage:
-        s3.put_object(Bucket=bucket, Key=image_key(prefix, item.image_id), Body=item.jpeg, ContentType="image/jpeg")
+        jpeg_key, json_key = image_key(prefix, item.image_id), metadata_key(prefix, item.image_id)
+        s3.put_object(Bucket=bucket, Key=jpeg_key, Body=item.jpeg, ContentType="image/jpeg")
         body = json.dumps(item.metadata, indent=4, sort_keys=True).encode()
-        s3.put_object(Bucket=bucket, Key=metadata_key(prefix, item.image_id), Body=body,
-                      ContentType="application/json")  # fmt: skip
+        s3.put_object(Bucket=bucket, Key=json_key, Body=body, ContentType="application/json")
         return item
 
+    written = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        written = list(pool.map(upload, generate(images, seed=seed, balance=balance)))
+        # Rendering runs here while uploads run in the pool; results come back in id order.
+        for item in pool.map(upload, generate(images, seed=seed, balance=balance)):
+            written.append(item)
+            progress.step()
     key = f"{prefix}file_list.json"
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(file_list(written)).encode())
     counts = Counter(item.label for item in written)

@@ -1,9 +1,11 @@
 """select_source: which (image id, label) pairs make up the 5-class dataset.
 
 From a `file_list.json` ({"1": ["metadata/<id>.json", ...], ...}, with or without the study's `data/` prefix)
-or, without one, by listing `metadata/` and reading each file's EXPECTED_QUANTITY in parallel. Counts
-outside 1-5 are excluded and counted; an optional per-class limit keeps the lowest ids of each class so the
-same limit always selects the same images.
+or, without one, by listing `metadata/` and reading each file's EXPECTED_QUANTITY in parallel. A valid count
+outside 1-5 (empty bins, crowded ones) is excluded and counted: it is data, just not ours. Metadata that
+cannot give a count (not JSON, no EXPECTED_QUANTITY, not an int) is bad input: a reject, counted against the
+copy stage's threshold. An optional per-class limit keeps the lowest ids of each class so the same limit
+always selects the same images.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.dataset import s3io
-from inventory_pipeline.dataset.abid import CLASSES, Pair, image_id_from_metadata_path, parse_quantity
+from inventory_pipeline.dataset.abid import (
+    CLASSES,
+    Pair,
+    image_id_from_key,
+    image_id_from_metadata_path,
+    parse_quantity,
+)
 from inventory_pipeline.dataset.errors import EmptySelection, InvalidFileList, SourceNotFound
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 class Selection:
     pairs: list[Pair]
     excluded: list[dict[str, str]] = field(default_factory=list)  # counted, not errors (e.g. count 0 or 12)
+    rejects: list[dict[str, str]] = field(default_factory=list)  # unreadable metadata found while listing
+    metadata_listing: dict[str, s3io.ObjectInfo] | None = None  # selection by listing: `metadata/` as listed
 
     @property
     def counts(self) -> dict[int, int]:
@@ -39,6 +48,7 @@ def parse_file_list(document: Any) -> list[Pair]:
     if not isinstance(document, dict):
         raise InvalidFileList("file list must be a JSON object mapping '1'..'5' to lists of metadata paths")
     pairs: dict[str, Pair] = {}
+    repeated = 0
     for raw_label, values in document.items():
         if str(raw_label) not in {str(c) for c in CLASSES}:
             raise InvalidFileList(f"file list has class {raw_label!r}; only '1'..'5' are allowed")
@@ -56,14 +66,20 @@ def parse_file_list(document: Any) -> list[Pair]:
                 raise InvalidFileList(
                     f"image {image_id} is listed under both class {previous.label} and class {raw_label}"
                 )
+            repeated += previous is not None
             pairs[image_id] = Pair(image_id, int(raw_label))
+    if repeated:
+        log.warning("file list names %d images more than once (same class); each is selected once", repeated)
     return sorted(pairs.values())
 
 
 def load_file_list(s3: Any, location: str) -> Any:
     """A file list from a local path or an s3:// URI."""
     if location.startswith("s3://"):
-        bucket, key = s3io.split_s3_uri(location)
+        try:
+            bucket, key = s3io.split_s3_uri(location)
+        except ValueError as exc:
+            raise InvalidFileList(f"file list location {location!r} is not s3://bucket/key") from exc
         with s3io.explained(bucket, f"reading the file list {location}"):
             from botocore.exceptions import ClientError
 
@@ -89,25 +105,30 @@ def select_by_listing(s3: Any, bucket: str, prefix: str, workers: int = 32) -> S
     listing = s3io.list_objects(s3, bucket, f"{prefix}metadata/")
     keys = sorted(k for k in listing if k.endswith(".json"))
     log.info("reading %d metadata files from s3://%s/%smetadata/", len(keys), bucket, prefix)
-    pairs, excluded = [], []
-    progress = s3io.Progress("metadata read", len(keys))
+    pairs, excluded, rejects = [], [], []
 
-    def read(key: str) -> tuple[str, int | None, str | None]:
-        quantity, problem = parse_quantity(s3io.get_bytes(s3, bucket, key))
-        return key, quantity, problem
+    def read(key: str) -> tuple[int | None, str | None]:
+        try:
+            raw = s3io.get_bytes(s3, bucket, key)
+        except Exception as exc:  # deleted between the listing and the read: a reject, not a crash
+            if s3io.is_missing(exc):
+                return None, "missing in source"
+            raise
+        return parse_quantity(raw)
 
-    with s3io.explained(bucket, "reading metadata"), ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(read, key) for key in keys]):
-            key, quantity, problem = future.result()
-            progress.step()
-            image_id = key.rsplit("/", 1)[-1][: -len(".json")]
-            if problem:
-                excluded.append({"key": key, "reason": problem})
-            elif quantity not in CLASSES:
-                excluded.append({"key": key, "reason": f"EXPECTED_QUANTITY {quantity} is outside 1-5"})
-            else:
-                pairs.append(Pair(image_id, quantity))
-    return Selection(sorted(pairs), sorted(excluded, key=lambda e: e["key"]))
+    with s3io.explained(bucket, "reading metadata"):
+        quantities = s3io.parallel(read, keys, workers, "metadata read")
+    for key, (quantity, problem) in quantities:
+        if problem:
+            rejects.append({"key": key, "reason": problem})
+        elif quantity not in CLASSES:
+            excluded.append({"key": key, "reason": f"EXPECTED_QUANTITY {quantity} is outside 1-5"})
+        else:
+            pairs.append(Pair(image_id_from_key(key), quantity))
+    for reject in rejects:
+        log.warning("rejected %s: %s", reject["key"], reject["reason"])
+    by_key = lambda entry: entry["key"]  # noqa: E731
+    return Selection(sorted(pairs), sorted(excluded, key=by_key), sorted(rejects, key=by_key), listing)
 
 
 def limit_per_class(pairs: list[Pair], per_class_limit: int) -> list[Pair]:
@@ -137,6 +158,13 @@ def select_source(
     selection.pairs = limit_per_class(selection.pairs, per_class_limit)
     if not selection.pairs:
         where = file_list or f"s3://{source_bucket}/{source_prefix}metadata/"
-        raise EmptySelection(f"no images with a count of 1-5 were found in {where}")
-    log.info("selected %d images %s (%d excluded)", len(selection.pairs), selection.counts, len(selection.excluded))
+        bad = "; ".join(f"{r['key']}: {r['reason']}" for r in selection.rejects[:5])
+        raise EmptySelection(
+            f"no images with a count of 1-5 were found in {where} ({len(selection.excluded)} excluded as "
+            f"outside 1-5, {len(selection.rejects)} rejected{': ' + bad if bad else ''})"
+        )
+    log.info(
+        "selected %d images %s (%d excluded as outside 1-5, %d rejected)",
+        len(selection.pairs), selection.counts, len(selection.excluded), len(selection.rejects),
+    )  # fmt: skip
     return selection

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from inventory_pipeline.dataset import s3io
@@ -84,6 +83,69 @@ def published_summary(s3: Any, bucket: str, manifest_key: str) -> dict[str, Any]
     return {k: v for k, v in summary_of(manifest, bucket, 0, 0).items() if k in _HEAD_FIELDS}
 
 
+def check_splits(counts: dict[str, dict[str, int]], total: int) -> list[str]:
+    """Refuse a selection whose training split misses a count or whose valid/test split is empty.
+
+    Returns the (split/class) cells of valid and test that are empty: small datasets can leave a count out
+    of those (the split is by hash, for stability); that is allowed, recorded and logged: they only measure.
+    """
+    missing_in_train = [label for label, n in counts["train"].items() if n == 0]
+    if missing_in_train or not any(counts["test"].values()) or not any(counts["valid"].values()):
+        raise EmptySplit(
+            f"{total} images are too few: the training split needs every count 1-5 (missing "
+            f"{missing_in_train or 'none'}) and valid/test need images; select more images"
+        )
+    return [f"{split}/{label}" for split in ("valid", "test") for label, n in counts[split].items() if n == 0]
+
+
+def _entries(prefix: str, accepted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    entries = []
+    for item in accepted:
+        split = assign_split(item["image_id"])
+        entries.append(
+            {
+                "image_id": item["image_id"],
+                "label": item["label"],
+                "split": split,
+                "key": f"{prefix}{split}/{item['label']}/{item['image_id']}.jpg",
+                "etag": item["image_etag"],  # the source photo's: its identity in the version hash
+                "raw_key": item["image_key"],
+                "raw_etag": item.get("raw_image_etag", item["image_etag"]),
+                "source_key": item.get("source_image_key"),
+                "metadata_key": item["metadata_key"],
+                "metadata_etag": item.get("metadata_etag"),
+            }
+        )
+    return entries
+
+
+def _copy_into_layout(s3: Any, bucket: str, todo: list[dict[str, Any]], workers: int) -> None:
+    def copy(entry: dict[str, Any]) -> None:
+        # CopySourceIfMatch: the dataset holds exactly the raw bytes the copy stage validated and recorded.
+        source = {"Bucket": bucket, "Key": entry["raw_key"]}
+        s3.copy_object(
+            Bucket=bucket, Key=entry["key"], CopySource=source, CopySourceIfMatch=entry["raw_etag"]
+        )
+
+    s3io.parallel(copy, todo, workers, "split copies")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _point_latest(s3: Any, bucket: str, root: str, version: str, manifest_key: str, created: str) -> None:
+    """`<root>datasets/latest.json` names the version built most recently (rewritten only when it changes)."""
+    key = f"{root}datasets/latest.json"
+    try:
+        if s3io.read_json(s3, bucket, key).get("version") == version:
+            return
+    except Exception as exc:
+        if not (s3io.is_missing(exc) or isinstance(exc, ValueError)):  # ValueError: not JSON, overwrite it
+            raise
+    s3io.put_json(s3, bucket, key, {"version": version, "manifest_key": manifest_key, "created": created})
+
+
 def publish_dataset(
     s3: Any,
     bucket: str,
@@ -92,6 +154,7 @@ def publish_dataset(
     rejects: list[dict[str, str]],
     source: dict[str, Any],
     workers: int = 32,
+    settings_used: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Copy the accepted images into `datasets/<version>/<split>/<label>/<id>.jpg`; manifest last."""
     version = dataset_version(accepted)
@@ -101,64 +164,35 @@ def publish_dataset(
         published = published_summary(s3, bucket, manifest_key)
         if published is not None:
             log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
+            _point_latest(s3, bucket, root, version, manifest_key, _now())
             return {**published, "rejected": rejects, "copied": 0, "skipped": published["total"]}
 
-        entries = []
-        for item in accepted:
-            split = assign_split(item["image_id"])
-            entries.append(
-                {
-                    "image_id": item["image_id"],
-                    "label": item["label"],
-                    "split": split,
-                    "key": f"{prefix}{split}/{item['label']}/{item['image_id']}.jpg",
-                    "etag": item["image_etag"],
-                    "raw_key": item["image_key"],
-                    "source_key": item.get("source_image_key"),
-                    "metadata_key": item["metadata_key"],
-                }
-            )
+        entries = _entries(prefix, accepted)
         counts = counts_by_split(entries)
-        missing_in_train = [label for label, n in counts["train"].items() if n == 0]
-        if missing_in_train or not any(counts["test"].values()) or not any(counts["valid"].values()):
-            raise EmptySplit(
-                f"{len(entries)} images are too few: the training split needs every count 1-5 (missing "
-                f"{missing_in_train or 'none'}) and valid/test need images; select more images"
-            )
-        # Small datasets can leave a count out of valid or test (the split is by hash, for stability): that
-        # is allowed, recorded and logged, since those splits only measure.
-        thin = [f"{split}/{label}" for split in ("valid", "test") for label, n in counts[split].items() if n == 0]
+        thin = check_splits(counts, len(entries))
         if thin:
             log.warning("dataset %s has no image of %s", version, ", ".join(thin))
         present = s3io.list_objects(s3, bucket, prefix)  # what an interrupted earlier run already copied
-        todo = [e for e in entries if getattr(present.get(e["key"]), "etag", None) != e["etag"]]
+        todo = [
+            e
+            for e in entries
+            if getattr(present.get(e["key"]), "etag", None) not in (e["etag"], e["raw_etag"])
+        ]
         log.info("dataset %s: %d images, %d to copy, %d already there", version, len(entries), len(todo),
                  len(entries) - len(todo))  # fmt: skip
-        progress = s3io.Progress("split copies", len(todo))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(
-                    s3.copy_object,
-                    Bucket=bucket,
-                    Key=e["key"],
-                    CopySource={"Bucket": bucket, "Key": e["raw_key"]},
-                )
-                for e in todo
-            ]
-            for future in as_completed(futures):
-                future.result()
-                progress.step()
+        _copy_into_layout(s3, bucket, todo, workers)
 
         manifest = {
             "version": version,
             "root": root,
             "bucket": bucket,
             "manifest_key": manifest_key,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "created": _now(),
             "counts": counts,
             "classes_missing": thin,
             "splits": {"train": 0.8, "valid": 0.1, "test": 0.1, "assignment": "sha256(image_id) % 100"},
             "source": source,
+            "settings": settings_used or {},
             "entries": entries,
             "rejects": rejects,
         }
@@ -170,9 +204,6 @@ def publish_dataset(
             Bucket=bucket, Key=manifest_key, Body=body, ContentType="application/json",
             Metadata={"summary": json.dumps({k: summary[k] for k in _HEAD_FIELDS}, separators=(",", ":"))},
         )  # fmt: skip
-        s3io.put_json(
-            s3, bucket, f"{root}datasets/latest.json",
-            {"version": version, "manifest_key": manifest_key, "created": manifest["created"]},
-        )  # fmt: skip
+        _point_latest(s3, bucket, root, version, manifest_key, manifest["created"])
     log.info("published dataset %s: %s", version, manifest["counts"])
     return summary

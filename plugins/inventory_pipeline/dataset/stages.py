@@ -1,7 +1,8 @@
 """The data plane as the DAG's three tasks (and the CLI's one command).
 
 Each stage writes its full result to S3 under `<root>staging/` at a content-addressed key and returns a
-small summary (the task's XCom): retries are idempotent, and XCom never carries thousands of keys.
+small summary (the task's XCom): retries are idempotent, and XCom never carries thousands of keys. The DAG's
+tasks read the previous stage's document back from S3; build_dataset, one process, hands it over in memory.
 """
 
 from __future__ import annotations
@@ -9,17 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from inventory_pipeline.dataset import s3io
-from inventory_pipeline.dataset.abid import Pair
-from inventory_pipeline.dataset.copy import copy_selection
+from inventory_pipeline.dataset.abid import CLASSES, image_key
+from inventory_pipeline.dataset.copy import copy_selection, list_raw, raw_prefix
 from inventory_pipeline.dataset.errors import EmptySelection
 from inventory_pipeline.dataset.select import select_source
-from inventory_pipeline.dataset.split import publish_dataset
+from inventory_pipeline.dataset.source_index import Pinned, pin_sources
+from inventory_pipeline.dataset.split import assign_split, check_splits, counts_by_split, publish_dataset
 from inventory_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Staged:
+    """A stage's document, where it is stored, and the small summary returned as XCom."""
+
+    key: str
+    document: dict[str, Any]
+    summary: dict[str, Any]
 
 
 def _content_key(root: str, kind: str, document: Any) -> str:
@@ -36,6 +50,11 @@ def _source(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _settings_used(settings: Settings) -> dict[str, Any]:
+    """What decided this dataset's content, recorded in its manifest."""
+    return {**_source(settings), "reject_threshold": settings.reject_threshold, "root": settings.root}
+
+
 def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
     """Staging keys are content hashes: an existing key already holds this exact document."""
     with s3io.explained(bucket, f"writing {key}"):
@@ -43,39 +62,80 @@ def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
             s3io.put_json(s3, bucket, key, document)
 
 
-def run_select(s3: Any, settings: Settings) -> dict[str, Any]:
+def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectInfo]]:
+    """The selection, pinned to source versions; also the raw-area listing it took to count what is new."""
+    root, source_bucket, source_prefix = settings.root, settings.source_bucket, settings.source_prefix
     selection = select_source(
-        s3, settings.source_bucket, settings.source_prefix, settings.file_list, settings.per_class_limit,
-        settings.copy_workers,
-    )  # fmt: skip
+        s3, source_bucket, source_prefix, settings.file_list, settings.per_class_limit, settings.copy_workers
+    )
+    # Refuse now, before anything is copied, a selection whose splits cannot all be trained and measured
+    # (rejects found later can only make it thinner; the split stage checks again).
+    splits = [{"label": p.label, "split": assign_split(p.image_id)} for p in selection.pairs]
+    check_splits(counts_by_split(splits), len(splits))
+    ids = [p.image_id for p in selection.pairs]
+    with ThreadPoolExecutor(max_workers=1) as background:  # the raw area is listed while the source is
+        raw_listing = background.submit(list_raw, s3, settings.bucket, root, ids, settings.copy_workers)
+        pinned, missing = pin_sources(
+            s3,
+            source_bucket,
+            source_prefix,
+            selection.pairs,
+            settings.copy_workers,
+            selection.metadata_listing,
+        )
+        raw_index = raw_listing.result()
+    if not pinned:
+        shown = "; ".join(f"{r['key']}: {r['reason']}" for r in missing[:5])
+        raise EmptySelection(
+            f"none of the {len(selection.pairs)} selected images exists in s3://{source_bucket}: {shown}"
+        )
+    new = sum(1 for p in pinned if image_key(raw_prefix(root), p.pair.image_id) not in raw_index)
+    rejects = sorted([*selection.rejects, *missing], key=lambda r: r["key"])
     document = {
         "source": _source(settings),
-        "pairs": [[p.image_id, p.label] for p in selection.pairs],
+        "pairs": [p.to_row() for p in pinned],  # id, label, image ETag, size, metadata ETag, size
         "excluded": selection.excluded,
+        "rejects": rejects,
     }
-    key = _content_key(settings.root, "selections", document)
+    key = _content_key(root, "selections", document)
     _put_once(s3, settings.bucket, key, document)
-    return {
+    log.info(
+        "selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects)
+    )
+    counts = Counter(p.pair.label for p in pinned)
+    summary = {
         "selection_key": key,
-        "total": len(selection.pairs),
-        "counts": {str(k): v for k, v in selection.counts.items()},
+        "total": len(pinned),
+        "counts": {str(label): counts.get(label, 0) for label in CLASSES},
+        "new": new,
         "excluded": len(selection.excluded),
-        "source_bucket": settings.source_bucket,
+        "rejected": len(rejects),
+        "source_bucket": source_bucket,
     }
+    return Staged(key, document, summary), raw_index
 
 
-def run_copy(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any]:
-    selection = s3io.read_json(s3, settings.bucket, selection_key)
-    pairs = [Pair(image_id, int(label)) for image_id, label in selection["pairs"]]
-    source = selection["source"]
+def _copy(
+    s3: Any, settings: Settings, selection: Staged, raw_index: dict[str, s3io.ObjectInfo] | None = None
+) -> Staged:
+    source = selection.document["source"]
+    selected = [Pinned.from_row(row) for row in selection.document["pairs"]]
     result = copy_selection(
-        s3, pairs, source["bucket"], source["prefix"], settings.bucket, settings.root,
+        s3, selected, source["bucket"], source["prefix"], settings.bucket, settings.root,
         workers=settings.copy_workers, reject_threshold=settings.reject_threshold,
+        earlier_rejects=selection.document.get("rejects", []), raw_index=raw_index,
     )  # fmt: skip
-    document = {"source": source, "accepted": result.accepted, "rejects": result.rejects}
+    document = {
+        "source": source,
+        "selection_key": selection.key,
+        "excluded": len(selection.document.get("excluded", [])),
+        "settings": _settings_used(settings),
+        "accepted": result.accepted,
+        "rejects": result.rejects,
+    }
     key = _content_key(settings.root, "copies", document)
     _put_once(s3, settings.bucket, key, document)
-    return {
+    summary = {
         "copy_key": key,
         "new": result.new,
         "accepted": len(result.accepted),
@@ -84,29 +144,64 @@ def run_copy(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any]:
         "rejected": len(result.rejects),
         "rejects": result.rejects[:50],
     }
+    return Staged(key, document, summary)
+
+
+def _split(s3: Any, settings: Settings, copied: dict[str, Any]) -> dict[str, Any]:
+    if not copied["accepted"]:
+        raise EmptySelection("every selected image was rejected: there is nothing to publish")
+    source = {
+        **copied["source"],
+        "selection_key": copied.get("selection_key"),
+        "excluded": copied.get("excluded"),
+    }
+    return publish_dataset(
+        s3, settings.bucket, settings.root, copied["accepted"], copied["rejects"], source,
+        workers=settings.copy_workers, settings_used=copied.get("settings"),
+    )  # fmt: skip
+
+
+def _read_staged(s3: Any, settings: Settings, key: str) -> dict[str, Any]:
+    with s3io.explained(settings.bucket, f"reading {key}"):
+        return s3io.read_json(s3, settings.bucket, key)
+
+
+def run_select(s3: Any, settings: Settings) -> dict[str, Any]:
+    """The (image id, label) pairs pinned to their source objects, written to
+    `<root>staging/selections/<hash>.json`. Returns: selection_key, total, counts {label: n}, new (not yet in
+    the raw area), excluded (counts outside 1-5), rejected (missing or unreadable), source_bucket.
+    """
+    return _select(s3, settings)[0].summary
+
+
+def run_copy(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any]:
+    """Validate + copy the selection into `<root>raw/`; the result goes to `<root>staging/copies/<hash>.json`.
+
+    Returns: copy_key, new, accepted, copied, skipped, rejected (count), rejects (the first 50 {key, reason}).
+    Raises TooManyRejects, copying nothing, when rejects / selected > settings.reject_threshold.
+    """
+    document = _read_staged(s3, settings, selection_key)
+    return _copy(s3, settings, Staged(selection_key, document, {})).summary
 
 
 def run_split(s3: Any, settings: Settings, copy_key: str) -> dict[str, Any]:
-    copied = s3io.read_json(s3, settings.bucket, copy_key)
-    if not copied["accepted"]:
-        raise EmptySelection("every selected image was rejected: there is nothing to publish")
-    return publish_dataset(
-        s3, settings.bucket, settings.root, copied["accepted"], copied["rejects"], copied["source"],
-        workers=settings.copy_workers,
-    )  # fmt: skip
+    """Publish `<root>datasets/<version>/` (manifest last) and return the manifest summary: version, counts
+    {split: {class: n}}, total, copied, skipped, rejected [{key, reason}], manifest_key, channels."""
+    return _split(s3, settings, _read_staged(s3, settings, copy_key))
 
 
 def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
     """select + copy + split in one call (the CLI); copies/skips add up both copy stages."""
-    selection = run_select(s3, settings)
-    copy = run_copy(s3, settings, selection["selection_key"])
-    manifest = run_split(s3, settings, copy["copy_key"])
+    selection, raw_index = _select(s3, settings)
+    copy = _copy(s3, settings, selection, raw_index)
+    manifest = _split(s3, settings, copy.document)
     return {
         **manifest,
-        "copied": copy["copied"] + manifest["copied"],
-        "skipped": copy["skipped"] + manifest["skipped"],
-        "raw": {"copied": copy["copied"], "skipped": copy["skipped"]},
+        "copied": copy.summary["copied"] + manifest["copied"],
+        "skipped": copy.summary["skipped"] + manifest["skipped"],
+        "raw": {"copied": copy.summary["copied"], "skipped": copy.summary["skipped"]},
         "split": {"copied": manifest["copied"], "skipped": manifest["skipped"]},
-        "selected": selection["total"],
-        "new": copy["new"],
+        "selected": selection.summary["total"],
+        "new": selection.summary["new"],
+        "excluded": selection.summary["excluded"],
     }
