@@ -10,17 +10,12 @@ ISSUES_FOUND, NO_ISSUES_FOUND, ERROR = "IssuesFound", "NoIssuesFound", "Error"
 
 @dataclass
 class RuleOutcome:
-    name: str
+    name: str  # the RuleConfigurationName
     status: str  # IssuesFound | NoIssuesFound | Error
-    details: str
-    triggered: int = 0
-    datapoints: int = 0
-    parameters: dict[str, Any] = field(default_factory=dict)
+    details: str  # a sentence: what triggered and where, what was checked, or why it could not run
+    triggered: int = 0  # violations found (debugger rules stop at the first, as SageMaker's do)
+    datapoints: int = 0  # checks made (debugger) or metric samples read (profiler)
+    parameters: dict[str, Any] = field(default_factory=dict)  # the effective parameters
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def rule_parameters(rule_configuration: dict[str, Any]) -> dict[str, str]:
-    """RuleParameters without the dispatch key."""
-    return {k: v for k, v in (rule_configuration.get("RuleParameters") or {}).items() if k != "rule_to_invoke"}

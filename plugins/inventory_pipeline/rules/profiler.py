@@ -1,178 +1,153 @@
-"""The ProfilerReport: SageMaker's profiler rules over SageMaker-format system metrics.
+"""The ProfilerReport rule (or one of its rules on its own), as SageMaker runs it for a training job.
 
-Each rule returns SageMaker's report shape {"RuleTriggered", "Violations", "Details", "Datapoints",
-"RuleParameters"} and is written to `profiler-output/profiler-reports/<Rule>.json`, with a
-`profiler-report.html` beside them. Thresholds are SageMaker's defaults. Rules about GPUs report "not
-applicable" on a host without GPU metrics instead of triggering; rules that need step timings take them
-from the debugger trial's per-step index files.
+Reads SageMaker-format system metrics under `profiler_path` and, for the step-based rules, the step timeline
+of the job's smdebug trial (`trial_path`); writes `<output_dir>/profiler-output/profiler-reports/<Rule>.json`
+and `<output_dir>/profiler-output/profiler-report.html`. Defaults are SageMaker's, read from the
+`smdebug_rulesconfig` package the SDK uses; a ProfilerReport configuration may override any of them as
+`<RuleName>_<parameter>` (e.g. `CPUBottleneck_cpu_threshold`), exactly as `rule_configs.ProfilerReport(...)`
+writes them.
 """
 
 from __future__ import annotations
 
-import html
+import inspect
 import json
-import statistics
-from collections import defaultdict
+import logging
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.rules.outcome import ERROR, ISSUES_FOUND, NO_ISSUES_FOUND, RuleOutcome
+from inventory_pipeline.rules.profiler_html import render_profiler_report
+from inventory_pipeline.rules.profiler_rules import RULES, ProfilerData
+from inventory_pipeline.rules.step_timeline import read_step_timeline
+from inventory_pipeline.rules.storage import LocalStorage, open_storage
+from inventory_pipeline.rules.system_metrics_reader import read_system_metrics
 
-DEFAULTS: dict[str, dict[str, float]] = {
-    "CPUBottleneck": {"threshold": 50, "gpu_threshold": 10, "cpu_threshold": 90, "patience": 1000},
-    "IOBottleneck": {"threshold": 50, "gpu_threshold": 10, "io_threshold": 50, "patience": 1000},
-    "LowGPUUtilization": {"threshold_p95": 70, "threshold_p5": 10, "window": 500, "patience": 1000},
-    "GPUMemoryIncrease": {"increase": 5, "patience": 1000, "window": 10},
-    "BatchSize": {"cpu_threshold_p95": 70, "gpu_threshold_p95": 70, "gpu_memory_threshold_p95": 70},
-    "Dataloader": {"min_threshold": 70, "max_threshold": 200},
-    "LoadBalancing": {"threshold": 0.5, "patience": 1000},
-    "MaxInitializationTime": {"threshold": 20},
-    "StepOutlier": {"stddev": 3, "n_outliers": 10},
-    "OverallSystemUsage": {},
-}
-GPU_RULES = ("LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "LoadBalancing")
+log = logging.getLogger(__name__)
+REPORT = "ProfilerReport"
 
 
-def read_system_metrics(root: Path) -> list[dict[str, Any]]:
-    """All records under `<root>/system/incremental/**` (the sampler's and SageMaker's file layout)."""
-    records = []
-    for path in sorted((Path(root) / "system").rglob("*.json")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                records.append(json.loads(line))
-    return records
+class ProfilerConfigError(ValueError):
+    """Unknown profiler rule or parameter, or a value that is not a number where one is needed."""
 
 
-def _by_timestamp(records: list[dict[str, Any]], dimension: str) -> dict[float, float]:
-    """Mean value of a dimension per (node, timestamp) sample."""
-    grouped: dict[tuple[str, float], list[float]] = defaultdict(list)
-    for record in records:
-        if record["Dimension"] == dimension:
-            grouped[(record["NodeId"], record["Timestamp"])].append(float(record["Value"]))
-    return {key[1]: statistics.fmean(values) for key, values in sorted(grouped.items())}
+@cache
+def profiler_defaults() -> dict[str, dict[str, Any]]:
+    """Each rule's parameters and SageMaker's defaults, from smdebug_rulesconfig's rule classes."""
+    from smdebug_rulesconfig.profiler_rules import rules as configured
+
+    defaults = {}
+    for name in RULES:
+        signature = inspect.signature(getattr(configured, name).__init__)
+        defaults[name] = {p.name: p.default for p in list(signature.parameters.values())[1:]}
+    return defaults
 
 
-def _report(triggered: bool, violations: int, datapoints: int, details: dict, params: dict) -> dict[str, Any]:
-    return {"RuleTriggered": int(triggered), "Violations": violations, "Details": details,
-            "Datapoints": datapoints, "RuleParameters": "\n".join(f"{k}:{v}" for k, v in params.items())}  # fmt: skip
+def _typed(rule: str, name: str, default: Any, text: Any) -> Any:
+    if default is None or isinstance(default, str):
+        return None if text in (None, "", "None") else str(text)
+    try:
+        number = float(text)
+    except (TypeError, ValueError) as exc:
+        raise ProfilerConfigError(f"{rule}_{name}={text!r} is not a number") from exc
+    return int(number) if isinstance(default, int) and number.is_integer() else number
 
 
-def _share_rule(series: dict[float, float], limit: float, share: float, params: dict, what: str) -> dict:
-    over = [t for t, v in series.items() if v > limit]
-    percent = 100.0 * len(over) / len(series) if series else 0.0
-    details = {"summary": f"{what} above {limit:g}% in {percent:.1f}% of {len(series)} datapoints "
-                          f"(rule threshold {share:g}%)", "share_percent": round(percent, 2)}  # fmt: skip
-    return _report(bool(series) and percent > share, len(over), len(series), details, params)
-
-
-def step_times(trial_path: str | None) -> list[float]:
-    """Completion time of every saved step: the mtimes of smdebug's per-step index files."""
-    if not trial_path or not Path(trial_path, "index").is_dir():
-        return []
-    times: dict[str, float] = {}
-    for path in Path(trial_path, "index").rglob("*.json"):
-        step = path.name.split("_")[0]
-        times[step] = max(times.get(step, 0.0), path.stat().st_mtime)
-    return [times[k] for k in sorted(times)]
-
-
-def evaluate_rules(records: list[dict[str, Any]], steps: list[float], training_start: float | None) -> dict:
-    has_gpu = any(r["Type"] == "gpu" for r in records)
-    cpu = _by_timestamp(records, "CPUUtilization")
-    reports: dict[str, dict[str, Any]] = {}
-    for name in GPU_RULES:
-        if not has_gpu:
-            reports[name] = _report(False, 0, 0, {"summary": "not applicable: no GPU metrics on this host"},
-                                    DEFAULTS[name])  # fmt: skip
-    if has_gpu:
-        gpu = _by_timestamp(records, "GPUUtilization")
-        low = [v for v in gpu.values() if v < DEFAULTS["LowGPUUtilization"]["threshold_p95"]]
-        reports["LowGPUUtilization"] = _report(
-            len(low) > 0.95 * len(gpu), len(low), len(gpu), {"summary": f"{len(low)} low-utilisation datapoints"},
-            DEFAULTS["LowGPUUtilization"],
-        )  # fmt: skip
-        for name in ("GPUMemoryIncrease", "BatchSize", "LoadBalancing"):
-            reports[name] = _report(False, 0, len(gpu), {"summary": "evaluated on GPU utilisation only"},
-                                    DEFAULTS[name])  # fmt: skip
-    gpu_idle = not has_gpu  # a CPU-only host: the "GPU below gpu_threshold" half of the condition always holds
-    params = DEFAULTS["CPUBottleneck"]
-    reports["CPUBottleneck"] = _share_rule(cpu if gpu_idle else {}, params["cpu_threshold"], params["threshold"],
-                                           params, "CPU utilisation")  # fmt: skip
-    params = DEFAULTS["IOBottleneck"]
-    reports["IOBottleneck"] = _share_rule(_by_timestamp(records, "CPUIOWait"), params["io_threshold"],
-                                          params["threshold"], params, "I/O wait")  # fmt: skip
-    reports["Dataloader"] = _report(
-        False,
-        0,
-        0,
-        {"summary": "not evaluated: needs framework (dataloader) metrics, which this profiler does not collect"},
-        DEFAULTS["Dataloader"],
+def resolve_parameters(rule_configuration: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{rule: effective parameters} for the rules this configuration runs."""
+    parameters = dict(rule_configuration.get("RuleParameters") or {})
+    invoked = (
+        parameters.pop("rule_to_invoke", None) or rule_configuration.get("RuleConfigurationName") or REPORT
     )
-    init_minutes = (steps[0] - training_start) / 60 if steps and training_start else None
-    limit = DEFAULTS["MaxInitializationTime"]["threshold"]
-    reports["MaxInitializationTime"] = _report(
-        init_minutes is not None and init_minutes > limit, int(bool(init_minutes and init_minutes > limit)),
-        len(steps), {"summary": "no step timings" if init_minutes is None else
-                     f"first step after {init_minutes:.2f} min (threshold {limit} min)"},
-        DEFAULTS["MaxInitializationTime"],
-    )  # fmt: skip
-    durations = [b - a for a, b in zip(steps, steps[1:], strict=False)]
-    outliers = []
-    if len(durations) >= 3:
-        mean, sd = statistics.fmean(durations), statistics.pstdev(durations)
-        outliers = [d for d in durations if sd and d > mean + DEFAULTS["StepOutlier"]["stddev"] * sd]
-    reports["StepOutlier"] = _report(
-        len(outliers) > DEFAULTS["StepOutlier"]["n_outliers"], len(outliers), len(durations),
-        {"summary": f"{len(outliers)} step(s) slower than mean + 3 sd over {len(durations)} steps"},
-        DEFAULTS["StepOutlier"],
-    )  # fmt: skip
-    memory = _by_timestamp(records, "Memory")
-    usage = {}
-    for label, series in (("cpu", cpu), ("memory", memory)):
-        values = sorted(series.values())
-        if values:
-            usage[label] = {"p50": values[len(values) // 2], "p95": values[int(0.95 * (len(values) - 1))],
-                            "max": values[-1]}  # fmt: skip
-    reports["OverallSystemUsage"] = _report(False, 0, len(cpu), {"summary": "system usage statistics",
-                                                                  "usage": usage}, {})  # fmt: skip
-    return reports
+    defaults = profiler_defaults()
+    by_lower = {name.lower(): name for name in defaults}
+    if invoked == REPORT:
+        chosen = {name: dict(values) for name, values in defaults.items()}
+        for key, text in parameters.items():
+            prefix, _, parameter = key.partition("_")
+            rule = by_lower.get(prefix.lower())
+            if rule is None or parameter not in defaults[rule]:
+                raise ProfilerConfigError(
+                    f"{key} is not <RuleName>_<parameter> of a profiler rule ({', '.join(sorted(defaults))})"
+                )
+            chosen[rule][parameter] = _typed(rule, parameter, defaults[rule][parameter], text)
+        return chosen
+    if invoked not in defaults:
+        raise ProfilerConfigError(
+            f"unknown profiler rule {invoked!r}: this engine runs {REPORT} and {', '.join(sorted(defaults))}"
+        )
+    unknown = sorted(set(parameters) - set(defaults[invoked]))
+    if unknown:
+        raise ProfilerConfigError(f"{invoked} has no parameter(s) {', '.join(unknown)}")
+    values = dict(defaults[invoked])
+    values.update({k: _typed(invoked, k, defaults[invoked][k], v) for k, v in parameters.items()})
+    return {invoked: values}
 
 
-def render_html(job_name: str, reports: dict[str, dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{'TRIGGERED' if r['RuleTriggered'] else 'ok'}</td>"
-        f"<td>{r['Violations']}</td><td>{r['Datapoints']}</td><td>{html.escape(str(r['Details'].get('summary')))}"
-        "</td></tr>"
-        for name, r in sorted(reports.items())
-    )
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Profiler report {html.escape(job_name)}"
-            "</title></head><body><h1>Profiler report</h1><table border='1'><tr><th>Rule</th><th>Status</th>"
-            f"<th>Violations</th><th>Datapoints</th><th>Details</th></tr>{rows}</table></body></html>")  # fmt: skip
+def _write_reports(output_dir: Path, reports: dict[str, dict[str, Any]], html_text: str) -> None:
+    out = LocalStorage(Path(output_dir) / "profiler-output")
+    for rule, report in reports.items():
+        out.write(f"profiler-reports/{rule}.json", json.dumps(report, indent=2, default=float).encode())
+    out.write("profiler-report.html", html_text.encode())
 
 
 def evaluate_profiler_report(
     rule_configuration: dict[str, Any],
     profiler_path: str | Path,
     output_dir: Path,
-    trial_path: str | None = None,
+    s3_endpoint_url: str | None = None,
+    trial_path: str | Path | None = None,
+    *,
+    s3_client: Any = None,
     training_start: float | None = None,
     job_name: str = "",
 ) -> RuleOutcome:
-    """Run the ProfilerReport's rules; write the report files under `<output_dir>/profiler-output/`."""
-    name = rule_configuration.get("RuleConfigurationName", "ProfilerReport")
+    """Run the configured profiler rule(s) and write their reports; IssuesFound when any rule triggered."""
+    name = rule_configuration.get("RuleConfigurationName") or REPORT
     try:
-        records = read_system_metrics(Path(profiler_path))
-        if not records:
-            return RuleOutcome(name, ERROR, f"no system metrics under {profiler_path}: the profiler wrote nothing")
-        reports = evaluate_rules(records, step_times(trial_path), training_start)
-        out = Path(output_dir) / "profiler-output"
-        (out / "profiler-reports").mkdir(parents=True, exist_ok=True)
-        for rule, report in reports.items():
-            (out / "profiler-reports" / f"{rule}.json").write_text(json.dumps(report, indent=2))
-        (out / "profiler-report.html").write_text(render_html(job_name, reports))
-    except Exception as exc:
-        return RuleOutcome(name, ERROR, f"ProfilerReport failed: {type(exc).__name__}: {exc}")
-    triggered = sorted(rule for rule, report in reports.items() if report["RuleTriggered"])
-    status = ISSUES_FOUND if triggered else NO_ISSUES_FOUND
-    details = f"triggered: {', '.join(triggered)}" if triggered else f"{len(reports)} profiler rules, none triggered"
-    return RuleOutcome(name, status, details, len(triggered), len(records), {"rule_to_invoke": "ProfilerReport"})
+        chosen = resolve_parameters(rule_configuration)
+    except ProfilerConfigError as exc:
+        return RuleOutcome(name, ERROR, f"invalid rule configuration: {exc}")
+    try:
+        metrics = read_system_metrics(open_storage(profiler_path, s3_client, s3_endpoint_url))
+        if not metrics.events:
+            extra = f" ({metrics.skip_note()})" if metrics.skip_note() else ""
+            return RuleOutcome(
+                name,
+                ERROR,
+                f"no system metrics under {profiler_path}/system: the profiler wrote "
+                f"nothing the rules can read{extra}",
+                parameters=chosen,
+            )
+        trial = open_storage(trial_path, s3_client, s3_endpoint_url) if trial_path else None
+        timeline = read_step_timeline(trial)
+        data = ProfilerData(metrics, timeline, training_start)
+        reports = {rule: RULES[rule](**parameters).evaluate(data) for rule, parameters in chosen.items()}
+        notes = [n for n in (metrics.skip_note(),) if n]
+        if timeline.problems:
+            notes.append(
+                f"{len(timeline.problems)} step(s) of the trial could not be timed, "
+                f"e.g. {timeline.problems[0]}"
+            )
+        if trial_path is None:
+            notes.append("no smdebug trial given: step-based rules had no step timings")
+        _write_reports(Path(output_dir), reports, render_profiler_report(job_name, reports, notes))
+    except Exception as exc:  # a crash is an Error with its reason, never "no issues"
+        log.exception("profiler rules crashed on %s", profiler_path)
+        return RuleOutcome(
+            name, ERROR, f"profiler rules failed: {type(exc).__name__}: {exc}", parameters=chosen
+        )
+    samples = len({(e.node, e.timestamp) for e in metrics.events})
+    triggered = [rule for rule, report in sorted(reports.items()) if report["RuleTriggered"]]
+    if triggered:
+        details = "; ".join(f"{rule}: {reports[rule]['Details']['summary']}" for rule in triggered)
+        return RuleOutcome(name, ISSUES_FOUND, details, len(triggered), samples, chosen)
+    idle = [rule for rule, r in sorted(reports.items()) if r["Details"].get("applicable") is False]
+    unjudged = [rule for rule, r in sorted(reports.items()) if r["Details"].get("evaluated") is False]
+    details = f"{len(reports)} profiler rule(s) over {samples} samples, none triggered"
+    if idle:
+        details += f"; not applicable: {', '.join(idle)}"
+    if unjudged:
+        details += f"; not evaluated (insufficient data): {', '.join(unjudged)}"
+    return RuleOutcome(name, NO_ISSUES_FOUND, details, 0, samples, chosen)

@@ -1,89 +1,155 @@
-"""rules_mode=self_hosted: evaluate a finished job's rules ourselves, from its S3 output.
+"""rules_mode=self_hosted: evaluate a finished job's rules ourselves, from its S3 output, and write the
+results where SageMaker would.
 
-For accounts without SageMaker Debugger, the request carries no rule configuration; the training code
-saves the same tensors (smdebug) and system metrics (our sampler) to the S3 locations SageMaker would use.
-This module reads them through the same seam (download, then the local readers), runs the same engine
-and writes the rule output where SageMaker would, answering in DescribeTrainingJob's status shape.
+Accounts without SageMaker Debugger (closed to new customers since 2026-07-30) send no rule configuration;
+the training code saves the same smdebug tensors and our sampler's system metrics to the S3 locations
+SageMaker uses (`<S3OutputPath>/<job>/debug-output`, `.../profiler-output`). This module mirrors them once
+through the storage seam, runs the same engine as the local runner, writes the rule output to
+`<S3OutputPath>/<job>/rule-output/<RuleConfigurationName>/` and answers in DescribeTrainingJob's shape.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.rules.outcome import ERROR, RuleOutcome
+from inventory_pipeline.rules.storage import S3Storage, mirror, upload_tree
 
 log = logging.getLogger(__name__)
+MAX_STATUS_DETAILS = 1024  # DescribeTrainingJob's StatusDetails limit
 
 
-def _download_prefix(s3: Any, uri: str, dest: Path) -> int:
-    bucket, _, prefix = uri[5:].partition("/")
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-        for obj in page.get("Contents", []):
-            target = dest / obj["Key"][len(prefix.rstrip("/")) + 1 :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, obj["Key"], str(target))
-            count += 1
-    return count
-
-
-def _upload_dir(s3: Any, directory: Path, uri: str) -> None:
-    bucket, _, prefix = uri[5:].partition("/")
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(directory).as_posix()}")
-
-
-def _status(outcome: RuleOutcome) -> dict[str, Any]:
-    return {"RuleConfigurationName": outcome.name, "RuleEvaluationStatus": outcome.status,
-            "StatusDetails": outcome.details[:1000], "LastModifiedTime": time.time()}  # fmt: skip
-
-
-def evaluate_job_rules(s3: Any, describe: dict[str, Any], settings: Any) -> dict[str, Any]:
-    """The job's rule statuses (+ the configurations and output path the report needs)."""
-    from inventory_pipeline.rules.debugger import evaluate_debugger_rule
-    from inventory_pipeline.rules.profiler import evaluate_profiler_report
-    from inventory_pipeline.training.request import JobPaths, rule_objects
-
-    job = describe["TrainingJobName"]
-    paths = JobPaths(describe["OutputDataConfig"]["S3OutputPath"], job)
-    rules, profiler_rules = rule_objects(settings)
-    debug_configs = [r.to_debugger_rule_config_dict() for r in rules]
-    profiler_configs = [r.to_profiler_rule_config_dict() for r in profiler_rules]
-    debug, profiler = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        trial, system, out = Path(tmp, "trial"), Path(tmp, "profiler"), Path(tmp, "rule-output")
-        saved = _download_prefix(s3, paths.debug_output, trial)
-        _download_prefix(s3, paths.profiler_output, system)
-        for config in debug_configs:
-            if saved == 0:
-                outcome = RuleOutcome(config["RuleConfigurationName"], ERROR,
-                                      f"no debugger output under {paths.debug_output}")  # fmt: skip
-            else:
-                outcome = evaluate_debugger_rule(config, str(trial))
-            debug.append(_status(outcome))
-        for config in profiler_configs:
-            name = config["RuleConfigurationName"]
-            outcome = evaluate_profiler_report(config, system, out / name, trial_path=str(trial),
-                                               training_start=_epoch(describe.get("TrainingStartTime")),
-                                               job_name=job)  # fmt: skip
-            profiler.append(_status(outcome))
-        if out.is_dir():
-            _upload_dir(s3, out, f"{paths.job_prefix}/rule-output")
+def status_entry(outcome: RuleOutcome) -> dict[str, Any]:
+    """One DebugRuleEvaluationStatuses / ProfilerRuleEvaluationStatuses entry."""
     return {
-        "DebugRuleEvaluationStatuses": debug,
-        "ProfilerRuleEvaluationStatuses": profiler,
-        "DebugRuleConfigurations": debug_configs,
-        "ProfilerRuleConfigurations": profiler_configs,
-        "ProfilerConfig": {"S3OutputPath": describe["OutputDataConfig"]["S3OutputPath"]},
+        "RuleConfigurationName": outcome.name,
+        "RuleEvaluationStatus": outcome.status,
+        "StatusDetails": outcome.details[:MAX_STATUS_DETAILS],
+        "LastModifiedTime": time.time(),
     }
+
+
+def _is_profiler_rule(configuration: Mapping[str, Any]) -> bool:
+    from inventory_pipeline.rules.profiler import REPORT, profiler_defaults
+
+    invoked = (configuration.get("RuleParameters") or {}).get("rule_to_invoke")
+    return invoked == REPORT or invoked in profiler_defaults()
+
+
+def rule_configurations(describe: Mapping[str, Any], rules: Any = None) -> tuple[list[dict], list[dict]]:
+    """(debugger, profiler) configurations: from `rules` when given (a list of configuration dicts, or a
+    Settings object whose rules the request builder would have sent), else from the DescribeTrainingJob."""
+    if rules is None:
+        return list(describe.get("DebugRuleConfigurations") or []), list(
+            describe.get("ProfilerRuleConfigurations") or []
+        )
+    if not isinstance(rules, list | tuple):
+        from inventory_pipeline.training.request import rule_objects
+
+        debug, profiler = rule_objects(rules)
+        return (
+            [r.to_debugger_rule_config_dict() for r in debug],
+            [r.to_profiler_rule_config_dict() for r in profiler],
+        )
+    debug = [dict(c) for c in rules if not _is_profiler_rule(c)]
+    return debug, [dict(c) for c in rules if _is_profiler_rule(c)]
 
 
 def _epoch(value: Any) -> float | None:
     if value is None:
         return None
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def evaluate_job_rules(s3: Any, describe: Mapping[str, Any], rules: Any = None) -> dict[str, Any]:
+    """Evaluate a finished job's rules from S3 and write their output where SageMaker would.
+
+    `describe` is a DescribeTrainingJob response (TrainingJobName, OutputDataConfig, and DebugHookConfig /
+    ProfilerConfig when the request had them); `rules` as in `rule_configurations`. Returns
+    {"DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"} in DescribeTrainingJob's shape, plus the
+    configurations evaluated and the ProfilerConfig the report reader needs."""
+    job = describe["TrainingJobName"]
+    output = describe["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    hook_base = ((describe.get("DebugHookConfig") or {}).get("S3OutputPath") or output).rstrip("/")
+    profiler_base = ((describe.get("ProfilerConfig") or {}).get("S3OutputPath") or output).rstrip("/")
+    debug_configs, profiler_configs = rule_configurations(describe, rules)
+    debug_statuses, profiler_statuses = [], []
+    with tempfile.TemporaryDirectory(prefix=f"rules-{job[:40]}-") as tmp:
+        trial, metrics = Path(tmp, "debug-output"), Path(tmp, "profiler-output")
+        copied = mirror(S3Storage(s3, f"{hook_base}/{job}/debug-output"), trial)
+        mirror(S3Storage(s3, f"{profiler_base}/{job}/profiler-output"), metrics)
+        log.info(
+            "%s: %d debug-output file(s) mirrored for %d debugger rule(s)", job, copied, len(debug_configs)
+        )
+        for config in debug_configs:
+            outcome = _debugger(config, trial, copied)
+            debug_statuses.append(_publish(s3, outcome, Path(tmp, "out", outcome.name), f"{hook_base}/{job}"))
+        for config in profiler_configs:
+            name = config.get("RuleConfigurationName") or "ProfilerReport"
+            out_dir = Path(tmp, "out", name)
+            outcome = _profiler(config, metrics, out_dir, trial if copied else None, describe, job)
+            profiler_statuses.append(_publish(s3, outcome, out_dir, f"{profiler_base}/{job}"))
+    return {
+        "DebugRuleEvaluationStatuses": debug_statuses,
+        "ProfilerRuleEvaluationStatuses": profiler_statuses,
+        "DebugRuleConfigurations": debug_configs,
+        "ProfilerRuleConfigurations": profiler_configs,
+        "ProfilerConfig": {"S3OutputPath": profiler_base},
+    }
+
+
+def _debugger(config: dict[str, Any], trial: Path, copied: int) -> RuleOutcome:
+    from inventory_pipeline.rules.debugger import NO_DATA, evaluate_debugger_rule
+
+    if copied == 0:
+        return RuleOutcome(
+            config.get("RuleConfigurationName", "?"), ERROR, f"{NO_DATA} (no debug-output in S3)"
+        )
+    # The job is over: evaluate what it saved, without waiting for an end marker a killed job never wrote.
+    return evaluate_debugger_rule(config, str(trial), job_finished=lambda: True)
+
+
+def _profiler(
+    config: dict[str, Any],
+    metrics: Path,
+    out_dir: Path,
+    trial: Path | None,
+    describe: Mapping[str, Any],
+    job: str,
+) -> RuleOutcome:
+    from inventory_pipeline.rules.profiler import evaluate_profiler_report
+
+    return evaluate_profiler_report(
+        config,
+        metrics,
+        out_dir,
+        trial_path=str(trial) if trial else None,
+        training_start=_epoch(describe.get("TrainingStartTime")),
+        job_name=job,
+    )
+
+
+def _publish(s3: Any, outcome: RuleOutcome, out_dir: Path, job_prefix: str) -> dict[str, Any]:
+    """Write the rule's files (and outcome.json, as the local runner does) under rule-output/<name>/."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "outcome.json").write_text(json.dumps(outcome.to_dict(), indent=2, default=str))
+    target = S3Storage(s3, f"{job_prefix}/rule-output/{outcome.name}")
+    try:
+        upload_tree(out_dir, target)
+    except Exception as exc:  # the evaluation happened, but nobody could read it: say so
+        outcome = RuleOutcome(
+            outcome.name,
+            ERROR,
+            f"could not write the rule output to {target.uri}: {exc}",
+            outcome.triggered,
+            outcome.datapoints,
+            outcome.parameters,
+        )
+    log.info("%s: %s (%s)", outcome.name, outcome.status, outcome.details)
+    return status_entry(outcome)
