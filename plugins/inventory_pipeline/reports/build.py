@@ -82,10 +82,14 @@ def system_metrics(s3: Any, describe: dict[str, Any]) -> list[dict[str, Any]]:
 
 def utilisation(records: list[dict[str, Any]]) -> dict[str, dict[float, float]]:
     series: dict[str, dict[float, list[float]]] = {"cpu": {}, "memory": {}, "disk": {}}
-    for r in records:
-        key = {"CPUUtilization": "cpu", "Memory": "memory"}.get(r["Dimension"])
-        if r["Type"] == "io":
-            key = "disk"
+    for r in records:  # SageMaker's record names (the sampler writes the same)
+        key = None
+        if r["Dimension"] == "CPUUtilization":
+            key = "cpu"
+        elif r["Name"] == "MemoryUsedPercent":
+            key = "memory"
+        elif r["Type"] == "i/o" and r["Name"].endswith("InBytesPerSecond"):
+            key = "disk"  # throughput only: IOPS would not add up with bytes
         if key:
             series[key].setdefault(r["Timestamp"], []).append(float(r["Value"]))
     out: dict[str, dict[float, float]] = {}

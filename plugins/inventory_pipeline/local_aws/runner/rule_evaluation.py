@@ -48,7 +48,8 @@ class RuleEvaluations:
                 ERROR,
                 "the training job wrote no debugger tensors (it may have failed before its first step)",
             )
-        return evaluate_debugger_rule(config, str(tensors))
+        # Called once training is over: a stopped or timed-out job never writes smdebug's end marker.
+        return evaluate_debugger_rule(config, str(tensors), job_finished=lambda: True)
 
     def _profiler(self, config: dict[str, Any]) -> RuleOutcome:
         from inventory_pipeline.rules.profiler import evaluate_profiler_report
