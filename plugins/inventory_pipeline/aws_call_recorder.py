@@ -1,0 +1,97 @@
+"""Record every AWS API call a process makes, and on whose behalf, for the least-privilege test.
+
+Opt-in and inert by default: nothing is patched unless `INVENTORY_RECORD_AWS_CALLS` names a JSONL file.
+`install_from_env()` wraps `botocore.session.Session.__init__`, so every session created afterwards (boto3's,
+the Amazon provider's `AwsBaseHook` sessions, aiobotocore's) gets two event handlers:
+
+- `before-parameter-build`: keeps the call's resource-naming parameters (bucket, key, log group, job name...);
+- `request-created` (after botocore's signer): writes one line per call with the principal and the access key
+  the request was signed with (the same evidence a server would attribute the call by).
+
+The principal is a label read from `INVENTORY_RECORD_AWS_PRINCIPAL` at call time ("airflow" for the DAG's
+tasks, "execution_role" for the local SageMaker runner and the training processes it starts).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import threading
+import time
+from typing import Any
+
+RECORD_ENV = "INVENTORY_RECORD_AWS_CALLS"
+PRINCIPAL_ENV = "INVENTORY_RECORD_AWS_PRINCIPAL"
+EXECUTION_ROLE = "execution_role"
+# Only what names a resource or changes which IAM actions a call needs: never bodies, never credentials.
+_KEPT_PARAMS = ("Bucket", "Key", "Prefix", "CopySource", "logGroupName", "logStreamName", "logStreamNamePrefix",
+                "TrainingJobName", "RoleArn", "Tags")  # fmt: skip
+_CONTEXT_KEY = "inventory_recorded_call"
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+_lock = threading.Lock()
+_target: dict[str, str] = {}  # the file, fixed at install: a handler must not depend on later env changes
+
+
+def install_from_env(principal: str | None = None) -> bool:
+    """Start recording when `INVENTORY_RECORD_AWS_CALLS` is set; `principal` also labels child processes."""
+    path = os.environ.get(RECORD_ENV)
+    if not path:
+        return False
+    if principal:
+        # Exported so the processes this one starts (the runner's training processes) act as the same principal.
+        os.environ[PRINCIPAL_ENV] = principal
+    _target["path"] = path
+    import botocore.session
+
+    session_class = botocore.session.Session
+    if getattr(session_class, "_inventory_recording", False):
+        return True
+    original_init = session_class.__init__
+
+    @functools.wraps(original_init)
+    def recording_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.register("before-parameter-build", _remember_call)
+        self.register("request-created", _record_call)  # generic event: runs after the service's signer
+
+    session_class.__init__ = recording_init
+    session_class._inventory_recording = True
+    return True
+
+
+def _remember_call(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    kept = {name: _plain(name, params[name]) for name in _KEPT_PARAMS if name in params}
+    context[_CONTEXT_KEY] = {
+        "service": model.service_model.service_name,
+        "operation": model.name,
+        "params": kept,
+    }
+
+
+def _plain(name: str, value: Any) -> Any:
+    if name == "Tags":
+        return bool(value)
+    if name == "CopySource" and isinstance(value, dict):
+        return f"{value.get('Bucket')}/{value.get('Key')}"
+    return str(value)[:1024]
+
+
+def _record_call(request: Any, **_: Any) -> None:
+    call = (getattr(request, "context", None) or {}).pop(_CONTEXT_KEY, None)
+    if call is None:  # a retry of a call already recorded (or a request botocore made without an API call)
+        return
+    authorization = request.headers.get("Authorization") or ""
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("ascii", "replace")
+    match = _CREDENTIAL.search(authorization)
+    call.update(
+        principal=os.environ.get(PRINCIPAL_ENV, "unknown"),
+        access_key=match.group(1) if match else None,
+        pid=os.getpid(),
+        time=time.time(),
+    )
+    line = json.dumps(call) + "\n"
+    with _lock, open(_target["path"], "a") as out:  # one short append per call: safe across processes
+        out.write(line)

@@ -1,0 +1,146 @@
+"""Least privilege, measured: the DAG runs once on the local stack with every AWS call recorded and attributed
+(conftest.py). Every call must be allowed by its principal's policy in docs/, and every action and resource
+those policies grant must be needed by some call, except the statements only real AWS exercises (listed below,
+each with its reason)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dag_run_recording import ACCOUNT_ID, BUCKET, CONN_ACCESS_KEY, PREFIX, SOURCE_BUCKET, RecordedRun
+from iam_check import Permission, Policy, UnmappedCall, required_permissions
+
+from inventory_pipeline.local_aws.stack import DEFAULT_REGION, LOCAL_ACCESS_KEY
+from inventory_pipeline.settings import Settings
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+POLICIES = {"airflow": "airflow-policy.json", "execution_role": "iam-policy.json"}
+# Statements that only real AWS exercises (by Sid): the local stack runs the job without SageMaker's machinery.
+REAL_AWS_ONLY = {
+    "execution_role": {
+        "ManagedRuleJobsReadJobOutput": "managed rules: Debugger's rule jobs read the job's output as this role; "
+        "the local runner reads its own copy",
+        "LogAgentFindsItsStream": "SageMaker's log agent looks its stream up; the local runner creates it directly",
+        "PublishTrainingMetrics": "SageMaker puts MetricDefinitions in CloudWatch; locally FinalMetricDataList only",
+        "PullImagesAuth": "SageMaker pulls the training/rule images from ECR; locally training_code/ runs as is",
+        "PullTrainingAndRuleImages": "the same image pull (layers)",
+    },
+    "airflow": {
+        "StopJobWhenTaskIsKilled": "only on_kill of a task stops its (paid) job; a good run never stops it",
+    },
+}
+integration = [pytest.mark.integration, pytest.mark.slow]
+
+
+def policy_values() -> dict[str, str]:
+    """What docs/iam.md tells a deployment to fill in, here with the test run's names."""
+    return {"Bucket": BUCKET, "Prefix": PREFIX, "SourceBucket": SOURCE_BUCKET, "AccountId": ACCOUNT_ID,
+            "Region": DEFAULT_REGION, "ExecutionRoleArn": Settings().role_arn}  # fmt: skip
+
+
+@dataclass
+class Evaluation:
+    policies: dict[str, Policy]
+    denied: dict[str, Counter[str]]
+    unmapped: Counter[str]
+
+
+@pytest.fixture(scope="module")
+def evaluation(recorded_run: RecordedRun) -> Evaluation:
+    policies = {principal: Policy.load(DOCS / name, policy_values()) for principal, name in POLICIES.items()}
+    denied: dict[str, Counter[str]] = defaultdict(Counter)
+    unmapped: Counter[str] = Counter()
+    for call in recorded_run.calls():
+        policy = policies.get(call["principal"])
+        if policy is None:
+            continue  # an unknown principal fails test_every_call_is_attributed
+        try:
+            needed = required_permissions(call, DEFAULT_REGION, ACCOUNT_ID)
+        except UnmappedCall as exc:
+            unmapped[f"{call['principal']}: {exc}"] += 1
+            continue
+        for permission in needed:
+            if not policy.allows(permission):
+                denied[call["principal"]][f"{call['operation']} needs {permission}"] += 1
+    return Evaluation(policies, denied, unmapped)
+
+
+def _lines(counter: Counter[str], limit: int = 30) -> str:
+    shown = [f"  {text} ({n} call{'s' if n > 1 else ''})" for text, n in sorted(counter.items())[:limit]]
+    return "\n".join(shown + ([f"  ... and {len(counter) - limit} more"] if len(counter) > limit else []))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_recorded_run_succeeded(recorded_run: RecordedRun) -> None:
+    assert recorded_run.result.ok, recorded_run.result.output[-4000:]
+    assert recorded_run.summary["state"] == "success", recorded_run.summary["tasks"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_call_is_attributed_to_a_principal_using_its_own_credentials(recorded_run: RecordedRun) -> None:
+    calls = recorded_run.calls()
+    expected_keys = {"airflow": CONN_ACCESS_KEY, "execution_role": LOCAL_ACCESS_KEY}
+    wrong = Counter(f"{c['principal']} {c['service']}:{c['operation']} signed with {c['access_key']}"
+                    for c in calls if expected_keys.get(c["principal"]) != c["access_key"])  # fmt: skip
+    # e.g. a task building a boto3 client from the worker's ambient credentials instead of `aws_default`
+    assert not wrong, "calls not made with their principal's credentials:\n" + _lines(wrong)
+    # The training processes record too (self_hosted: they upload the debug output themselves).
+    assert any(c["principal"] == "execution_role" and "/debug-output/" in c["params"].get("Key", "") for c in calls)
+    assert {c["principal"] for c in calls} == set(expected_keys)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_call_is_allowed_by_its_principals_policy(evaluation: Evaluation) -> None:
+    assert not evaluation.unmapped, "no IAM mapping for:\n" + _lines(evaluation.unmapped)
+    report = "\n".join(f"{principal} ({POLICIES[principal]}) denies:\n{_lines(counter)}"
+                       for principal, counter in evaluation.denied.items() if counter)  # fmt: skip
+    assert not report, report
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_grant_is_needed_by_some_call(evaluation: Evaluation) -> None:
+    gaps = [gap for principal, policy in evaluation.policies.items() for gap in policy.unused(REAL_AWS_ONLY[principal])]
+    assert not gaps, "granted but never called (remove it, or allowlist it with a reason):\n" + "\n".join(gaps)
+    # The allowlist stays honest: each entry names a statement, and one the local run indeed never needs.
+    stale = [f"{principal} {sid}" for principal, sids in REAL_AWS_ONLY.items() for sid in sids
+             if sid not in {s["Sid"] for s in evaluation.policies[principal].statements}
+             or any(used[0] == sid for used in evaluation.policies[principal].used)]  # fmt: skip
+    assert not stale, f"allowlisted statements that are missing or used after all: {stale}"
+
+
+# --- the evaluator itself (no DAG run) --------------------------------------------------------------------
+
+
+def test_operations_map_to_the_iam_actions_aws_authorizes() -> None:
+    def needed(operation: str, **params: object) -> list[str]:
+        call = {"service": "s3", "operation": operation, "params": params}
+        return [str(p) for p in required_permissions(call, "us-east-1", "1")]
+
+    assert needed("HeadObject", Bucket="b", Key="k") == ["s3:GetObject on arn:aws:s3:::b/k"]
+    assert needed("HeadBucket", Bucket="b") == ["s3:ListBucket on arn:aws:s3:::b"]
+    assert needed("CopyObject", Bucket="d", Key="k2", CopySource="s/a%20b.jpg") == [
+        "s3:GetObject on arn:aws:s3:::s/a b.jpg", "s3:PutObject on arn:aws:s3:::d/k2"]  # fmt: skip
+    params = {"TrainingJobName": "Inventory-X", "RoleArn": "arn:aws:iam::1:role/r", "Tags": True}
+    create = {"service": "sagemaker", "operation": "CreateTrainingJob", "params": params}
+    assert [p.action for p in required_permissions(create, "us-east-1", "1")] == [
+        "sagemaker:CreateTrainingJob", "iam:PassRole", "sagemaker:AddTags"]  # fmt: skip
+    with pytest.raises(UnmappedCall, match="s3:DeleteBucket"):
+        needed("DeleteBucket", Bucket="b")
+
+
+def test_the_evaluator_matches_wildcards_and_conditions_like_iam() -> None:
+    policy = Policy.load(DOCS / "airflow-policy.json", policy_values())
+    key = f"arn:aws:s3:::{BUCKET}/{PREFIX}/training-jobs/job-1/report/report.html"
+    assert policy.allows(Permission("s3:PutObject", key))
+    assert not policy.allows(Permission("s3:PutObject", key.replace("/report/", "/output/")))
+    role = Settings().role_arn
+    assert policy.allows(Permission("iam:PassRole", role, (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
+    assert not policy.allows(Permission("iam:PassRole", role))  # a missing condition key fails the condition
+    assert not policy.allows(Permission("iam:PassRole", role, (("iam:PassedToService", "ec2.amazonaws.com"),)))
