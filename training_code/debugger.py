@@ -24,11 +24,14 @@ def _self_hosted_config() -> Path | None:
     if not output:
         return None
     interval = os.environ.get("INVENTORY_DEBUG_SAVE_INTERVAL", "1")
-    collections = [c for c in os.environ.get("INVENTORY_DEBUG_COLLECTIONS", "").split(",") if c]
+    # {collection: parameters}, as the request builder writes them (the rules' save_interval included)
+    collections = json.loads(os.environ.get("INVENTORY_DEBUG_COLLECTIONS") or "{}")
     config = {
         "LocalPath": output,
         "HookParameters": {"train.save_interval": interval, "eval.save_interval": interval},
-        "CollectionConfigurations": [{"CollectionName": c, "CollectionParameters": {}} for c in collections],
+        "CollectionConfigurations": [
+            {"CollectionName": name, "CollectionParameters": params} for name, params in collections.items()
+        ],
     }
     path = Path(tempfile.mkdtemp()) / "debughookconfig.json"
     path.write_text(json.dumps(config))

@@ -27,7 +27,11 @@ def test_matches_the_studys_configuration():
     )
     hook = request["DebugHookConfig"]
     assert hook["HookParameters"] == {"train.save_interval": "1", "eval.save_interval": "1"}
-    assert {"gradients", "relu_input", "losses"} <= {c["CollectionName"] for c in hook["CollectionConfigurations"]}
+    collections = {c["CollectionName"]: c.get("CollectionParameters", {}) for c in hook["CollectionConfigurations"]}
+    assert set(collections) == {"gradients", "relu_input", "losses"}
+    # as the SDK's estimator sends them: the rules' collections keep their own interval
+    assert collections["gradients"]["save_interval"] == collections["relu_input"]["save_interval"] == "500"
+    assert collections["relu_input"]["include_regex"] == ".*relu_input"
     assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
     assert rule_names(request) == {
         "debug": ["VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"],
@@ -44,6 +48,9 @@ def test_self_hosted_mode_sends_no_debugger_configuration():
     assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(request)
     env = request["Environment"]
     assert env["INVENTORY_DEBUG_S3_OUTPUT"].endswith("/inventory-run-1/debug-output")
+    assert json.loads(env["INVENTORY_DEBUG_COLLECTIONS"])["relu_input"] == {
+        "include_regex": ".*relu_input", "save_interval": "500"}  # fmt: skip
+    assert all(len(value) <= 512 for value in env.values())  # SageMaker's cap on Environment values
     assert env["INVENTORY_PROFILER_S3_OUTPUT"].endswith("/inventory-run-1/profiler-output")
     assert all(len(v) <= 512 for v in env.values())  # SageMaker's limit per value
 

@@ -29,8 +29,8 @@ _RULE_FACTORIES = {
     "Overtraining": "overtraining",
     "PoorWeightInitialization": "poor_weight_initialization",
 }
-# Besides the collections the rules ask for, the report plots losses and the rules read weights/biases.
-_EXTRA_COLLECTIONS = ("losses", "weights", "biases")
+# Besides the collections the rules ask for, the report plots the losses (and Overfit/Overtraining read them).
+_EXTRA_COLLECTIONS = ("losses",)
 _DEFAULT_IMAGE = "DEFAULT_RULE_EVALUATOR_IMAGE"
 
 
@@ -123,16 +123,17 @@ def rule_objects(settings: Settings) -> tuple[list[Any], list[Any]]:
 
 
 def debug_hook_config(settings: Settings, rules: list[Any]) -> dict[str, Any]:
-    """Save every step (train and eval) with the collections the rules need plus losses/weights/biases.
+    """The hook configuration the SDK's estimator sends: save_interval 1 for train and eval (the study's
+    setting, which the losses follow) plus each rule's collections with the rule's own parameters.
 
-    The rules' own collection configs carry `save_interval=500`; we drop that so the hook-level
-    save_interval of 1 applies, as the study's configuration asks.
+    The rules' collections keep their `save_interval=500` as on SageMaker (a collection's interval overrides
+    the hook's): saving every ReLU input and gradient at every step writes gigabytes for a small job
+    (1.8 GB for 41 steps of small_cnn here) and makes the job and its rules many times slower.
     """
     collections: dict[str, dict[str, str]] = {}
     for rule in rules:
         for collection in rule.collection_configs or []:
-            params = {k: v for k, v in (collection.parameters or {}).items() if k != "save_interval"}
-            collections.setdefault(collection.name, {}).update(params)
+            collections.setdefault(collection.name, {}).update(collection.parameters or {})
     for name in _EXTRA_COLLECTIONS:
         collections.setdefault(name, {})
     config = {
@@ -242,7 +243,10 @@ def build_training_request(
             {
                 "INVENTORY_DEBUG_S3_OUTPUT": paths.debug_output,
                 "INVENTORY_DEBUG_SAVE_INTERVAL": "1",
-                "INVENTORY_DEBUG_COLLECTIONS": ",".join(c["CollectionName"] for c in hook["CollectionConfigurations"]),
+                "INVENTORY_DEBUG_COLLECTIONS": json.dumps(
+                    {c["CollectionName"]: c.get("CollectionParameters", {}) for c in hook["CollectionConfigurations"]},
+                    separators=(",", ":"),
+                ),
                 "INVENTORY_PROFILER_S3_OUTPUT": paths.profiler_output,
                 "INVENTORY_PROFILER_INTERVAL_MS": "500",
             }

@@ -1,8 +1,9 @@
 """Run one training job (a separate process per job, started by the local SageMaker server).
 
 Starting -> Downloading (code, channels) -> Training (one process per host, system profiler, log shipping,
-MaxRuntime and Stop honoured) -> Uploading (model.tar.gz, output.tar.gz, debug output, profiler output)
--> Completed | Failed | Stopped; rule evaluations then finish and update their own statuses.
+debugger rules following the trial, MaxRuntime and Stop honoured) -> Uploading (model.tar.gz, output.tar.gz,
+debug output, profiler output) -> Completed | Failed | Stopped; the ProfilerReport and the debugger rules'
+conclusions then finish and update their own statuses.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inventory_pipeline.aws_call_recorder import EXECUTION_ROLE, install_from_env
 from inventory_pipeline.aws_clients import make_client
 from inventory_pipeline.local_aws.runner import outputs, workspace
 from inventory_pipeline.local_aws.runner.job_store import JobStore
@@ -281,6 +283,7 @@ def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region
             runner.train(channels)
         finally:
             profiler.stop()
+            rules.training_over()
         runner.upload()
         runner.finish("Completed", "Completed", "Training job completed")
     except _Stopped as stop:
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs-endpoint", required=True)
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args(argv)
+    # Everything this process and its training processes call, they call as the job's execution role.
+    install_from_env(principal=EXECUTION_ROLE)  # no-op unless INVENTORY_RECORD_AWS_CALLS is set
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(JobStore(args.state_dir), args.job, args.s3_endpoint, args.logs_endpoint, args.region)
     return 0

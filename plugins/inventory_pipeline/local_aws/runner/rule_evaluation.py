@@ -1,7 +1,9 @@
 """Rule evaluations of a local job: our rule engine, reported the way DescribeTrainingJob reports them.
 
 Statuses start InProgress at CreateTrainingJob and end IssuesFound / NoIssuesFound / Error, possibly after
-the training job's own status (as on AWS). Rule output goes where SageMaker writes it:
+the training job's own status (as on AWS). Debugger rules start with training and follow the trial step by
+step, as SageMaker's rule jobs do (a rule may report IssuesFound while the job is still training); the
+ProfilerReport reads the whole profile once training is over. Rule output goes where SageMaker writes it:
 `<S3OutputPath>/<job>/rule-output/<RuleConfigurationName>/`.
 """
 
@@ -9,22 +11,42 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from inventory_pipeline.local_aws.runner import outputs, workspace
 from inventory_pipeline.rules.outcome import ERROR, RuleOutcome
 
 log = logging.getLogger(__name__)
+# How long a debugger rule may wait past MaxRuntimeInSeconds for the trial's last steps.
+RULE_MARGIN_S = 600.0
 
 
 class RuleEvaluations:
     def __init__(self, runner: Any):
         self.runner = runner
+        self._training_over = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rule")
+        self._debugger_runs: list[Future] = []
 
     def start_debugger_rules(self) -> None:
-        """Debugger rules read the trial once training has written it (see finish)."""
+        """Start following the trial now; each rule ends at a violation or once training is over."""
+        job = self.runner.job
+        output = self._hook_output()
+        for config in job.get("DebugRuleConfigurations", []):
+            self._debugger_runs.append(
+                self._pool.submit(self._run, "DebugRuleEvaluationStatuses", config, self._debugger, output)
+            )
+
+    def training_over(self) -> None:
+        """Training processes have exited (completed, failed, stopped): no more steps will be written."""
+        self._training_over.set()
+
+    def _hook_output(self) -> str:
+        job = self.runner.job
+        return (job.get("DebugHookConfig") or {}).get("S3OutputPath") or job["OutputDataConfig"]["S3OutputPath"]
 
     def _set_status(self, key: str, outcome: RuleOutcome) -> None:
         now = time.time()
@@ -42,14 +64,18 @@ class RuleEvaluations:
         from inventory_pipeline.rules.debugger import evaluate_debugger_rule
 
         tensors = self.runner.host_dirs[self.runner.hosts[0]].tensors
-        if not tensors.is_dir():
+        max_runtime = float(self.runner.job.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
+        # The runner says when training is over: a stopped or timed-out job never writes smdebug's end marker.
+        outcome = evaluate_debugger_rule(
+            config, str(tensors), job_finished=self._training_over.is_set, timeout_s=max_runtime + RULE_MARGIN_S,
+            poll_s=1.0,
+        )  # fmt: skip
+        if outcome.status == ERROR and not tensors.is_dir():
             return RuleOutcome(
-                config["RuleConfigurationName"],
-                ERROR,
+                outcome.name, ERROR,
                 "the training job wrote no debugger tensors (it may have failed before its first step)",
-            )
-        # Called once training is over: a stopped or timed-out job never writes smdebug's end marker.
-        return evaluate_debugger_rule(config, str(tensors), job_finished=lambda: True)
+            )  # fmt: skip
+        return outcome
 
     def _profiler(self, config: dict[str, Any]) -> RuleOutcome:
         from inventory_pipeline.rules.profiler import evaluate_profiler_report
@@ -80,14 +106,14 @@ class RuleEvaluations:
         self._set_status(key, outcome)
 
     def finish(self) -> None:
+        """Evaluate the ProfilerReport, then wait for the debugger rules (started with training) to end."""
+        self.training_over()
         job = self.runner.job
-        hook_output = (job.get("DebugHookConfig") or {}).get("S3OutputPath") or job["OutputDataConfig"]["S3OutputPath"]
-        profiler_output = (job.get("ProfilerConfig") or {}).get("S3OutputPath") or hook_output
-        tasks = [
-            ("DebugRuleEvaluationStatuses", c, self._debugger, hook_output)
-            for c in job.get("DebugRuleConfigurations", [])
-        ]
-        tasks += [("ProfilerRuleEvaluationStatuses", c, self._profiler, profiler_output)
-                  for c in job.get("ProfilerRuleConfigurations", [])]  # fmt: skip
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda t: self._run(*t), tasks))
+        profiler_output = (job.get("ProfilerConfig") or {}).get("S3OutputPath") or self._hook_output()
+        if not self._debugger_runs:  # training never started (the job failed while downloading)
+            self.start_debugger_rules()
+        runs = [self._pool.submit(self._run, "ProfilerRuleEvaluationStatuses", config, self._profiler, profiler_output)
+                for config in job.get("ProfilerRuleConfigurations", [])]  # fmt: skip
+        for run in [*self._debugger_runs, *runs]:
+            run.result()
+        self._pool.shutdown()

@@ -88,7 +88,11 @@ def download_channel(s3: Any, name: str, uri: str, dest: Path, workers: int = 16
         if dest not in target.parents:
             raise WorkspaceError(f"channel {name!r}: key {key!r} would land outside the channel directory")
         target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, key, str(target))
+        # One GET per object (download_file would HEAD each object first: twice the requests).
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        with open(target, "wb") as out:
+            for chunk in body.iter_chunks(1 << 20):
+                out.write(chunk)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(fetch, keys))
