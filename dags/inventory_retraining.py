@@ -32,8 +32,9 @@ RULES = [
     "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
     "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
 ]  # fmt: skip
+# Only SageMaker training instance types (there is no ml.c5.large for training: CreateTrainingJob refuses it).
 INSTANCE_TYPES = [
-    "ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge", "ml.m5.large", "ml.m5.xlarge",
+    "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge", "ml.m5.large", "ml.m5.xlarge",
     "ml.m5.2xlarge", "ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g5.xlarge", "ml.p3.2xlarge",
 ]  # fmt: skip
 

@@ -42,18 +42,34 @@ class TrainingJobOperator(BaseOperator):
         self._inner: Any = None
 
     def execute(self, context: Any) -> dict:
-        from inventory_pipeline.dag_tasks import settings_from
-        from inventory_pipeline.provider_adapters import ReattachingTrainingOperator
-        from inventory_pipeline.training.naming import job_name_for_run
-        from inventory_pipeline.training.request import build_training_request
+        from airflow.sdk.exceptions import AirflowFailException
 
-        settings = settings_from(context["params"])
-        job_name = job_name_for_run(context["dag"].dag_id, context["run_id"])
-        config = build_training_request(
-            settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"]
-        )
+        from inventory_pipeline.dag_tasks import settings_from
+        from inventory_pipeline.provider_adapters import ReattachingTrainingOperator, is_transient
+        from inventory_pipeline.settings import SettingsError
+        from inventory_pipeline.training.naming import job_name_for_run
+        from inventory_pipeline.training.request import RequestError, build_training_request
+
+        # Retries are for what can change by itself (throttling, 5xx, a dropped connection). A request that
+        # settings or SageMaker refuse is refused again on every attempt, and each attempt waits out the
+        # retry delay first: AirflowFailException fails the task at once, with SageMaker's reason.
+        try:
+            settings = settings_from(context["params"])
+            job_name = job_name_for_run(context["dag"].dag_id, context["run_id"])
+            config = build_training_request(
+                settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"]
+            )
+        except (SettingsError, RequestError) as exc:
+            raise AirflowFailException(f"the training request is invalid (not retrying): {exc}") from exc
         self._inner = ReattachingTrainingOperator(task_id=self.task_id, config=config, aws_conn_id=settings.aws_conn_id)
-        return run_nested(self._inner, context)
+        try:
+            return run_nested(self._inner, context)
+        except Exception as exc:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            if isinstance(exc, (ClientError, BotoCoreError)) and not is_transient(exc):
+                raise AirflowFailException(f"SageMaker refused the training job (not retrying): {exc}") from exc
+            raise
 
     def on_kill(self) -> None:
         if self._inner is not None:

@@ -2,7 +2,9 @@
 
 Imported only when a task runs (it pulls in boto3). Shaped exactly like the provider's classes:
 - `ReattachingTrainingOperator`: the provider's `SageMakerTrainingOperator`; a retry of the task re-attaches
-  to the job its run already created instead of starting a second job or a timestamped twin.
+  to the job its run already created instead of starting a second job or a timestamped twin, and so does a
+  CreateTrainingJob whose answer was lost (botocore's retry then meets ResourceInUse).
+- `is_transient`: which AWS errors are worth a task retry (the train task fails at once on the others).
 - `ProviderTrainingSensor`: the provider's `SageMakerTrainingSensor`; `Stopped` without a FailureReason still
   fails with a reason, and killing the task stops the job.
 - `ProviderRuleSensor`: a `SageMakerBaseSensor` answering the provider's five questions for the rule
@@ -32,6 +34,35 @@ def is_not_found(exc: Exception) -> bool:
         return False
     error = exc.response.get("Error", {})
     return error.get("Code") == "ValidationException" and "not found" in error.get("Message", "").lower()
+
+
+# What retrying can fix: throttling, a server-side 5xx, a connection that failed. (botocore has already
+# retried these a few times when they reach us; a task retry minutes later often succeeds.) Anything else from
+# SageMaker (ValidationException, AccessDenied, ResourceLimitExceeded, ...) fails the same way every time.
+TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestThrottled", "SlowDown", "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException", "TransactionInProgressException", "PriorRequestNotComplete",
+    "RequestTimeout", "RequestTimeoutException", "InternalFailure", "InternalError", "InternalServerError",
+    "ServiceUnavailable",
+})  # fmt: skip
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for AWS errors worth another task attempt: throttling, 5xx, connection and timeout errors."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):  # refused, reset, read/connect timeouts
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES or status >= 500
+    return False
+
+
+def is_resource_in_use(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "ResourceInUse"
 
 
 def stop_job_if_running(hook: SageMakerHook, job_name: str, log: Any) -> None:
@@ -80,7 +111,20 @@ class ReattachingTrainingOperator(SageMakerTrainingOperator):
                 existing["TrainingJobStatus"],
             )
             return self.serialize_result(job_name)
-        return super().execute(context)
+        try:
+            return super().execute(context)
+        except ClientError as exc:
+            # CreateTrainingJob reached SageMaker but its answer was lost (a dropped connection); botocore
+            # retried and SageMaker now says the name is taken: by this run's own job (names are unique per
+            # run). Re-attach now, instead of failing into a task retry that would re-attach minutes later.
+            if not is_resource_in_use(exc):
+                raise
+            existing = self._describe_or_none(job_name)
+            if existing is None:
+                raise
+            self.log.info("Training job %s was created by this attempt's first CreateTrainingJob call (its "
+                          "answer was lost): re-attaching.", job_name)  # fmt: skip
+            return self.serialize_result(job_name)
 
     def _describe_or_none(self, job_name: str) -> dict | None:
         try:

@@ -214,3 +214,53 @@ def test_restarted_server_fails_jobs_whose_runner_died(tmp_path):
     job = store.read("orphan")
     assert job["TrainingJobStatus"] == "Failed" and "server stopped" in job["FailureReason"]
     assert job["DebugRuleEvaluationStatuses"][0]["RuleEvaluationStatus"] == "Error"
+
+
+def test_values_sagemaker_refuses_server_side_are_refused(clients, job_bucket):
+    """botocore checks types and required members; SageMaker also checks enums, patterns and maximums."""
+    _, sm, _ = clients
+    request = _request(job_bucket, f"{job_bucket}-refused")
+    request["RoleArn"] = "arn:aws:iam::1234:role/short-account-id"
+    request["ResourceConfig"]["InstanceType"] = "ml.c5.large"  # no such training instance type
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        sm.create_training_job(**request)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "ValidationException" and error["Message"].startswith("2 validation errors detected")
+    assert "at 'roleArn' failed to satisfy constraint" in error["Message"]
+    assert "at 'resourceConfig.instanceType' failed to satisfy constraint" in error["Message"]
+    with pytest.raises(botocore.exceptions.ClientError, match="Requested resource not found"):
+        sm.describe_training_job(TrainingJobName=request["TrainingJobName"])
+
+
+def test_work_left_unfinished_by_a_dead_runner_ends_instead_of_staying_in_progress(tmp_path):
+    """A runner that dies (killed, crashed) can never finish its job or rules: the server ends them when asked,
+    as SageMaker ends a job whose instance died and a rule whose processing job crashed."""
+    import subprocess
+    import sys
+
+    from inventory_pipeline.local_aws.runner.job_store import JobStore
+    from inventory_pipeline.local_aws.sagemaker_api import LocalSageMaker
+
+    backend = LocalSageMaker(tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:1")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rules = [{"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "InProgress"},
+             {"RuleConfigurationName": "Overtraining", "RuleEvaluationStatus": "NoIssuesFound"}]  # fmt: skip
+    store = JobStore(tmp_path)
+    for name, status, pid in (("rules-orphaned", "Completed", dead.pid), ("job-orphaned", "InProgress", dead.pid),
+                              ("starting", "InProgress", None)):  # fmt: skip
+        store.write({"TrainingJobName": name, "TrainingJobStatus": status, "SecondaryStatus": "Training",
+                     "CreationTime": 1.0, "SecondaryStatusTransitions": [], "_runner_pid": pid,
+                     "DebugRuleEvaluationStatuses": [dict(r) for r in rules]})  # fmt: skip
+
+    completed = backend.describe_training_job({"TrainingJobName": "rules-orphaned"})
+    assert completed["TrainingJobStatus"] == "Completed"  # it did complete; only its rule died
+    overfit, overtraining = completed["DebugRuleEvaluationStatuses"]
+    assert overfit["RuleEvaluationStatus"] == "Error" and "exited before reporting" in overfit["StatusDetails"]
+    assert overtraining["RuleEvaluationStatus"] == "NoIssuesFound"
+    running = backend.list_training_jobs({"NameContains": "job-orphaned"})["TrainingJobSummaries"]
+    assert [j["TrainingJobStatus"] for j in running] == ["Failed"]
+    failed = backend.describe_training_job({"TrainingJobName": "job-orphaned"})
+    assert "runner process exited unexpectedly" in failed["FailureReason"]
+    # No runner pid yet: CreateTrainingJob is still starting it; nothing to end.
+    assert backend.describe_training_job({"TrainingJobName": "starting"})["TrainingJobStatus"] == "InProgress"

@@ -18,6 +18,7 @@ def parsed():
     code = f"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.bases.sensor import BaseSensorOperator
 bag = DagBag({str(ROOT / 'dags')!r})
 dag = bag.dags.get("inventory_retraining")
 heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))
@@ -29,6 +30,8 @@ print(json.dumps({{
     "catchup": dag.catchup if dag else None,
     "params": dag.params.dump() if dag else None,
     "schema": {{k: dag.params.get_param(k).schema for k in dag.params}} if dag else None,
+    "sensors": {{t.task_id: {{"timeout": t.timeout, "mode": t.mode, "poke_interval": t.poke_interval}}
+                for t in dag.tasks if isinstance(t, BaseSensorOperator)}} if dag else None,
 }}, default=str))
 """
     env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(ROOT / "plugins")}
@@ -55,3 +58,21 @@ def test_params_have_the_documented_names_titles_and_types(parsed):
     assert parsed["params"]["instance_type"] == "ml.c5.xlarge"
     assert parsed["params"]["instance_count"] == 2
     assert parsed["schema"]["rules_mode"]["enum"] == ["managed", "self_hosted"]
+
+
+def test_every_sensor_has_a_timeout_below_airflows_week(parsed):
+    """A job or rule that never ends must fail its sensor in hours, not after Airflow's default of 7 days."""
+    assert set(parsed["sensors"]) == {"wait_for_training", "wait_for_rules"}
+    for task_id, sensor in parsed["sensors"].items():
+        timeout = float(sensor["timeout"])
+        assert 0 < timeout < 7 * 24 * 3600, f"{task_id} has timeout {timeout}"
+        assert timeout > float(sensor["poke_interval"]), task_id
+
+
+def test_the_form_offers_only_instance_types_sagemaker_can_train_on(parsed):
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    trainable = set(model.shape_for("TrainingInstanceType").enum)
+    offered = set(parsed["schema"]["instance_type"]["enum"])
+    assert offered <= trainable, sorted(offered - trainable)

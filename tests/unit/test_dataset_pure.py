@@ -8,6 +8,7 @@ import pytest
 from inventory_pipeline.dataset.abid import (
     Pair,
     check_image_head,
+    check_image_tail,
     check_quantity,
     image_id_from_metadata_path,
 )
@@ -82,6 +83,24 @@ def test_real_metadata_validates(abid_sample):
 def test_image_head_checks(head, size, problem):
     result = check_image_head(head, size)
     assert result is None if problem is None else problem in result
+
+
+@pytest.mark.parametrize(
+    ("tail", "problem"),
+    [
+        (b"\x00" * 30 + b"\xff\xd9", None),
+        (b"\x00" * 20 + b"\xff\xd9" + b"\x00" * 10, None),  # a few bytes of padding after the end marker
+        (b"\x12\x34" * 16, "truncated"),  # an upload cut short in the compressed data
+    ],
+)
+def test_image_tail_checks(tail, problem):
+    result = check_image_tail(tail)
+    assert result is None if problem is None else problem in result
+
+
+def test_real_photos_end_with_the_jpeg_end_marker(abid_sample):
+    for path in sorted((abid_sample / "bin-images").glob("*.jpg")):
+        assert check_image_tail(path.read_bytes()[-32:]) is None, path.name
 
 
 def test_split_is_stable_and_close_to_80_10_10():

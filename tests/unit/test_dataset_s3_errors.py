@@ -116,6 +116,29 @@ def test_validation_reads_only_the_first_bytes_of_the_image(stubbed):
     assert reject == {"key": "bin-images/00042.jpg", "reason": "image is not a JPEG (no FF D8 FF signature)"}
 
 
+def test_validation_reads_the_last_bytes_to_reject_a_truncated_image(stubbed):
+    import io
+
+    from botocore.response import StreamingBody
+
+    s3, stubber = stubbed
+
+    def body(data: bytes) -> StreamingBody:
+        return StreamingBody(io.BytesIO(data), len(data))
+
+    metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
+    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
+    image = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}
+    head = b"\xff\xd8\xff\xe0" + b"\0" * 12
+    stubber.add_response("get_object", {"Body": body(head)}, {**image, "Range": "bytes=0-15"})
+    stubber.add_response("get_object", {"Body": body(b"\x5a" * 32)}, {**image, "Range": "bytes=-32"})
+    reject = validate(s3, "src", "", _planned())
+    assert reject == {
+        "key": "bin-images/00042.jpg",
+        "reason": "image is truncated (no JPEG end marker FF D9 in its last bytes)",
+    }
+
+
 def test_validation_does_not_hide_other_errors(stubbed):
     s3, stubber = stubbed
     stubber.add_client_error("get_object", "InternalError", http_status_code=500)

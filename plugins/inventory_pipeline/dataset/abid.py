@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 CLASSES = (1, 2, 3, 4, 5)
 JPEG_SIGNATURE = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"  # EOI: the last marker of a complete JPEG (some writers pad a few bytes after it)
 # Real ABID photos are tens of kB; anything below this cannot be a bin photo.
 MIN_IMAGE_BYTES = 512
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -88,4 +89,16 @@ def check_image_head(head: bytes, size: int) -> str | None:
         return f"image is implausibly small ({size} bytes)"
     if size > MAX_IMAGE_BYTES:
         return f"image is implausibly large ({size} bytes)"
+    return None
+
+
+def check_image_tail(tail: bytes) -> str | None:
+    """None when the last bytes hold JPEG's end marker, else the reject reason.
+
+    An upload cut short keeps a valid header, so the head check passes it; without its end marker the
+    decoder fails on it in every training epoch. Inside the compressed data an FF byte is always followed by
+    00 or a restart marker, so FF D9 near the end means the file is complete.
+    """
+    if JPEG_END not in tail:
+        return "image is truncated (no JPEG end marker FF D9 in its last bytes)"
     return None

@@ -2,8 +2,9 @@
 
 - What to skip is decided from ONE listing of the destination's raw area (same key, size and ETag as the
   pinned source object: skip it, and skip its validation), not a HEAD per object.
-- Validation reads no image: metadata GET (parses, EXPECTED_QUANTITY an int 1-5 equal to the label) and a
-  ranged GET of an image's first bytes (JPEG signature), its size known from the source listing.
+- Validation reads no image: metadata GET (parses, EXPECTED_QUANTITY an int 1-5 equal to the label) and
+  ranged GETs of an image's first bytes (JPEG signature) and last bytes (end marker: not truncated), its size
+  known from the source listing.
 - Everything is validated before anything is copied: when the reject ratio exceeds the threshold, nothing is
   copied and the task fails with the reject list.
 - Copies are CopyObject calls in a bounded thread pool: the bytes never leave S3. Every read and copy names
@@ -20,6 +21,7 @@ from inventory_pipeline.dataset import s3io
 from inventory_pipeline.dataset.abid import (
     Pair,
     check_image_head,
+    check_image_tail,
     check_quantity,
     id_shards,
     image_key,
@@ -30,6 +32,7 @@ from inventory_pipeline.dataset.source_index import Pinned
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 16
+TAIL_BYTES = 32
 
 
 @dataclass
@@ -107,6 +110,9 @@ def validate(s3: Any, source_bucket: str, source_prefix: str, item: Planned) -> 
         return {"key": meta_key, "reason": problem}
     head = _read(s3, source_bucket, img_key, item.image.etag, byte_range=f"bytes=0-{HEAD_BYTES - 1}")
     problem = "missing in source" if head is None else check_image_head(head, item.image.size)
+    if not problem:
+        tail = _read(s3, source_bucket, img_key, item.image.etag, byte_range=f"bytes=-{TAIL_BYTES}")
+        problem = "missing in source" if tail is None else check_image_tail(tail)
     return {"key": img_key, "reason": problem} if problem else None
 
 

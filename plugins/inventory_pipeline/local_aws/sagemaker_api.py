@@ -44,10 +44,75 @@ def validate_input(operation: str, params: dict[str, Any]) -> None:
     from botocore.exceptions import ParamValidationError
     from botocore.validate import validate_parameters
 
+    input_shape = _service_model().operation_model(operation).input_shape
     try:
-        validate_parameters(params, _service_model().operation_model(operation).input_shape)
+        validate_parameters(params, input_shape)
     except ParamValidationError as exc:
         raise ApiError("ValidationException", str(exc).replace("\n", " ")) from exc
+    # botocore checks types, required members and minimums only; SageMaker's server also enforces enums,
+    # patterns and maximums. Without these, a request SageMaker refuses (an unknown instance type, a role
+    # ARN without a 12-digit account) would start a local job.
+    problems = constraint_violations(input_shape, params, "")
+    if problems:
+        count = f"{len(problems)} validation error{'s' if len(problems) > 1 else ''} detected: "
+        raise ApiError("ValidationException", count + "; ".join(problems[:5]))
+
+
+def constraint_violations(shape: Any, value: Any, path: str) -> list[str]:
+    """SageMaker-style messages for values outside the model's enum / pattern / max constraints."""
+    problems: list[str] = []
+    meta = shape.metadata
+    where = f"Value {_shown(value)} at '{path}' failed to satisfy constraint: Member must"
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for name, member in shape.members.items():
+            if name in value:
+                member_path = f"{path}.{name[:1].lower()}{name[1:]}" if path else name[:1].lower() + name[1:]
+                problems += constraint_violations(member, value[name], member_path)
+    elif shape.type_name == "list" and isinstance(value, list):
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{where} have length less than or equal to {meta['max']}")
+        for index, item in enumerate(value):
+            problems += constraint_violations(shape.member, item, f"{path}.{index + 1}.member")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{where} have length less than or equal to {meta['max']}")
+        for key, item in value.items():
+            problems += constraint_violations(shape.key, key, f"{path}.key")
+            problems += constraint_violations(shape.value, item, f"{path}.{key}")
+    elif shape.type_name == "string" and isinstance(value, str):
+        if shape.enum and value not in shape.enum:
+            problems.append(f"{where} satisfy enum value set: [{', '.join(shape.enum)}]")
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{where} have length less than or equal to {meta['max']}")
+        pattern = _pattern(meta.get("pattern"))
+        if pattern is not None and not pattern.search(value):  # model patterns are not anchored (Smithy)
+            problems.append(f"{where} satisfy regular expression pattern: {meta['pattern']}")
+    elif shape.type_name in ("integer", "long", "float", "double") and isinstance(value, (int, float)):
+        if "max" in meta and value > meta["max"]:
+            problems.append(f"{where} have value less than or equal to {meta['max']}")
+    return problems
+
+
+_PATTERNS: dict[str, Any] = {}
+
+
+def _pattern(source: str | None) -> Any:
+    """The compiled model pattern, or None (none given, or Java syntax Python lacks, such as \\p{L})."""
+    import re
+
+    if source is None:
+        return None
+    if source not in _PATTERNS:
+        try:
+            _PATTERNS[source] = re.compile(source)
+        except re.error:
+            _PATTERNS[source] = None
+    return _PATTERNS[source]
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return f"'{text[:60]}...'" if len(text) > 60 else f"'{text}'"
 
 
 def describe(job: dict[str, Any]) -> dict[str, Any]:
@@ -66,27 +131,30 @@ class LocalSageMaker:
         """Jobs left in progress by a previous server process lost their runner: they failed."""
         for name in self.store.names():
             job = self.store.read(name)
-            if job.get("TrainingJobStatus") in NON_TERMINAL and not _alive(job.get("_runner_pid")):
-
-                def fail(j: dict[str, Any]) -> None:
-                    now = time.time()
-                    j["TrainingJobStatus"] = "Failed"
-                    j["FailureReason"] = (
-                        "InternalServerError: the local SageMaker server stopped while the job was running"
-                    )
-                    j["SecondaryStatus"] = "Failed"
-                    j.setdefault("SecondaryStatusTransitions", []).append(
-                        {"Status": "Failed", "StartTime": now, "EndTime": now, "StatusMessage": j["FailureReason"]}
-                    )
-                    for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"):
-                        for status in j.get(key, []):
-                            if status["RuleEvaluationStatus"] == "InProgress":
-                                status.update(RuleEvaluationStatus="Error", LastModifiedTime=now,
-                                              StatusDetails="the rule evaluation stopped with the server")  # fmt: skip
-                    j["TrainingEndTime"] = now
-
-                self.store.update(name, fail)
+            if _unfinished(job) and not _alive(job.get("_runner_pid")):
+                self.store.update(name, lambda j: _runner_lost(
+                    j, "InternalServerError: the local SageMaker server stopped while the job was running",
+                    "the rule evaluation stopped with the server"))  # fmt: skip
                 log.warning("job %s was running when the server stopped: marked Failed", name)
+
+    def reap_if_orphaned(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job, or its rule evaluations, still in progress although its runner process is gone: nothing will
+        ever finish them, so they end now (the job Failed, the rules Error), as SageMaker ends a job whose
+        instance died and a rule whose processing job crashed. Without this they stayed InProgress until the
+        sensors timed out (hours), and a crashed rule evaluation could never be told from a slow one."""
+        name, pid = job["TrainingJobName"], job.get("_runner_pid")
+        if not pid or not _unfinished(job):  # no pid yet: CreateTrainingJob is still starting the runner
+            return job
+        runner = self.runners.get(name)
+        alive = runner.poll() is None if runner is not None and runner.pid == pid else _alive(pid)
+        if alive:
+            return job
+        code = runner.returncode if runner is not None and runner.pid == pid else None
+        exit_text = f" (exit code {code})" if code is not None else ""
+        log.warning("runner of job %s exited%s with work in progress: ending it", name, exit_text)
+        return self.store.update(name, lambda j: _runner_lost(
+            j, f"InternalServerError: the job's runner process exited unexpectedly{exit_text}",
+            f"the rule evaluation process exited before reporting a result{exit_text}"))  # fmt: skip
 
     # --- operations -----------------------------------------------------------------------------------
 
@@ -154,7 +222,7 @@ class LocalSageMaker:
 
     def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
         validate_input("ListTrainingJobs", params)
-        jobs = [self.store.read(n) for n in self.store.names()]
+        jobs = [self.reap_if_orphaned(self.store.read(n)) for n in self.store.names()]
         if params.get("NameContains"):
             jobs = [j for j in jobs if params["NameContains"] in j["TrainingJobName"]]
         if params.get("StatusEquals"):
@@ -199,7 +267,7 @@ class LocalSageMaker:
     def _job(self, name: str) -> dict[str, Any]:
         if not self.store.exists(name):
             raise ApiError("ValidationException", "Requested resource not found")
-        return self.store.read(name)
+        return self.reap_if_orphaned(self.store.read(name))
 
 
 def _epoch(value: Any) -> float:
@@ -208,6 +276,31 @@ def _epoch(value: Any) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _unfinished(job: dict[str, Any]) -> bool:
+    statuses = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
+    return job.get("TrainingJobStatus") in NON_TERMINAL or any(
+        s["RuleEvaluationStatus"] in NON_TERMINAL for s in statuses
+    )
+
+
+def _runner_lost(job: dict[str, Any], job_reason: str, rule_reason: str) -> None:
+    """End what a dead runner left unfinished: the job Failed (if it was still running), rules Error."""
+    now = time.time()
+    if job.get("TrainingJobStatus") in NON_TERMINAL:
+        job["TrainingJobStatus"] = "Failed"
+        job["FailureReason"] = job_reason
+        job["SecondaryStatus"] = "Failed"
+        transitions = job.setdefault("SecondaryStatusTransitions", [])
+        if transitions and "EndTime" not in transitions[-1]:
+            transitions[-1]["EndTime"] = now
+        transitions.append({"Status": "Failed", "StartTime": now, "EndTime": now, "StatusMessage": job_reason})
+        job["TrainingEndTime"] = now
+    for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"):
+        for status in job.get(key, []):
+            if status["RuleEvaluationStatus"] in NON_TERMINAL:
+                status.update(RuleEvaluationStatus="Error", LastModifiedTime=now, StatusDetails=rule_reason)
 
 
 def _alive(pid: int | None) -> bool:
