@@ -13,9 +13,8 @@ Targets: speedup >= 10 at 50 ms, rerun_copies == 0, rerun_ratio <= 0.05.
 
 --sequential-images K times (a) on the first K images only and extrapolates linearly to N (the output then
 says so: sequential_measured_images and sequential_s_per_image).
---cache-moto-modules runs moto with its package-directory scan cached: moto 5.2.5 lists and stats its own
-package directory on every request (werkzeug_app.get_backend_for_host -> backends.list_of_moto_modules), about
-a quarter of its CPU per request. Both (a) and (b) then run against that same server.
+The local stack's moto runs with two of its per-request costs removed (inventory_pipeline.local_aws.moto_server:
+a package-directory scan done once, access log for server errors only); (a) and (b) run against that same server.
 """
 
 from __future__ import annotations
@@ -36,25 +35,11 @@ from inventory_pipeline.dataset.seed import seed_synthetic
 from inventory_pipeline.dataset.select import parse_file_list
 from inventory_pipeline.dataset.split import assign_split
 from inventory_pipeline.dataset.stages import build_dataset
-from inventory_pipeline.local_aws.stack import MOTO, LocalStack, ServerSpec
+from inventory_pipeline.local_aws.stack import MOTO, LocalStack
 from inventory_pipeline.settings import Settings
 
 SOURCE, DEST, STUDY = "bench-source", "bench-project", "bench-study"
 log = logging.getLogger("benchmark")
-
-_CACHED_MOTO = (
-    "import functools, sys, moto.backends as b, moto.server as s; "
-    "b.list_of_moto_modules = functools.cache(lambda scan=b.list_of_moto_modules: tuple(scan())); "
-    "s.main(sys.argv[1:])"
-)
-
-
-def cached_moto() -> ServerSpec:
-    def command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
-        return [sys.executable, "-c", _CACHED_MOTO, "-H", host, "-p", str(port)]
-
-    return ServerSpec(name=MOTO.name, services=MOTO.services, command=command, health_path=MOTO.health_path)
-
 
 class Network:
     """Sleeps before each request is sent (a round trip) and counts requests per operation."""
@@ -98,9 +83,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=Settings.copy_workers)
     parser.add_argument("--sequential-images", type=int, default=0, help="time (a) on K images, extrapolate")
-    parser.add_argument("--cache-moto-modules", action="store_true", help="see the module docstring")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -109,8 +93,7 @@ def main() -> int:
 
     import psutil
 
-    server = cached_moto() if args.cache_moto_modules else MOTO
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp), servers=[server]) as stack:
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp), servers=[MOTO]) as stack:
         creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 
         def client():
@@ -156,7 +139,7 @@ def main() -> int:
         "images": args.images,
         "latency_ms": args.latency_ms,
         "workers": args.workers,
-        "server": "moto (module scan cached)" if args.cache_moto_modules else "moto",
+        "server": "moto (inventory_pipeline.local_aws.moto_server)",
         "sequential_s": round(sequential_s, 2),
         "pipeline_s": round(pipeline_s, 2),
         "speedup": round(sequential_s / pipeline_s, 2),

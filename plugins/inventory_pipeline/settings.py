@@ -45,7 +45,7 @@ class Settings:
     prefix: str = "abid"
     aws_conn_id: str = "aws_default"
     region: str = "us-east-1"
-    copy_workers: int = 32
+    copy_workers: int = 64  # parallel S3 requests: a copy waits on a round trip, not on this machine
     reject_threshold: float = 0.05
     # training
     instance_type: str = "ml.c5.xlarge"

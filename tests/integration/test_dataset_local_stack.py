@@ -87,6 +87,35 @@ def test_real_photos_by_file_list_then_rerun_is_free(s3, buckets, abid_sample, t
     assert again["copied"] == 0 and again["skipped"] == 300
 
 
+def test_rerun_of_a_published_selection_skips_the_raw_area_and_a_deleted_manifest_is_rebuilt(
+    s3, buckets, abid_sample, tmp_path
+):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    file_list = tmp_path / "file_list.json"
+    file_list.write_text(json.dumps(file_list_for(labels)))
+    settings = settings_for(source, dest, file_list=str(file_list))
+    first = build_dataset(s3, settings)
+    records = keys(s3, dest, "proj/staging/published/")
+    assert len(records) == 1
+
+    listed: list[str] = []
+    s3.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: listed.append(params["Prefix"])
+    )
+    again = build_dataset(s3, settings)
+    assert (again["version"], again["copied"], again["new"]) == (first["version"], 0, 0)
+    assert again["counts"] == first["counts"] and again["skipped"] == 300
+    assert listed and not [p for p in listed if p.startswith("proj/")]  # only the source was listed
+
+    s3.delete_object(Bucket=dest, Key=first["manifest_key"])  # the record no longer vouches for anything
+    listed.clear()
+    rebuilt = build_dataset(s3, settings)
+    assert rebuilt["version"] == first["version"] and rebuilt["copied"] == 0  # raw and layout still there
+    assert s3.head_object(Bucket=dest, Key=first["manifest_key"])
+    assert [p for p in listed if p.startswith("proj/raw/")]  # the long way: the raw area was listed again
+
+
 def test_selection_by_listing_metadata_gives_the_same_dataset(s3, buckets, abid_sample, tmp_path):
     source, dest = buckets
     labels = upload_sample(s3, source, abid_sample, ids=None)

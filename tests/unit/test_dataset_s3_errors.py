@@ -98,7 +98,7 @@ def test_validation_turns_a_key_deleted_after_the_listing_into_a_reject(stubbed)
     }
 
 
-def test_validation_reads_only_the_first_bytes_of_the_image(stubbed):
+def test_validation_reads_only_the_first_bytes_of_a_large_image(stubbed):
     import io
 
     from botocore.response import StreamingBody
@@ -112,11 +112,11 @@ def test_validation_reads_only_the_first_bytes_of_the_image(stubbed):
     stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
     image_head = {"Bucket": "src", "Key": "bin-images/00042.jpg", "Range": "bytes=0-15", "IfMatch": "etag"}
     stubber.add_response("get_object", {"Body": body(b"GIF89a" + b"\0" * 10)}, image_head)
-    reject = validate(s3, "src", "", _planned())
+    reject = validate(s3, "src", "", _planned(200_000))
     assert reject == {"key": "bin-images/00042.jpg", "reason": "image is not a JPEG (no FF D8 FF signature)"}
 
 
-def test_validation_reads_the_last_bytes_to_reject_a_truncated_image(stubbed):
+def test_validation_reads_the_last_bytes_to_reject_a_truncated_large_image(stubbed):
     import io
 
     from botocore.response import StreamingBody
@@ -132,7 +132,7 @@ def test_validation_reads_the_last_bytes_to_reject_a_truncated_image(stubbed):
     head = b"\xff\xd8\xff\xe0" + b"\0" * 12
     stubber.add_response("get_object", {"Body": body(head)}, {**image, "Range": "bytes=0-15"})
     stubber.add_response("get_object", {"Body": body(b"\x5a" * 32)}, {**image, "Range": "bytes=-32"})
-    reject = validate(s3, "src", "", _planned())
+    reject = validate(s3, "src", "", _planned(200_000))
     assert reject == {
         "key": "bin-images/00042.jpg",
         "reason": "image is truncated (no JPEG end marker FF D9 in its last bytes)",
@@ -186,3 +186,23 @@ def test_split_copies_are_guarded_by_the_raw_objects_own_etag(stubbed):
     summary = publish_dataset(s3, "b", "p/", accepted, [], {}, workers=1)
     assert guards == {a["image_key"]: a["raw_image_etag"] for a in accepted}
     assert summary["total"] == 60 and summary["copied"] == 60
+
+
+@pytest.mark.parametrize(
+    ("tail", "reject"),
+    [(b"\xff\xd9", None), (b"\x5a\x5a", "image is truncated (no JPEG end marker FF D9 in its last bytes)")],
+)
+def test_a_small_image_is_checked_at_both_ends_with_one_request(stubbed, tail, reject):
+    import io
+
+    from botocore.response import StreamingBody
+
+    s3, stubber = stubbed
+    data = b"\xff\xd8\xff\xe0" + b"\0" * 3000 + tail
+    metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
+    stubber.add_response("get_object", {"Body": StreamingBody(io.BytesIO(b'{"EXPECTED_QUANTITY": 3}'), 24)}, metadata)
+    image = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}  # no Range: the whole object
+    stubber.add_response("get_object", {"Body": StreamingBody(io.BytesIO(data), len(data))}, image)
+    result = validate(s3, "src", "", _planned(len(data)))
+    assert result == (None if reject is None else {"key": "bin-images/00042.jpg", "reason": reject})
+    stubber.assert_no_pending_responses()

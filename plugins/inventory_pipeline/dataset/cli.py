@@ -7,10 +7,12 @@ import logging
 import os
 from typing import Any
 
+from inventory_pipeline.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def _s3(args: argparse.Namespace, workers: int = 32) -> Any:
+def _s3(args: argparse.Namespace, workers: int = Settings.copy_workers) -> Any:
     from inventory_pipeline.aws_clients import make_client
 
     endpoint = args.endpoint_url or os.environ.get("INVENTORY_S3_ENDPOINT") or None
@@ -47,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--bucket", required=True, help="the project's bucket")
     build.add_argument("--prefix", default="abid")
     build.add_argument("--per-class-limit", type=int, default=0, help="at most N images per count (0: all)")
-    build.add_argument("--workers", type=int, default=32, help="parallel S3 requests")
+    build.add_argument("--workers", type=int, default=Settings.copy_workers, help="parallel S3 requests")
     build.add_argument("--reject-threshold", type=float, default=0.05, help="refuse above this reject ratio")
     build.add_argument("--endpoint-url", default=None)
     build.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
@@ -76,7 +78,7 @@ def _build(args: argparse.Namespace) -> int:
     from inventory_pipeline.cli import print_json
     from inventory_pipeline.dataset.errors import DatasetError, TooManyRejects
     from inventory_pipeline.dataset.stages import build_dataset
-    from inventory_pipeline.settings import Settings, SettingsError
+    from inventory_pipeline.settings import SettingsError
 
     try:
         settings = Settings(

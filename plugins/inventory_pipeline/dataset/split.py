@@ -146,6 +146,26 @@ def _point_latest(s3: Any, bucket: str, root: str, version: str, manifest_key: s
     s3io.put_json(s3, bucket, key, {"version": version, "manifest_key": manifest_key, "created": created})
 
 
+def reuse_published(
+    s3: Any,
+    bucket: str,
+    root: str,
+    version: str,
+    manifest_key: str,
+    rejects: list[dict[str, str]],
+    published: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The manifest summary of an already published version (0 copies), or None when it is not published.
+
+    `published`: the manifest's summary when the caller has just read it (published_summary)."""
+    published = published or published_summary(s3, bucket, manifest_key)
+    if published is None:
+        return None
+    log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
+    _point_latest(s3, bucket, root, version, manifest_key, _now())
+    return {**published, "rejected": rejects, "copied": 0, "skipped": published["total"]}
+
+
 def publish_dataset(
     s3: Any,
     bucket: str,
@@ -161,11 +181,9 @@ def publish_dataset(
     prefix = dataset_prefix(root, version)
     manifest_key = f"{prefix}manifest.json"
     with s3io.explained(bucket, "publishing the dataset"):
-        published = published_summary(s3, bucket, manifest_key)
-        if published is not None:
-            log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
-            _point_latest(s3, bucket, root, version, manifest_key, _now())
-            return {**published, "rejected": rejects, "copied": 0, "skipped": published["total"]}
+        reused = reuse_published(s3, bucket, root, version, manifest_key, rejects)
+        if reused is not None:
+            return reused
 
         entries = _entries(prefix, accepted)
         counts = counts_by_split(entries)

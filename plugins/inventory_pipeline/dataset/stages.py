@@ -3,6 +3,10 @@
 Each stage writes its full result to S3 under `<root>staging/` at a content-addressed key and returns a
 small summary (the task's XCom): retries are idempotent, and XCom never carries thousands of keys. The DAG's
 tasks read the previous stage's document back from S3; build_dataset, one process, hands it over in memory.
+
+Once a selection's dataset is published, `<root>staging/published/<selection hash>.json` says so (written after
+the manifest). A later run that pins exactly the same source objects finds it and skips the raw area's listing,
+validation and copies: it costs the source listing and a handful of small requests, whatever the dataset's size.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,14 @@ from inventory_pipeline.dataset.copy import copy_selection, list_raw, raw_prefix
 from inventory_pipeline.dataset.errors import EmptySelection
 from inventory_pipeline.dataset.select import select_source
 from inventory_pipeline.dataset.source_index import Pinned, pin_sources
-from inventory_pipeline.dataset.split import assign_split, check_splits, counts_by_split, publish_dataset
+from inventory_pipeline.dataset.split import (
+    assign_split,
+    check_splits,
+    counts_by_split,
+    publish_dataset,
+    published_summary,
+    reuse_published,
+)
 from inventory_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,7 @@ class Staged:
     key: str
     document: dict[str, Any]
     summary: dict[str, Any]
+    published: dict[str, Any] | None = None  # this selection's published record, when it has one
 
 
 def _content_key(root: str, kind: str, document: Any) -> str:
@@ -55,6 +66,32 @@ def _settings_used(settings: Settings) -> dict[str, Any]:
     return {**_source(settings), "reject_threshold": settings.reject_threshold, "root": settings.root}
 
 
+def _published_key(root: str, selection_key: str) -> str:
+    return f"{root}staging/published/{selection_key.rsplit('/', 1)[-1]}"
+
+
+def _published_record(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any] | None:
+    """The record of this selection's published dataset, when both it and the manifest it names exist."""
+    key = _published_key(settings.root, selection_key)
+    with s3io.explained(settings.bucket, f"reading {key}"):
+        try:
+            record = s3io.read_json(s3, settings.bucket, key)
+        except Exception as exc:
+            if s3io.is_missing(exc) or isinstance(exc, ValueError):  # absent, or not ours: take the long way
+                return None
+            raise
+        if not isinstance(record, dict) or record.get("selection_key") != selection_key:
+            return None
+        if not all(isinstance(record.get(k), str) for k in ("copy_key", "manifest_key", "version")):
+            return None
+        if not isinstance(record.get("accepted"), int) or not isinstance(record.get("rejects"), list):
+            return None
+        summary = published_summary(s3, settings.bucket, record["manifest_key"])
+        if summary is None:  # deleted since: rebuild it
+            return None
+    return {**record, "manifest_summary": summary}
+
+
 def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
     """Staging keys are content hashes: an existing key already holds this exact document."""
     with s3io.explained(bucket, f"writing {key}"):
@@ -73,23 +110,14 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectI
     splits = [{"label": p.label, "split": assign_split(p.image_id)} for p in selection.pairs]
     check_splits(counts_by_split(splits), len(splits))
     ids = [p.image_id for p in selection.pairs]
-    with ThreadPoolExecutor(max_workers=1) as background:  # the raw area is listed while the source is
-        raw_listing = background.submit(list_raw, s3, settings.bucket, root, ids, settings.copy_workers)
-        pinned, missing = pin_sources(
-            s3,
-            source_bucket,
-            source_prefix,
-            selection.pairs,
-            settings.copy_workers,
-            selection.metadata_listing,
-        )
-        raw_index = raw_listing.result()
+    pinned, missing = pin_sources(
+        s3, source_bucket, source_prefix, selection.pairs, settings.copy_workers, selection.metadata_listing
+    )  # fmt: skip
     if not pinned:
         shown = "; ".join(f"{r['key']}: {r['reason']}" for r in missing[:5])
         raise EmptySelection(
             f"none of the {len(selection.pairs)} selected images exists in s3://{source_bucket}: {shown}"
         )
-    new = sum(1 for p in pinned if image_key(raw_prefix(root), p.pair.image_id) not in raw_index)
     rejects = sorted([*selection.rejects, *missing], key=lambda r: r["key"])
     document = {
         "source": _source(settings),
@@ -99,6 +127,14 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectI
     }
     key = _content_key(root, "selections", document)
     _put_once(s3, settings.bucket, key, document)
+    published = _published_record(s3, settings, key)
+    if published is not None:
+        raw_index: dict[str, s3io.ObjectInfo] | None = None
+        new = 0
+        log.info("selection %s is unchanged since dataset %s was published", key, published.get("version"))
+    else:
+        raw_index = list_raw(s3, settings.bucket, root, ids, settings.copy_workers)
+        new = sum(1 for p in pinned if image_key(raw_prefix(root), p.pair.image_id) not in raw_index)
     log.info(
         "selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects)
     )
@@ -112,12 +148,20 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectI
         "rejected": len(rejects),
         "source_bucket": source_bucket,
     }
-    return Staged(key, document, summary), raw_index
+    return Staged(key, document, summary, published), raw_index
 
 
 def _copy(
     s3: Any, settings: Settings, selection: Staged, raw_index: dict[str, s3io.ObjectInfo] | None = None
 ) -> Staged:
+    published = selection.published or _published_record(s3, settings, selection.key)
+    if published is not None:  # everything this selection needs is already copied and published
+        accepted, rejects = published["accepted"], published["rejects"]
+        log.info("copy: selection already published as dataset %s: 0 copied, %d skipped",
+                 published["version"], 2 * accepted)  # fmt: skip
+        summary = {"copy_key": published["copy_key"], "new": 0, "accepted": accepted, "copied": 0,
+                   "skipped": 2 * accepted, "rejected": len(rejects), "rejects": rejects[:50]}  # fmt: skip
+        return Staged(published["copy_key"], {}, summary, published)
     source = selection.document["source"]
     selected = [Pinned.from_row(row) for row in selection.document["pairs"]]
     result = copy_selection(
@@ -147,7 +191,7 @@ def _copy(
     return Staged(key, document, summary)
 
 
-def _split(s3: Any, settings: Settings, copied: dict[str, Any]) -> dict[str, Any]:
+def _split(s3: Any, settings: Settings, copied: dict[str, Any], copy_key: str) -> dict[str, Any]:
     if not copied["accepted"]:
         raise EmptySelection("every selected image was rejected: there is nothing to publish")
     source = {
@@ -155,10 +199,17 @@ def _split(s3: Any, settings: Settings, copied: dict[str, Any]) -> dict[str, Any
         "selection_key": copied.get("selection_key"),
         "excluded": copied.get("excluded"),
     }
-    return publish_dataset(
+    manifest = publish_dataset(
         s3, settings.bucket, settings.root, copied["accepted"], copied["rejects"], source,
         workers=settings.copy_workers, settings_used=copied.get("settings"),
     )  # fmt: skip
+    selection_key = copied.get("selection_key")
+    if selection_key:  # after the manifest: a record never points at a dataset that is not complete
+        record = {"selection_key": selection_key, "copy_key": copy_key, "manifest_key": manifest["manifest_key"],
+                  "version": manifest["version"], "accepted": len(copied["accepted"]),
+                  "rejects": copied["rejects"]}  # fmt: skip
+        _put_once(s3, settings.bucket, _published_key(settings.root, selection_key), record)
+    return manifest
 
 
 def _read_staged(s3: Any, settings: Settings, key: str) -> dict[str, Any]:
@@ -187,14 +238,22 @@ def run_copy(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any]:
 def run_split(s3: Any, settings: Settings, copy_key: str) -> dict[str, Any]:
     """Publish `<root>datasets/<version>/` (manifest last) and return the manifest summary: version, counts
     {split: {class: n}}, total, copied, skipped, rejected [{key, reason}], manifest_key, channels."""
-    return _split(s3, settings, _read_staged(s3, settings, copy_key))
+    return _split(s3, settings, _read_staged(s3, settings, copy_key), copy_key)
 
 
 def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
     """select + copy + split in one call (the CLI); copies/skips add up both copy stages."""
     selection, raw_index = _select(s3, settings)
     copy = _copy(s3, settings, selection, raw_index)
-    manifest = _split(s3, settings, copy.document)
+    if copy.published is not None:
+        record = copy.published
+        with s3io.explained(settings.bucket, "reusing the published dataset"):
+            manifest = reuse_published(s3, settings.bucket, settings.root, record["version"], record["manifest_key"],
+                                       record["rejects"], record["manifest_summary"])  # fmt: skip
+        if manifest is None:  # deleted in the last moments: publish it again from the copy document
+            manifest = _split(s3, settings, _read_staged(s3, settings, copy.key), copy.key)
+    else:
+        manifest = _split(s3, settings, copy.document, copy.key)
     return {
         **manifest,
         "copied": copy.summary["copied"] + manifest["copied"],

@@ -42,7 +42,8 @@ class ServerSpec:
 
 
 def _moto_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+    # moto's own server, minus two per-request costs (see moto_server.py)
+    return [sys.executable, "-m", "inventory_pipeline.local_aws.moto_server", "-H", host, "-p", str(port)]
 
 
 MOTO = ServerSpec(name="moto", services=("s3", "logs"), command=_moto_command, health_path="/moto-api/")
