@@ -1,6 +1,7 @@
 """What the local SageMaker server + runner cost over running train.py directly, side by side in one run.
 
-(a) train.py as a subprocess under the SM_* contract on local channels;
+(a) train.py as a subprocess under the SM_* contract on local channels, with the job's own debugger hook
+    configuration (as SageMaker's container gets it): the same training code doing the same work;
 (b) the same job (same data, hyperparameters and code) through CreateTrainingJob on the local stack, until
     the job and every rule evaluation are terminal (download, profiler, debugger hook, rules, uploads).
 Runs (a) and (b) interleaved `--repeats` times and compares medians. Prints one JSON object: direct_s,
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +37,7 @@ from inventory_pipeline.training.request import build_training_request  # noqa: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians are compared")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -51,8 +53,12 @@ def main() -> int:
         request = build_training_request(settings, "overhead-job", dataset["channels"],
                                          upload_sourcedir(s3, "bench", settings.root).s3_uri)  # fmt: skip
 
-        # (a) direct: the same channels on local disk, the same arguments, no hook, no profiler.
+        # (a) direct: the same channels on local disk, the same arguments and hook configuration; no profiler,
+        # no rules, no log shipping, no uploads (what the runner adds).
         local = Path(tmp) / "direct"
+        local.mkdir()
+        hook_config = local / "debughookconfig.json"
+        hook_config.write_text(json.dumps({**request["DebugHookConfig"], "LocalPath": str(local / "tensors")}))
         for split, uri in dataset["channels"].items():
             bucket, _, prefix = uri[5:].partition("/")
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -68,12 +74,13 @@ def main() -> int:
             "SM_OUTPUT_DATA_DIR": str(local / "out"),
             "SM_OUTPUT_FAILURE": str(local / "failure"),
             "INVENTORY_OFFLINE": "1",
-            "SMDEBUG_CONFIG_FILE_PATH": str(local / "none.json"),
+            "SMDEBUG_CONFIG_FILE_PATH": str(hook_config),
             "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
         }
         argv = [a for k, v in hp.items() for a in (f"--{k}", str(v))]  # fmt: skip
 
         def direct() -> float:
+            shutil.rmtree(local / "tensors", ignore_errors=True)  # smdebug refuses an existing trial
             started = time.perf_counter()
             subprocess.run([sys.executable, str(ROOT / "training_code" / "train.py"), *argv], env=env, check=True,
                            capture_output=True)  # fmt: skip

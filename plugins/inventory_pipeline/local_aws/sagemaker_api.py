@@ -10,6 +10,7 @@ behave exactly as against AWS. Each job runs in its own runner process (`runner.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ class ApiError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
+@functools.cache  # a new botocore session would load and parse SageMaker's 2 MB model on every request
 def _service_model():
     import botocore.session
 

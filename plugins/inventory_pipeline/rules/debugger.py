@@ -174,12 +174,14 @@ def evaluate_debugger_rule(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     poll_s: float = 2.0,
     job_finished: Callable[[], bool] | None = None,
+    wait: Callable[[float], Any] = time.sleep,
 ) -> RuleOutcome:
     """Evaluate one DebugRuleConfigurations entry over the trial at `trial_path` (local or s3://).
 
     Steps are evaluated as they complete. The evaluation ends at the first violation (IssuesFound), or when
     the trial is complete: smdebug's end marker is present, or `job_finished()` returns True (pass
-    `lambda: True` for a job known to be over). Still incomplete after `timeout_s`: Error.
+    `lambda: True` for a job known to be over). Still incomplete after `timeout_s`: Error. `wait(poll_s)`
+    paces the polls; a caller that knows when the job ends passes e.g. `threading.Event.wait` to be woken then.
     """
     config_name = rule_configuration.get("RuleConfigurationName") or "?"
     try:
@@ -190,7 +192,7 @@ def evaluate_debugger_rule(
     try:
         storage = open_storage(trial_path, s3_client, s3_endpoint_url)
         with TrialSource(storage) as source:
-            return _follow(run, rule_class, source, timeout_s, poll_s, job_finished)
+            return _follow(run, rule_class, source, timeout_s, poll_s, job_finished, wait)
     except Exception as exc:  # a crash is an Error with its reason, never "no issues"
         log.exception("%s crashed on %s", rule_name, trial_path)
         return run.error(f"evaluation failed: {type(exc).__name__}: {exc}")
@@ -203,6 +205,7 @@ def _follow(
     timeout_s: float,
     poll_s: float,
     job_finished: Callable[[], bool] | None,
+    wait: Callable[[float], Any] = time.sleep,
 ) -> RuleOutcome:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -235,4 +238,4 @@ def _follow(
                 f"the trial at {run.location} did not complete within {timeout_s:g} s ({last}; no "
                 f"{END_OF_JOB} end marker and the job was not reported finished)"
             )
-        time.sleep(poll_s)
+        wait(poll_s)

@@ -266,6 +266,14 @@ def _decode(value: str) -> Any:
         return value
 
 
+def _load_rule_engine() -> None:
+    try:
+        import inventory_pipeline.rules.debugger  # noqa: F401
+        import inventory_pipeline.rules.profiler  # noqa: F401
+    except Exception:  # the rules report the import error themselves when they run
+        log.exception("could not load the rule engine")
+
+
 def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region: str) -> None:
     s3 = make_client("s3", endpoint_url=s3_endpoint, region_name=region)
     logs = make_client("logs", endpoint_url=logs_endpoint, region_name=region)
@@ -275,8 +283,13 @@ def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region
 
     profiler = JobProfiler(runner)
     rules = RuleEvaluations(runner)
+    # Downloading waits on the network: load the rule engine (smdebug and its pure-Python protobuf take
+    # seconds of CPU) now, rather than when training starts and needs every core.
+    warm = threading.Thread(target=_load_rule_engine, daemon=True, name="load-rule-engine")
+    warm.start()
     try:
         channels = runner.download()
+        warm.join()
         profiler.start()
         rules.start_debugger_rules()
         try:

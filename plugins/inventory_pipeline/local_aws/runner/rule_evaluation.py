@@ -22,14 +22,17 @@ from inventory_pipeline.rules.outcome import ERROR, RuleOutcome
 log = logging.getLogger(__name__)
 # How long a debugger rule may wait past MaxRuntimeInSeconds for the trial's last steps.
 RULE_MARGIN_S = 600.0
+# How often a debugger rule looks for new steps while the job trains (each look costs the training CPU).
+RULE_POLL_S = 5.0
 
 
 class RuleEvaluations:
     def __init__(self, runner: Any):
         self.runner = runner
         self._training_over = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rule")
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rule")  # every rule at once
         self._debugger_runs: list[Future] = []
+        self._profiler_runs: list[Future] | None = None
 
     def start_debugger_rules(self) -> None:
         """Start following the trial now; each rule ends at a violation or once training is over."""
@@ -41,8 +44,16 @@ class RuleEvaluations:
             )
 
     def training_over(self) -> None:
-        """Training processes have exited (completed, failed, stopped): no more steps will be written."""
+        """Training processes have exited (completed, failed, stopped): no more steps or samples will be written.
+        The debugger rules conclude and the ProfilerReport starts, while the runner uploads the job's output."""
         self._training_over.set()
+        if self._profiler_runs is None:
+            job = self.runner.job
+            output = (job.get("ProfilerConfig") or {}).get("S3OutputPath") or self._hook_output()
+            self._profiler_runs = [
+                self._pool.submit(self._run, "ProfilerRuleEvaluationStatuses", config, self._profiler, output)
+                for config in job.get("ProfilerRuleConfigurations", [])
+            ]
 
     def _hook_output(self) -> str:
         job = self.runner.job
@@ -68,7 +79,7 @@ class RuleEvaluations:
         # The runner says when training is over: a stopped or timed-out job never writes smdebug's end marker.
         outcome = evaluate_debugger_rule(
             config, str(tensors), job_finished=self._training_over.is_set, timeout_s=max_runtime + RULE_MARGIN_S,
-            poll_s=1.0,
+            poll_s=RULE_POLL_S, wait=self._training_over.wait,  # woken at once when training ends
         )  # fmt: skip
         if outcome.status == ERROR and not tensors.is_dir():
             return RuleOutcome(
@@ -106,14 +117,10 @@ class RuleEvaluations:
         self._set_status(key, outcome)
 
     def finish(self) -> None:
-        """Evaluate the ProfilerReport, then wait for the debugger rules (started with training) to end."""
-        self.training_over()
-        job = self.runner.job
-        profiler_output = (job.get("ProfilerConfig") or {}).get("S3OutputPath") or self._hook_output()
+        """Wait for every rule evaluation to end (each reports its own status as it does)."""
         if not self._debugger_runs:  # training never started (the job failed while downloading)
             self.start_debugger_rules()
-        runs = [self._pool.submit(self._run, "ProfilerRuleEvaluationStatuses", config, self._profiler, profiler_output)
-                for config in job.get("ProfilerRuleConfigurations", [])]  # fmt: skip
-        for run in [*self._debugger_runs, *runs]:
+        self.training_over()
+        for run in [*self._debugger_runs, *(self._profiler_runs or [])]:
             run.result()
         self._pool.shutdown()
