@@ -137,19 +137,22 @@ with DAG(
     def select_source(params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        return dag_tasks.select_source(params)
+        with dag_tasks.failing_fast_on_bad_input():
+            return dag_tasks.select_source(params)
 
     @task
     def copy_images(selection: dict, params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        return dag_tasks.copy_images(params, selection)
+        with dag_tasks.failing_fast_on_bad_input():
+            return dag_tasks.copy_images(params, selection)
 
     @task
     def split_dataset(copy_result: dict, params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        return dag_tasks.split_dataset(params, copy_result)
+        with dag_tasks.failing_fast_on_bad_input():
+            return dag_tasks.split_dataset(params, copy_result)
 
     @task
     def package_code(params=None) -> dict:

@@ -8,12 +8,31 @@ function's return value is small and JSON-serialisable: it becomes the task's XC
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from inventory_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def failing_fast_on_bad_input() -> Iterator[None]:
+    """Invalid settings and permanent data-plane errors (bad input, a missing bucket, too many rejects) fail
+    the task at once: another attempt, minutes later, would meet the same error. S3 errors that may pass
+    (throttling, 5xx) and anything else keep Airflow's retries."""
+    from inventory_pipeline.dataset.errors import DatasetError
+    from inventory_pipeline.settings import SettingsError
+
+    try:
+        yield
+    except (DatasetError, SettingsError) as exc:
+        if isinstance(exc, DatasetError) and not exc.permanent:
+            raise
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retrying: it would fail the same way)") from exc
 
 
 def settings_from(params: Mapping[str, Any] | None) -> Settings:

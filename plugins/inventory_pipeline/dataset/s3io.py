@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from inventory_pipeline.dataset.errors import DatasetError, NoCredentials, SourceNotFound
+from inventory_pipeline.dataset.errors import DatasetError, NoCredentials, SourceChanged, SourceNotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +49,7 @@ def explained(bucket: str, what: str) -> Iterator[None]:
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             raise SourceNotFound(f"access denied to s3://{bucket} (while {what})") from exc
         if code in ("PreconditionFailed", "412"):
-            raise DatasetError(
+            raise SourceChanged(
                 f"an object in s3://{bucket} changed since it was selected (while {what}: its ETag no longer "
                 f"matches the selected one): {exc}; nothing was published: re-run to select the new version"
             ) from exc

@@ -1,0 +1,42 @@
+"""Which data-plane errors skip Airflow's retries: permanent ones fail the task at once, transient ones retry."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from inventory_pipeline.dag_tasks import failing_fast_on_bad_input
+from inventory_pipeline.dataset.errors import DatasetError, SourceChanged, SourceNotFound, TooManyRejects
+from inventory_pipeline.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SourceNotFound("bucket s3://nope does not exist"),
+        TooManyRejects("3 of 40 images rejected", rejects=[]),
+        SourceChanged("an object changed since it was selected"),
+    ],
+)
+def test_permanent_data_plane_errors_fail_without_retries(error):
+    with pytest.raises(AirflowFailException, match=type(error).__name__) as raised:
+        with failing_fast_on_bad_input():
+            raise error
+    assert raised.value.__cause__ is error and str(error) in str(raised.value)
+
+
+def test_invalid_params_fail_without_retries():
+    with pytest.raises(AirflowFailException, match="epochs"):
+        with failing_fast_on_bad_input():
+            Settings.from_sources({"epochs": 0}, env={})
+
+
+def test_transient_and_unknown_errors_keep_their_retries():
+    transient = DatasetError("S3 error SlowDown while copying (s3://b)")
+    with pytest.raises(DatasetError) as raised:
+        with failing_fast_on_bad_input():
+            raise transient
+    assert raised.value is transient
+    with pytest.raises(ConnectionError):
+        with failing_fast_on_bad_input():
+            raise ConnectionError("reset by peer")
