@@ -23,6 +23,13 @@ PROFILER_RULES = (
 KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
+# A KMS key id, key ARN, alias name or alias ARN (what SageMaker's KmsKeyId accepts).
+_KMS_RE = re.compile(
+    r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+"
+    r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]+|key/mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+))$"
+)
 
 
 class SettingsError(ValueError):
@@ -99,6 +106,15 @@ class Settings:
             "subnets",
             "VPC mode needs both subnets and security_group_ids",
         )
+        _require(len(self.subnets) <= 16, "subnets", "SageMaker accepts at most 16 subnets")
+        _require(len(self.security_group_ids) <= 5, "security_group_ids", "SageMaker accepts at most 5 groups")
+        bad = [s for s in self.subnets if not _SUBNET_RE.match(s)]
+        _require(not bad, "subnets", f"{bad} are not subnet ids (expected e.g. subnet-0a1b2c3d)")
+        bad = [g for g in self.security_group_ids if not _SECURITY_GROUP_RE.match(g)]
+        _require(not bad, "security_group_ids", f"{bad} are not security group ids (expected e.g. sg-0a1b2c3d)")
+        for name in ("output_kms_key_id", "volume_kms_key_id"):
+            value = getattr(self, name)
+            _require(not value or bool(_KMS_RE.match(value)), name, "expected a KMS key id, key ARN or alias")
         pretrained_ok = not self.pretrained_s3_uri or self.pretrained_s3_uri.startswith("s3://")
         _require(pretrained_ok, "pretrained_s3_uri", "must be an s3:// URI")
 

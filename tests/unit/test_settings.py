@@ -20,8 +20,9 @@ def test_params_override_environment_and_are_coerced():
     env = {
         "INVENTORY_BUCKET": "team-bucket",
         "INVENTORY_PREFIX": "team/x",
-        "INVENTORY_SUBNETS": "subnet-1,subnet-2",
-        "INVENTORY_SECURITY_GROUP_IDS": "sg-1",
+        "INVENTORY_SUBNETS": "subnet-0a1b2c3d,subnet-0a1b2c3e",
+        "INVENTORY_SECURITY_GROUP_IDS": "sg-0a1b2c3d",
+        "INVENTORY_OUTPUT_KMS_KEY_ID": "alias/inventory-output",
         "INVENTORY_ENABLE_NETWORK_ISOLATION": "true",
     }
     s = Settings.from_sources(
@@ -29,7 +30,8 @@ def test_params_override_environment_and_are_coerced():
     )
     assert s.bucket == "team-bucket" and s.root == "team/x/"
     assert s.epochs == 5 and s.lr == 0.01 and s.fail_on_rules == ("Overfit",)
-    assert s.subnets == ("subnet-1", "subnet-2") and s.enable_network_isolation is True
+    assert s.subnets == ("subnet-0a1b2c3d", "subnet-0a1b2c3e") and s.enable_network_isolation is True
+    assert s.output_kms_key_id == "alias/inventory-output"
 
 
 @pytest.mark.parametrize(
@@ -44,7 +46,11 @@ def test_params_override_environment_and_are_coerced():
         ({"bucket": "Bad_Bucket"}, "bucket"),
         ({"lr": "fast"}, "lr"),
         ({"instance_type": "c5.xlarge"}, "instance_type"),
-        ({"subnets": ["subnet-1"]}, "subnets"),
+        ({"subnets": ["subnet-0a1b2c3d"]}, "subnets"),  # VPC mode needs security groups too
+        ({"subnets": ["vpc-0a1b2c3d"], "security_group_ids": ["sg-0a1b2c3d"]}, "subnets"),
+        ({"subnets": ["subnet-0a1b2c3d"], "security_group_ids": ["0a1b2c3d"]}, "security_group_ids"),
+        ({"output_kms_key_id": "my key"}, "output_kms_key_id"),
+        ({"volume_kms_key_id": "arn:aws:s3:::bucket"}, "volume_kms_key_id"),
         ({"enable_network_isolation": "maybe"}, "enable_network_isolation"),
     ],
 )

@@ -15,6 +15,9 @@ def build(**settings):
     return build_training_request(Settings(**settings), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, run_id="run-1")
 
 
+KMS_OUT = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
 def test_matches_the_studys_configuration():
     request = build()
     assert request["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
@@ -57,13 +60,13 @@ def test_self_hosted_mode_sends_no_debugger_configuration():
 
 def test_network_and_encryption_options_reach_the_request():
     request = build(
-        subnets=("subnet-1",), security_group_ids=("sg-1",), output_kms_key_id="kms-out",
-        volume_kms_key_id="kms-vol", enable_network_isolation=True, inter_container_encryption=True,
+        subnets=("subnet-0a1b2c3d",), security_group_ids=("sg-0a1b2c3d",), output_kms_key_id=KMS_OUT,
+        volume_kms_key_id="alias/inventory-volume", enable_network_isolation=True, inter_container_encryption=True,
     )  # fmt: skip
-    assert request["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert request["VpcConfig"] == {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
     assert (
-        request["OutputDataConfig"]["KmsKeyId"] == "kms-out"
-        and request["ResourceConfig"]["VolumeKmsKeyId"] == "kms-vol"
+        request["OutputDataConfig"]["KmsKeyId"] == KMS_OUT
+        and request["ResourceConfig"]["VolumeKmsKeyId"] == "alias/inventory-volume"
     )
     assert request["EnableNetworkIsolation"] and request["EnableInterContainerTrafficEncryption"]
 
