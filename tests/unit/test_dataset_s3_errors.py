@@ -2,6 +2,7 @@
 and an object deleted between a listing and a read becomes a counted reject (botocore's Stubber)."""
 
 import logging
+from typing import Any
 
 import boto3
 import pytest
@@ -98,16 +99,17 @@ def test_validation_turns_a_key_deleted_after_the_listing_into_a_reject(stubbed)
     }
 
 
-def test_validation_reads_only_the_first_bytes_of_a_large_image(stubbed):
+def body(data: bytes) -> Any:
+    """A GetObject answer's Body."""
     import io
 
     from botocore.response import StreamingBody
 
+    return StreamingBody(io.BytesIO(data), len(data))
+
+
+def test_validation_reads_only_the_first_bytes_of_a_large_image(stubbed):
     s3, stubber = stubbed
-
-    def body(data: bytes) -> StreamingBody:
-        return StreamingBody(io.BytesIO(data), len(data))
-
     metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
     stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
     image_head = {"Bucket": "src", "Key": "bin-images/00042.jpg", "Range": "bytes=0-15", "IfMatch": "etag"}
@@ -117,15 +119,7 @@ def test_validation_reads_only_the_first_bytes_of_a_large_image(stubbed):
 
 
 def test_validation_reads_the_last_bytes_to_reject_a_truncated_large_image(stubbed):
-    import io
-
-    from botocore.response import StreamingBody
-
     s3, stubber = stubbed
-
-    def body(data: bytes) -> StreamingBody:
-        return StreamingBody(io.BytesIO(data), len(data))
-
     metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
     stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
     image = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}
@@ -193,16 +187,12 @@ def test_split_copies_are_guarded_by_the_raw_objects_own_etag(stubbed):
     [(b"\xff\xd9", None), (b"\x5a\x5a", "image is truncated (no JPEG end marker FF D9 in its last bytes)")],
 )
 def test_a_small_image_is_checked_at_both_ends_with_one_request(stubbed, tail, reject):
-    import io
-
-    from botocore.response import StreamingBody
-
     s3, stubber = stubbed
     data = b"\xff\xd8\xff\xe0" + b"\0" * 3000 + tail
     metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
-    stubber.add_response("get_object", {"Body": StreamingBody(io.BytesIO(b'{"EXPECTED_QUANTITY": 3}'), 24)}, metadata)
+    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
     image = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}  # no Range: the whole object
-    stubber.add_response("get_object", {"Body": StreamingBody(io.BytesIO(data), len(data))}, image)
+    stubber.add_response("get_object", {"Body": body(data)}, image)
     result = validate(s3, "src", "", _planned(len(data)))
     assert result == (None if reject is None else {"key": "bin-images/00042.jpg", "reason": reject})
     stubber.assert_no_pending_responses()
