@@ -23,8 +23,10 @@ DESCRIBE = {
 REPORTS = {
     "CPUBottleneck": {"RuleTriggered": 1, "Violations": 36, "Details": {"summary": "CPU above 90%"}, "Datapoints": 65,
                       "RuleParameters": "threshold:50"},
-    "LowGPUUtilization": {"RuleTriggered": 0, "Violations": 0, "Details": {"summary": "not applicable"},
-                          "Datapoints": 0, "RuleParameters": ""},
+    "LowGPUUtilization": {"RuleTriggered": 0, "Violations": 0, "Details": {"summary": "not applicable: no GPU",
+                          "applicable": False}, "Datapoints": 0, "RuleParameters": ""},
+    "StepOutlier": {"RuleTriggered": 0, "Violations": 0, "Details": {"summary": "no outlier"}, "Datapoints": 40,
+                    "RuleParameters": "stddev:3"},
 }  # fmt: skip
 
 
@@ -34,6 +36,8 @@ def test_findings_cover_rules_and_profiler_subrules():
     assert "regularisation" in findings["Overfit"].recommendation
     assert findings["CPUBottleneck"].triggered == 36 and findings["CPUBottleneck"].parent == "ProfilerReport"
     assert findings["VanishingGradient"].recommendation == ""  # nothing to do when quiet
+    # a GPU rule on a CPU instance measured nothing: not reported as a pass
+    assert findings["LowGPUUtilization"].status == "NotApplicable" and findings["StepOutlier"].status == "NoIssuesFound"
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ RECOMMENDATIONS = {
     "OverallSystemUsage": "Utilisation statistics for right-sizing (informational).",
 }
 TERMINAL_BAD = ("Error", "InProgress", "Stopping", "Stopped")
+NOT_APPLICABLE = "NotApplicable"  # a ProfilerReport sub-rule that needs what this instance lacks (a GPU)
 
 
 @dataclass
@@ -75,9 +76,12 @@ def findings_from_job(describe: dict[str, Any], profiler_reports: dict[str, dict
     for rule, report in sorted(profiler_reports.items()):
         triggered = int(report.get("RuleTriggered", 0))
         details = report.get("Details", {})
+        # A GPU rule on a CPU instance measured nothing: say so, rather than "no issues found".
+        idle = isinstance(details, dict) and details.get("applicable") is False
         findings.append(
             Finding(
-                rule=rule, kind="profiler-rule", status="IssuesFound" if triggered else "NoIssuesFound",
+                rule=rule, kind="profiler-rule",
+                status="IssuesFound" if triggered else NOT_APPLICABLE if idle else "NoIssuesFound",
                 triggered=int(report.get("Violations", 0)) if triggered else 0,
                 datapoints=int(report.get("Datapoints", 0)), parameters=report.get("RuleParameters", ""),
                 recommendation=RECOMMENDATIONS.get(rule, "") if triggered else "",
