@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -25,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training_code"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from data import CountingImageFolder, train_transform  # noqa: E402
 from model import build_model, spec_for  # noqa: E402
-from train import _loader, run_epoch  # noqa: E402
+from train import _loader, run_epoch, training_set  # noqa: E402
 
 from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
 
@@ -63,7 +63,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small_cnn")
     parser.add_argument("--images", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5, help="measured epochs of each, interleaved")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true")
@@ -72,8 +72,7 @@ def main() -> int:
     spec = spec_for(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp), args.images)
-        dataset = CountingImageFolder("train", tmp, train_transform(spec.input_size, spec.normalization,
-                                                                    spec.augmentation))  # fmt: skip
+        dataset = training_set(spec, tmp)  # exactly what train.py trains on
         criterion = torch.nn.CrossEntropyLoss()
 
         def fresh():
@@ -83,30 +82,36 @@ def main() -> int:
         model, optimizer = fresh()
         loader = _loader(dataset, args.batch_size, args.workers, True)
         run_epoch(model, loader, criterion, torch.device("cpu"), optimizer)  # warm-up: workers, allocator
-        with CpuMonitor() as cpu:
-            started, seen = time.perf_counter(), 0
-            for _ in range(args.epochs):
-                seen += run_epoch(model, loader, criterion, torch.device("cpu"), optimizer).images
-            full_s = time.perf_counter() - started
-
         batches = [batch for batch in _loader(dataset, args.batch_size, 0, True)]  # decoded + augmented once
-        model, optimizer = fresh()
-        model.train()
-        started, compute_seen = time.perf_counter(), 0
-        for _ in range(args.epochs):
+        compute_model, compute_optimizer = fresh()
+        compute_model.train()
+
+        def compute_epoch() -> tuple[int, float]:
+            started, count = time.perf_counter(), 0
             for images, labels, _ in batches:
-                optimizer.zero_grad(set_to_none=True)
-                criterion(model(images), labels).backward()
-                optimizer.step()
-                compute_seen += len(labels)
-        compute_s = time.perf_counter() - started
-    full = seen / full_s
-    compute = compute_seen / compute_s
+                compute_optimizer.zero_grad(set_to_none=True)
+                criterion(compute_model(images), labels).backward()
+                compute_optimizer.step()
+                count += len(labels)
+            return count, time.perf_counter() - started
+
+        compute_epoch()  # warm-up
+        # Epochs of (a) and (b) alternate and their medians are compared: this machine's speed drifts.
+        full_rates, compute_rates, busy = [], [], []
+        for _ in range(args.epochs):
+            with CpuMonitor() as cpu:
+                started = time.perf_counter()
+                seen = run_epoch(model, loader, criterion, torch.device("cpu"), optimizer).images
+                full_rates.append(seen / (time.perf_counter() - started))
+            busy += cpu.samples
+            count, seconds = compute_epoch()
+            compute_rates.append(count / seconds)
+    full, compute = statistics.median(full_rates), statistics.median(compute_rates)
     result = {
         "model": args.model, "images": args.images, "epochs": args.epochs, "workers": args.workers,
         "torch_threads": torch.get_num_threads(), "full_loop_img_s": round(full, 1),
         "compute_only_img_s": round(compute, 1), "input_efficiency": round(full / compute, 3),
-        "cpu_busy": round(sum(cpu.samples) / max(1, len(cpu.samples)), 3),
+        "cpu_busy": round(sum(busy) / max(1, len(busy)), 3),
     }  # fmt: skip
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
