@@ -57,7 +57,7 @@ def run_fold(channels: dict[str, Path], pretrained: Path, work: Path, args: argp
         "SMDEBUG_CONFIG_FILE_PATH": str(work / "no-hook.json"),
     }
     argv = ["--model", args.model, "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", "16",
-            "--seed", "1"]  # fmt: skip
+            "--seed", "1", *args.train_args.split()]  # fmt: skip
     proc = subprocess.run([sys.executable, str(ROOT / "training_code" / "train.py"), *argv], env=env,
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
@@ -72,6 +72,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--pretrained", type=Path, default=ROOT / "build" / "pretrained")
+    parser.add_argument("--train-args", default="", help='more train.py arguments, e.g. "--view crop --image-size 224"')
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not any(args.pretrained.glob("*.pth")):
@@ -88,7 +89,8 @@ def main() -> int:
     accuracies = [r["test_accuracy"] for r in rows]
     total = sum(len(p) for p in by_count.values())
     result = {
-        "model": args.model, "epochs": args.epochs, "lr": args.lr, "folds": args.folds, "photos": total,
+        "model": args.model, "epochs": args.epochs, "lr": args.lr, "train_args": args.train_args,
+        "folds": args.folds, "photos": total,
         "mean_test_accuracy": round(statistics.mean(accuracies), 3),
         "std_test_accuracy": round(statistics.stdev(accuracies), 3) if len(accuracies) > 1 else 0.0,
         "mean_rmse": round(statistics.mean(r["rmse"] for r in rows), 3),

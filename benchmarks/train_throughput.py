@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training_code"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from model import build_model, spec_for  # noqa: E402
+from model import build_model, hold_frozen_norms, spec_for  # noqa: E402
 from train import _loader, run_epoch, training_set  # noqa: E402
 
 from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
@@ -85,6 +85,7 @@ def main() -> int:
         batches = [batch for batch in _loader(dataset, args.batch_size, 0, True)]  # decoded + augmented once
         compute_model, compute_optimizer = fresh()
         compute_model.train()
+        hold_frozen_norms(compute_model)  # as run_epoch does
 
         def compute_epoch() -> tuple[int, float]:
             started, count = time.perf_counter(), 0

@@ -9,10 +9,11 @@ while decoding (PIL's draft mode), keeping the shorter side at least `decode_sid
 input that cuts the decode, the input pipeline's largest cost on CPU, several times; the ImageNet models'
 224 px crops from ABID's ~500x300 photos keep the full resolution.
 
-Decoded images are kept in memory, per process (each DataLoader worker of each channel has its own), up to
-`cache_mb` (INVENTORY_DECODE_CACHE_MB, default 256; 0 turns it off): from the second epoch on, a cached image
-costs its augmentations only. The default keeps 3 channels x 4 workers under 3 GiB on the study's 8 GiB
-ml.c5.xlarge; what does not fit streams from disk, decoded every epoch as before.
+Decoded images, after the transform's leading deterministic steps (the full view's resize to the network's
+input, an evaluation's resize + centre crop), are kept in memory, per process (each DataLoader worker of each
+channel has its own), up to `cache_mb` (INVENTORY_DECODE_CACHE_MB, default 256; 0 turns it off): from the second
+epoch on, a cached image costs its random augmentations only. The default keeps 3 channels x 4 workers under
+3 GiB on the study's 8 GiB ml.c5.xlarge; what does not fit streams from disk, decoded every epoch as before.
 """
 
 from __future__ import annotations
@@ -41,28 +42,64 @@ class ChannelError(ValueError):
     """
 
 
-def train_transform(size: int, norm: dict, augmentation: str = "study") -> T.Compose:
+VIEWS = ("crop", "full")
+
+
+def train_transform(size: int, norm: dict, augmentation: str = "study", view: str = "crop") -> T.Compose:
     """The study's augmentations, or a light set for small networks trained from scratch.
 
-    RandomResizedCrop keeps at least 80% of the bin: the study's default (down to 8%) often crops counted
-    items out of the picture, which turns the label into noise for a counting task.
+    view "crop" (the study's): RandomResizedCrop keeping at least 80% of the bin; the study's default (down to
+    8%) often crops counted items out of the picture, which turns the label into noise for a counting task.
+    view "full": the whole photo scaled to size x size, nothing cropped, so every counted item stays in it.
     """
-    crop = T.RandomResizedCrop(size, scale=(0.8, 1.0))
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     normalize = [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
+    if view == "full":
+        geometry = [T.Resize((size, size)), T.RandomHorizontalFlip()]
+        if augmentation == "light":  # a count does not change upside down either
+            return T.Compose([*geometry, T.RandomVerticalFlip(), *normalize])
+        return T.Compose([*geometry, T.ColorJitter(0.4, 0.4, 0.4, 0.1), *normalize])
+    crop = T.RandomResizedCrop(size, scale=(0.8, 1.0))
     if augmentation == "light":
         return T.Compose([crop, T.RandomHorizontalFlip(), *normalize])
     return T.Compose([crop, T.RandomHorizontalFlip(), T.RandomRotation(10), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
                       *normalize])  # fmt: skip
 
 
-def train_decode_side(size: int) -> int:
-    """The shorter side a training image needs: RandomResizedCrop keeps >= 80% of the area, so a crop's side
-    can be ~0.9 of the image's before it is scaled to `size`; a margin keeps the crop from being upscaled."""
-    return int(size * 1.25 + 0.5)
+def train_decode_side(size: int, view: str = "crop") -> int:
+    """The shorter side a training image needs. "crop": RandomResizedCrop keeps >= 80% of the area, so a crop's
+    side can be ~0.9 of the image's before it is scaled to `size`; a margin keeps the crop from being upscaled.
+    "full": the whole image is scaled to `size`."""
+    return size if view == "full" else int(size * 1.25 + 0.5)
 
 
-def eval_transform(size: int, resize: int, norm: dict) -> T.Compose:
-    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(norm["mean"], norm["std"])])
+def eval_transform(size: int, resize: int, norm: dict, view: str = "crop") -> T.Compose:
+    """View "crop": the study's resize + centre crop (which cuts the sides of a wide bin photo); "full": the
+    whole photo scaled to size x size, as in training."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    normalize = [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
+    if view == "full":
+        return T.Compose([T.Resize((size, size)), *normalize])
+    return T.Compose([T.Resize(resize), T.CenterCrop(size), *normalize])
+
+
+def split_fixed(transform):
+    """(the leading deterministic steps, the rest) of a Compose. The dataset applies the first part once and
+    caches its result: for the full view (and any evaluation) that is the resize to the network's input, so an
+    epoch after the first costs the flips and the normalisation of a small image only."""
+    if not isinstance(transform, T.Compose):
+        return None, transform
+    steps = list(transform.transforms)
+    fixed = 0
+    while fixed < len(steps) and type(steps[fixed]) in (T.Resize, T.CenterCrop):
+        fixed += 1
+    return (T.Compose(steps[:fixed]) if fixed else None), T.Compose(steps[fixed:])
+
+
+def eval_decode_side(size: int, resize: int, view: str = "crop") -> int:
+    return size if view == "full" else resize
 
 
 class CountingImageFolder(Dataset):
@@ -81,7 +118,8 @@ class CountingImageFolder(Dataset):
         self._cached_bytes = 0
         if root is None:
             raise ChannelError(f"channel {channel!r} was not provided (SM_CHANNEL_{channel.upper()} is unset)")
-        self.channel, self.root, self.transform = channel, Path(root), transform
+        self.channel, self.root = channel, Path(root)
+        self.prepare, self.transform = split_fixed(transform)
         if not self.root.is_dir():
             raise ChannelError(f"channel {channel!r}: {self.root} does not exist")
         self.samples: list[tuple[Path, int]] = []
@@ -121,6 +159,8 @@ class CountingImageFolder(Dataset):
                     image.draft("RGB", (self.decode_side, self.decode_side))
                 image.load()  # decode now: a truncated file fails here, not later
                 rgb = image.convert("RGB")
+            if self.prepare is not None:
+                rgb = self.prepare(rgb)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return {"skipped": str(path), "error": f"{type(exc).__name__}: {exc}"}
         pixels = rgb.tobytes()

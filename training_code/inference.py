@@ -49,7 +49,9 @@ def input_fn(request_body: bytes, content_type: str = "image/jpeg"):
 
 def predict_fn(data: Image.Image, model) -> dict:
     info = model.inventory_info
-    tensor = eval_transform(info["input_size"], info["resize"], info["normalization"])(data).unsqueeze(0)
+    # models saved before views existed were trained on the study's centre crop
+    transform = eval_transform(info["input_size"], info["resize"], info["normalization"], info.get("view", "crop"))
+    tensor = transform(data).unsqueeze(0)
     with torch.no_grad():
         probabilities = torch.softmax(model(tensor), dim=1)[0].tolist()
     best = max(range(len(probabilities)), key=probabilities.__getitem__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -31,13 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import debugger  # noqa: E402
 from data import (  # noqa: E402
     COUNTS,
+    VIEWS,
     CountingImageFolder,
     collate_skipping,
+    eval_decode_side,
     eval_transform,
     train_decode_side,
     train_transform,
 )
-from model import build_model, find_checkpoint, spec_for  # noqa: E402
+from model import LR_SCHEDULES, ModelSpec, build_model, find_checkpoint, hold_frozen_norms, spec_for  # noqa: E402
 from self_hosted import SelfHostedProfiler  # noqa: E402
 
 log = logging.getLogger("train")
@@ -61,6 +64,7 @@ class JobConfig:
     num_workers: int
     freeze_backbone: bool
     early_stopping_patience: int
+    spec: ModelSpec
     channels: dict[str, str | None]
     model_dir: Path
     output_data_dir: Path
@@ -93,8 +97,23 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     parser.add_argument("--freeze-backbone", "--freeze_backbone", dest="freeze_backbone", type=_bool, default=True)
     parser.add_argument("--early-stopping-patience", "--early_stopping_patience", dest="patience", type=int,
                         default=0)  # fmt: skip
+    # Defaults come from the model (model.SPECS); these override them.
+    parser.add_argument("--view", choices=VIEWS, default=None)
+    parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
+    parser.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None)
     args, unknown = parser.parse_known_args(argv)
-    spec_for(args.model)  # a clear error for an unknown model, before any work
+    spec = spec_for(args.model)  # a clear error for an unknown model, before any work
+    if args.image_size is not None and not 32 <= args.image_size <= 1024:
+        parser.error(f"--image-size must be 32..1024, got {args.image_size}")
+    view, size = args.view or spec.view, args.image_size or spec.input_size
+    if view == "full":
+        resize = size
+    elif (view, size) == (spec.view, spec.input_size):
+        resize = spec.resize
+    else:  # another crop: the study's 256:224 resize ratio
+        resize = round(size * 256 / 224)
+    spec = dataclasses.replace(spec, view=view, input_size=size, resize=resize,
+                               lr_schedule=args.lr_schedule or spec.lr_schedule)  # fmt: skip
     hosts = json.loads(env.get("SM_HOSTS", '["algo-1"]'))
     num_cpus = int(env.get("SM_NUM_CPUS", os.cpu_count() or 1))
     return JobConfig(
@@ -106,6 +125,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         num_workers=num_cpus if args.num_workers is None else args.num_workers,
         freeze_backbone=args.freeze_backbone,
         early_stopping_patience=args.patience,
+        spec=spec,
         channels={name: env.get(f"SM_CHANNEL_{name.upper()}") for name in ("train", "valid", "test", "pretrained")},
         model_dir=Path(env.get("SM_MODEL_DIR", "/opt/ml/model")),
         output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
@@ -139,9 +159,11 @@ class EpochResult:
     seconds: float
 
 
-def run_epoch(model, loader, criterion, device, optimizer=None, hook=None) -> EpochResult:
+def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None) -> EpochResult:
     training = optimizer is not None
     model.train(training)
+    if training:
+        hold_frozen_norms(model)
     debugger.set_mode(hook, train=training)
     total_loss, correct, seen, skipped = 0.0, 0, 0, []
     started = time.perf_counter()
@@ -157,6 +179,8 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None) -> Ep
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
             total_loss += loss.item() * len(labels)
             correct += (outputs.argmax(1) == labels).sum().item()
             seen += len(labels)
@@ -199,8 +223,8 @@ def evaluate(model, loader, device) -> dict:
 
 def training_set(spec, root) -> CountingImageFolder:
     """The train channel with the model's augmentations, decoded at the resolution they need."""
-    transform = train_transform(spec.input_size, spec.normalization, spec.augmentation)
-    return CountingImageFolder("train", root, transform, decode_side=train_decode_side(spec.input_size))
+    transform = train_transform(spec.input_size, spec.normalization, spec.augmentation, spec.view)
+    return CountingImageFolder("train", root, transform, decode_side=train_decode_side(spec.input_size, spec.view))
 
 
 def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0) -> DataLoader:
@@ -239,18 +263,20 @@ def train(config: JobConfig) -> dict:
         torch.cuda.set_device(0)
     is_main = config.rank == 0
 
-    spec = spec_for(config.model)
+    spec = config.spec
     train_set = training_set(spec, config.channels["train"])
-    eval_tf = eval_transform(spec.input_size, spec.resize, spec.normalization)
+    eval_tf = eval_transform(spec.input_size, spec.resize, spec.normalization, spec.view)
+    side = eval_decode_side(spec.input_size, spec.resize, spec.view)
     valid_set = CountingImageFolder("valid", config.channels["valid"], eval_tf, require_all_classes=False,
-                                    decode_side=spec.resize)  # fmt: skip
+                                    decode_side=side)  # fmt: skip
     test_set = CountingImageFolder("test", config.channels["test"], eval_tf, require_all_classes=False,
-                                   decode_side=spec.resize)  # fmt: skip
+                                   decode_side=side)  # fmt: skip
     for dataset in (valid_set, test_set):
         if dataset.missing:
             log.warning("channel %r has no image of count(s) %s", dataset.channel, dataset.missing)
     sizes = (len(train_set), train_set.class_counts(), len(valid_set), len(test_set))
     log.info("images: train %d %s, valid %d, test %d", *sizes)
+    log.info("inputs: %s view at %d px, lr schedule %s", spec.view, spec.input_size, spec.lr_schedule)
 
     pretrained_dir = Path(config.channels["pretrained"]) if config.channels["pretrained"] else None
     checkpoint = find_checkpoint(pretrained_dir, config.model)
@@ -272,6 +298,10 @@ def train(config: JobConfig) -> dict:
 
     sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
     train_loader = _loader(train_set, config.batch_size, config.num_workers, True, sampler, config.seed)
+    scheduler = None
+    if spec.lr_schedule == "onecycle":  # planned over every epoch asked for; early stopping ends it sooner
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+                                                        steps_per_epoch=len(train_loader))  # fmt: skip
     valid_loader = _loader(valid_set, config.batch_size, config.num_workers, False)
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
@@ -279,7 +309,7 @@ def train(config: JobConfig) -> dict:
     for epoch in range(1, config.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook)
+        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler)
         validated = run_epoch(model, valid_loader, criterion, device, None, hook)
         skipped += trained.skipped + validated.skipped
         train_images += trained.images
@@ -310,6 +340,7 @@ def train(config: JobConfig) -> dict:
         result = {
             **test,
             "model": config.model,
+            "inputs": {"view": spec.view, "image_size": spec.input_size, "lr_schedule": spec.lr_schedule},
             "class_counts": {
                 "train": train_set.class_counts(),
                 "valid": valid_set.class_counts(),
@@ -342,6 +373,7 @@ def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
         "class_to_count": {str(i): c for i, c in enumerate(COUNTS)},
         "input_size": spec.input_size,
         "resize": spec.resize,
+        "view": spec.view,
         "normalization": spec.normalization,
         "freeze_backbone": config.freeze_backbone,
     }

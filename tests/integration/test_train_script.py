@@ -90,6 +90,7 @@ def test_single_host_writes_metrics_model_and_parseable_metric_lines(synthetic_c
     assert metrics["skipped_images"]["count"] == 0 and metrics["images_per_s"] > 0
     info = json.loads((tmp_path / "algo-1/model/model_info.json").read_text())
     assert info["architecture"] == "small_cnn" and info["class_to_count"]["0"] == 1
+    assert (info["view"], info["input_size"]) == ("full", 96)  # inference.py rebuilds the same view
     assert (tmp_path / "algo-1/model/model.pth").stat().st_size > 0
     # Every MetricDefinition of the request matches a line the script really printed.
     definitions = json.loads((ROOT / "training_code/metric_definitions.json").read_text())
