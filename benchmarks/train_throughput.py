@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training_code"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from allocator import keep_freed_memory  # noqa: E402
 from model import build_model, hold_frozen_norms, spec_for  # noqa: E402
 from train import _loader, run_epoch, training_set  # noqa: E402
 
@@ -69,6 +70,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
+    keep_freed_memory()  # as train.py does
     spec = spec_for(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp), args.images)
