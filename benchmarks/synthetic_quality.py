@@ -28,8 +28,8 @@ from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=0.002)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=0.004)  # small_cnn's onecycle peak rate
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import debugger  # noqa: E402
+from allocator import keep_freed_memory  # noqa: E402
 from data import (  # noqa: E402
     COUNTS,
     VIEWS,
@@ -227,14 +228,29 @@ def training_set(spec, root) -> CountingImageFolder:
     return CountingImageFolder("train", root, transform, decode_side=train_decode_side(spec.input_size, spec.view))
 
 
-def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0) -> DataLoader:
+class NormalizingLoader:
+    """A DataLoader whose uint8 batches (see data.split_transform) are normalised as they arrive."""
+
+    def __init__(self, loader: DataLoader, normalize):
+        self.loader, self.normalize = loader, normalize
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels, skipped in self.loader:
+            yield (self.normalize(images) if self.normalize and len(labels) else images), labels, skipped
+
+
+def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0) -> NormalizingLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(
+    loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=workers, collate_fn=collate_skipping, persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None, generator=generator, worker_init_fn=_lower_priority,
     )  # fmt: skip
+    return NormalizingLoader(loader, getattr(dataset, "normalize", None))
 
 
 def _lower_priority(_worker_id: int) -> None:
@@ -397,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stdout)  # fmt: skip
     try:
         config = parse_config(argv)
+        keep_freed_memory()
         if config.ignored_args:
             log.info("ignoring arguments this script does not use: %s", config.ignored_args)
         log.info("config: %s", {k: v for k, v in asdict(config).items() if k != "ignored_args"})

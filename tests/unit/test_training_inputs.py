@@ -95,3 +95,24 @@ def test_a_network_trained_from_scratch_updates_its_norms():
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     run_epoch(model, [batch], torch.nn.CrossEntropyLoss(), torch.device("cpu"), optimizer)
     assert not torch.equal(model.features.block1_bn.running_mean, before)
+
+
+def test_batches_cross_as_uint8_and_are_normalised_as_inference_does(tmp_path):
+    """The loader's batch path (uint8 from the workers, normalised per batch) equals inference's per-image
+    ToTensor + Normalize, so a model is served the inputs it was evaluated on."""
+    from data import CountingImageFolder
+    from model import spec_for
+    from train import _loader
+
+    spec = spec_for("small_cnn")
+    for label in "12345":
+        (tmp_path / label).mkdir()
+        wide_bin_with_an_item_at_its_edge().save(tmp_path / label / f"bin{label}.jpg")
+    transform = eval_transform(spec.input_size, spec.resize, spec.normalization, spec.view)
+    dataset = CountingImageFolder("test", tmp_path, transform)
+    assert dataset[0][0].dtype == torch.uint8  # what crosses from a worker
+    images, labels, skipped = next(iter(_loader(dataset, 5, 0, False)))
+    assert images.dtype == torch.float32 and labels.tolist() == [0, 1, 2, 3, 4] and skipped == []
+    with Image.open(tmp_path / "1" / "bin1.jpg") as photo:
+        expected = transform(photo.convert("RGB"))
+    assert torch.allclose(images[0], expected, atol=1e-5)
