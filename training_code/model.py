@@ -34,8 +34,8 @@ class ModelSpec:
     resize: int
     normalization: dict
     pretrained_by_default: bool
-    # "study": the study's augmentations (pretrained backbones); "light": flips and a mild crop only, for a
-    # network trained from scratch on a few hundred images, where colour/rotation noise slows learning.
+    # "study": the study's augmentations (pretrained backbones); "light": flips (and a mild crop in the crop
+    # view), for a network trained from scratch on a few hundred images, where colour/rotation noise slows it.
     augmentation: str = "study"
     # "crop": the study's resize + centre crop; "full": the whole bin scaled to input_size x input_size. A centre
     # crop of a wide bin photo cuts items at its sides out of the picture while the label still counts them.
@@ -49,10 +49,11 @@ SPECS = {
     # The study's models keep the study's transforms exactly.
     "resnet50": ModelSpec("resnet50", 224, 256, IMAGENET_NORM, True),
     "resnet18": ModelSpec("resnet18", 224, 256, IMAGENET_NORM, True),
-    # Measured on the 100 real photos (frozen features, 5-fold x 3): centre crop 224 ~0.20-0.24 accuracy, the
-    # whole bin at 320-416 px ~0.28-0.33 (counting needs the whole bin and the detail of each item).
+    # On the 100 real photos (benchmarks/real_photos.py, 5-fold, through train.py): centre crop 224 0.23 test
+    # accuracy, the whole bin at 416 px 0.39 (majority 0.20): counting needs the whole bin and each item's detail.
     "efficientnet_lite0": ModelSpec("efficientnet_lite0", 416, 416, LITE_NORM, True, view="full"),
-    # Synthetic data, 20 epochs: centre crop 0.76 test accuracy, the whole bin 0.93 (0.95 with onecycle).
+    # Synthetic data (benchmarks/synthetic_quality.py): centre crop 0.76 test accuracy after 20 epochs, the whole
+    # bin 0.93, and 0.97 after 15 epochs with onecycle.
     "small_cnn": ModelSpec(
         "small_cnn", 96, 96, IMAGENET_NORM, False, augmentation="light", view="full", lr_schedule="onecycle"
     ),
