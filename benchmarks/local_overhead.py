@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from script_mode import run_train, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -67,23 +67,13 @@ def main() -> int:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     s3.download_file(bucket, obj["Key"], str(target))
         hp = {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
-        env = {
-            **os.environ,
-            **{f"SM_CHANNEL_{s.upper()}": str(local / s) for s in ("train", "valid", "test")},
-            "SM_MODEL_DIR": str(local / "model"),
-            "SM_OUTPUT_DATA_DIR": str(local / "out"),
-            "SM_OUTPUT_FAILURE": str(local / "failure"),
-            "INVENTORY_OFFLINE": "1",
-            "SMDEBUG_CONFIG_FILE_PATH": str(hook_config),
-            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-        }
+        env = script_env({s: local / s for s in ("train", "valid", "test")}, local, hook_config)
         argv = [a for k, v in hp.items() for a in (f"--{k}", str(v))]  # fmt: skip
 
         def direct() -> float:
             shutil.rmtree(local / "tensors", ignore_errors=True)  # smdebug refuses an existing trial
             started = time.perf_counter()
-            subprocess.run([sys.executable, str(ROOT / "training_code" / "train.py"), *argv], env=env, check=True,
-                           capture_output=True)  # fmt: skip
+            run_train(argv, env).check_returncode()
             return time.perf_counter() - started
 
         def through_runner(name: str) -> tuple[float, dict]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from script_mode import metrics, run_train, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "abid-sample"
@@ -46,23 +46,13 @@ def fold_channels(by_count: dict[int, list[Path]], fold: int, folds: int, out: P
 
 
 def run_fold(channels: dict[str, Path], pretrained: Path, work: Path, args: argparse.Namespace) -> dict:
-    env = {
-        **os.environ,
-        **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
-        "SM_CHANNEL_PRETRAINED": str(pretrained),
-        "SM_MODEL_DIR": str(work / "model"),
-        "SM_OUTPUT_DATA_DIR": str(work / "output"),
-        "INVENTORY_OFFLINE": "1",
-        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-        "SMDEBUG_CONFIG_FILE_PATH": str(work / "no-hook.json"),
-    }
+    env = script_env({**channels, "pretrained": pretrained}, work)
     argv = ["--model", args.model, "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", "16",
             "--seed", "1", *args.train_args.split()]  # fmt: skip
-    proc = subprocess.run([sys.executable, str(ROOT / "training_code" / "train.py"), *argv], env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = run_train(argv, env)
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return json.loads((work / "output" / "metrics.json").read_text())
+    return metrics(work)
 
 
 def main() -> int:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from script_mode import metrics, run_train, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -41,32 +41,23 @@ def main() -> int:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{item.image_id}.jpg").write_bytes(item.jpeg)
             labels[assign_split(item.image_id), item.label] += 1
-        env = {
-            **os.environ,
-            **{f"SM_CHANNEL_{s.upper()}": str(work / "data" / s) for s in ("train", "valid", "test")},
-            "SM_MODEL_DIR": str(work / "model"),
-            "SM_OUTPUT_DATA_DIR": str(work / "output"),
-            "INVENTORY_OFFLINE": "1",
-            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-            "SMDEBUG_CONFIG_FILE_PATH": str(work / "no-hook.json"),
-        }
+        env = script_env({s: work / "data" / s for s in ("train", "valid", "test")}, work)
         argv = ["--model", "small_cnn", "--epochs", str(args.epochs), "--lr", str(args.lr),
                 "--batch-size", str(args.batch_size), "--seed", "1"]  # fmt: skip
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(ROOT / "training_code" / "train.py"), *argv], env=env,
-                              capture_output=True, text=True)  # fmt: skip
+        proc = run_train(argv, env)
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
             return 1
-        metrics = json.loads((work / "output" / "metrics.json").read_text())
+        scored = metrics(work)
     test_counts = [n for (split, _), n in labels.items() if split == "test"]
     result = {
         "model": "small_cnn", "images": args.images, "epochs": args.epochs, "lr": args.lr,
-        "test_images": metrics["test_images"], "test_accuracy": round(metrics["accuracy"], 3),
-        "rmse": round(metrics["rmse"], 3), "majority_baseline": round(max(test_counts) / sum(test_counts), 3),
-        "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"], "wall_s": round(wall, 1),
-        "train_images_per_s": metrics["images_per_s"],
+        "test_images": scored["test_images"], "test_accuracy": round(scored["accuracy"], 3),
+        "rmse": round(scored["rmse"], 3), "majority_baseline": round(max(test_counts) / sum(test_counts), 3),
+        "epochs_run": scored["epochs_run"], "best_epoch": scored["best_epoch"], "wall_s": round(wall, 1),
+        "train_images_per_s": scored["images_per_s"],
     }  # fmt: skip
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
