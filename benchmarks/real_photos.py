@@ -65,6 +65,8 @@ def main() -> int:
     parser.add_argument("--train-args", default="", help='more train.py arguments, e.g. "--view crop --image-size 224"')
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.folds < 3:  # each fold takes one share for test and one for valid; training needs what is left
+        parser.error("--folds must be at least 3")
     if not any(args.pretrained.glob("*.pth")):
         parser.error(f"no checkpoint in {args.pretrained}: run `make pretrained` first")
     by_count = photos_by_count(SAMPLE)
