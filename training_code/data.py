@@ -45,6 +45,11 @@ class ChannelError(ValueError):
 VIEWS = ("crop", "full")
 
 
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+
+
 def train_transform(size: int, norm: dict, augmentation: str = "study", view: str = "crop") -> T.Compose:
     """The study's augmentations, or a light set for small networks trained from scratch.
 
@@ -52,8 +57,7 @@ def train_transform(size: int, norm: dict, augmentation: str = "study", view: st
     8%) often crops counted items out of the picture, which turns the label into noise for a counting task.
     view "full": the whole photo scaled to size x size, nothing cropped, so every counted item stays in it.
     """
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    _check_view(view)
     normalize = [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
     if view == "full":
         geometry = [T.Resize((size, size)), T.RandomHorizontalFlip()]
@@ -77,8 +81,7 @@ def train_decode_side(size: int, view: str = "crop") -> int:
 def eval_transform(size: int, resize: int, norm: dict, view: str = "crop") -> T.Compose:
     """View "crop": the study's resize + centre crop (which cuts the sides of a wide bin photo); "full": the
     whole photo scaled to size x size, as in training."""
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    _check_view(view)
     normalize = [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
     if view == "full":
         return T.Compose([T.Resize((size, size)), *normalize])
