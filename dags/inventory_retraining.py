@@ -29,8 +29,8 @@ SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
 
 RULES = [
     "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
-    "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
-    "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
+    "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "LoadBalancing",
+    "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
 ]  # fmt: skip
 # Only SageMaker training instance types (there is no ml.c5.large for training: CreateTrainingJob refuses it).
 INSTANCE_TYPES = [
@@ -106,7 +106,8 @@ PARAMS = {
         items={"type": "string", "enum": RULES},
         examples=RULES,
         title="Fail on rules",
-        description="Rules whose IssuesFound fails the run and blocks promotion; the others only warn.",
+        description="Rules that block promotion and fail the run when they find issues, cannot be evaluated "
+        "or leave no result; the others only warn. GPU rules need a GPU instance (refused otherwise).",
     ),
     "min_improvement": Param(
         0.0,

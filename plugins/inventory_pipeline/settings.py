@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inventory_pipeline.rules.applicability import why_not_evaluable
+
 KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
 RULES_MODES = ("managed", "self_hosted")
 DEBUGGER_RULES = ("VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization")
@@ -77,6 +79,12 @@ class Settings:
     rules_mode: str = "managed"
     fail_on_rules: tuple[str, ...] = ()
     min_improvement: float = 0.0
+    force_retrain: bool = False  # train even when data, code and Params equal the champion's lineage
+    # tracking, registry, notifications (deployment)
+    tracking_uri: str = ""  # an MLflow URI or a SageMaker managed MLflow tracking server ARN
+    registered_model: str = "inventory-counting"
+    sns_topic_arn: str = ""  # where decisions are announced ("" = nobody is told)
+    report_base_url: str = ""  # e.g. the Airflow UI's address, for links in notifications
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +104,14 @@ class Settings:
         unknown = sorted(set(self.fail_on_rules) - set(KNOWN_RULES))
         _require(not unknown, "fail_on_rules", f"unknown rule(s) {unknown}; known: {', '.join(KNOWN_RULES)}")
         _require(self.min_improvement >= 0.0, "min_improvement", "must be >= 0")
+        for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
+            why = why_not_evaluable(rule, self.instance_type)
+            _require(why is None, "fail_on_rules", f"{why}: it would block every run; remove it from "
+                     "fail_on_rules or choose an instance it can be measured on")  # fmt: skip
+        _require(bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", self.registered_model)), "registered_model",
+                 "letters, digits, '.', '_' and '-' only")  # fmt: skip
+        _require(not self.sns_topic_arn or self.sns_topic_arn.startswith("arn:"), "sns_topic_arn",
+                 "must be an SNS topic ARN")  # fmt: skip
         _require(self.max_runtime_s >= 60, "max_runtime_s", "must be at least 60 seconds")
         _require(
             bool(re.match(r"^\d+\.\d+(\.\d+)?$", self.framework_version)), "framework_version", "expected e.g. 2.1"
@@ -157,7 +173,8 @@ _FIELD_TYPES: dict[str, type] = {
         "rules_mode": str, "fail_on_rules": tuple, "min_improvement": float, "framework_version": str,
         "volume_size_gb": int, "pretrained_s3_uri": str, "subnets": tuple, "security_group_ids": tuple,
         "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
-        "volume_kms_key_id": str,
+        "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
+        "sns_topic_arn": str, "report_base_url": str,
     }.items()
 }  # fmt: skip
 
@@ -178,6 +195,10 @@ _ENV_NAMES = {
     "enable_network_isolation": "INVENTORY_ENABLE_NETWORK_ISOLATION",
     "inter_container_encryption": "INVENTORY_INTER_CONTAINER_ENCRYPTION",
     "pretrained_s3_uri": "INVENTORY_PRETRAINED_S3_URI",
+    "tracking_uri": "INVENTORY_TRACKING_URI",
+    "registered_model": "INVENTORY_REGISTERED_MODEL",
+    "sns_topic_arn": "INVENTORY_SNS_TOPIC_ARN",
+    "report_base_url": "INVENTORY_REPORT_BASE_URL",
 }
 
 

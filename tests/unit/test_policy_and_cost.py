@@ -37,7 +37,9 @@ def test_findings_cover_rules_and_profiler_subrules():
     assert findings["CPUBottleneck"].triggered == 36 and findings["CPUBottleneck"].parent == "ProfilerReport"
     assert findings["VanishingGradient"].recommendation == ""  # nothing to do when quiet
     # a GPU rule on a CPU instance measured nothing: not reported as a pass
-    assert findings["LowGPUUtilization"].status == "NotApplicable" and findings["StepOutlier"].status == "NoIssuesFound"
+    assert findings["LowGPUUtilization"].status == "NotEvaluated" and findings["StepOutlier"].status == "NoIssuesFound"
+    # InProgress is not an outcome: the rule did not conclude
+    assert findings["Overtraining"].status == "NotEvaluated" and "InProgress" in findings["Overtraining"].evidence
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,7 @@ def test_findings_cover_rules_and_profiler_subrules():
         (["Overfit"], True, "Overfit"),
         (["CPUBottleneck"], True, "CPUBottleneck"),
         (["PoorWeightInitialization"], True, "PoorWeightInitialization (Error"),
-        (["Overtraining"], True, "Overtraining (InProgress"),
+        (["Overtraining"], True, "Overtraining (NotEvaluated: InProgress"),
         (["VanishingGradient"], False, None),
     ],
 )
@@ -73,3 +75,83 @@ def test_right_sizing_from_measured_utilisation():
     assert fits["recommended"] == "ml.c5.xlarge" and "fits" in fits["summary"]
     assert "no CPU utilisation" in advice("ml.c5.xlarge", 1, 60, None, None)["summary"]
     assert "not in the shipped price table" in advice("ml.x9.huge", 1, 60, 50.0, 10.0)["summary"]
+
+
+# --- rule outcomes without holes (issue 13, points 1 and 2) ---------------------------------------------------
+
+CPU_JOB = {
+    "TrainingJobName": "job",
+    "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
+    "DebugRuleConfigurations": [{"RuleConfigurationName": "Overfit", "RuleParameters": {}}],
+    "DebugRuleEvaluationStatuses": [{"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "NoIssuesFound"}],
+    "ProfilerRuleConfigurations": [{"RuleConfigurationName": "ProfilerReport", "RuleParameters": {}}],
+    "ProfilerRuleEvaluationStatuses": [{"RuleConfigurationName": "ProfilerReport",
+                                        "RuleEvaluationStatus": "NoIssuesFound"}],
+}  # fmt: skip
+# What SageMaker's own ProfilerReport writes on a CPU instance: no `applicable`/`evaluated` keys, 0 datapoints.
+MANAGED_REPORTS = {
+    "LowGPUUtilization": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0,
+                          "RuleParameters": "threshold_p95:70"},
+    "GPUMemoryIncrease": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0, "RuleParameters": ""},
+    "CPUBottleneck": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0, "RuleParameters": ""},
+    "StepOutlier": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0, "RuleParameters": ""},
+    "MaxInitializationTime": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 12,
+                              "RuleParameters": "threshold:20"},
+}  # fmt: skip
+
+
+def test_managed_profiler_report_on_a_cpu_instance_never_reads_as_passed():
+    findings = {f.rule: f for f in findings_from_job(CPU_JOB, MANAGED_REPORTS)}
+    for rule in ("LowGPUUtilization", "GPUMemoryIncrease", "CPUBottleneck"):
+        assert findings[rule].status == "NotEvaluated" and "ml.c5.xlarge has no GPU" in findings[rule].evidence
+    assert findings["StepOutlier"].status == "NotEvaluated" and "0 datapoints" in findings["StepOutlier"].evidence
+    assert findings["MaxInitializationTime"].status == "NoIssuesFound"
+    # sub-rules the ProfilerReport wrote no file for are listed as NotEvaluated, not left out
+    assert findings["Dataloader"].status == "NotEvaluated" and "no result" in findings["Dataloader"].evidence
+    assert {f.status for f in findings.values()} <= {"NoIssuesFound", "IssuesFound", "Error", "NotEvaluated"}
+
+
+def test_our_engine_flags_a_rule_that_saw_too_little_as_not_evaluated():
+    reports = {"StepOutlier": {"RuleTriggered": 0, "Violations": 0, "Datapoints": 40, "RuleParameters": "",
+                               "Details": {"summary": "too few steps to judge", "evaluated": False}}}  # fmt: skip
+    finding = next(f for f in findings_from_job(CPU_JOB, reports) if f.rule == "StepOutlier")
+    assert finding.status == "NotEvaluated"
+    decision = apply_policy(findings_from_job(CPU_JOB, reports), ["StepOutlier"])
+    assert decision.failed and "StepOutlier (NotEvaluated" in decision.blocking[0]
+
+
+def test_a_listed_rule_without_any_result_blocks():
+    # the ProfilerReport failed and left no folder: its sub-rules have no file at all
+    failed_report = {**CPU_JOB, "ProfilerRuleEvaluationStatuses": [
+        {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "Error", "StatusDetails": "crashed"}]}
+    decision = apply_policy(findings_from_job(failed_report, {}), ["MaxInitializationTime"])
+    assert decision.failed and decision.blocking[0].startswith("MaxInitializationTime (NotEvaluated")
+    # a listed rule the job never configured at all blocks too
+    no_profiler = {k: v for k, v in CPU_JOB.items() if not k.startswith("Profiler")}
+    decision = apply_policy(findings_from_job(no_profiler, {}), ["StepOutlier"])
+    assert decision.failed and "no result" in decision.blocking[0]
+    assert "passed" not in decision.message
+
+
+@pytest.mark.parametrize(
+    ("rule", "instance", "needle"),
+    [
+        ("LowGPUUtilization", "ml.c5.xlarge", "ml.c5.xlarge has no GPU"),
+        ("Dataloader", "ml.g5.xlarge", "never evaluated"),
+        ("LoadBalancing", "ml.g4dn.xlarge", "has 1"),
+    ],
+)
+def test_a_blocking_rule_that_cannot_be_evaluated_is_refused_at_trigger_time(rule, instance, needle):
+    from inventory_pipeline.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_sources({"fail_on_rules": [rule], "instance_type": instance}, env={})
+    assert rule in str(raised.value) and needle in str(raised.value)
+    assert Settings.from_sources({"fail_on_rules": ["LowGPUUtilization"], "instance_type": "ml.g5.xlarge"}, env={})
+
+
+def test_gpu_rule_table_matches_the_engine():
+    from inventory_pipeline.rules.applicability import GPU_RULES
+    from inventory_pipeline.rules.profiler_rules import RULES
+
+    assert set(GPU_RULES) == {name for name, rule in RULES.items() if rule.needs_gpu}

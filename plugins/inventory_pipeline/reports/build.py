@@ -191,8 +191,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; 
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-.IssuesFound { background: #fdecea; } .Error, .InProgress, .Stopped { background: #fff4e5; }
-.NoIssuesFound { background: #edf7ed; } .NotApplicable { color: #666; } .headline { font-size: 1.05em; }
+.IssuesFound { background: #fdecea; } .Error, .NotEvaluated { background: #fff4e5; }
+.NoIssuesFound { background: #edf7ed; } .headline { font-size: 1.05em; }
 .decision-fail { color: #b71c1c; font-weight: bold; } .decision-pass { color: #1b5e20; font-weight: bold; }
 </style></head><body>
 <h1>Weekly retraining report</h1>

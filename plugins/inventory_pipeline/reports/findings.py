@@ -12,6 +12,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inventory_pipeline.rules.applicability import why_not_evaluable
+from inventory_pipeline.settings import PROFILER_RULES
+
 # What to do when a rule fires, in our words, after AWS's guidance for each built-in rule.
 RECOMMENDATIONS = {
     "VanishingGradient": "Gradients are vanishing: use ReLU-family activations, batch normalisation or residual "
@@ -33,8 +36,16 @@ RECOMMENDATIONS = {
     "StepOutlier": "Some steps were much slower than the rest: look for stragglers, checkpointing or GC pauses.",
     "OverallSystemUsage": "Utilisation statistics for right-sizing (informational).",
 }
-TERMINAL_BAD = ("Error", "InProgress", "Stopping", "Stopped")
-NOT_APPLICABLE = "NotApplicable"  # a ProfilerReport sub-rule that needs what this instance lacks (a GPU)
+# Every rule ends in exactly one of these. A rule that did not run, or whose result is missing, is NotEvaluated
+# with the reason: never a pass by absence.
+NO_ISSUES, ISSUES, ERROR, NOT_EVALUATED = "NoIssuesFound", "IssuesFound", "Error", "NotEvaluated"
+OUTCOMES = (NO_ISSUES, ISSUES, ERROR, NOT_EVALUATED)
+# DescribeTrainingJob's rule statuses that are not a result, and what they mean once the job is over.
+UNFINISHED = {
+    "InProgress": "still in progress when the report was written",
+    "Stopping": "being stopped when the report was written",
+    "Stopped": "its evaluation was stopped before it concluded",
+}
 
 
 @dataclass
@@ -53,43 +64,73 @@ class Finding:
         return asdict(self)
 
 
+def _job_rule_finding(kind: str, status: dict[str, Any], parameters: dict[str, Any]) -> Finding:
+    name, raw = status["RuleConfigurationName"], status["RuleEvaluationStatus"]
+    details = status.get("StatusDetails", "")
+    outcome = raw if raw in OUTCOMES else NOT_EVALUATED
+    if raw in UNFINISHED:
+        details = f"{raw}: {UNFINISHED[raw]}" + (f" ({details})" if details else "")
+    return Finding(
+        rule=name, kind=kind, status=outcome, triggered=int(outcome == ISSUES),
+        parameters={k: v for k, v in parameters.get(name, {}).items() if k != "rule_to_invoke"},
+        recommendation=RECOMMENDATIONS.get(name, "") if outcome == ISSUES else "", evidence=details,
+    )  # fmt: skip
+
+
+def profiler_rule_outcome(rule: str, report: dict[str, Any], instance_type: str) -> tuple[str, str]:
+    """(outcome, evidence) of one ProfilerReport sub-rule file, ours or SageMaker's. SageMaker's files carry no
+    `applicable`/`evaluated` flags: a GPU rule on a CPU instance just reports 0 datapoints, so the instance type
+    and the datapoints decide too."""
+    details = report.get("Details", {})
+    summary = details.get("summary", json.dumps(details)[:300]) if isinstance(details, dict) else str(details)
+    flags = details if isinstance(details, dict) else {}
+    if int(report.get("RuleTriggered", 0)):
+        return ISSUES, summary
+    unavailable = why_not_evaluable(rule, instance_type) if instance_type else None
+    if unavailable:
+        return NOT_EVALUATED, unavailable
+    if flags.get("applicable") is False or flags.get("evaluated") is False:
+        return NOT_EVALUATED, summary
+    if int(report.get("Datapoints", 0)) == 0:
+        return NOT_EVALUATED, f"0 datapoints: nothing was measured ({summary})"
+    return NO_ISSUES, summary
+
+
 def findings_from_job(describe: dict[str, Any], profiler_reports: dict[str, dict[str, Any]]) -> list[Finding]:
-    """One finding per rule status in the job's description, plus one per ProfilerReport sub-rule."""
+    """One finding per rule status in the job's description, one per ProfilerReport sub-rule, and one
+    NotEvaluated finding for every configured rule that left no result at all."""
     parameters = {
         r["RuleConfigurationName"]: r.get("RuleParameters", {})
         for r in describe.get("DebugRuleConfigurations", []) + describe.get("ProfilerRuleConfigurations", [])
     }
+    instance_type = (describe.get("ResourceConfig") or {}).get("InstanceType", "")
     findings = []
     for kind, key in (("debugger", "DebugRuleEvaluationStatuses"), ("profiler", "ProfilerRuleEvaluationStatuses")):
         for status in describe.get(key, []):
-            name = status["RuleConfigurationName"]
-            findings.append(
-                Finding(
-                    rule=name, kind=kind, status=status["RuleEvaluationStatus"],
-                    triggered=int(status["RuleEvaluationStatus"] == "IssuesFound"),
-                    parameters={k: v for k, v in parameters.get(name, {}).items() if k != "rule_to_invoke"},
-                    recommendation=RECOMMENDATIONS.get(name, "") if status["RuleEvaluationStatus"] == "IssuesFound"
-                    else "",
-                    evidence=status.get("StatusDetails", ""),
-                )
-            )  # fmt: skip
+            findings.append(_job_rule_finding(kind, status, parameters))
+    seen = {f.rule for f in findings}
+    for config in describe.get("DebugRuleConfigurations", []) + describe.get("ProfilerRuleConfigurations", []):
+        name = config["RuleConfigurationName"]
+        if name not in seen:
+            kind = "debugger" if config in describe.get("DebugRuleConfigurations", []) else "profiler"
+            findings.append(Finding(rule=name, kind=kind, status=NOT_EVALUATED,
+                                    evidence="no evaluation status: the rule never reported"))  # fmt: skip
     for rule, report in sorted(profiler_reports.items()):
-        triggered = int(report.get("RuleTriggered", 0))
-        details = report.get("Details", {})
-        # A GPU rule on a CPU instance measured nothing: say so, rather than "no issues found".
-        idle = isinstance(details, dict) and details.get("applicable") is False
+        status, evidence = profiler_rule_outcome(rule, report, instance_type)
         findings.append(
             Finding(
-                rule=rule, kind="profiler-rule",
-                status="IssuesFound" if triggered else NOT_APPLICABLE if idle else "NoIssuesFound",
-                triggered=int(report.get("Violations", 0)) if triggered else 0,
+                rule=rule, kind="profiler-rule", status=status,
+                triggered=int(report.get("Violations", 0)) if status == ISSUES else 0,
                 datapoints=int(report.get("Datapoints", 0)), parameters=report.get("RuleParameters", ""),
-                recommendation=RECOMMENDATIONS.get(rule, "") if triggered else "",
-                evidence=details.get("summary", json.dumps(details)[:300])
-                if isinstance(details, dict) else str(details),
-                parent="ProfilerReport",
+                recommendation=RECOMMENDATIONS.get(rule, "") if status == ISSUES else "",
+                evidence=evidence, parent="ProfilerReport",
             )
         )  # fmt: skip
+    if "ProfilerReport" in parameters:
+        for rule in PROFILER_RULES:
+            if rule not in profiler_reports:
+                why = "no result: the ProfilerReport wrote no file for this rule"
+                findings.append(Finding(rule, "profiler-rule", NOT_EVALUATED, evidence=why, parent="ProfilerReport"))
     return findings
 
 
@@ -98,27 +139,35 @@ class PolicyDecision:
     failed: bool
     blocking: list[str]
     warnings: list[str]
-    errors: list[str]
+    errors: list[str]  # rules that ended Error or NotEvaluated (with why in `not_evaluated`)
     message: str
+    not_evaluated: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def apply_policy(findings: list[Finding], fail_on_rules: list[str] | tuple[str, ...]) -> PolicyDecision:
+    """Listed rules block on IssuesFound, Error, NotEvaluated or no result at all; the others warn."""
     listed = set(fail_on_rules)
-    blocking, warnings, errors = [], [], []
+    blocking, warnings, errors, unevaluated = [], [], [], {}
+    by_rule = {f.rule: f for f in findings}
+    for rule in sorted(listed - set(by_rule)):
+        blocking.append(f"{rule} (no result: this job never evaluated it)")
     for finding in findings:
-        if finding.status in TERMINAL_BAD:
+        if finding.status in (ERROR, NOT_EVALUATED):
             errors.append(finding.rule)
+            unevaluated[finding.rule] = f"{finding.status}: {finding.evidence}"
             if finding.rule in listed:
-                blocking.append(f"{finding.rule} ({finding.status}: it could not show the model is fine)")
-        elif finding.status == "IssuesFound":
+                blocking.append(f"{finding.rule} ({finding.status}: {finding.evidence or 'no reason given'}; "
+                                "it could not show the model is fine)")  # fmt: skip
+        elif finding.status == ISSUES:
             (blocking if finding.rule in listed else warnings).append(finding.rule)
     if blocking:
-        message = "failing the run: " + "; ".join(blocking)
+        message = "blocked: " + "; ".join(blocking)
     elif warnings or errors:
-        message = "passing with warnings: " + ", ".join(warnings + [f"{e} (Error)" for e in errors])
+        parts = warnings + [f"{e} ({by_rule[e].status})" for e in errors]
+        message = "no blocking rule fired; warnings: " + ", ".join(parts)
     else:
-        message = "all rules passed"
-    return PolicyDecision(bool(blocking), blocking, warnings, errors, message)
+        message = "every rule was evaluated and found no issues"
+    return PolicyDecision(bool(blocking), blocking, warnings, errors, message, unevaluated)

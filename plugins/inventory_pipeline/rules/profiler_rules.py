@@ -80,6 +80,11 @@ def not_evaluated(parameters: dict[str, Any], why: str, datapoints: int = 0) -> 
     return report(parameters, f"not evaluated: {why}", datapoints=datapoints, evaluated=False)
 
 
+def judged(enough_data: bool) -> dict[str, Any]:
+    """Details flag for a rule that ran but saw too little to judge: it must not read as a pass."""
+    return {} if enough_data else {"evaluated": False}
+
+
 def windows(times: Sequence[float], start: float, interval_s: float) -> Iterator[tuple[int, int]]:
     """(begin, end) index ranges into sorted `times` for consecutive windows of `interval_s` from `start`."""
     begin, edge = 0, start + interval_s
@@ -167,6 +172,7 @@ class GpuStarvation(ProfilerRule):
             datapoints,
             low_gpu_utilization=len(low_gpu),
             bottleneck_percent=round(share, 2),
+            **judged(datapoints > p["patience"] or triggered > 0),
         )
 
 
@@ -220,7 +226,8 @@ class LowGPUUtilization(ProfilerRule):
             summary = (
                 f"{len(values)} GPU(s) well used (p95 >= {p['threshold_p95']}%, p5 >= {p['threshold_p5']}%)"
             )
-        return report(p, summary, triggered, triggered, datapoints, gpus=stats)
+        judged_now = bool(findings) or datapoints > p["patience"]
+        return report(p, summary, triggered, triggered, datapoints, gpus=stats, **judged(judged_now))
 
 
 class GPUMemoryIncrease(ProfilerRule):
@@ -322,7 +329,8 @@ class BatchSize(ProfilerRule):
             )
         else:
             summary = "CPU, GPU or GPU memory is used enough for the batch size"
-        return report(p, summary, triggered, triggered, datapoints)
+        judged_now = bool(findings) or datapoints > max(window, p["patience"])
+        return report(p, summary, triggered, triggered, datapoints, **judged(judged_now))
 
 
 def _histogram(values: list[float]) -> np.ndarray:
@@ -377,7 +385,7 @@ class LoadBalancing(ProfilerRule):
         else:
             worst = max(distances, key=distances.get)
             summary = f"largest workload distance {distances[worst]} ({worst}), threshold {p['threshold']}"
-        return report(p, summary, triggered, triggered, datapoints, distances=distances)
+        return report(p, summary, triggered, triggered, datapoints, distances=distances, **judged(bool(distances)))
 
 
 class Dataloader(ProfilerRule):
