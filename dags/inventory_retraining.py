@@ -1,7 +1,11 @@
 """inventory_retraining: weekly retraining of the bin-object-counting model.
 
-select_source -> copy_images -> split_dataset -> package_code -> train -> wait_for_training
+select_source -> copy_images -> split_dataset -> package_code -> check_lineage -> train -> wait_for_training
 -> wait_for_rules -> parse_rule_reports -> evaluate_and_promote
+
+`check_lineage` skips the training job when data, code and training Params equal the champion's;
+`evaluate_and_promote` always runs and records exactly one decision per run (promoted, not_better, blocked,
+failed or skipped_unchanged), in the project bucket and the MLflow registry, and announces it.
 
 Wiring only: each task is a few lines calling `inventory_pipeline.dag_tasks`; nothing heavy is imported at
 parse time. The same DAG runs against AWS or the embedded local stack, depending only on where the
@@ -15,6 +19,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 
+from inventory_pipeline.callbacks import remember_failure
 from inventory_pipeline.operators import RuleReportOperator, TrainingJobOperator
 from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 
@@ -115,7 +120,13 @@ PARAMS = {
         minimum=0,
         maximum=1,
         title="Minimum improvement",
-        description="Accuracy gain over the champion needed to promote the new model.",
+        description="Accuracy gain over the champion (both scored on this run's test images) needed to promote.",
+    ),
+    "force_retrain": Param(
+        False,
+        type="boolean",
+        title="Force retraining",
+        description="Train even when the data, the code and the training Params equal the champion's.",
     ),
 }
 
@@ -128,7 +139,12 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": remember_failure,  # the gate records why the run failed
+    },
     tags=["ml", "sagemaker", "inventory"],
     render_template_as_native_obj=True,  # templated XCom values reach operators as dicts, not strings
     doc_md=__doc__,
@@ -161,9 +177,18 @@ with DAG(
 
         return dag_tasks.package_code(params)
 
+    @task
+    def check_lineage(manifest: dict, code: dict, params=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        return dag_tasks.check_lineage(params, manifest, code)
+
     dataset = split_dataset(copy_images(select_source()))
     code = package_code()
-    train = TrainingJobOperator(task_id="train", dataset=dataset, code=code, aws_conn_id=AWS_CONN_ID, retries=3)
+    lineage = check_lineage(dataset, code)
+    train = TrainingJobOperator(
+        task_id="train", dataset=dataset, code=code, lineage=lineage, aws_conn_id=AWS_CONN_ID, retries=3
+    )
     job_name = "{{ ti.xcom_pull(task_ids='train')['Training']['TrainingJobName'] }}"
     wait_for_training = TrainingJobSensor(
         task_id="wait_for_training",
@@ -191,12 +216,11 @@ with DAG(
         retries=1,
     )
 
-    @task
-    def evaluate_and_promote(report: dict, params=None, run_id=None, ti=None) -> dict:
+    # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
+    @task(trigger_rule="all_done")
+    def evaluate_and_promote(params=None, run_id=None, ti=None, dag=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        job = ti.xcom_pull(task_ids="train")["Training"]["TrainingJobName"]
-        return dag_tasks.evaluate_and_promote(params, job, report, run_id)
+        return dag_tasks.evaluate_and_promote(params, ti, dag.dag_id, run_id)
 
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports
-    evaluate_and_promote(parse_rule_reports.output)
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote()

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import debugger  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
+from champion import images_digest, score_champion, test_images  # noqa: E402
 from data import (  # noqa: E402
     COUNTS,
     VIEWS,
@@ -127,7 +128,9 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         freeze_backbone=args.freeze_backbone,
         early_stopping_patience=args.patience,
         spec=spec,
-        channels={name: env.get(f"SM_CHANNEL_{name.upper()}") for name in ("train", "valid", "test", "pretrained")},
+        channels={
+            name: env.get(f"SM_CHANNEL_{name.upper()}") for name in ("train", "valid", "test", "pretrained", "champion")
+        },
         model_dir=Path(env.get("SM_MODEL_DIR", "/opt/ml/model")),
         output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
         hosts=hosts,
@@ -191,19 +194,12 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, sched
     return EpochResult(total_loss / seen, correct / seen, seen, skipped, seconds)
 
 
-def evaluate(model, loader, device) -> dict:
-    """Accuracy, per-class accuracy, RMSE of the predicted count and the confusion matrix."""
-    model.eval()
+def summarise(pairs: list[tuple[int, int]]) -> dict:
+    """Accuracy, per-class accuracy, RMSE of the predicted count and the confusion matrix of (true, predicted)
+    class indices; the candidate and the champion are both reported through this."""
     confusion = np.zeros((len(COUNTS), len(COUNTS)), dtype=int)
-    skipped = []
-    with torch.no_grad():
-        for images, labels, bad in loader:
-            skipped += bad
-            if len(labels) == 0:
-                continue
-            predictions = model(images.to(device)).argmax(1).cpu()
-            for truth, guess in zip(labels.tolist(), predictions.tolist(), strict=True):
-                confusion[truth, guess] += 1
+    for truth, guess in pairs:
+        confusion[truth, guess] += 1
     total = int(confusion.sum())
     if total == 0:
         raise RuntimeError("the test channel has no decodable image: cannot evaluate the model")
@@ -218,8 +214,30 @@ def evaluate(model, loader, device) -> dict:
         "rmse": float(math.sqrt(squared / total)),
         "confusion_matrix": confusion.tolist(),
         "test_images": total,
-        "skipped": skipped,
     }
+
+
+def evaluate(model, loader, device) -> dict:
+    """summarise() of the model's predictions on the loader, plus the images it had to skip."""
+    model.eval()
+    pairs, skipped = [], []
+    with torch.no_grad():
+        for images, labels, bad in loader:
+            skipped += bad
+            if len(labels) == 0:
+                continue
+            predictions = model(images.to(device)).argmax(1).cpu()
+            pairs += zip(labels.tolist(), predictions.tolist(), strict=True)
+    return {**summarise(pairs), "skipped": skipped}
+
+
+def score_champion_on_test(config: JobConfig) -> dict:
+    """The champion (the `champion` channel's model) on this job's test images, through inference.py."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="champion-") as work:
+        return score_champion(Path(config.channels["champion"]), Path(config.channels["test"]), Path(work),
+                              summarise)  # fmt: skip
 
 
 def training_set(spec, root) -> CountingImageFolder:
@@ -371,6 +389,12 @@ def train(config: JobConfig) -> dict:
             "hosts": config.world_size,
             "device": device.type,
         }
+        test_root = Path(config.channels["test"])
+        result["test_images_digest"] = images_digest(test_images(test_root), test_root)
+        if config.channels.get("champion"):
+            result["champion"] = score_champion_on_test(config)
+            if "accuracy" in result["champion"]:
+                print(metric_line(champion_accuracy=result["champion"]["accuracy"]), flush=True)
         save(model, config, spec, result)
     if hook is not None:
         hook.close()

@@ -65,9 +65,11 @@ def dags_test(
     log_path: Path | None = None,
     dag_id: str = DAG_ID,
     echo: bool = False,
+    logical_date: str | None = None,
 ) -> DagTestResult:
-    """`airflow dags test <dag_id> -c <conf>`; its output is kept in `log_path` (and echoed when asked)."""
-    cmd = [airflow_bin(), "dags", "test", dag_id]
+    """`airflow dags test <dag_id> [logical_date] -c <conf>`; its output is kept in `log_path` (and echoed when
+    asked). Runs with distinct logical dates are distinct runs (the weekly schedule's)."""
+    cmd = [airflow_bin(), "dags", "test", dag_id, *([logical_date] if logical_date else [])]
     if conf:
         cmd += ["-c", json.dumps(conf)]
     log_path = log_path or Path(env["AIRFLOW_HOME"]) / "dags-test.log"

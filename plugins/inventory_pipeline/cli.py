@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "inventory_pipeline.cli",
     "inventory_pipeline.dataset.cli",
     "inventory_pipeline.training.cli",
+    "inventory_pipeline.model_cli",
 )
 
 

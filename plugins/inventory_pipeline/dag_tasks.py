@@ -126,12 +126,121 @@ def parse_rule_reports(
     return result.summary
 
 
-def evaluate_and_promote(params: Mapping[str, Any], job_name: str, report: Mapping[str, Any], run_id: str) -> dict:
-    from inventory_pipeline.promotion import evaluate_and_promote as promote
+def registry_for(settings: Settings):
+    from inventory_pipeline.tracking import Registry
+
+    return Registry(settings.tracking_uri, settings.registered_model)
+
+
+def check_lineage(params: Mapping[str, Any], manifest: Mapping[str, Any], code: Mapping[str, Any]) -> dict[str, Any]:
+    """Would this run reproduce the champion? Also names the champion the job will score on its test images."""
+    from inventory_pipeline.lineage import run_lineage, unchanged_reason
 
     settings = settings_from(params)
-    describe = _describe(settings, job_name)
-    return promote(
-        _s3(settings), settings.bucket, settings.root, job_name, describe["ModelArtifacts"]["S3ModelArtifacts"],
-        report.get("metrics") or {}, bool(report["decision"]["failed"]), settings.min_improvement, run_id,
+    lineage = run_lineage(settings, manifest["version"], code["sha256"])
+    champion = registry_for(settings).champion()
+    reason = unchanged_reason(lineage, champion.tags if champion else None)
+    if reason and settings.force_retrain:
+        log.info("unchanged, but force_retrain is set: training anyway (%s)", reason)
+        reason = None
+    if reason:
+        log.info("%s", reason)
+    elif champion:
+        log.info("training; the job also scores the champion v%s (job %s) on this run's test images",
+                 champion.version, champion.tags.get("job"))  # fmt: skip
+    else:
+        log.info("training; there is no champion yet")
+    return {"skip": reason is not None, "reason": reason or "", "lineage": lineage,
+            "champion": champion.to_dict() if champion else None}  # fmt: skip
+
+
+def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
+    states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    return {task: str(state) if state is not None else "none" for task, state in states.items()}
+
+
+GATE_TASK = "evaluate_and_promote"
+
+
+def evaluate_and_promote(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Gather what the run left, let the gate decide once and apply it; the run ends failed on block/failure."""
+    from inventory_pipeline.decisions import ENDS_RUN_FAILED, RunFacts
+    from inventory_pipeline.promotion import GateInputs, run_gate
+    from inventory_pipeline.reports.build import training_metrics
+    from inventory_pipeline.training.naming import job_name_for_run
+
+    settings = settings_from(params)
+    s3 = _s3(settings)
+    states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t != GATE_TASK}
+    failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}
+    train = ti.xcom_pull(task_ids="train") or {}
+    job = (train.get("Training") or {}).get("TrainingJobName") or job_name_for_run(dag_id, run_id)
+    report = ti.xcom_pull(task_ids="parse_rule_reports") or ti.xcom_pull(task_ids="parse_rule_reports", key="report")
+    describe = _describe_if_any(settings, job) if states.get("train") not in ("skipped", None) else None
+    metrics = training_metrics(s3, describe) if describe else {}
+    report_uri = (report or {}).get("s3_uri")
+    facts = RunFacts(job=job, task_states=states, failures={t: m for t, m in failures.items() if m},
+                     lineage=ti.xcom_pull(task_ids="check_lineage"), report=report, metrics=metrics)  # fmt: skip
+    inputs = GateInputs(
+        dag_id=dag_id, run_id=run_id, model_uri=((describe or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+        params=dict(params), image_uri=((describe or {}).get("AlgorithmSpecification") or {}).get("TrainingImage"),
+        report_html=_read_s3_uri(s3, report_uri), report_uri=report_uri, report_link=_report_link(settings, job),
     )  # fmt: skip
+    record = run_gate(s3, settings.bucket, settings.root, registry_for(settings), facts, inputs,
+                      settings.min_improvement, notify=_notifier(settings))  # fmt: skip
+    ti.xcom_push(key="decision", value=record)
+    if record["status"] in ENDS_RUN_FAILED:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"decision {record['status']}: {record['reason']}")
+    return record
+
+
+def _describe_if_any(settings: Settings, job_name: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return _describe(settings, job_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # no such job
+            return None
+        raise
+
+
+def _read_s3_uri(s3: Any, uri: str | None) -> bytes | None:
+    if not uri:
+        return None
+    bucket, _, key = uri[5:].partition("/")
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        log.warning("could not read the report %s: %s", uri, exc)
+        return None
+
+
+def _report_link(settings: Settings, job: str) -> str | None:
+    """The report as people open it: through the Airflow UI's plugin route, when its address is configured."""
+    from inventory_pipeline.links import REPORT_ROUTE
+
+    if not settings.report_base_url:
+        return None
+    return f"{settings.report_base_url.rstrip('/')}{REPORT_ROUTE}/{job}/report.html"
+
+
+def _notifier(settings: Settings):
+    """Announce a decision through the Amazon provider's SNS notifier, when a topic is configured."""
+    if not settings.sns_topic_arn:
+        log.info("no SNS topic configured (INVENTORY_SNS_TOPIC_ARN): decisions are not announced")
+        return None
+
+    def notify(record: dict[str, Any]) -> None:
+        from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+
+        from inventory_pipeline.promotion import notification_text
+
+        subject, message = notification_text(record)
+        SnsNotifier(aws_conn_id=settings.aws_conn_id, target_arn=settings.sns_topic_arn, message=message,
+                    subject=subject, message_attributes={"decision": record["status"]}).notify({})  # fmt: skip
+        log.info("announced %s on %s", record["status"], settings.sns_topic_arn)
+
+    return notify

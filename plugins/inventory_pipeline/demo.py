@@ -1,11 +1,15 @@
-"""`make demo`: the whole loop on this machine, with no AWS account.
+"""`make demo`: the weekly story on this machine, with no AWS account.
 
-Starts the local stack, seeds a source bucket with synthetic ABID-like data in the public bucket's layout,
-runs `airflow dags test inventory_retraining` with quick-run Params against it, writes
-build/demo/summary.json, prints where the report is, and stops what it started. Exits non-zero when the run
-fails (the summary is written either way).
+Starts the local stack (moto, the local SageMaker server, MLflow), seeds a source bucket with synthetic
+ABID-like data in the public bucket's layout, and runs `airflow dags test inventory_retraining` once per week:
+  week 1: trains; there is no champion yet, so the model is promoted;
+  week 2: same data, code and Params: `skipped_unchanged`, no training job;
+  week 3: about 30 % new photos arrive: only those are copied, the job trains and scores the champion on the
+          same test images, and the gate decides.
+Each run's summary goes to build/demo/summary.json (`weeks`, in order; the last run's fields at the top). The
+demo stops at the first failed run and exits non-zero; it stops what it started either way.
 
-`DEMO_CONF='{"epochs": 5}' make demo` merges that JSON into the run's conf.
+`DEMO_CONF='{"epochs": 5}' make demo` merges that JSON into every week's conf; `DEMO_WEEKS=1` runs week 1 only.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +31,8 @@ BUILD_DIR = PROJECT_ROOT / "build" / "demo"
 SOURCE_BUCKET = "abid-synthetic-source"
 PROJECT_BUCKET = "inventory-retraining"
 DEMO_IMAGES = int(os.environ.get("DEMO_IMAGES", "600"))
+NEW_IMAGES_SHARE = 0.3  # week 3: new photos, as a share of week 1's
+WEEK_DATES = ("2026-01-05", "2026-01-12", "2026-01-19")  # Mondays: the weekly schedule's logical dates
 # Quick-run Params: a small dataset and the small CNN, so the loop finishes in minutes on 2 CPU cores.
 QUICK_RUN_CONF: dict[str, Any] = {
     "source_bucket": SOURCE_BUCKET,
@@ -53,6 +60,31 @@ def demo_conf() -> dict[str, Any]:
     return {**QUICK_RUN_CONF, **overrides}
 
 
+def demo_weeks() -> int:
+    try:
+        weeks = int(os.environ.get("DEMO_WEEKS", "3"))
+    except ValueError as exc:
+        raise SystemExit(f"DEMO_WEEKS must be 1, 2 or 3: {exc}") from exc
+    if not 1 <= weeks <= len(WEEK_DATES):
+        raise SystemExit(f"DEMO_WEEKS must be 1, 2 or 3, got {weeks}")
+    return weeks
+
+
+def read_notifications(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Everything the pipeline announced since the last call (the stack subscribes this queue to the topic)."""
+    messages = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                  MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+        if not got:
+            return messages
+        for message in got:
+            messages.append({"body": message["Body"],
+                             "decision": ((message.get("MessageAttributes") or {}).get("decision") or {})
+                             .get("StringValue")})  # fmt: skip
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def read_run_summary(env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True, text=True
@@ -70,18 +102,21 @@ def main() -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    conf = demo_conf()
+    conf, weeks = demo_conf(), demo_weeks()
     started = time.monotonic()
+    summaries: list[dict[str, Any]] = []
+    ok = True
+    # A fresh stack and Airflow DB per demo: the story starts with no champion.
+    for stale in ("local-stack", "airflow"):
+        shutil.rmtree(BUILD_DIR / stale, ignore_errors=True)
     with LocalStack(BUILD_DIR / "local-stack") as stack:
         log.info("local stack up: %s", stack.endpoints)
         creds = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
         s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
+        sqs = make_client("sqs", endpoint_url=stack.endpoints["sqs"], region_name=stack.region, **creds)
         s3.create_bucket(Bucket=PROJECT_BUCKET)
-        seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
-        log.info("seeded s3://%s with %s synthetic images %s", SOURCE_BUCKET, seeded["images"], seeded["counts"])
-
         env = airflow_env(
-            PROJECT_ROOT / "build" / "airflow",
+            BUILD_DIR / "airflow",
             {
                 **stack.env(),
                 "INVENTORY_BUCKET": PROJECT_BUCKET,
@@ -92,14 +127,33 @@ def main() -> int:
         )
         log.info("preparing Airflow's metadata DB in %s", env["AIRFLOW_HOME"])
         db_migrate(env)
-        log.info("running: airflow dags test inventory_retraining -c '%s'", json.dumps(conf))
-        result = dags_test(env, conf, log_path=BUILD_DIR / "dags-test.log", echo=True)
-        run = read_run_summary(env)
-        summary = build_summary(run, s3=s3, bucket=PROJECT_BUCKET, conf=conf)
-        summary["wall_time_s"] = round(time.monotonic() - started, 1)
-    (BUILD_DIR / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
-    ok = result.ok and summary.get("state") == "success"
+        for week in range(1, weeks + 1):
+            if week == 1:
+                seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
+                log.info("week 1: seeded s3://%s with %s synthetic photos", SOURCE_BUCKET, seeded["images"])
+            elif week == 3:
+                extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
+                seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True)
+                log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
+            else:
+                log.info("week %d: nothing changed in s3://%s", week, SOURCE_BUCKET)
+            log.info("week %d: airflow dags test inventory_retraining %s -c '%s'", week, WEEK_DATES[week - 1],
+                     json.dumps(conf))  # fmt: skip
+            result = dags_test(env, conf, log_path=BUILD_DIR / f"dags-test-week{week}.log", echo=True,
+                               logical_date=WEEK_DATES[week - 1])  # fmt: skip
+            summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=conf)
+            summary.update(week=week, notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
+                           run_log=str(result.log_path))  # fmt: skip
+            summaries.append(summary)
+            print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
+            if not (result.ok and summary.get("state") == "success"):
+                ok = False
+                log.error("week %d ended %s: stopping the story here", week, summary.get("state"))
+                break
+    final = {**summaries[-1], "weeks": summaries, "wall_time_s": round(time.monotonic() - started, 1)}
+    (BUILD_DIR / "summary.json").write_text(json.dumps(final, indent=2, default=str))
+    print(f"\nweekly story: {' -> '.join((s.get('decision') or {}).get('status') or '?' for s in summaries)}")
+    print(f"summary:  {BUILD_DIR / 'summary.json'}  ({final['wall_time_s']} s)")
     return 0 if ok else 1
 
 

@@ -18,11 +18,19 @@ def _describe(s3_or_none: Any, run: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _numbers(side: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not side:
+        return None
+    return {k: side.get(k) for k in ("accuracy", "rmse", "dataset_version", "test_images", "version", "job")
+            if side.get(k) is not None}  # fmt: skip
+
+
 def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: dict | None = None) -> dict:
     xcom = run.get("xcom", {})
     manifest = xcom.get("split_dataset") or {}
     report = xcom.get("parse_rule_reports") or {}
     promotion = xcom.get("evaluate_and_promote") or {}
+    copy = xcom.get("copy_images") or {}
     describe = _describe(s3, run)
     rules = report.get("rules") or []
     summary: dict[str, Any] = {
@@ -44,10 +52,17 @@ def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: d
         "triggered": report.get("triggered", []),
         "report_path": report.get("html_path"),
         "report_s3_uri": report.get("s3_uri"),
-        "decision": report.get("decision"),
+        "policy": report.get("decision"),
         "metrics": report.get("metrics") or {},
-        "promoted": promotion.get("promoted"),
-        "promotion_reason": promotion.get("reason"),
+        "copied": copy.get("new"),
+        "decision": {
+            "status": promotion.get("status"),
+            "reason": promotion.get("reason"),
+            "candidate": _numbers(promotion.get("candidate")),
+            "champion": _numbers(promotion.get("champion")),
+        } if promotion else None,
+        "tracking": {k: (promotion.get("tracking") or {}).get(k) for k in ("uri", "run_id", "run_url")},
+        "registry": promotion.get("registry"),
     }
     return summary
 
@@ -69,8 +84,18 @@ def print_summary(summary: dict[str, Any], summary_path: Path, log_path: Path) -
     for kind in ("debug_rules", "profiler_rules"):
         for rule in summary.get(kind) or []:
             print(f"  rule {rule['name']:28s} {rule['status']}")
-    if summary.get("promoted") is not None:
-        print(f"promoted: {summary['promoted']}  ({summary.get('promotion_reason')})")
+    if summary.get("copied") is not None:
+        print(f"copied:   {summary['copied']} new photo(s)")
+    decision = summary.get("decision") or {}
+    if decision.get("status"):
+        print(f"decision: {decision['status']}  ({decision.get('reason')})")
+        for side in ("candidate", "champion"):
+            if decision.get(side):
+                print(f"  {side:9s} {decision[side]}")
+    if (summary.get("registry") or {}).get("name"):
+        print(f"registry: {summary['registry']}")
+    if (summary.get("tracking") or {}).get("run_url"):
+        print(f"mlflow:   {summary['tracking']['run_url']}")
     if summary.get("report_path"):
         print(f"report:   {summary['report_path']}")
     print(f"summary:  {summary_path}")

@@ -28,16 +28,20 @@ class TrainingJobOperator(BaseOperator):
 
     :param dataset: the `split_dataset` result (its `channels` become the train/valid/test inputs)
     :param code: the `package_code` result (`s3_uri` of sourcedir.tar.gz)
+    :param lineage: the `check_lineage` result: skip when unchanged; the champion the job also scores
     """
 
-    template_fields: Sequence[str] = ("dataset", "code")
+    template_fields: Sequence[str] = ("dataset", "code", "lineage")
     operator_extra_links = (TrainingJobLink(),)
     ui_color = "#ededed"
 
-    def __init__(self, *, dataset: Any, code: Any, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
+    def __init__(
+        self, *, dataset: Any, code: Any, lineage: Any = None, aws_conn_id: str = "aws_default", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.dataset = dataset
         self.code = code
+        self.lineage = lineage
         self.aws_conn_id = aws_conn_id
         self._inner: Any = None
 
@@ -53,11 +57,18 @@ class TrainingJobOperator(BaseOperator):
         # Retries are for what can change by itself (throttling, 5xx, a dropped connection). A request that
         # settings or SageMaker refuse is refused again on every attempt, and each attempt waits out the
         # retry delay first: AirflowFailException fails the task at once, with SageMaker's reason.
+        lineage = self.lineage if isinstance(self.lineage, dict) else {}
+        if lineage.get("skip"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"no training job: {lineage['reason']}")
+        champion = lineage.get("champion") or {}
         try:
             settings = settings_from(context["params"])
             job_name = job_name_for_run(context["dag"].dag_id, context["run_id"])
             config = build_training_request(
-                settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"]
+                settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
+                champion_model_uri=champion.get("source") or "",
             )
         except (SettingsError, RequestError) as exc:
             raise AirflowFailException(f"the training request is invalid (not retrying): {exc}") from exc

@@ -1,118 +1,191 @@
-"""The promotion gate: the new model becomes the champion only when it is better and no blocking rule fired.
+"""The promotion gate: every run ends in one recorded decision, written first and then applied.
 
-Better = higher test accuracy by at least `min_improvement`; on equal accuracy, lower RMSE of the count.
-The first model promotes. Promotion copies model.tar.gz and then metrics.json (last: it is what the next
-run compares against) to `models/champion/`, and every decision is appended to `models/history.jsonl` once
-per job, so a retried task never promotes twice or half-way. metrics.json is the commit record: it names the
-model and the ETag its copy got, and a model.tar.gz that disagrees with it (a promotion that died between the
-two writes and was never retried) is put back to the recorded champion before the next decision.
+1. decide (pure, `decisions.decide`) and write `models/decisions/<job>/decision.json` once;
+2. apply it, each step idempotent and keyed by the job: the MLflow run (Params, per-epoch metrics, rule
+   outcomes, lineage, the HTML report), the registry version, the `champion` alias (only on promotion), the
+   deployable copy `models/champion/` that follows the registry, then `applied.json`;
+3. announce it (SNS through the provider's notifier), then `notified.json`. A failed notification is logged
+   and never fails the run or loses the decision.
+A retry finds the decision record and completes the same decision; it never decides again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from inventory_pipeline.decisions import (
+    BLOCKED,
+    NOT_BETTER,
+    PROMOTED,
+    DecisionStore,
+    RunFacts,
+    decide,
+    now_iso,
+    read_json,
+)
+from inventory_pipeline.tracking import ModelVersionInfo, Registry, summary_tags
 
 log = logging.getLogger(__name__)
 
+REGISTERED_STATUSES = (PROMOTED, NOT_BETTER, BLOCKED)  # a model exists and is worth keeping in the registry
 
-def _read_json(s3: Any, bucket: str, key: str) -> Any | None:
+
+@dataclass
+class GateInputs:
+    """Everything the gate records beside the decision itself."""
+
+    dag_id: str
+    run_id: str
+    model_uri: str | None = None  # the job's model.tar.gz
+    params: dict[str, Any] | None = None  # the run's Params, as tracked
+    image_uri: str | None = None
+    report_html: bytes | None = None
+    report_uri: str | None = None
+    report_link: str | None = None
+
+
+Checkpoint = Callable[[str], None]
+
+
+def _no_checkpoint(step: str) -> None:
+    return None
+
+
+def run_gate(
+    s3: Any, bucket: str, root: str, registry: Registry, facts: RunFacts, inputs: GateInputs, min_improvement: float,
+    notify: Callable[[dict[str, Any]], None] | None = None, checkpoint: Checkpoint = _no_checkpoint,
+) -> dict[str, Any]:  # fmt: skip
+    """Decide once (or read the decision an earlier try made), apply it, announce it; returns the record.
+
+    `checkpoint(step)` is called after each write: the fault suite crashes there to prove every retry ends
+    in the same state."""
+    store = DecisionStore(s3, bucket, root)
+    record = store.read(facts.job)
+    if record is None:
+        champion = registry.champion()
+        facts.champion_now = champion.to_dict() if champion else None
+        record = {
+            "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, min_improvement),
+            "lineage": (facts.lineage or {}).get("lineage"), "model": inputs.model_uri,
+            "report": {"s3_uri": inputs.report_uri, "link": inputs.report_link,
+                       "policy": ((facts.report or {}).get("decision") or {}).get("message")},
+            "rules": (facts.report or {}).get("rules") or [], "decided": now_iso(),
+        }  # fmt: skip
+        record, wrote = store.create(facts.job, record)
+        log.info("decision for %s: %s (%s)%s", facts.job, record["status"], record["reason"],
+                 "" if wrote else " [recorded by an earlier try]")  # fmt: skip
+        checkpoint("decision")
+    else:
+        log.info("decision for %s already recorded: %s (%s); completing it", facts.job, record["status"],
+                 record["reason"])  # fmt: skip
+    applied = store.read(facts.job, "applied") or apply_decision(s3, bucket, root, registry, record, facts, inputs,
+                                                                 store, checkpoint)  # fmt: skip
+    record = {**record, "tracking": applied.get("tracking"), "registry": applied.get("registry")}
+    if notify is not None and store.read(facts.job, "notified") is None:
+        try:
+            notify(record)
+        except Exception as exc:  # announcing must never fail the run or lose the decision
+            log.warning("could not send the notification for %s: %s: %s", facts.job, type(exc).__name__, exc)
+        else:
+            store.create(facts.job, {"notified": now_iso()}, "notified")
+    return record
+
+
+def apply_decision(
+    s3: Any, bucket: str, root: str, registry: Registry, record: dict[str, Any], facts: RunFacts,
+    inputs: GateInputs, store: DecisionStore, checkpoint: Checkpoint,
+) -> dict[str, Any]:  # fmt: skip
+    job, status, metrics = record["job"], record["status"], facts.metrics or {}
+    lineage = record.get("lineage") or {}
+    run_id = registry.log_run(
+        job, params=inputs.params or {}, history=metrics.get("history") or [],
+        metrics={"test_accuracy": metrics.get("accuracy"), "test_rmse": metrics.get("rmse"),
+                 "champion_test_accuracy": (metrics.get("champion") or {}).get("accuracy")},
+        tags={**lineage, "job": job, "run_id": inputs.run_id, "dag_id": inputs.dag_id, "decision": status,
+              "decision_reason": record["reason"][:4000], "image_uri": inputs.image_uri or "",
+              "report_s3_uri": inputs.report_uri or "",
+              **{f"rule.{r['name']}": r["status"] for r in record.get("rules") or []}},
+        artifacts={name: body for name, body in (
+            ("report.html", inputs.report_html), ("decision.json", json.dumps(record, indent=1).encode()),
+            ("metrics.json", json.dumps(metrics, indent=1).encode() if metrics else None)) if body},
+    )  # fmt: skip
+    checkpoint("tracking")
+    version: ModelVersionInfo | None = None
+    if status in REGISTERED_STATUSES and record.get("model"):
+        tags = {**lineage, "run_id": inputs.run_id, "decision": status, **summary_tags(metrics)}
+        version = registry.register(job, record["model"], run_id, tags)
+        checkpoint("registry")
+    if status == PROMOTED and version is not None:
+        registry.set_champion(version.version)
+        checkpoint("alias")
+    champion = registry.champion()
+    follow_registry(s3, bucket, root, champion)
+    checkpoint("champion_copy")
+    applied = {
+        "applied": now_iso(),
+        "tracking": {"uri": registry.tracking_uri, "run_id": run_id, "run_url": registry.run_url(run_id)},
+        "registry": {"name": registry.model_name, "version": version.version if version else None,
+                     "aliases": list(registry.version_aliases(version.version)) if version else [],
+                     "champion": champion.version if champion else None},
+    }  # fmt: skip
+    applied, _ = store.create(job, applied, "applied")
+    checkpoint("applied")
+    return applied
+
+
+def follow_registry(s3: Any, bucket: str, root: str, champion: ModelVersionInfo | None) -> None:
+    """Make `models/champion/` (the deployable copy) the registry champion's model; metrics.json, written last,
+    records which version and copy it is, so an interrupted copy is repaired on the next call."""
     from botocore.exceptions import ClientError
 
+    from inventory_pipeline.dataset.s3io import is_missing
+
+    if champion is None:
+        return
+    prefix = f"{root}models/champion/"
+    recorded = read_json(s3, bucket, f"{prefix}metrics.json") or {}
     try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        current = s3.head_object(Bucket=bucket, Key=f"{prefix}model.tar.gz")["ETag"].strip('"')
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-
-
-def _history(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    from botocore.exceptions import ClientError
-
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return []
-        raise
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
-
-
-def _restore_champion_model(s3: Any, bucket: str, prefix: str, champion: dict[str, Any]) -> None:
-    """Put the recorded champion's model back when champion/model.tar.gz is not the copy metrics.json records."""
-    from botocore.exceptions import ClientError
-
-    recorded = champion.get("model_etag")
-    if not recorded or not str(champion.get("model", "")).startswith("s3://"):
-        return  # recorded before model_etag existed: nothing to compare with
-    key = f"{prefix}model.tar.gz"
-    try:
-        current = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NotFound"):
+        if not is_missing(exc):
             raise
         current = None
-    if current == recorded:
+    if recorded.get("version") == champion.version and current and recorded.get("model_etag") == current:
         return
-    log.warning("champion/model.tar.gz (%s) is not the champion's model (%s, %s): an earlier promotion was "
-                "interrupted; restoring it", current, champion["model"], recorded)  # fmt: skip
-    src_bucket, _, src_key = champion["model"][5:].partition("/")
-    copied = s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key})
-    restored = copied["CopyObjectResult"]["ETag"].strip('"')
-    if restored != recorded:  # a re-encrypted copy (SSE-KMS) gets a new ETag: record it
-        body = json.dumps({**champion, "model_etag": restored}, indent=1)
-        s3.put_object(Bucket=bucket, Key=f"{prefix}metrics.json", Body=body.encode())
-
-
-def compare(candidate: dict[str, Any], champion: dict[str, Any] | None, min_improvement: float) -> tuple[bool, str]:
-    if candidate.get("accuracy") is None:
-        return False, "the new model has no test accuracy"
-    if champion is None:
-        return True, "first model: no champion yet"
-    gain = candidate["accuracy"] - champion.get("accuracy", 0.0)
-    if gain > min_improvement or (min_improvement == 0 and gain > 0):
-        return True, f"accuracy {candidate['accuracy']:.4f} beats the champion's {champion['accuracy']:.4f}"
-    if gain == 0 and candidate.get("rmse") is not None and candidate["rmse"] < champion.get("rmse", float("inf")):
-        return True, f"same accuracy, lower RMSE ({candidate['rmse']:.4f} < {champion['rmse']:.4f})"
-    return False, (f"accuracy {candidate['accuracy']:.4f} vs champion {champion['accuracy']:.4f} (needs +"
-                   f"{min_improvement:g}; RMSE {candidate.get('rmse')} vs {champion.get('rmse')})")  # fmt: skip
-
-
-def evaluate_and_promote(
-    s3: Any, bucket: str, root: str, job_name: str, model_artifact_uri: str, metrics: dict[str, Any],
-    blocked: bool, min_improvement: float, run_id: str,
-) -> dict[str, Any]:  # fmt: skip
-    champion_prefix, history_key = f"{root}models/champion/", f"{root}models/history.jsonl"
-    history = _history(s3, bucket, history_key)
-    previous = next((h for h in history if h.get("job") == job_name), None)
-    if previous is not None:
-        log.info("job %s was already decided (%s): not deciding twice", job_name, previous["reason"])
-        return {**previous, "repeated": True}
-    champion = _read_json(s3, bucket, f"{champion_prefix}metrics.json")
-    if champion is not None:
-        _restore_champion_model(s3, bucket, champion_prefix, champion)
-    candidate = {"job": job_name, **{k: metrics.get(k) for k in ("accuracy", "rmse", "per_class_accuracy")}}
-    if blocked:
-        promoted, reason = False, "a blocking rule fired: not promoting"
-    else:
-        promoted, reason = compare(candidate, champion, min_improvement)
-    if promoted:
-        src_bucket, _, src_key = model_artifact_uri[5:].partition("/")
-        copied = s3.copy_object(Bucket=bucket, Key=f"{champion_prefix}model.tar.gz",
-                                CopySource={"Bucket": src_bucket, "Key": src_key})  # fmt: skip
-        model_etag = copied["CopyObjectResult"]["ETag"].strip('"')
-        body = json.dumps({**candidate, "model": model_artifact_uri, "model_etag": model_etag, "run_id": run_id},
-                          indent=1)  # fmt: skip
-        s3.put_object(Bucket=bucket, Key=f"{champion_prefix}metrics.json", Body=body.encode())
-    decision = {
-        "job": job_name, "run_id": run_id, "promoted": promoted, "reason": reason,
-        "candidate": candidate, "champion_before": champion,
-        "decided": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    if recorded.get("version") not in (None, champion.version):
+        log.info("models/champion/ holds v%s; the registry's champion is v%s: copying it", recorded.get("version"),
+                 champion.version)  # fmt: skip
+    src_bucket, _, src_key = champion.source[5:].partition("/")
+    copied = s3.copy_object(Bucket=bucket, Key=f"{prefix}model.tar.gz",
+                            CopySource={"Bucket": src_bucket, "Key": src_key})  # fmt: skip
+    body = {
+        "version": champion.version, "model": champion.source,
+        "model_etag": copied["CopyObjectResult"]["ETag"].strip('"'), **champion.to_dict(), "copied": now_iso(),
     }  # fmt: skip
-    lines = "".join(json.dumps(h) + "\n" for h in [*history, decision])
-    s3.put_object(Bucket=bucket, Key=history_key, Body=lines.encode())
-    log.info("promotion of %s: %s (%s)", job_name, promoted, reason)
-    return decision
+    s3.put_object(Bucket=bucket, Key=f"{prefix}metrics.json", Body=json.dumps(body, indent=1).encode())
+
+
+def notification_text(record: dict[str, Any]) -> tuple[str, str]:
+    """(subject, message) for one decision: what happened, why, the numbers, and where to look."""
+    status, job = record["status"], record["job"]
+    subject = f"inventory_retraining: {status} ({job})"[:100]
+    lines = [f"Decision: {status}", f"Why: {record['reason']}", f"Job: {job}", f"Run: {record.get('run_id')}"]
+    for side in ("candidate", "champion"):
+        numbers = record.get(side) or {}
+        if numbers.get("accuracy") is not None:
+            lines.append(f"{side.capitalize()}: accuracy {numbers['accuracy']:.4f}, RMSE {numbers.get('rmse')}, "
+                         f"dataset {numbers.get('dataset_version')}")  # fmt: skip
+    report = record.get("report") or {}
+    if report.get("link") or report.get("s3_uri"):
+        lines.append(f"Report: {report.get('link') or report.get('s3_uri')}")
+    tracking = record.get("tracking") or {}
+    if tracking.get("run_url"):
+        lines.append(f"MLflow run: {tracking['run_url']}")
+    registry = record.get("registry") or {}
+    if registry.get("version"):
+        lines.append(f"Registry: {registry['name']} v{registry['version']} (champion: v{registry.get('champion')})")
+    return subject, "\n".join(lines)

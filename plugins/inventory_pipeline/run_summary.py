@@ -37,7 +37,7 @@ def latest_run(dag_id: str) -> dict[str, Any]:
         rows = session.query(XComModel).filter(
             XComModel.dag_id == dag_id,
             XComModel.run_id == run.run_id,
-            XComModel.key.in_(("return_value", "report")),
+            XComModel.key.in_(("return_value", "report", "decision")),
         )
         for row in rows:
             value = row.value
@@ -46,7 +46,7 @@ def latest_run(dag_id: str) -> dict[str, Any]:
                     value = json.loads(value)
                 except ValueError:
                     pass
-            if row.key == "return_value" or row.task_id not in xcom:  # "report" stands in when a task failed
+            if row.key == "return_value" or row.task_id not in xcom:  # "report"/"decision" stand in when a task failed
                 xcom[row.task_id] = value
         return {
             "dag_id": dag_id,

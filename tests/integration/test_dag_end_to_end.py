@@ -1,6 +1,8 @@
 """The whole DAG under `airflow dags test` against the local stack: the provider's real SageMaker operator and
-sensor drive a local job to Completed, rules are evaluated, the report is written, the model is promoted; a
-retried train task re-attaches instead of starting a second job."""
+sensor drive a local job to Completed, rules are evaluated, the report is written, the model is promoted and
+registered in MLflow, the decision is announced; a second week with the same data skips training; a forced
+retrain scores the champion on the same test images; a retried train task re-attaches instead of starting a
+second job."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from inventory_pipeline.dataset.seed import seed_synthetic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
-TASKS = ["select_source", "copy_images", "split_dataset", "package_code", "train", "wait_for_training",
-         "wait_for_rules", "parse_rule_reports", "evaluate_and_promote"]  # fmt: skip
+TASKS = ["select_source", "copy_images", "split_dataset", "package_code", "check_lineage", "train",
+         "wait_for_training", "wait_for_rules", "parse_rule_reports", "evaluate_and_promote"]  # fmt: skip
+TRAINING = ["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"]
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +34,26 @@ def finished_run(local_stack, tmp_path_factory):
     db_migrate(env)
     conf = {"source_bucket": "dag-source", "file_list": "s3://dag-source/file_list.json", "model": "small_cnn",
             "epochs": 2, "instance_count": 1}  # fmt: skip
-    result = dags_test(env, conf, log_path=home / "dags-test.log")
-    summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True,
-                             text=True, check=True)  # fmt: skip
+    sqs = make_client("sqs", local_stack.endpoints["sqs"], local_stack.region, **CREDS)
+    weeks = []
+    for week, (date, extra) in enumerate([("2026-02-02", {}), ("2026-02-09", {}),
+                                          ("2026-02-16", {"force_retrain": True})], start=1):  # fmt: skip
+        result = dags_test(env, {**conf, **extra}, log_path=home / f"dags-test-{week}.log", logical_date=date)
+        summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env,
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+        messages = sqs.receive_message(QueueUrl=local_stack.provisioned["queue_url"], MaxNumberOfMessages=10,
+                                       MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+        for message in messages:
+            sqs.delete_message(QueueUrl=local_stack.provisioned["queue_url"], ReceiptHandle=message["ReceiptHandle"])
+        weeks.append({"result": result, "run": json.loads(summary.stdout.strip().splitlines()[-1]),
+                      "messages": messages})  # fmt: skip
     return {
-        "result": result,
-        "run": json.loads(summary.stdout.strip().splitlines()[-1]),
+        **weeks[0],
+        "weeks": weeks,
         "env": env,
         "s3": s3,
         "sm": make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS),
+        "tracking_uri": local_stack.endpoints["mlflow"],
     }
 
 
@@ -63,12 +77,57 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     html = open(report["html_path"]).read()
     assert job_name in html and "ProfilerReport" in html and "data:image/png;base64," in html
     assert report["metrics"]["accuracy"] is not None
-    promotion = xcom["evaluate_and_promote"]
-    assert promotion["promoted"] is True and promotion["reason"].startswith("first model")
+    decision = xcom["evaluate_and_promote"]
+    assert decision["status"] == "promoted" and decision["reason"].startswith("first model")
     champion = json.loads(s3.get_object(Bucket="dag-project", Key="abid/models/champion/metrics.json")["Body"].read())
-    assert champion["job"] == job_name
-    history = s3.get_object(Bucket="dag-project", Key="abid/models/history.jsonl")["Body"].read().decode()
-    assert len(history.splitlines()) == 1
+    assert champion["job"] == job_name and champion["version"] == decision["registry"]["version"]
+    key = f"abid/models/decisions/{job_name}/decision.json"
+    record = json.loads(s3.get_object(Bucket="dag-project", Key=key)["Body"].read())
+    assert record["status"] == "promoted" and record["lineage"]["dataset_version"] == xcom["split_dataset"]["version"]
+
+
+def test_the_candidate_is_registered_tracked_and_announced(finished_run):
+    from mlflow import MlflowClient
+
+    xcom = finished_run["run"]["xcom"]
+    decision = xcom["evaluate_and_promote"]
+    client = MlflowClient(finished_run["tracking_uri"])
+    champion = client.get_model_version_by_alias("inventory-counting", "champion")
+    assert champion.version == decision["registry"]["version"] == "1"
+    assert champion.tags["job"] == xcom["train"]["Training"]["TrainingJobName"]
+    assert champion.tags["dataset_version"] == xcom["split_dataset"]["version"]
+    assert champion.tags["code_sha256"] == xcom["package_code"]["sha256"]
+    run = client.get_run(decision["tracking"]["run_id"])
+    assert run.data.params["model"] == "small_cnn" and run.data.tags["decision"] == "promoted"
+    assert "test_accuracy" in run.data.metrics and run.data.tags["rule.Overfit"] in ("IssuesFound", "NoIssuesFound")
+    assert len(client.get_metric_history(run.info.run_id, "valid_loss")) == 2  # one per epoch
+    assert "report.html" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    [message] = finished_run["messages"]
+    assert message["MessageAttributes"]["decision"]["StringValue"] == "promoted"
+    assert "Decision: promoted" in message["Body"] and "MLflow run:" in message["Body"]
+
+
+def test_an_unchanged_week_skips_training_and_records_it(finished_run):
+    week2 = finished_run["weeks"][1]
+    assert week2["result"].ok, week2["result"].output[-4000:]
+    run = week2["run"]
+    assert all(run["tasks"][t] == "skipped" for t in TRAINING), run["tasks"]
+    decision = run["xcom"]["evaluate_and_promote"]
+    assert decision["status"] == "skipped_unchanged" and "equal the champion's" in decision["reason"]
+    assert len(finished_run["sm"].list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == 1
+    assert week2["messages"][0]["MessageAttributes"]["decision"]["StringValue"] == "skipped_unchanged"
+
+
+def test_a_forced_retrain_compares_candidate_and_champion_on_the_same_images(finished_run):
+    week3 = finished_run["weeks"][2]
+    assert week3["result"].ok, week3["result"].output[-4000:]
+    xcom = week3["run"]["xcom"]
+    decision = xcom["evaluate_and_promote"]
+    assert decision["status"] in ("promoted", "not_better")
+    candidate, champion = decision["candidate"], decision["champion"]
+    assert champion["version"] == "1" and champion["accuracy"] is not None
+    assert candidate["dataset_version"] == champion["dataset_version"] == xcom["split_dataset"]["version"]
+    assert candidate["test_images"] == champion["test_images"] > 0
 
 
 def test_a_retried_train_task_reattaches_instead_of_starting_a_second_job(finished_run):

@@ -1,50 +1,135 @@
-"""The promotion gate against the local stack's S3."""
+"""The promotion gate against the local stack: decisions recorded once in S3, applied to a real MLflow server,
+announced; a crash after any write and a retry end in the same single decision (issue 13, point 5)."""
 
+import io
 import json
+import tarfile
+import uuid
 
 import pytest
 
-from inventory_pipeline.promotion import evaluate_and_promote
+from inventory_pipeline.decisions import RunFacts
+from inventory_pipeline.promotion import GateInputs, run_gate
+from inventory_pipeline.tracking import Registry
 
 pytestmark = pytest.mark.integration
+STEPS = ("decision", "tracking", "registry", "alias", "champion_copy", "applied")
+DONE = dict.fromkeys(["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"], "success")
+PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": [
+    {"name": "Overfit", "kind": "debugger", "status": "NoIssuesFound"}]}  # fmt: skip
+
+
+class Crash(Exception):
+    pass
+
+
+def model_tar(text: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.pth")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text.encode()))
+    return buffer.getvalue()
 
 
 @pytest.fixture()
-def bucket(s3, bucket_name):
+def env(s3, bucket_name, local_stack):
     s3.create_bucket(Bucket=bucket_name)
-    for job in ("j1", "j2", "j3", "j4", "j5"):
-        s3.put_object(Bucket=bucket_name, Key=f"jobs/{job}/output/model.tar.gz", Body=job.encode())
-    return bucket_name
+    registry = Registry(local_stack.endpoints["mlflow"], f"counting-{uuid.uuid4().hex[:8]}")
+    return {"s3": s3, "bucket": bucket_name, "registry": registry}
 
 
-def _decide(s3, bucket, job, accuracy, rmse, blocked=False, min_improvement=0.0):
-    model = f"s3://{bucket}/jobs/{job}/output/model.tar.gz"
-    metrics = {"accuracy": accuracy, "rmse": rmse}
-    return evaluate_and_promote(s3, bucket, "p/", job, model, metrics, blocked, min_improvement, f"run-{job}")
+def gate(env, job, accuracy, champion_accuracy=None, report=PASSED, notify=None, checkpoint=None, states=None):
+    s3, bucket, registry = env["s3"], env["bucket"], env["registry"]
+    key = f"jobs/{job}/output/model.tar.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=model_tar(job))
+    champion = registry.champion()
+    metrics = {"accuracy": accuracy, "rmse": 0.5, "test_images": 20, "test_images_digest": "d",
+               "history": [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.1}]}  # fmt: skip
+    if champion_accuracy is not None:
+        metrics["champion"] = {"accuracy": champion_accuracy, "rmse": 0.5, "test_images": 20, "images_digest": "d"}
+    facts = RunFacts(job=job, task_states=states or dict(DONE), report=report, metrics=metrics,
+                     lineage={"lineage": {"dataset_version": "ds-1", "code_sha256": "c", "params_sha256": "p"},
+                              "champion": champion.to_dict() if champion else None})  # fmt: skip
+    inputs = GateInputs(dag_id="inventory_retraining", run_id=f"run-{job}", model_uri=f"s3://{bucket}/{key}",
+                        params={"model": "small_cnn"}, report_html=b"<html>report</html>")  # fmt: skip
+    kwargs = {"checkpoint": checkpoint} if checkpoint else {}
+    return run_gate(s3, bucket, "p/", registry, facts, inputs, 0.0, notify=notify, **kwargs)
 
 
-def _champion(s3, bucket):
-    model = s3.get_object(Bucket=bucket, Key="p/models/champion/model.tar.gz")["Body"].read().decode()
-    metrics = json.loads(s3.get_object(Bucket=bucket, Key="p/models/champion/metrics.json")["Body"].read())
-    return model, metrics["job"]
+def deployable(env):
+    s3, bucket = env["s3"], env["bucket"]
+    body = s3.get_object(Bucket=bucket, Key="p/models/champion/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        weights = tar.extractfile("model.pth").read().decode()
+    return weights, json.loads(s3.get_object(Bucket=bucket, Key="p/models/champion/metrics.json")["Body"].read())
 
 
-def test_promotion_sequence(s3, bucket):
-    assert _decide(s3, bucket, "j1", 0.60, 0.9)["promoted"] is True  # first model
-    assert _champion(s3, bucket) == ("j1", "j1")
-    assert _decide(s3, bucket, "j2", 0.55, 0.5)["promoted"] is False  # worse accuracy
-    assert _decide(s3, bucket, "j3", 0.60, 0.8)["promoted"] is True  # tie on accuracy, lower RMSE
-    assert _decide(s3, bucket, "j4", 0.62, 0.7, min_improvement=0.05)["promoted"] is False  # not enough gain
-    blocked = _decide(s3, bucket, "j5", 0.99, 0.1, blocked=True)
-    assert blocked["promoted"] is False and "blocking rule" in blocked["reason"]
-    assert _champion(s3, bucket) == ("j3", "j3")
-    history = s3.get_object(Bucket=bucket, Key="p/models/history.jsonl")["Body"].read().decode().splitlines()
-    assert [json.loads(line)["job"] for line in history] == ["j1", "j2", "j3", "j4", "j5"]
+def test_first_model_is_registered_promoted_and_copied(env):
+    record = gate(env, "j1", 0.6)
+    assert record["status"] == "promoted" and record["registry"]["version"] == "1"
+    champion = env["registry"].champion()
+    assert champion.version == "1" and champion.tags["dataset_version"] == "ds-1" and champion.tags["job"] == "j1"
+    weights, metrics = deployable(env)
+    assert weights == "j1" and metrics["version"] == "1"
 
 
-def test_a_retried_decision_is_not_taken_twice(s3, bucket):
-    first = _decide(s3, bucket, "j1", 0.6, 0.9)
-    again = _decide(s3, bucket, "j1", 0.6, 0.9)
-    assert first["promoted"] and again["repeated"] and again["promoted"]
-    history = s3.get_object(Bucket=bucket, Key="p/models/history.jsonl")["Body"].read().decode().splitlines()
-    assert len(history) == 1
+def test_not_better_is_registered_but_the_alias_and_the_copy_stay(env):
+    gate(env, "j1", 0.6)
+    record = gate(env, "j2", 0.55, champion_accuracy=0.6)
+    assert record["status"] == "not_better" and record["registry"]["version"] == "2"
+    assert env["registry"].champion().version == "1" and deployable(env)[0] == "j1"
+
+
+def test_a_blocked_run_is_recorded_and_never_promoted(env):
+    blocked = {"decision": {"failed": True, "message": "blocked: Overfit"}, "rules": []}
+    record = gate(env, "j1", 0.9, report=blocked, states={**DONE, "parse_rule_reports": "failed"})
+    assert record["status"] == "blocked" and env["registry"].champion() is None
+    assert env["registry"].version_for_job("j1").tags["decision"] == "blocked"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_after_any_write_then_a_retry_ends_in_one_consistent_decision(env, step):
+    gate(env, "j1", 0.6)
+    sent = []
+
+    def crash_at(reached: str) -> None:
+        if reached == step:
+            raise Crash(step)
+
+    with pytest.raises(Crash):
+        gate(env, "j2", 0.8, champion_accuracy=0.6, notify=sent.append, checkpoint=crash_at)
+    retried = gate(env, "j2", 0.8, champion_accuracy=0.6, notify=sent.append)
+    again = gate(env, "j2", 0.1, champion_accuracy=0.6, notify=sent.append)  # a late retry with other numbers
+    assert retried["status"] == again["status"] == "promoted" and again["candidate"]["accuracy"] == 0.8
+    registry = env["registry"]
+    assert [v.tags["job"] for v in registry.versions()] == ["j1", "j2"]  # one version per job
+    assert registry.champion().tags["job"] == "j2"
+    weights, metrics = deployable(env)
+    assert weights == "j2" and metrics["version"] == registry.champion().version
+    runs = registry.client.search_runs([registry._experiment_id()], filter_string="tags.job = 'j2'")
+    assert len(runs) == 1
+    assert [r["status"] for r in sent] == ["promoted"]  # announced once
+
+
+def test_a_failed_notification_never_loses_the_decision(env):
+    def broken(record):
+        raise ConnectionError("SNS is down")
+
+    record = gate(env, "j1", 0.6, notify=broken)
+    assert record["status"] == "promoted" and env["registry"].champion().version == "1"
+    sent = []
+    gate(env, "j1", 0.6, notify=sent.append)  # a retry announces what was not announced
+    assert [r["status"] for r in sent] == ["promoted"]
+
+
+def test_rollback_moves_the_alias_and_the_copy_and_is_recorded(env):
+    from inventory_pipeline.model_cli import rollback
+
+    gate(env, "j1", 0.6)
+    gate(env, "j2", 0.8, champion_accuracy=0.6)
+    record = rollback(env["s3"], env["bucket"], "p/", env["registry"], "1", who="test")
+    assert record["status"] == "rolled_back" and env["registry"].champion().version == "1"
+    assert deployable(env)[0] == "j1"
+    with pytest.raises(ValueError, match="no version 9"):
+        rollback(env["s3"], env["bucket"], "p/", env["registry"], "9", who="test")

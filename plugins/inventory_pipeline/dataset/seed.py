@@ -42,8 +42,12 @@ def seed_synthetic(
     seed: int = 0,
     balance: Mapping[int, float] | None = None,
     workers: int = 16,
+    add: bool = False,
 ) -> dict[str, Any]:
-    """Write `images` synthetic photos + metadata under `<prefix>` and `<prefix>file_list.json`."""
+    """Write `images` synthetic photos + metadata under `<prefix>` and `<prefix>file_list.json`.
+
+    `add=True` writes `images` new photos after the ones the bucket's file list already names and extends the
+    list (a week in which new photos arrived); the existing photos are left untouched."""
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
     ensure_bucket(s3, bucket)
@@ -57,14 +61,20 @@ def seed_synthetic(
         s3.put_object(Bucket=bucket, Key=json_key, Body=body, ContentType="application/json")
         return item
 
+    key = f"{prefix}file_list.json"
+    existing: dict[str, list[str]] = {}
+    if add:
+        existing = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    start = 1 + sum(len(keys) for keys in existing.values())
     written = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Rendering runs here while uploads run in the pool; results come back in id order.
-        for item in pool.map(upload, generate(images, seed=seed, balance=balance)):
+        for item in pool.map(upload, generate(images, seed=seed, balance=balance, start_index=start)):
             written.append(item)
             progress.step()
-    key = f"{prefix}file_list.json"
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(file_list(written)).encode())
+    listed = file_list(written)
+    merged = {label: existing.get(label, []) + listed.get(label, []) for label in sorted({*existing, *listed})}
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(merged).encode())
     counts = Counter(item.label for item in written)
     log.info("seeded s3://%s/%s with %d synthetic images %s", bucket, prefix, len(written), dict(counts))
     return {

@@ -1,5 +1,6 @@
-"""Start and stop the local AWS stack: moto's server (S3 + CloudWatch Logs) and, where available, the
-project's local SageMaker server.
+"""Start and stop the local AWS stack: moto's server (S3, CloudWatch Logs and metrics, SNS, SQS), the
+project's local SageMaker server where available, and a real MLflow tracking server (SQLite backend store,
+artifacts in the local S3) for tracking and the model registry.
 
 `LocalStack` is a context manager for tests and scripts; `up()`/`down()` back the CLI and remember what they
 started in a state file, so `down` stops exactly the processes `up` started and nothing else.
@@ -39,6 +40,7 @@ class ServerSpec:
     services: tuple[str, ...]
     command: Callable[[str, int, dict[str, str], Path], list[str]]
     health_path: str = "/"
+    startup_timeout_s: float = 60.0
 
 
 def _moto_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
@@ -46,7 +48,13 @@ def _moto_command(host: str, port: int, endpoints: dict[str, str], state_dir: Pa
     return [sys.executable, "-m", "inventory_pipeline.local_aws.moto_server", "-H", host, "-p", str(port)]
 
 
-MOTO = ServerSpec(name="moto", services=("s3", "logs"), command=_moto_command, health_path="/moto-api/")
+MOTO = ServerSpec(
+    name="moto", services=("s3", "logs", "cloudwatch", "sns", "sqs"), command=_moto_command, health_path="/moto-api/"
+)
+# What the stack provisions once moto answers: MLflow's artifact bucket, and the decisions topic with a queue
+# subscribed to it, so people (and tests) can read back what the pipeline announced.
+MLFLOW_ARTIFACT_BUCKET = "mlflow-artifacts"
+NOTIFY_TOPIC = "inventory-retraining-decisions"
 
 
 def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
@@ -63,14 +71,48 @@ def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_di
 SAGEMAKER = ServerSpec(name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping")
 
 
+def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+    store = state_dir / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{(store / 'mlflow.db').resolve()}",
+        "--artifacts-destination", f"s3://{MLFLOW_ARTIFACT_BUCKET}/",
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+
+
+# MLflow's server imports ~10 s of Python on a quiet 2-core machine: it gets a longer start-up allowance.
+MLFLOW = ServerSpec(
+    name="mlflow", services=("mlflow",), command=_mlflow_command, health_path="/health", startup_timeout_s=300.0
+)
+
+
 def default_servers() -> list[ServerSpec]:
-    """moto always; the local SageMaker server when its module is part of this install."""
+    """moto, the local SageMaker server (when its module is part of this install) and MLflow."""
     import importlib.util
 
     servers = [MOTO]
     if importlib.util.find_spec("inventory_pipeline.local_aws.sagemaker_api") is not None:
         servers.append(SAGEMAKER)
-    return servers
+    return [*servers, MLFLOW]
+
+
+def provision(endpoints: dict[str, str], region: str) -> dict[str, str]:
+    """Create what the pipeline expects next to moto (idempotent): MLflow's artifact bucket and the decisions
+    topic with an SQS queue subscribed. Returns the topic ARN and the queue URL."""
+    import boto3
+
+    creds = {"region_name": region, "aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
+    s3 = boto3.client("s3", endpoint_url=endpoints["s3"], **creds)
+    s3.create_bucket(Bucket=MLFLOW_ARTIFACT_BUCKET)
+    sns = boto3.client("sns", endpoint_url=endpoints["sns"], **creds)
+    sqs = boto3.client("sqs", endpoint_url=endpoints["sqs"], **creds)
+    topic = sns.create_topic(Name=NOTIFY_TOPIC)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=NOTIFY_TOPIC)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    return {"topic_arn": topic, "queue_url": queue_url}
 
 
 def free_port() -> int:
@@ -114,15 +156,23 @@ def airflow_connection(endpoints: dict[str, str], region: str = DEFAULT_REGION) 
     }
 
 
-def client_env(endpoints: dict[str, str], region: str = DEFAULT_REGION) -> dict[str, str]:
+def client_env(
+    endpoints: dict[str, str], region: str = DEFAULT_REGION, provisioned: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment for processes that should talk to the local stack (Airflow, the CLI, tests)."""
-    return {
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(airflow_connection(endpoints, region)),
+    aws = {svc: url for svc, url in endpoints.items() if svc != "mlflow"}
+    env = {
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(airflow_connection(aws, region)),
         "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
         "AWS_DEFAULT_REGION": region,
         "INVENTORY_S3_ENDPOINT": endpoints["s3"],
     }
+    if "mlflow" in endpoints:
+        env["INVENTORY_TRACKING_URI"] = endpoints["mlflow"]
+    if provisioned:
+        env["INVENTORY_SNS_TOPIC_ARN"] = provisioned["topic_arn"]
+    return env
 
 
 @dataclass
@@ -152,6 +202,7 @@ class LocalStack:
     advertise_host: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
     _running: list[_Running] = field(default_factory=list, init=False)
+    provisioned: dict[str, str] = field(default_factory=dict, init=False)
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -163,23 +214,28 @@ class LocalStack:
 
     @property
     def airflow_conn(self) -> dict[str, Any]:
-        return airflow_connection(self.endpoints, self.region)
+        return airflow_connection({k: v for k, v in self.endpoints.items() if k != "mlflow"}, self.region)
 
     def env(self) -> dict[str, str]:
-        return client_env(self.endpoints, self.region)
+        return client_env(self.endpoints, self.region, self.provisioned)
 
     def start(self) -> LocalStack:
         self.state_dir = Path(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            for spec in self.servers:
-                self._start_one(spec)
+            # moto first (the others and the provisioning talk to it), then the rest start side by side
+            first = [spec for spec in self.servers if spec is MOTO]
+            for spec in first:
+                self._wait(self._launch(spec))
+                self.provisioned = provision(self.local_endpoints, self.region)
+            for running in [self._launch(spec) for spec in self.servers if spec not in first]:
+                self._wait(running)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start_one(self, spec: ServerSpec) -> None:
+    def _launch(self, spec: ServerSpec) -> _Running:
         port = self.ports.get(spec.name) or free_port()
         local_url = f"http://127.0.0.1:{port}"
         host = self.advertise_host or ("127.0.0.1" if self.bind_host in ("0.0.0.0", "::") else self.bind_host)
@@ -196,9 +252,14 @@ class LocalStack:
             )
         running = _Running(spec, process, port, url, local_url, log_path)
         self._running.append(running)
-        wait_until_answers(local_url + spec.health_path, self.startup_timeout_s, process)
+        return running
+
+    def _wait(self, running: _Running) -> None:
+        spec = running.spec
+        timeout_s = max(self.startup_timeout_s, spec.startup_timeout_s)
+        wait_until_answers(running.local_url + spec.health_path, timeout_s, running.process)
         services = ",".join(spec.services)
-        log.info("local %s (%s) answering at %s, pid %d", spec.name, services, url, process.pid)
+        log.info("local %s (%s) answering at %s, pid %d", spec.name, services, running.url, running.process.pid)
 
     def _child_env(self) -> dict[str, str]:
         env = {
@@ -206,6 +267,8 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
             "AWS_DEFAULT_REGION": self.region,
             "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+            # MLflow's server writes artifacts to the local S3
+            "MLFLOW_S3_ENDPOINT_URL": self.local_endpoints.get("s3", ""),
         }
         env.pop("AWS_PROFILE", None)
         return env
@@ -224,6 +287,7 @@ class LocalStack:
         return {
             "region": self.region,
             "endpoints": self.endpoints,
+            "provisioned": self.provisioned,
             "airflow_conn": self.airflow_conn,
             "servers": [
                 {

@@ -153,8 +153,12 @@ def build_training_request(
     channels: dict[str, str],
     sourcedir_uri: str,
     run_id: str = "",
+    champion_model_uri: str = "",
 ) -> dict[str, Any]:
-    """The full CreateTrainingJob request for one run (validated; raises RequestError naming the field)."""
+    """The full CreateTrainingJob request for one run (validated; raises RequestError naming the field).
+
+    `champion_model_uri` (the current champion's model.tar.gz) becomes the `champion` channel: the job scores
+    that model on this run's test images too, so the gate compares two numbers measured on the same images."""
     validate_job_name(job_name)
     missing = [c for c in CHANNELS if not channels.get(c, "").startswith("s3://")]
     if missing:
@@ -176,6 +180,10 @@ def build_training_request(
     input_channels = {**{c: channels[c] for c in CHANNELS}}
     if settings.pretrained_s3_uri:
         input_channels["pretrained"] = settings.pretrained_s3_uri
+    if champion_model_uri:
+        if not champion_model_uri.startswith("s3://"):
+            raise RequestError("invalid 'champion_model_uri': must be an s3:// URI")
+        input_channels["champion"] = champion_model_uri
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
         "AlgorithmSpecification": {

@@ -1,0 +1,203 @@
+"""Tracking and the model registry, on MLflow (AWS's recommended successor to Debugger's metric logging).
+
+The embedded stack runs a real MLflow server; on AWS the tracking URI is a SageMaker managed MLflow tracking
+server ARN (the `sagemaker-mlflow` plugin signs the requests) or any MLflow URI. Every write here is idempotent
+and keyed by the training job's name (tag `job`), so a retried task finds what an earlier try wrote instead of
+writing it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "inventory_retraining"
+CHAMPION_ALIAS = "champion"
+
+
+class TrackingError(RuntimeError):
+    """The tracking server is not configured or refused a request."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    version: str
+    source: str  # the model.tar.gz it was registered from
+    run_id: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+
+    @property
+    def accuracy(self) -> float | None:
+        value = self.tags.get("accuracy")
+        return float(value) if value not in (None, "") else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "source": self.source, "run_id": self.run_id, "aliases": list(self.aliases),
+                **{k: self.tags.get(k) for k in LINEAGE_TAGS + ("decision", "accuracy", "rmse")}}  # fmt: skip
+
+
+LINEAGE_TAGS = ("job", "dataset_version", "code_sha256", "params_sha256", "image_uri", "run_id")
+
+
+def _quiet_mlflow_logs() -> None:
+    # MLflow logs a warning per request when optional header providers are absent: noise in task logs.
+    logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
+
+
+class Registry:
+    """One registered model and its experiment on one tracking server."""
+
+    def __init__(self, tracking_uri: str, model_name: str):
+        if not tracking_uri:
+            raise TrackingError(
+                "no tracking server: set INVENTORY_TRACKING_URI to an MLflow URI or a SageMaker managed MLflow "
+                "tracking server ARN (the embedded stack sets it for you)"
+            )
+        from mlflow import MlflowClient
+
+        _quiet_mlflow_logs()
+        self.tracking_uri, self.model_name = tracking_uri, model_name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    # --- runs ---------------------------------------------------------------------------------------------
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(EXPERIMENT)
+        except Exception:  # created by a concurrent or earlier, interrupted try
+            found = self.client.get_experiment_by_name(EXPERIMENT)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def find_run(self, job: str) -> Any | None:
+        runs = self.client.search_runs([self._experiment_id()], filter_string=f"tags.job = '{job}'", max_results=1)
+        return runs[0] if runs else None
+
+    def log_run(
+        self, job: str, params: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, float],
+        tags: dict[str, str], artifacts: dict[str, bytes],
+    ) -> str:  # fmt: skip
+        """The MLflow run of this job, created once; params, per-epoch metrics, final metrics, tags and
+        artifacts are logged once (a run tagged `complete` is left as it is)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.find_run(job)
+        if run is not None and run.data.tags.get("complete") == "true":
+            return run.info.run_id
+        if run is None:
+            run = self.client.create_run(self._experiment_id(), run_name=job, tags={"job": job})
+        run_id = run.info.run_id
+        logged = run.data.metrics if hasattr(run, "data") and run.data else {}
+        stamp = int(run.info.start_time or 0)
+        per_epoch = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
+        metric_rows = [] if logged else [
+            *(Metric(name, float(row[name]), stamp, int(row["epoch"]))
+              for row in history for name in per_epoch if row.get(name) is not None),
+            *(Metric(name, float(value), stamp, 0) for name, value in metrics.items() if value is not None),
+        ]  # fmt: skip
+        self.client.log_batch(
+            run_id, metrics=metric_rows, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+            tags=[RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())],
+        )  # fmt: skip
+        for name, body in artifacts.items():
+            self._log_artifact(run_id, name, body)
+        self.client.set_tag(run_id, "complete", "true")
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def _log_artifact(self, run_id: str, name: str, body: bytes) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(body)
+            self.client.log_artifact(run_id, str(path))
+
+    def run_url(self, run_id: str) -> str:
+        if self.tracking_uri.startswith("http"):
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self._experiment_id()}/runs/{run_id}"
+        return f"{self.tracking_uri} run {run_id}"
+
+    # --- registry -----------------------------------------------------------------------------------------
+
+    def _ensure_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(self.model_name, description="Counts objects (1-5) in bin photos")
+            except MlflowException:
+                self.client.get_registered_model(self.model_name)  # created meanwhile; raise if still absent
+
+    def versions(self) -> list[ModelVersionInfo]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            return []
+        found, token = [], None
+        while True:
+            page = self.client.search_model_versions(f"name = '{self.model_name}'", max_results=200, page_token=token)
+            found += list(page)
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        infos = [self._info(v) for v in found]
+        return sorted(infos, key=lambda v: int(v.version))
+
+    def _info(self, version: Any) -> ModelVersionInfo:
+        aliases = tuple(getattr(version, "aliases", None) or ())
+        return ModelVersionInfo(str(version.version), version.source, version.run_id or "", dict(version.tags or {}),
+                                aliases)  # fmt: skip
+
+    def version_for_job(self, job: str) -> ModelVersionInfo | None:
+        return next((v for v in self.versions() if v.tags.get("job") == job), None)
+
+    def register(self, job: str, source: str, run_id: str, tags: dict[str, str]) -> ModelVersionInfo:
+        """The registry version of this job's model, created once."""
+        existing = self.version_for_job(job)
+        if existing is not None:
+            return existing
+        self._ensure_model()
+        version = self.client.create_model_version(
+            self.model_name, source=source, run_id=run_id or None, tags={**{k: str(v) for k, v in tags.items()},
+                                                                        "job": job},
+        )  # fmt: skip
+        return self._info(self.client.get_model_version(self.model_name, version.version))
+
+    def champion(self) -> ModelVersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS)
+        except MlflowException:
+            return None
+        return self._info(version)
+
+    def set_champion(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
+
+    def version_aliases(self, version: str) -> tuple[str, ...]:
+        return self._info(self.client.get_model_version(self.model_name, version)).aliases
+
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.model_name, version, key, value)
+
+
+def summary_tags(metrics: dict[str, Any]) -> dict[str, str]:
+    """The metrics a registry version carries as tags (so listing versions needs no run lookups)."""
+    return {k: json.dumps(metrics.get(k)) if isinstance(metrics.get(k), dict) else str(metrics.get(k))
+            for k in ("accuracy", "rmse") if metrics.get(k) is not None}  # fmt: skip
