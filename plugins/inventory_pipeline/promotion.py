@@ -116,7 +116,8 @@ def apply_decision(
     checkpoint("tracking")
     version: ModelVersionInfo | None = None
     if status in REGISTERED_STATUSES and record.get("model"):
-        tags = {**lineage, "run_id": inputs.run_id, "decision": status, **summary_tags(metrics)}
+        tags = {**lineage, "run_id": inputs.run_id, "decision": status, "image_uri": inputs.image_uri or "",
+                **summary_tags(metrics)}  # fmt: skip
         version = registry.register(job, record["model"], run_id, tags)
         checkpoint("registry")
     if status == PROMOTED and version is not None:

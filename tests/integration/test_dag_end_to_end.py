@@ -15,6 +15,7 @@ import pytest
 from inventory_pipeline.airflow_runner import airflow_bin, airflow_env, dags_test, db_migrate
 from inventory_pipeline.aws_clients import make_client
 from inventory_pipeline.dataset.seed import seed_synthetic
+from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
@@ -114,7 +115,9 @@ def test_an_unchanged_week_skips_training_and_records_it(finished_run):
     assert all(run["tasks"][t] == "skipped" for t in TRAINING), run["tasks"]
     decision = run["xcom"]["evaluate_and_promote"]
     assert decision["status"] == "skipped_unchanged" and "equal the champion's" in decision["reason"]
-    assert len(finished_run["sm"].list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == 1
+    week2_job = job_name_for_run("inventory_retraining", run["dag_run_id"])
+    assert decision["job"] == week2_job
+    assert not finished_run["sm"].list_training_jobs(NameContains=week2_job)["TrainingJobSummaries"]
     assert week2["messages"][0]["MessageAttributes"]["decision"]["StringValue"] == "skipped_unchanged"
 
 

@@ -428,31 +428,59 @@ def read_json(s3: Any, bucket: str, key: str) -> Any:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def champion_snapshot(s3: Any, bucket: str) -> dict[str, Any]:
-    keys = list_keys(s3, bucket, f"{ROOT_PREFIX}models/champion/")
+def registry_for(env: FaultEnv, bucket: str) -> Any:
+    """The registered model of one scenario (named after its bucket, so scenarios never share a champion)."""
+    from inventory_pipeline.tracking import Registry
+
+    return Registry(env.stack.endpoints["mlflow"], f"counting-{bucket}")
+
+
+def champion_snapshot(env: FaultEnv, bucket: str) -> dict[str, Any]:
+    keys = list_keys(env.s3, bucket, f"{ROOT_PREFIX}models/champion/")
     metrics_key = f"{ROOT_PREFIX}models/champion/metrics.json"
+    champion = registry_for(env, bucket).champion()
     return {
-        "metrics": read_json(s3, bucket, metrics_key) if metrics_key in keys else None,
+        "version": champion.version if champion else None,
+        "metrics": read_json(env.s3, bucket, metrics_key) if metrics_key in keys else None,
         "model_etag": keys.get(f"{ROOT_PREFIX}models/champion/model.tar.gz"),
     }
 
 
-def seed_champion(s3: Any, bucket: str, accuracy: float = 0.5) -> dict[str, Any]:
-    """An earlier run's champion, so a scenario can show it was (or was not) rightly replaced."""
+def seed_champion(env: FaultEnv, bucket: str, accuracy: float = 0.5) -> dict[str, Any]:
+    """An earlier run's champion (registered, aliased, copied), so a scenario can show it was (or was not)
+    rightly replaced."""
+    from inventory_pipeline.promotion import follow_registry
+
     model_key = f"{ROOT_PREFIX}training-jobs/champion-before/output/model.tar.gz"
-    s3.put_object(Bucket=bucket, Key=model_key, Body=tar_archive({"model.pth": b"earlier weights"}))
-    copied = s3.copy_object(
-        Bucket=bucket, Key=f"{ROOT_PREFIX}models/champion/model.tar.gz", CopySource={"Bucket": bucket, "Key": model_key}
-    )
-    metrics = {
-        "job": "champion-before",
-        "accuracy": accuracy,
-        "rmse": 1.0,
-        "model": f"s3://{bucket}/{model_key}",
-        "model_etag": copied["CopyObjectResult"]["ETag"].strip('"'),
-    }
-    s3.put_object(Bucket=bucket, Key=f"{ROOT_PREFIX}models/champion/metrics.json", Body=json.dumps(metrics).encode())
-    return champion_snapshot(s3, bucket)
+    env.s3.put_object(Bucket=bucket, Key=model_key, Body=tar_archive({"model.pth": b"earlier weights"}))
+    registry = registry_for(env, bucket)
+    version = registry.register("champion-before", f"s3://{bucket}/{model_key}", "",
+                                {"accuracy": str(accuracy), "rmse": "1.0", "decision": "promoted"})  # fmt: skip
+    registry.set_champion(version.version)
+    follow_registry(env.s3, bucket, ROOT_PREFIX, registry.champion())
+    return champion_snapshot(env, bucket)
+
+
+def run_gate_for(
+    env: FaultEnv, bucket: str, job: str, run_id: str, *, report: dict[str, Any] | None, metrics: dict[str, Any],
+    model_uri: str | None, checkpoint: Callable[[str], None] | None = None,
+    notify: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report."""
+    from inventory_pipeline.decisions import RunFacts
+    from inventory_pipeline.promotion import GateInputs, run_gate
+
+    registry = registry_for(env, bucket)
+    champion = registry.champion()
+    states = dict.fromkeys(("train", "wait_for_training", "wait_for_rules", "parse_rule_reports"), "success")
+    if report and report["decision"]["failed"]:
+        states["parse_rule_reports"] = "failed"
+    facts = RunFacts(job=job, task_states=states, report=report, metrics=metrics,
+                     lineage={"lineage": {"dataset_version": "fault-dataset"},
+                              "champion": champion.to_dict() if champion else None})  # fmt: skip
+    inputs = GateInputs(dag_id=DAG_ID, run_id=run_id, model_uri=model_uri, params={"model": "small_cnn"})
+    extra = {"checkpoint": checkpoint} if checkpoint else {}
+    return run_gate(env.s3, bucket, ROOT_PREFIX, registry, facts, inputs, 0.0, notify=notify, **extra)
 
 
 class Audit:
@@ -534,23 +562,33 @@ class Audit:
                 )
 
     def champion(self, bucket: str, before: dict[str, Any]) -> None:
-        from inventory_pipeline.promotion import compare
+        """The registry's champion changed only through a recorded promotion of a better model, and the
+        deployable copy in S3 is the registry champion's model."""
+        from inventory_pipeline.decisions import DecisionStore
 
-        after = champion_snapshot(self.env.s3, bucket)
+        after = champion_snapshot(self.env, bucket)
         if after == before:
             return
-        metrics = after["metrics"]
-        if metrics is None or after["model_etag"] is None:
-            self.problems.append("the champion lost its metrics or its model")
+        registry = registry_for(self.env, bucket)
+        champion = registry.champion()
+        if champion is None or after["metrics"] is None or after["model_etag"] is None:
+            self.problems.append("the champion lost its registry alias, its metrics or its model")
             return
-        if metrics == before["metrics"]:
-            self.problems.append("champion/model.tar.gz changed with no promotion recorded in metrics.json")
-        elif before["metrics"] is not None and not compare(metrics, before["metrics"], 0.0)[0]:
-            self.problems.append(f"champion replaced by a model that is not better: {metrics} vs {before['metrics']}")
-        src_bucket, _, src_key = metrics["model"][5:].partition("/")
+        if after["version"] != before["version"]:
+            record = DecisionStore(self.env.s3, bucket, ROOT_PREFIX).read(champion.tags.get("job", "")) or {}
+            if record.get("status") not in ("promoted", "rolled_back"):
+                self.problems.append(f"champion moved to v{champion.version} with no promotion recorded ({record})")
+            elif (record.get("champion") or {}).get("accuracy") is not None and not (
+                record["candidate"]["accuracy"] > record["champion"]["accuracy"]
+            ):
+                self.problems.append(f"champion replaced by a model that is not better: {record}")
+        if after["metrics"].get("version") != champion.version:
+            self.problems.append(f"models/champion/ holds v{after['metrics'].get('version')}, the registry "
+                                 f"champion is v{champion.version}")  # fmt: skip
+        src_bucket, _, src_key = champion.source[5:].partition("/")
         source = list_keys(self.env.s3, src_bucket, src_key).get(src_key)
         if source != after["model_etag"]:
-            self.problems.append("champion/model.tar.gz is not the model champion/metrics.json describes")
+            self.problems.append("champion/model.tar.gz is not the registry champion's model")
         body = self.env.s3.get_object(Bucket=bucket, Key=f"{ROOT_PREFIX}models/champion/model.tar.gz")["Body"].read()
         try:
             names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
@@ -1193,7 +1231,7 @@ def training_process_killed(env: FaultEnv) -> Row:
     fault = "training process killed"
     names = env.names(fault)
     shared = env.shared()
-    before = seed_champion(env.s3, shared["names"].bucket)
+    before = seed_champion(env, shared["names"].bucket)
     params = env.train_params(rules_mode="managed", epochs=50)
     name = job_name(names.run_id)
     audit = Audit(env, fault)
@@ -1262,7 +1300,7 @@ def rule_evaluation_crashed(env: FaultEnv) -> Row:
     names = env.names(fault)
     shared = env.shared()
     bucket = shared["names"].bucket
-    before = seed_champion(env.s3, bucket)
+    before = seed_champion(env, bucket)
     params = env.train_params(rules_mode="managed")
     name = job_name(names.run_id)
     audit = Audit(env, fault)
@@ -1308,9 +1346,12 @@ def rule_evaluation_crashed(env: FaultEnv) -> Row:
                 rules_done = waited.poke(context(names.run_id, params))
                 report = dag_tasks.parse_rule_reports(params, name, shared["dataset"], None)
                 decision = report["decision"]
-                promotion = None
-                if not decision["failed"]:
-                    promotion = dag_tasks.evaluate_and_promote(params, name, report, names.run_id)
+                from inventory_pipeline.reports.build import training_metrics
+
+                promotion = run_gate_for(
+                    env, bucket, name, names.run_id, report=report, metrics=training_metrics(env.s3, described),
+                    model_uri=(described.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+                )
             summaries = sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]
             audit.jobs_duplicated += max(0, len(summaries) - 1)
         finally:
@@ -1336,7 +1377,7 @@ def rule_evaluation_crashed(env: FaultEnv) -> Row:
         outcome = evaluate_debugger_rule(config, str(trial), job_finished=lambda: True)
         raised = f"{outcome.name} on an unreadable trial: {outcome.status}"
         errored = errored and outcome.status == "Error"
-    promoted = "not run (policy failed)" if promotion is None else f"promoted={promotion['promoted']}"
+    promoted = f"{promotion['status']} ({promotion['reason'][:80]})"
     unfinished = killed or "no rule running"
     return audit.row(
         f"rule process killed with {unfinished} unfinished -> Error; report: {decision['message'][:90]}",
@@ -1505,74 +1546,68 @@ def run_cleared(env: FaultEnv) -> Row:
     )
 
 
-def _interrupted_promotion(env: FaultEnv, names: Names) -> tuple[dict[str, Any], str]:
-    """A job better than the champion (0.8 vs 0.5) whose promotion dies between copying model.tar.gz and
-    writing metrics.json. Returns the champion before, and what the champion looked like right after."""
-    env.s3.create_bucket(Bucket=names.bucket)
-    before = seed_champion(env.s3, names.bucket, accuracy=0.5)
-    s3 = env.client("s3")
-
-    class Died(Exception):
-        pass
-
-    def die_before_metrics(params: dict[str, Any], **_: Any) -> None:
-        if params.get("Key", "").endswith("models/champion/metrics.json"):
-            raise Died("worker died before writing metrics.json")
-
-    s3.meta.events.register("before-parameter-build.s3.PutObject", die_before_metrics)
-    died, _ = expect_error(lambda: _decide(s3, names, "fault-better-job", 0.8), Died)
-    interim = Audit(env, names.fault)
-    interim.champion(names.bucket, before)
-    state = "; ".join(interim.problems) if died else "the promotion was not interrupted"
-    return before, f"between the attempts: {state or 'consistent'}"
+GATE_WRITES = ("decision", "tracking", "registry", "alias", "champion_copy", "applied")
 
 
-def _decide(s3: Any, names: Names, job: str, accuracy: float) -> dict[str, Any]:
-    from inventory_pipeline.promotion import evaluate_and_promote
+class Died(Exception):
+    """The worker running the gate died here."""
 
+
+def _better_job(env: FaultEnv, names: Names, job: str, accuracy: float, champion_accuracy: float) -> dict[str, Any]:
     artifact = f"{ROOT_PREFIX}training-jobs/{job}/output/model.tar.gz"
-    s3.put_object(Bucket=names.bucket, Key=artifact, Body=tar_archive({"model.pth": f"{job} weights".encode()}))
-    return evaluate_and_promote(
-        s3,
-        names.bucket,
-        ROOT_PREFIX,
-        job,
-        f"s3://{names.bucket}/{artifact}",
-        {"accuracy": accuracy, "rmse": 0.5},
-        False,
-        0.0,
-        names.run_id,
-    )
+    env.s3.put_object(Bucket=names.bucket, Key=artifact, Body=tar_archive({"model.pth": f"{job} weights".encode()}))
+    metrics = {"accuracy": accuracy, "rmse": 0.5, "test_images": 8, "test_images_digest": "same",
+               "champion": {"accuracy": champion_accuracy, "rmse": 1.0, "test_images": 8, "images_digest": "same"}}
+    report = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
+    return {"report": report, "metrics": metrics, "model_uri": f"s3://{names.bucket}/{artifact}"}  # fmt: skip
 
 
-@scenario("promotion interrupted, then retried")
-def promotion_interrupted(env: FaultEnv) -> Row:
-    """The promotion task dies between copying model.tar.gz and writing metrics.json; its retry completes it."""
-    fault = "promotion interrupted, then retried"
+def _gate_crash(env: FaultEnv, step: str, retried: bool) -> Row:
+    """A better job (0.8 vs the champion's 0.5 on the same images) whose gate dies right after the `step`
+    write. Retried: the retry must complete the same decision. Never retried: the next run (a worse model)
+    must leave the registry and its deployable copy consistent, and the champion correct."""
+    fault = f"gate died after the {step} write" + (", then retried" if retried else ", never retried")
     names = env.names(fault)
-    before, interim = _interrupted_promotion(env, names)
-    decision = _decide(env.s3, names, "fault-better-job", 0.8)
-    audit = Audit(env, fault)
-    audit.champion(names.bucket, before)
-    history = env.s3.get_object(Bucket=names.bucket, Key=f"{ROOT_PREFIX}models/history.jsonl")["Body"].read()
-    if len(history.decode().splitlines()) != 1:
-        audit.problems.append("the decision was recorded more than once")
-    return audit.row(f"the retry promoted={decision['promoted']}: {decision['reason']}", decision["promoted"], interim)
+    env.s3.create_bucket(Bucket=names.bucket)
+    before = seed_champion(env, names.bucket, accuracy=0.5)
+    sent: list[dict[str, Any]] = []
 
+    def die(reached: str) -> None:
+        if reached == step:
+            raise Died(f"worker died after the {step} write")
 
-@scenario("promotion interrupted, never retried")
-def promotion_abandoned(env: FaultEnv) -> Row:
-    """As above, but the task is never retried (retries exhausted): champion/model.tar.gz holds a model that
-    metrics.json does not record. The next run's decision (a worse model, not promoted) must leave the
-    recorded champion's own model in place, not the abandoned one."""
-    fault = "promotion interrupted, never retried"
-    names = env.names(fault)
-    before, interim = _interrupted_promotion(env, names)
-    decision = _decide(env.s3, names, "fault-next-job", 0.4)
+    job = "fault-better-job"
+    run = _better_job(env, names, job, 0.8, 0.5)
+    died, _ = expect_error(lambda: run_gate_for(env, names.bucket, job, names.run_id, **run, checkpoint=die,
+                                                notify=sent.append), Died)  # fmt: skip
     audit = Audit(env, fault)
+    if retried:
+        decision = run_gate_for(env, names.bucket, job, names.run_id, **run, notify=sent.append)
+        expected = decision["status"] == "promoted" and registry_for(env, names.bucket).champion().tags["job"] == job
+    else:
+        # the next job scores whichever model the registry names champion now (0.8 once the alias moved)
+        moved = registry_for(env, names.bucket).champion().tags.get("job") == job
+        nxt = _better_job(env, names, "fault-next-job", 0.4, 0.8 if moved else 0.5)
+        decision = run_gate_for(env, names.bucket, "fault-next-job", f"{names.run_id}-next", **nxt, notify=sent.append)
+        expected = decision["status"] == "not_better"
     audit.champion(names.bucket, before)
+    registry = registry_for(env, names.bucket)
+    jobs = [v.tags.get("job") for v in registry.versions()]
+    audit.duplicated += len(jobs) - len(set(jobs))
+    announced = [r["job"] for r in sent]
+    if len(announced) != len(set(announced)):
+        audit.problems.append(f"a decision was announced twice: {announced}")
     return audit.row(
-        f"next run promoted={decision['promoted']}; the recorded champion's model is back in place",
-        not decision["promoted"],
-        interim,
+        f"{decision['status']}: {decision['reason'][:100]}", died and expected,
+        f"registry versions {jobs}, champion v{registry.champion().version}; announced {announced}",
     )
+
+
+def _register_gate_crashes() -> None:
+    for step in GATE_WRITES:
+        for retried in (True, False):
+            name = f"gate died after the {step} write" + (", then retried" if retried else ", never retried")
+            scenario(name)(lambda env, step=step, retried=retried: _gate_crash(env, step, retried))
+
+
+_register_gate_crashes()

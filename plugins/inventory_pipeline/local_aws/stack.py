@@ -145,6 +145,7 @@ def airflow_connection(endpoints: dict[str, str], region: str = DEFAULT_REGION) 
     Per-service `service_config` endpoints, not one global `endpoint_url`: a global URL would send SageMaker
     calls to moto's fake SageMaker instead of our server.
     """
+    endpoints = {svc: url for svc, url in endpoints.items() if svc != "mlflow"}  # not an AWS service
     return {
         "conn_type": "aws",
         "login": LOCAL_ACCESS_KEY,
@@ -267,8 +268,9 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
             "AWS_DEFAULT_REGION": self.region,
             "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-            # MLflow's server writes artifacts to the local S3
+            # MLflow's server writes artifacts to the local S3, and needs no GenAI job runner process
             "MLFLOW_S3_ENDPOINT_URL": self.local_endpoints.get("s3", ""),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         env.pop("AWS_PROFILE", None)
         return env
