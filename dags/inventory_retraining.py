@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task
 
 from inventory_pipeline.callbacks import remember_failure
-from inventory_pipeline.operators import RuleReportOperator, TrainingJobOperator
+from inventory_pipeline.operators import DecisionGateOperator, RuleReportOperator, TrainingJobOperator
 from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 
 # The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
@@ -217,10 +217,6 @@ with DAG(
     )
 
     # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
-    @task(trigger_rule="all_done")
-    def evaluate_and_promote(params=None, run_id=None, ti=None, dag=None) -> dict:
-        from inventory_pipeline import dag_tasks
+    evaluate_and_promote = DecisionGateOperator(task_id="evaluate_and_promote")
 
-        return dag_tasks.evaluate_and_promote(params, ti, dag.dag_id, run_id)
-
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote()
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote

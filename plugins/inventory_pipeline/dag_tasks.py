@@ -162,7 +162,9 @@ def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
 GATE_TASK = "evaluate_and_promote"
 
 
-def evaluate_and_promote(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+def evaluate_and_promote(
+    params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str, on_recorded: Any = None
+) -> dict[str, Any]:
     """Gather what the run left, let the gate decide once and apply it; the run ends failed on block/failure."""
     from inventory_pipeline.decisions import ENDS_RUN_FAILED, RunFacts
     from inventory_pipeline.promotion import GateInputs, run_gate
@@ -189,6 +191,8 @@ def evaluate_and_promote(params: Mapping[str, Any], ti: Any, dag_id: str, run_id
     record = run_gate(s3, settings.bucket, settings.root, registry_for(settings), facts, inputs,
                       settings.min_improvement, notify=_notifier(settings))  # fmt: skip
     ti.xcom_push(key="decision", value=record)
+    if on_recorded is not None:
+        on_recorded(record)
     if record["status"] in ENDS_RUN_FAILED:
         from airflow.sdk.exceptions import AirflowFailException
 

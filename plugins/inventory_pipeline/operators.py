@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from inventory_pipeline.links import ReportLink, TrainingJobLink
+from inventory_pipeline.links import MlflowRunLink, ReportLink, TrainingJobLink
 
 
 def run_nested(operator: BaseOperator, context: Any) -> Any:
@@ -114,3 +114,26 @@ class RuleReportOperator(BaseOperator):
         if summary["decision"]["failed"]:
             raise AirflowFailException(f"rule policy: {summary['decision']['message']}")
         return summary
+
+
+class DecisionGateOperator(BaseOperator):
+    """Record this run's one decision and apply it (see `promotion`); runs whatever happened upstream.
+
+    The run ends failed when the decision is `blocked` or `failed`, after the decision is recorded; the
+    "MLflow run" extra link opens the run's tracking record.
+    """
+
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#fdf3e8"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict:
+        from inventory_pipeline.dag_tasks import evaluate_and_promote
+
+        def link(record: dict) -> None:
+            MlflowRunLink.persist(context, (record.get("tracking") or {}).get("run_url", ""))
+
+        return evaluate_and_promote(context["params"], context["ti"], context["dag"].dag_id, context["run_id"], link)
