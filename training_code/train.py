@@ -76,6 +76,7 @@ class JobConfig:
     master_addr: str
     master_port: int
     offline: bool
+    checkpoint_dir: Path | None = None  # CheckpointConfig.LocalPath (Managed Spot): per-epoch state, resumed
     ignored_args: list[str] = field(default_factory=list)
 
     @property
@@ -139,6 +140,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         master_addr=env.get("MASTER_ADDR", hosts[0]),
         master_port=int(env.get("MASTER_PORT", "7777")),
         offline=env.get("INVENTORY_OFFLINE", "") == "1",
+        checkpoint_dir=Path(env["INVENTORY_CHECKPOINT_DIR"]) if env.get("INVENTORY_CHECKPOINT_DIR") else None,
         ignored_args=unknown,
     )
 
@@ -340,7 +342,14 @@ def train(config: JobConfig) -> dict:
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
     train_images, train_seconds, stale = 0, 0.0, 0
-    for epoch in range(1, config.epochs + 1):
+    resumed = load_training_state(config, model, optimizer, scheduler, train_loader)
+    if resumed:
+        history, best, stale = resumed["history"], resumed["best"], resumed["stale"]
+        train_images, train_seconds = resumed["train_images"], resumed["train_seconds"]
+    start_epoch = len(history) + 1
+    for epoch in range(start_epoch, config.epochs + 1):
+        if resumed and resumed.get("stopped_early"):
+            break
         if sampler is not None:
             sampler.set_epoch(epoch)
         trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler)
@@ -357,9 +366,15 @@ def train(config: JobConfig) -> dict:
             stale = 0
         else:
             stale += 1
-            if config.early_stopping_patience and stale >= config.early_stopping_patience:
-                log.info("early stopping: valid loss has not improved for %d epochs", stale)
-                break
+        stop_early = bool(config.early_stopping_patience and stale >= config.early_stopping_patience)
+        if is_main:
+            save_training_state(config, model, optimizer, scheduler, train_loader, {
+                "history": history, "best": best, "stale": stale, "train_images": train_images,
+                "train_seconds": train_seconds, "stopped_early": stop_early,
+            })  # fmt: skip
+        if stop_early:
+            log.info("early stopping: valid loss has not improved for %d epochs", stale)
+            break
 
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -382,6 +397,7 @@ def train(config: JobConfig) -> dict:
             },  # fmt: skip
             "skipped_images": {"count": len(unique_skips), "images": unique_skips},
             "epochs_run": len(history),
+            "resumed_after_epoch": start_epoch - 1,
             "best_epoch": best["epoch"],
             "history": history,
             "wall_time_s": round(time.perf_counter() - started, 2),
@@ -402,6 +418,53 @@ def train(config: JobConfig) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+CHECKPOINT_FILE = "training-state.pt"
+
+
+def save_training_state(config: JobConfig, model, optimizer, scheduler, loader, progress: dict) -> None:
+    """Everything a restarted job needs to go on after the last finished epoch, written atomically (a `.tmp`
+    file renamed: SageMaker may sync the directory to S3 at any moment, and a Spot restart restores it)."""
+    if config.checkpoint_dir is None:
+        return
+    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model_name": config.model,
+        "epochs": config.epochs,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "sampler_generator": loader.loader.generator.get_state() if loader.loader.generator is not None else None,
+        **progress,
+    }
+    target = config.checkpoint_dir / CHECKPOINT_FILE
+    partial = target.with_name(target.name + ".tmp")
+    torch.save(state, partial)
+    os.replace(partial, target)
+    log.info("checkpoint: epoch %d saved to %s", len(progress["history"]), target)
+
+
+def load_training_state(config: JobConfig, model, optimizer, scheduler, loader) -> dict | None:
+    """The state a previous run of this job saved (a Spot restart restores it), applied; None to start fresh."""
+    if config.checkpoint_dir is None or not (config.checkpoint_dir / CHECKPOINT_FILE).is_file():
+        return None
+    path = config.checkpoint_dir / CHECKPOINT_FILE
+    # Our own file, but it came back from S3: load tensors and plain data only, never pickled code.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("model_name") != config.model or state.get("epochs") != config.epochs:
+        raise RuntimeError(
+            f"{path} was saved by another configuration (model {state.get('model_name')}, epochs "
+            f"{state.get('epochs')}); this job trains {config.model} for {config.epochs} epochs"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state.get("sampler_generator") is not None and loader.loader.generator is not None:
+        loader.loader.generator.set_state(state["sampler_generator"])  # the next epoch's order, as if never stopped
+    log.info("resumed from checkpoint %s: %d of %d epochs already done", path, len(state["history"]), config.epochs)
+    return state
 
 
 def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:

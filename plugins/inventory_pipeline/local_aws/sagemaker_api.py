@@ -123,8 +123,13 @@ def describe(job: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocalSageMaker:
-    def __init__(self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1"):
+    def __init__(
+        self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1",
+        debugger_available: bool = True,
+    ):  # fmt: skip
         self.store = JobStore(state_dir)
+        # False plays an account opened after SageMaker Debugger closed to new customers (2026-07-30).
+        self.debugger_available = debugger_available
         self.s3_endpoint, self.logs_endpoint, self.region = s3_endpoint, logs_endpoint, region
         self.runners: dict[str, subprocess.Popen] = {}
         self.recover()
@@ -162,6 +167,7 @@ class LocalSageMaker:
 
     def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         validate_input("CreateTrainingJob", params)
+        refuse_managed_rules_if_unavailable(params, self.debugger_available)
         name = params["TrainingJobName"]
         if self.store.exists(name):
             raise ApiError("ResourceInUse", f"Training job names must be unique within an AWS account and region, "
@@ -272,6 +278,28 @@ class LocalSageMaker:
         return self.reap_if_orphaned(self.store.read(name))
 
 
+def refuse_managed_rules_if_unavailable(params: dict[str, Any], debugger_available: bool) -> None:
+    """An account without SageMaker Debugger is refused managed rule evaluations, AWS-shaped."""
+    asked = [key for key in ("DebugRuleConfigurations", "ProfilerRuleConfigurations") if params.get(key)]
+    if asked and not debugger_available:
+        raise ApiError(
+            "ValidationException",
+            f"SageMaker Debugger is not available to this account: {' and '.join(asked)} cannot be used. "
+            "Remove the rule configurations (Debugger is closed to new customers since 2026-07-30).",
+        )
+
+
+def list_tags(backend: LocalSageMaker, params: dict[str, Any]) -> dict[str, Any]:
+    """ListTags for training-job ARNs: the tags the job was created with (ARN-keyed, as SageMaker keys them)."""
+    validate_input("ListTags", params)
+    arn = params["ResourceArn"]
+    for name in backend.store.names():
+        job = backend.store.read(name)
+        if job.get("TrainingJobArn") == arn:
+            return {"Tags": job.get("Tags", [])}
+    raise ApiError("ValidationException", f"Resource {arn} does not exist.")
+
+
 def _epoch(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
@@ -321,6 +349,7 @@ OPERATIONS = {
     "DescribeTrainingJob": LocalSageMaker.describe_training_job,
     "StopTrainingJob": LocalSageMaker.stop_training_job,
     "ListTrainingJobs": LocalSageMaker.list_training_jobs,
+    "ListTags": list_tags,
 }
 
 
@@ -370,9 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--s3-endpoint", required=True)
     parser.add_argument("--logs-endpoint", required=True)
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    parser.add_argument(
+        "--no-debugger", action="store_true",
+        default=os.environ.get("INVENTORY_LOCAL_SAGEMAKER_DEBUGGER", "").lower() == "unavailable",
+        help="answer CreateTrainingJob with rule configurations as AWS does for an account without Debugger",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backend = LocalSageMaker(args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region)
+    backend = LocalSageMaker(args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region,
+                             debugger_available=not args.no_debugger)  # fmt: skip
     from werkzeug.serving import run_simple
 
     run_simple(args.host, args.port, create_app(backend), threaded=True)

@@ -61,3 +61,19 @@ class JobStore:
 
     def stop_requested(self, name: str) -> bool:
         return (self.root / "jobs" / f"{name}.stop").exists()
+
+    # --- Spot interruptions (the local stand-in for SageMaker reclaiming Spot capacity) ----------------
+
+    def request_interruption(self, name: str, capacity_wait_s: float = 1.0) -> None:
+        """Interrupt the job's Spot instances now; new capacity comes back after `capacity_wait_s`."""
+        (self.root / "jobs" / f"{name}.interrupt").write_text(str(float(capacity_wait_s)))
+
+    def take_interruption(self, name: str) -> float | None:
+        """The pending interruption's capacity wait (consumed), or None."""
+        marker = self.root / "jobs" / f"{name}.interrupt"
+        try:
+            wait = float(marker.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return None
+        marker.unlink(missing_ok=True)
+        return wait

@@ -9,10 +9,12 @@ conclusions then finish and update their own statuses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +55,9 @@ class JobRunner:
             for m in self.job.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
         ]
         self._lock = threading.Lock()
+        self._checkpoints: Any = None
+        self.unbilled_s = 0.0  # Spot: time spent without instances (interrupted, waiting for capacity)
+        self.interruptions = 0
 
     # --- status -----------------------------------------------------------------------------------------
 
@@ -73,7 +78,8 @@ class JobRunner:
         self.secondary(secondary, message)
         now = time.time()
         trained_s = now - (self.training_started or now)
-        billable = int(round(trained_s * len(self.hosts))) + (1 if self.training_started else 0)
+        # Per instance, as AWS reports it (clients multiply by InstanceCount); Spot waits are not billed.
+        billable = int(round(trained_s - self.unbilled_s))
 
         def change(job: dict[str, Any]) -> None:
             job["TrainingJobStatus"] = status
@@ -117,7 +123,9 @@ class JobRunner:
         hp = {k: _decode(v) for k, v in self.job.get("HyperParameters", {}).items()}
         user_hp = {k: v for k, v in hp.items() if k not in _HP_RESERVED}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AWS_"))}
-        env.update(self.job.get("Environment", {}))
+        # Environment values naming SageMaker's /opt/ml paths (a CheckpointConfig LocalPath) name this host's.
+        env.update({k: str(self.host_path(host, v)) if v.startswith("/opt/ml/") else v
+                    for k, v in self.job.get("Environment", {}).items()})  # fmt: skip
         env.update({
             "SM_MODEL_DIR": str(dirs.model),
             "SM_OUTPUT_DIR": str(dirs.output),
@@ -160,44 +168,77 @@ class JobRunner:
         return args
 
     def train(self, channels: dict[str, Path]) -> None:
-        from inventory_pipeline.local_aws.stack import free_port
+        from inventory_pipeline.local_aws.runner.isolation import IsolatedNetwork, IsolationUnavailable
 
         self.secondary("Training", "Training image download completed. Training in progress.")
         self.training_started = time.time()
         program = str(_decode(self.job["HyperParameters"]["sagemaker_program"]))
+        shippers = {host: LogShipper(self.logs, self.name, host) for host in self.hosts}
+        network = IsolatedNetwork() if self.job.get("EnableNetworkIsolation") else contextlib.nullcontext()
+        try:
+            with network as isolated:
+                self.restore_checkpoints()
+                while True:  # one pass per Spot (re)start
+                    outcome = self._run_processes(program, channels, shippers, isolated)
+                    if outcome != "interrupted":
+                        break
+        except IsolationUnavailable as exc:
+            raise JobFailed(f"ClientError: EnableNetworkIsolation: {exc}; the job was not run with network") from exc
+        finally:
+            for shipper in shippers.values():
+                shipper.close()
+
+    def _run_processes(self, program: str, channels: dict[str, Path], shippers: dict, isolated: Any) -> str:
+        """Run the entry point on every host until it ends, is stopped, times out or its Spot capacity goes."""
+        from inventory_pipeline.local_aws.stack import free_port
+
         port = free_port()
         processes: dict[str, subprocess.Popen] = {}
-        shippers: dict[str, LogShipper] = {}
         readers = []
         for host in self.hosts:
-            shippers[host] = LogShipper(self.logs, self.name, host)
+            command = [sys.executable, program, *self.args()]
             processes[host] = subprocess.Popen(
-                [sys.executable, program, *self.args()], cwd=self.work / "code",
+                isolated.wrap(command) if isolated else command, cwd=self.work / "code",
                 env=self.host_env(host, channels, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, start_new_session=True,
             )  # fmt: skip
             reader = threading.Thread(target=self._pump, args=(processes[host], shippers[host]), daemon=True)
             reader.start()
             readers.append(reader)
-        max_runtime = float(self.job.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
-        outcome = "done"
+        stopping = self.job.get("StoppingCondition", {})
+        max_runtime = float(stopping.get("MaxRuntimeInSeconds", 86400))
+        max_wait = float(stopping.get("MaxWaitTimeInSeconds", 0)) if self.job.get("EnableManagedSpotTraining") else 0
+        outcome, capacity_wait, last_sync = "done", 0.0, time.monotonic()
         while any(p.poll() is None for p in processes.values()):
+            interruption = self.store.take_interruption(self.name)
             if self.store.stop_requested(self.name):
                 outcome = "stopped"
-            elif time.time() - self.training_started > max_runtime:
+            elif time.time() - self.training_started - self.unbilled_s > max_runtime:
                 outcome = "timeout"
+            elif max_wait and time.time() - self.started > max_wait:
+                outcome = "max_wait"
+            elif interruption is not None and self.job.get("EnableManagedSpotTraining"):
+                outcome, capacity_wait = "interrupted", interruption
             if outcome != "done":
                 self._stop_processes(processes)
                 break
+            if self.checkpoints is not None and time.monotonic() - last_sync > 1.0:
+                self.checkpoints.sync()
+                last_sync = time.monotonic()
             time.sleep(0.3)
         for reader in readers:
             reader.join(timeout=10)
-        for shipper in shippers.values():
-            shipper.close()
+        if self.checkpoints is not None:
+            self.checkpoints.sync()
+        if outcome == "interrupted":
+            self.spot_restart(capacity_wait)
+            return outcome
         if outcome == "stopped":
             raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
         if outcome == "timeout":
             raise _Stopped("MaxRuntimeExceeded", f"Training job exceeded MaxRuntimeInSeconds ({max_runtime:.0f})")
+        if outcome == "max_wait":
+            raise _Stopped("MaxWaitTimeExceeded", f"Training job exceeded MaxWaitTimeInSeconds ({max_wait:.0f})")
         failed = {h: p.returncode for h, p in processes.items() if p.returncode != 0}
         if failed:
             host = sorted(failed)[0]
@@ -206,6 +247,53 @@ class JobRunner:
             raise JobFailed(
                 f"AlgorithmError: ExecuteUserScriptError: {program} exited with code {failed[host]} on {host}: {detail}"
             )
+        return outcome
+
+    # --- Managed Spot ---------------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> Any:
+        """The job's CheckpointConfig sync (None without one)."""
+        config = self.job.get("CheckpointConfig")
+        if not config:
+            return None
+        if self._checkpoints is None:
+            from inventory_pipeline.local_aws.runner.checkpoints import CheckpointSync
+
+            local = [self.host_path(h, config.get("LocalPath", "/opt/ml/checkpoints")) for h in self.hosts]
+            self._checkpoints = CheckpointSync(self.s3, config["S3Uri"], local)
+        return self._checkpoints
+
+    def restore_checkpoints(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.restore()
+
+    def spot_restart(self, capacity_wait: float) -> None:
+        """What SageMaker does when Spot capacity is reclaimed: the instances go (the entry point had its SIGTERM
+        window and the checkpoints are synced), the job waits for capacity (not billed), then restarts on fresh
+        instances with the checkpoints restored and runs the entry point again."""
+        self.secondary("Interrupted", "Training job interrupted: Spot capacity was reclaimed")
+        interrupted = time.time()
+        deadline = time.monotonic() + capacity_wait
+        while time.monotonic() < deadline and not self.store.stop_requested(self.name):
+            time.sleep(0.1)
+        self.secondary("Restarting", "Restarting the training job on new Spot capacity")
+        for host in self.hosts:  # a fresh instance: nothing of the interrupted one survives but the checkpoints
+            for path in (self.host_dirs[host].model, self.host_dirs[host].output_data):
+                shutil.rmtree(path, ignore_errors=True)
+                path.mkdir(parents=True, exist_ok=True)
+            (self.host_dirs[host].output / "failure").unlink(missing_ok=True)
+        self.restore_checkpoints()
+        self.unbilled_s += time.time() - interrupted
+        self.interruptions += 1
+        if self.store.stop_requested(self.name):
+            raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
+        self.secondary("Training", "Training resumed from the restored checkpoints")
+
+    def host_path(self, host: str, path: str) -> Path:
+        """A path of SageMaker's instance (/opt/ml/...) in this host's job directory."""
+        relative = Path(path).relative_to("/opt/ml") if Path(path).is_relative_to("/opt/ml") else Path(path.lstrip("/"))
+        return self.host_dirs[host].root / relative
 
     def _pump(self, process: subprocess.Popen, shipper: LogShipper) -> None:
         assert process.stdout is not None
