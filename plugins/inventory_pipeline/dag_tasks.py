@@ -112,7 +112,7 @@ def parse_rule_reports(
 
     settings = settings_from(params)
     describe = _describe(settings, job_name)
-    if settings.rules_mode == "self_hosted" and self_hosted:
+    if settings.rules_mode != "managed" and self_hosted:  # self_hosted, or auto decided so by the train task
         describe = {**describe, **{k: v for k, v in self_hosted.items() if k != "ResponseMetadata"}}
     local = bool(_s3(settings).meta.endpoint_url and "amazonaws.com" not in _s3(settings).meta.endpoint_url)
     result = build_report(

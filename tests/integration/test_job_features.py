@@ -132,7 +132,8 @@ def no_debugger_sagemaker(local_stack, tmp_path_factory):
     def command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
         return [sys.executable, "-m", "inventory_pipeline.local_aws.sagemaker_api", "--host", host,
                 "--port", str(port), "--state-dir", str(state_dir / "sagemaker"), "--no-debugger",
-                "--s3-endpoint", local_stack.endpoints["s3"], "--logs-endpoint", local_stack.endpoints["logs"]]  # fmt: skip
+                "--s3-endpoint", local_stack.endpoints["s3"],
+                "--logs-endpoint", local_stack.endpoints["logs"]]  # fmt: skip
 
     spec = ServerSpec(name="sagemaker", services=("sagemaker",), command=command, health_path="/ping")
     with LocalStack(tmp_path_factory.mktemp("no-debugger"), servers=[spec]) as side:
@@ -163,7 +164,8 @@ def test_rules_mode_auto_follows_sagemakers_answer(
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(airflow_connection(endpoints, local_stack.region)))
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     s3.create_bucket(Bucket=bucket_name)
-    s3.put_object(Bucket=bucket_name, Key="code/sleeper.tar.gz", Body=_tar({"train.py": b"import time; time.sleep(60)"}))
+    sleeper = _tar({"train.py": b"import time; time.sleep(60)"})
+    s3.put_object(Bucket=bucket_name, Key="code/sleeper.tar.gz", Body=sleeper)
     for split in ("train", "valid", "test"):
         s3.put_object(Bucket=bucket_name, Key=f"data/{split}/1/a.jpg", Body=b"x")
     channels = {split: f"s3://{bucket_name}/data/{split}/" for split in ("train", "valid", "test")}
