@@ -67,8 +67,8 @@ def test_right_sizing_from_measured_utilisation():
     # 16 vCPUs at 20% p95 need ceil(16 * 20 / 70) = 5 vCPUs: the cheapest instance with that many.
     assert idle["needed_vcpus"] == 5 and idle["recommended"] == "ml.c5.2xlarge"
     assert "larger than needed" in idle["summary"] and "50% less" in idle["summary"]
-    # BillableTimeInSeconds already counts every instance: 3600 s at the list price.
-    assert idle["run_cost"] == pytest.approx(0.816) and idle["recommended_run_cost"] == pytest.approx(0.408)
+    # BillableTimeInSeconds is per instance (as AWS reports it): 2 instances x 3600 s at the list price.
+    assert idle["run_cost"] == pytest.approx(1.632) and idle["recommended_run_cost"] == pytest.approx(0.816)
     busy = advice("ml.c5.xlarge", 1, 1800, cpu_p95=97.0, memory_p95=10.0)
     assert busy["recommended"] == "ml.c5.2xlarge" and "too small" in busy["summary"]
     fits = advice("ml.c5.xlarge", 1, 60, cpu_p95=65.0, memory_p95=10.0)
@@ -155,3 +155,14 @@ def test_gpu_rule_table_matches_the_engine():
     from inventory_pipeline.rules.profiler_rules import RULES
 
     assert set(GPU_RULES) == {name for name, rule in RULES.items() if rule.needs_gpu}
+def test_spot_savings_as_aws_defines_them_and_the_job_facts():
+    from inventory_pipeline.reports.job_facts import job_facts, spot_savings
+
+    spot = {"EnableManagedSpotTraining": True, "TrainingTimeInSeconds": 500, "BillableTimeInSeconds": 100,
+            "CheckpointConfig": {"S3Uri": "s3://b/j/checkpoints"},
+            "SecondaryStatusTransitions": [{"Status": "Training"}, {"Status": "Interrupted"}]}  # fmt: skip
+    assert spot_savings(spot) == pytest.approx(0.8)  # AWS's example: 100 billable of 500 s is 80% saved
+    assert spot_savings({**spot, "EnableManagedSpotTraining": False}) is None
+    facts = job_facts(spot)
+    assert facts["spot_interruptions"] == 1 and facts["rules_mode"] == "self_hosted"
+    assert facts["EnableNetworkIsolation"] is False and facts["CheckpointConfig"] == {"S3Uri": "s3://b/j/checkpoints"}
