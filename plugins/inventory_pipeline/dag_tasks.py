@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.settings import Settings
@@ -80,7 +81,8 @@ def package_code(params: Mapping[str, Any]) -> dict[str, Any]:
     from inventory_pipeline.training.package import upload_sourcedir
 
     settings = settings_from(params)
-    packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root)
+    wheelhouse = Path(settings.wheelhouse) if settings.wheelhouse else None  # None: the job pip-installs them
+    packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root, wheelhouse=wheelhouse)
     return {"s3_uri": packaged.s3_uri, "sha256": packaged.sha256, "size": packaged.size,
             "uploaded": packaged.uploaded}  # fmt: skip
 

@@ -71,6 +71,7 @@ class Settings:
     # ends (MaxWaitTimeExceeded) long before the next week's run; SageMaker requires max_wait_s >= max_runtime_s.
     use_spot: bool = False
     max_wait_s: int = 4 * 3600
+    wheelhouse: str = ""  # local dir of wheels for training_code/requirements.txt, shipped in sourcedir.tar.gz
     deployment_id: str = ""  # tags each job; '' = "<bucket>/<prefix>" (what the deployment's runs share)
     framework_version: str = "2.1"  # the SageMaker PyTorch training container
     volume_size_gb: int = 30
@@ -200,7 +201,7 @@ _FIELD_TYPES: dict[str, type] = {
         "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
         "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
         "sns_topic_arn": str, "report_base_url": str,
-        "use_spot": bool, "max_wait_s": int, "deployment_id": str,
+        "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str,
     }.items()
 }  # fmt: skip
 
@@ -225,6 +226,7 @@ _ENV_NAMES = {
     "sns_topic_arn": "INVENTORY_SNS_TOPIC_ARN",
     "report_base_url": "INVENTORY_REPORT_BASE_URL",
     "deployment_id": "INVENTORY_DEPLOYMENT_ID",
+    "wheelhouse": "INVENTORY_WHEELHOUSE",
     "max_runtime_s": "INVENTORY_MAX_RUNTIME_S",
     "use_spot": "INVENTORY_USE_SPOT",
     "max_wait_s": "INVENTORY_MAX_WAIT_S",

@@ -205,3 +205,66 @@ def test_rules_mode_auto_follows_sagemakers_answer(
     finally:
         if sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress":
             sm.stop_training_job(TrainingJobName=name)
+
+
+def tiny_wheel(dest: Path, name: str = "tinyoffline", version: str = "0.1") -> Path:
+    """A real, installable pure-Python wheel, written by hand (no build tools, no download)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": b"VALUE = 'installed offline'\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for path, data in files.items()
+    ]
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    wheel = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def test_an_isolated_job_installs_its_packages_from_the_wheels_in_its_code(clients, probe_bucket, tmp_path):
+    from inventory_pipeline.training.package import build_sourcedir
+
+    s3, sm = clients
+    code, wheelhouse = tmp_path / "code", tmp_path / "wheelhouse"
+    code.mkdir(), wheelhouse.mkdir()
+    (code / "train.py").write_text(
+        "import json, os, tinyoffline\n"
+        "os.makedirs(os.environ['SM_MODEL_DIR'], exist_ok=True)\n"
+        "json.dump({'connect': tinyoffline.VALUE, 'channel': []},"
+        " open(os.path.join(os.environ['SM_MODEL_DIR'], 'probe.json'), 'w'))\n"
+    )
+    (code / "requirements.txt").write_text("tinyoffline==0.1\n")
+    tiny_wheel(wheelhouse)
+    s3.put_object(Bucket=probe_bucket, Key="code/offline.tar.gz", Body=build_sourcedir(code, wheelhouse))
+    name = f"offline-{uuid.uuid4().hex[:8]}"
+    request = _request(probe_bucket, name, "127.0.0.1:9", EnableNetworkIsolation=True)
+    request["HyperParameters"].update(sagemaker_program='"train.py"',
+                                      sagemaker_submit_directory=json.dumps(f"s3://{probe_bucket}/code/offline.tar.gz"))
+    sm.create_training_job(**request)
+    described = _finished(sm, name)
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    assert _probe(s3, probe_bucket, described)["connect"] == "installed offline"
+
+
+def test_the_pretrained_checkpoint_is_uploaded_once_under_its_content_hash(s3, bucket_name, tmp_path):
+    from inventory_pipeline.training.offline import upload_pretrained
+
+    s3.create_bucket(Bucket=bucket_name)
+    (tmp_path / "efficientnet-lite0.pth").write_bytes(b"weights v1")
+    first = upload_pretrained(s3, bucket_name, "abid/", tmp_path)
+    assert first.startswith(f"s3://{bucket_name}/abid/pretrained/")
+    etag = s3.head_object(Bucket=bucket_name, Key=first.split("/", 3)[3] + "efficientnet-lite0.pth")["ETag"]
+    assert upload_pretrained(s3, bucket_name, "abid/", tmp_path) == first
+    assert s3.head_object(Bucket=bucket_name, Key=first.split("/", 3)[3] + "efficientnet-lite0.pth")["ETag"] == etag
+    (tmp_path / "efficientnet-lite0.pth").write_bytes(b"weights v2")
+    assert upload_pretrained(s3, bucket_name, "abid/", tmp_path) != first

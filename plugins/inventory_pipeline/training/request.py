@@ -237,6 +237,8 @@ def build_training_request(
     }
     if settings.use_spot:
         request["Environment"]["INVENTORY_CHECKPOINT_DIR"] = CHECKPOINT_LOCAL_PATH
+    if settings.enable_network_isolation:  # no torchvision download can work: weights come from `pretrained`
+        request["Environment"]["INVENTORY_OFFLINE"] = "1"
     if settings.output_kms_key_id:
         request["OutputDataConfig"]["KmsKeyId"] = settings.output_kms_key_id
     if settings.volume_kms_key_id:

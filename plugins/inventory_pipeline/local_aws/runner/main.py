@@ -150,6 +150,8 @@ class JobRunner:
             "SMDEBUG_CONFIG_FILE_PATH": str(dirs.input_config / "debughookconfig.json"),
         })  # fmt: skip
         env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
+        if (self.work / "packages").is_dir():  # what install_requirements installed comes first
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.work / "packages"), env.get("PYTHONPATH")]))
         # The job's own S3 calls (self-hosted rules mode: smdebug and the sampler write to S3) reach the local S3.
         env.update({
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
@@ -177,6 +179,7 @@ class JobRunner:
         network = IsolatedNetwork() if self.job.get("EnableNetworkIsolation") else contextlib.nullcontext()
         try:
             with network as isolated:
+                self.install_requirements(isolated)
                 self.restore_checkpoints()
                 while True:  # one pass per Spot (re)start
                     outcome = self._run_processes(program, channels, shippers, isolated)
@@ -248,6 +251,26 @@ class JobRunner:
                 f"AlgorithmError: ExecuteUserScriptError: {program} exited with code {failed[host]} on {host}: {detail}"
             )
         return outcome
+
+    def install_requirements(self, isolated: Any) -> None:
+        """SageMaker's training toolkit pip-installs the code's requirements.txt before the entry point. The runner
+        does the same for an offline one (wheels shipped in the archive, `--no-index`), into the job's own
+        directory and inside the job's network namespace when isolated, so a download would fail here as on
+        SageMaker. A requirements.txt that needs an index is not installed: this machine's environment already
+        provides the project's packages, and a local job must not reach the internet either."""
+        requirements = self.work / "code" / "requirements.txt"
+        if not requirements.is_file() or not requirements.read_text().startswith("--no-index"):
+            return
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
+                   "--target", str(self.work / "packages"), "-r", "requirements.txt"]  # fmt: skip
+        # Only the requirements file says where wheels come from (no PIP_* settings of this machine).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+        done = subprocess.run(isolated.wrap(command) if isolated else command, cwd=self.work / "code", env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise JobFailed(f"AlgorithmError: InstallRequirementsError: pip install -r requirements.txt: {detail}")
+        log.info("installed requirements.txt offline into %s", self.work / "packages")
 
     # --- Managed Spot ---------------------------------------------------------------------------------
 
