@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -347,34 +348,43 @@ def train(config: JobConfig) -> dict:
         history, best, stale = resumed["history"], resumed["best"], resumed["stale"]
         train_images, train_seconds = resumed["train_images"], resumed["train_seconds"]
     start_epoch = len(history) + 1
-    for epoch in range(start_epoch, config.epochs + 1):
-        if resumed and resumed.get("stopped_early"):
-            break
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler)
-        validated = run_epoch(model, valid_loader, criterion, device, None, hook)
-        skipped += trained.skipped + validated.skipped
-        train_images += trained.images
-        train_seconds += trained.seconds
-        row = {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
-               "valid_loss": validated.loss, "valid_accuracy": validated.accuracy}  # fmt: skip
-        history.append(row)
-        print(metric_line(**row), flush=True)
-        if validated.loss < best["loss"]:
-            best = {"loss": validated.loss, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
-            stale = 0
-        else:
-            stale += 1
-        stop_early = bool(config.early_stopping_patience and stale >= config.early_stopping_patience)
-        if is_main:
-            save_training_state(config, model, optimizer, scheduler, train_loader, {
-                "history": history, "best": best, "stale": stale, "train_images": train_images,
-                "train_seconds": train_seconds, "stopped_early": stop_early,
-            })  # fmt: skip
-        if stop_early:
-            log.info("early stopping: valid loss has not improved for %d epochs", stale)
-            break
+    stop = StopSignal.install()
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            if resumed and resumed.get("stopped_early"):
+                break
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler)
+            validated = run_epoch(model, valid_loader, criterion, device, None, hook)
+            skipped += trained.skipped + validated.skipped
+            train_images += trained.images
+            train_seconds += trained.seconds
+            row = {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
+                   "valid_loss": validated.loss, "valid_accuracy": validated.accuracy}  # fmt: skip
+            history.append(row)
+            print(metric_line(**row), flush=True)
+            if validated.loss < best["loss"]:
+                best = {"loss": validated.loss, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
+                stale = 0
+            else:
+                stale += 1
+            stop_early = bool(config.early_stopping_patience and stale >= config.early_stopping_patience)
+            if is_main:
+                save_training_state(config, model, optimizer, scheduler, train_loader, {
+                    "history": history, "best": best, "stale": stale, "train_images": train_images,
+                    "train_seconds": train_seconds, "stopped_early": stop_early,
+                })  # fmt: skip
+            if stop_early:
+                log.info("early stopping: valid loss has not improved for %d epochs", stale)
+                break
+    except BaseException:
+        if not stop.requested:  # a DataLoader worker killed by the same SIGTERM raises its own error
+            raise
+    finally:
+        stop.restore()
+    if stop.requested:
+        return save_on_stop(model, config, spec, best, history, is_main)
 
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -421,6 +431,48 @@ def train(config: JobConfig) -> dict:
 
 
 CHECKPOINT_FILE = "training-state.pt"
+
+
+class TrainingStopped(BaseException):
+    """SIGTERM: SageMaker is stopping the job (StopTrainingJob, MaxRuntime, a Spot interruption)."""
+
+
+class StopSignal:
+    """SIGTERM interrupts training: SageMaker then leaves the container a short window before killing it, and
+    uploads /opt/ml/model afterwards, so what was learned so far is saved instead of lost."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    @classmethod
+    def install(cls) -> StopSignal:
+        stop = cls()
+        try:
+            stop.previous = signal.signal(signal.SIGTERM, stop._handle)
+        except ValueError:  # not the main thread (a caller embedding train()): nothing to install
+            pass
+        return stop
+
+    def _handle(self, _signum, _frame) -> None:
+        if not self.requested:
+            self.requested = True
+            raise TrainingStopped()
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def save_on_stop(model, config: JobConfig, spec, best: dict, history: list, is_main: bool) -> dict:
+    """The best model of the finished epochs (or the current weights before the first one) into the model dir."""
+    log.warning("SIGTERM after %d finished epoch(s): saving the model trained so far, skipping the test", len(history))
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    result = {"stopped_by": "SIGTERM", "epochs_run": len(history), "best_epoch": best["epoch"], "history": history}
+    if is_main:
+        save(model, config, spec, result)
+    return result
 
 
 def save_training_state(config: JobConfig, model, optimizer, scheduler, loader, progress: dict) -> None:
@@ -506,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("config: %s", {k: v for k, v in asdict(config).items() if k != "ignored_args"})
         with SelfHostedProfiler(config.current_host):
             metrics = train(config)
-        if metrics:
+        if metrics.get("accuracy") is not None:
             log.info("test accuracy %.4f, rmse %.4f", metrics["accuracy"], metrics["rmse"])
         return 0
     except Exception as exc:
