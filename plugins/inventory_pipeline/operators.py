@@ -74,6 +74,12 @@ class TrainingJobOperator(BaseOperator):
             except Exception as exc:
                 if settings.rules_mode != "auto" or not managed_rules_refused(exc):
                     raise
+                if settings.enable_network_isolation:
+                    raise AirflowFailException(
+                        f"SageMaker refused managed rules for this account ({exc}), and self_hosted rules cannot run "
+                        "in a network-isolated job (they write to S3 from inside it): turn network_isolation off "
+                        "or run in an account with SageMaker Debugger"
+                    ) from exc
                 # rules_mode auto: this account cannot use SageMaker Debugger (AWS's own answer says so): the
                 # same job with our rule engine instead, decided once per run and recorded in the report.
                 self.log.warning("SageMaker refused managed rules (%s): using self_hosted rules", exc)

@@ -127,6 +127,12 @@ class Settings:
             f"must be >= max_runtime_s ({self.max_runtime_s}) for Spot training (SageMaker refuses less)",
         )
         _require(self.max_wait_s <= 28 * 86400 + 3600, "max_wait_s", "must be at most 28 days")
+        _require(
+            not (self.enable_network_isolation and self.rules_mode == "self_hosted"),
+            "rules_mode",
+            "self_hosted rules write tensors and system metrics to S3 from inside the job, which network "
+            "isolation forbids: use managed (or auto) rules with network_isolation",
+        )
         _require(len(self.effective_deployment_id) <= 256, "deployment_id", "must be at most 256 characters")
         _require(
             bool(re.match(r"^[\w.:/=+\-@ ]*$", self.effective_deployment_id)),

@@ -71,6 +71,8 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
             if params.get("Tags"):  # tag-on-create is authorized as sagemaker:AddTags
                 needed.append(Permission("sagemaker:AddTags", job))
         return needed
+    if service == "sagemaker" and operation == "ListTags":
+        return [Permission("sagemaker:ListTags", params["ResourceArn"])]
     if service == "sagemaker" and operation == "ListTrainingJobs":
         return [Permission("sagemaker:ListTrainingJobs", "*")]
     raise UnmappedCall(f"{service}:{operation}")

@@ -30,6 +30,7 @@ REAL_AWS_ONLY = {
     },
     "airflow": {
         "StopJobWhenTaskIsKilled": "only on_kill of a task stops its (paid) job; a good run never stops it",
+        "AdoptOnlyOwnJobOnRetry": "only a retried train task meeting its run's job name reads the job's tags",
     },
 }
 integration = [pytest.mark.integration, pytest.mark.slow]

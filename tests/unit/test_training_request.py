@@ -129,3 +129,10 @@ def test_network_isolation_param_and_max_runtime_reach_the_request():
 def test_rules_mode_auto_is_the_default_and_builds_the_managed_request_first():
     assert Settings().rules_mode == "auto"
     assert rule_names(build())["debug"]
+
+
+def test_self_hosted_rules_cannot_run_in_an_isolated_job():
+    from inventory_pipeline.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="network isolation forbids"):
+        Settings(enable_network_isolation=True, rules_mode="self_hosted")

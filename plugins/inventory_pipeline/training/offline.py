@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +59,6 @@ def vendored_files(requirements: str, wheelhouse: Path) -> dict[str, bytes]:
     files = {f"{WHEELS_DIR}/{w.name}": w.read_bytes() for w in wheels}
     files["requirements.txt"] = (OFFLINE_HEADER + requirements).encode()
     return files
-
-
-def fetch_wheels(requirements_file: Path, dest: Path, python_version: str, platform: str = "manylinux2014_x86_64"
-                 ) -> list[Path]:  # fmt: skip
-    """Download the wheels for the job's Python and platform (the real path, run once outside any job: needs
-    the internet, so tests never call it)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest), "--only-binary=:all:",
-         "--platform", platform, "--python-version", python_version, "-r", str(requirements_file)],
-        check=True,
-    )  # fmt: skip
-    return sorted(dest.glob("*.whl"))
 
 
 def upload_pretrained(s3: Any, bucket: str, root: str, directory: Path) -> str:
