@@ -79,7 +79,7 @@ class JobRunner:
         now = time.time()
         trained_s = now - (self.training_started or now)
         # Per instance, as AWS reports it (clients multiply by InstanceCount); Spot waits are not billed.
-        billable = int(round(trained_s - self.unbilled_s))
+        billable = int(trained_s - self.unbilled_s)  # truncated like TrainingTimeInSeconds: never above it
 
         def change(job: dict[str, Any]) -> None:
             job["TrainingJobStatus"] = status
