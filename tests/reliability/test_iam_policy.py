@@ -43,10 +43,10 @@ integration = [pytest.mark.integration, pytest.mark.slow]
 
 
 def policy_values() -> dict[str, str]:
-    """What docs/iam.md tells a deployment to fill in, here with the test run's names."""
+    """What docs/iam.md tells a deployment to fill in, here with the test run's names (moto's SNS account)."""
     return {"Bucket": BUCKET, "Prefix": PREFIX, "SourceBucket": SOURCE_BUCKET, "AccountId": ACCOUNT_ID,
             "Region": DEFAULT_REGION, "ExecutionRoleArn": Settings().role_arn,
-            "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}"}  # moto's account # fmt: skip
+            "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}"}  # fmt: skip
 
 
 @dataclass
