@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(message)s")
-    for name in ("benchmark", "inventory_pipeline.dataset.s3io"):
+    for name in ("benchmark", "inventory_pipeline"):
         logging.getLogger(name).setLevel(logging.INFO)  # progress of the long phases, on stderr
 
     import psutil

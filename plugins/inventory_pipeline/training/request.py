@@ -147,6 +147,12 @@ def debug_hook_config(settings: Settings, rules: list[Any]) -> dict[str, Any]:
     return config
 
 
+def channel_data_type(uri: str) -> str:
+    """A dataset version's channel is a SageMaker ManifestFile (`<split>.manifest`, see dataset.split); any other
+    URI (a prefix such as the pretrained channel's) is an S3Prefix."""
+    return "ManifestFile" if uri.endswith(".manifest") else "S3Prefix"
+
+
 def build_training_request(
     settings: Settings,
     job_name: str,
@@ -200,7 +206,7 @@ def build_training_request(
                 "ChannelName": name,
                 "DataSource": {
                     "S3DataSource": {
-                        "S3DataType": "S3Prefix",
+                        "S3DataType": channel_data_type(uri),
                         "S3Uri": uri,
                         "S3DataDistributionType": "FullyReplicated",
                     }
