@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -146,7 +147,14 @@ def copy_selection(
         sum(p.stored is not None for p in to_check), len(earlier_rejects or []),
     )  # fmt: skip
 
-    writer = PackWriter(s3, dest_bucket, dest_root)
+    ids_by_split: dict[str, list[str]] = {}
+    for p in to_check:
+        if p.stored is None:
+            ids_by_split.setdefault(assign_split(p.pair.image_id), []).append(p.pair.image_id)
+    groups = PackWriter.plan(ids_by_split)
+    writer = PackWriter(s3, dest_bucket, dest_root, groups)
+    order = {image_id: n for n, image_id in enumerate(i for _, ids in groups for i in ids)}
+    to_check.sort(key=lambda p: order.get(p.pair.image_id, -1))  # reads in pack order: few packs in memory
     rejects: list[dict[str, str]] = []
     valid: list[Planned] = [p for p in planned if p.validated]
     revalidated: list[Planned] = []
@@ -156,19 +164,23 @@ def copy_selection(
         if reject:
             rejects.append(reject)
             log.warning("rejected %s: %s", reject["key"], reject["reason"])  # the select stage logged its own
-            return
-        valid.append(item)
-        if data is None:
-            revalidated.append(item)
         else:
-            writer.add(assign_split(item.pair.image_id), item.pair.image_id, data)
+            valid.append(item)
+            if item.stored is not None:
+                revalidated.append(item)
+        if item.stored is None:
+            writer.done(item.pair.image_id, data)
 
-    with s3io.explained(source_bucket, f"validating and storing into s3://{dest_bucket}/{raw_prefix(dest_root)}"):
-        s3io.parallel(
-            lambda item: validate(s3, source_bucket, source_prefix, item), to_check, workers, "validated",
-            consume=consume,
-        )  # fmt: skip
-        writer.close()
+    try:
+        with s3io.explained(source_bucket, f"validating into s3://{dest_bucket}/{raw_prefix(dest_root)}"):
+            s3io.parallel(
+                lambda item: validate(s3, source_bucket, source_prefix, item), to_check, workers, "validated",
+                consume=consume,
+            )  # fmt: skip
+    except BaseException:  # nothing is recorded: remove what this attempt wrote (a retry writes the same packs)
+        with contextlib.suppress(Exception):
+            writer.discard()
+        raise
     rejects = sorted([*(earlier_rejects or []), *rejects], key=lambda r: r["key"])
 
     candidates = len(selected) + len(earlier_rejects or [])

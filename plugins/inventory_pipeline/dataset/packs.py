@@ -29,7 +29,6 @@ from inventory_pipeline.dataset import s3io
 
 log = logging.getLogger(__name__)
 PACK_IMAGES = 256  # ~12 MB of ABID photos (median 47 KB): few requests, small enough to build in memory
-PACK_BYTES = 64 * 1024 * 1024
 
 
 def packs_prefix(root: str) -> str:
@@ -102,40 +101,54 @@ def build_pack(images: list[tuple[str, bytes]]) -> tuple[bytes, dict[str, tuple[
 
 
 class PackWriter:
-    """Collects validated images per split and writes a pack whenever one is full (and at `close`)."""
+    """Writes the validated images of planned groups as packs, each as soon as its group is complete.
 
-    def __init__(self, s3: Any, bucket: str, root: str):
+    Groups are planned before anything is read: per split, the ids in order, PACK_IMAGES at a time. A pack's
+    content therefore does not depend on the order in which reads complete, so a run killed halfway and
+    retried writes the same packs under the same keys (no duplicates), and at most the groups in flight are
+    held in memory when reads are submitted in group order.
+    """
+
+    def __init__(self, s3: Any, bucket: str, root: str, groups: list[tuple[str, list[str]]]):
         self.s3, self.bucket, self.root = s3, bucket, root
-        self.pending: dict[str, list[tuple[str, bytes]]] = {}
-        self.pending_bytes: dict[str, int] = {}
+        self.group_of = {image_id: n for n, (_, ids) in enumerate(groups) for image_id in ids}
+        self.splits = [split for split, _ in groups]
+        self.waiting = [len(ids) for _, ids in groups]
+        self.images: list[list[tuple[str, bytes]]] = [[] for _ in groups]
         self.locations: dict[str, Stored] = {}
         self.written: list[str] = []  # full keys, so a refused run can remove what it wrote
 
-    def add(self, split: str, image_id: str, data: bytes) -> None:
-        self.pending.setdefault(split, []).append((image_id, data))
-        self.pending_bytes[split] = self.pending_bytes.get(split, 0) + len(data)
-        if len(self.pending[split]) >= PACK_IMAGES or self.pending_bytes[split] >= PACK_BYTES:
-            self._flush(split)
+    @staticmethod
+    def plan(ids_by_split: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+        groups = []
+        for split in sorted(ids_by_split):
+            ids = sorted(ids_by_split[split])
+            groups += [(split, ids[i : i + PACK_IMAGES]) for i in range(0, len(ids), PACK_IMAGES)]
+        return groups
 
-    def close(self) -> None:
-        for split in sorted(self.pending):
-            self._flush(split)
+    def done(self, image_id: str, data: bytes | None) -> None:
+        """An image of a group was read: its bytes to store, or None (rejected)."""
+        n = self.group_of[image_id]
+        if data is not None:
+            self.images[n].append((image_id, data))
+        self.waiting[n] -= 1
+        if self.waiting[n] == 0:
+            self._flush(n)
 
     def discard(self) -> None:
         """Delete the packs this writer wrote (a refused run publishes nothing and leaves nothing behind)."""
-        self.pending.clear()
         for start in range(0, len(self.written), 1000):
             batch = [{"Key": key} for key in self.written[start : start + 1000]]
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         self.written.clear()
+        self.locations.clear()
 
-    def _flush(self, split: str) -> None:
-        images = self.pending.pop(split, [])
-        self.pending_bytes.pop(split, None)
+    def _flush(self, n: int) -> None:
+        images, self.images[n] = self.images[n], []
         if not images:
             return
         body, members = build_pack(images)
-        relative = f"raw/packs/{split}/{hashlib.sha256(body).hexdigest()[:16]}.tar"
+        relative = f"raw/packs/{self.splits[n]}/{hashlib.sha256(body).hexdigest()[:16]}.tar"
         key = f"{self.root}{relative}"
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-tar")
         self.written.append(key)
