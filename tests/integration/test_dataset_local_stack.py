@@ -88,7 +88,8 @@ def test_real_photos_by_file_list_then_rerun_is_free(s3, buckets, abid_sample, t
     published = keys(s3, dest, f"proj/datasets/{first['version']}/")
     assert len(published) == 7  # per split labels.json + a ManifestFile, then the manifest: no photo copied
     assert first["channels"]["train"] == f"s3://{dest}/proj/datasets/{first['version']}/train.manifest"
-    train = json.loads(s3.get_object(Bucket=dest, Key=f"proj/datasets/{first['version']}/train.manifest")["Body"].read())
+    train_key = f"proj/datasets/{first['version']}/train.manifest"
+    train = json.loads(s3.get_object(Bucket=dest, Key=train_key)["Body"].read())
     assert train[0] == {"prefix": f"s3://{dest}/proj/"}
     assert set(train[2:]) == {p for p in packs if "/train/" in p}
 

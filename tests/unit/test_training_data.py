@@ -52,12 +52,12 @@ def test_a_corrupt_photo_is_skipped_every_time_not_cached(channel):
 
 
 def test_a_dataset_version_channel_reads_photos_from_packs_by_its_labels_file(tmp_path, abid_sample):
-    """The layout a ManifestFile channel gets: <channel>/raw/packs/<split>/<p>.tar + datasets/<v>/<split>/labels.json."""
+    """A ManifestFile channel's layout: <channel>/raw/packs/<split>/<p>.tar + datasets/<v>/<split>/labels.json."""
     import json
 
-    from inventory_pipeline.dataset.packs import build_pack
-
     from data import ChannelError, CountingImageFolder
+
+    from inventory_pipeline.dataset.packs import build_pack
 
     photos = sorted((abid_sample / "bin-images").glob("*.jpg"))[:5]
     body, members = build_pack([(p.stem, p.read_bytes()) for p in photos])

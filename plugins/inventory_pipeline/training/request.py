@@ -283,6 +283,12 @@ def validate_request(request: dict[str, Any]) -> dict[str, Any]:
             f"invalid setting 'instance_type': {instance_type!r} is not a SageMaker training instance type "
             f"(e.g. {', '.join(t for t in allowed if t.startswith('ml.c5.'))})"
         )
+    data_types = model.shape_for("S3DataType").enum
+    for channel in request.get("InputDataConfig", []):
+        data_type = channel.get("DataSource", {}).get("S3DataSource", {}).get("S3DataType")
+        if data_type is not None and data_type not in data_types:
+            raise RequestError(f"channel {channel.get('ChannelName')!r}: S3DataType {data_type!r} is not one of "
+                               f"{', '.join(data_types)}")  # fmt: skip
     try:
         validate_parameters(request, model.operation_model("CreateTrainingJob").input_shape)
     except ParamValidationError as exc:
