@@ -193,24 +193,32 @@ def reuse_published(
     manifest_key: str,
     rejects: list[dict[str, str]],
     published: dict[str, Any] | None = None,
+    latest: dict[str, Any] | None | str = "unread",
 ) -> dict[str, Any] | None:
     """The manifest summary of an already published version (0 copies), or None when it is not published.
 
-    `published`: the manifest's summary when the caller has just read it (published_summary). The manifest's
-    HEAD and latest.json are read concurrently: a re-run is a handful of round trips whatever the size."""
+    `published` / `latest`: the manifest's summary and latest.json when the caller has just read them
+    (published_and_latest). A re-run is a handful of round trips whatever the dataset's size."""
     if published is None:
-        found = dict(s3io.parallel(
-            lambda what: published_summary(s3, bucket, manifest_key) if what == "manifest"
-            else read_latest(s3, bucket, root), ["manifest", "latest"], 2, "reuse check",
-        ))  # fmt: skip
-        published, latest = found["manifest"], found["latest"]
-    else:
+        published, latest = published_and_latest(s3, bucket, root, manifest_key)
+    elif latest == "unread":
         latest = read_latest(s3, bucket, root)
     if published is None:
         return None
     log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
     _point_latest(s3, bucket, root, version, manifest_key, _now(), latest)
     return {**published, "rejected": rejects, "copied": 0, "skipped": 0}  # a version copies no image
+
+
+def published_and_latest(
+    s3: Any, bucket: str, root: str, manifest_key: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The manifest's summary (None: not published) and latest.json, read concurrently."""
+    found = dict(s3io.parallel(
+        lambda what: published_summary(s3, bucket, manifest_key) if what == "manifest"
+        else read_latest(s3, bucket, root), ["manifest", "latest"], 2, "reuse check",
+    ))  # fmt: skip
+    return found["manifest"], found["latest"]
 
 
 def _previous_manifest(s3: Any, bucket: str, latest: dict[str, Any] | None, version: str) -> dict[str, Any] | None:

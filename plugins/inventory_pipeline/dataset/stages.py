@@ -30,7 +30,7 @@ from inventory_pipeline.dataset.split import (
     check_splits,
     counts_by_split,
     publish_dataset,
-    published_summary,
+    published_and_latest,
     reuse_published,
 )
 from inventory_pipeline.settings import Settings
@@ -87,10 +87,10 @@ def _published_record(s3: Any, settings: Settings, selection_key: str) -> dict[s
             return None
         if not isinstance(record.get("accepted"), int) or not isinstance(record.get("rejects"), list):
             return None
-        summary = published_summary(s3, settings.bucket, record["manifest_key"])
+        summary, latest = published_and_latest(s3, settings.bucket, settings.root, record["manifest_key"])
         if summary is None:  # deleted since: rebuild it
             return None
-    return {**record, "manifest_summary": summary}
+    return {**record, "manifest_summary": summary, "latest": latest}
 
 
 def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
@@ -259,7 +259,7 @@ def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
         record = copy.published
         with s3io.explained(settings.bucket, "reusing the published dataset"):
             manifest = reuse_published(s3, settings.bucket, settings.root, record["version"], record["manifest_key"],
-                                       record["rejects"], record["manifest_summary"])  # fmt: skip
+                                       record["rejects"], record["manifest_summary"], record["latest"])  # fmt: skip
         if manifest is None:  # deleted in the last moments: publish it again from the copy document
             manifest = _split(s3, settings, _read_staged(s3, settings, copy.key), copy.key)
     else:
