@@ -746,6 +746,7 @@ def training_loader_skips(env: FaultEnv, bucket: str, channel_uri: str) -> list[
     spec = importlib.util.spec_from_file_location("training_code_data", ROOT / "training_code" / "data.py")
     assert spec and spec.loader
     data = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = data  # as an import would: its dataclasses look their module up there
     spec.loader.exec_module(data)
     dataset = data.CountingImageFolder("train", local, transform=None, require_all_classes=False)
     items = [dataset[i] for i in range(len(dataset))]
@@ -1023,7 +1024,7 @@ def _killed_stage(env: FaultEnv, fault: str, stage: str, is_target: Callable[[Re
             redone = f"the retry wrote the version's {len(interim)} earlier file(s) again and then its manifest"
             handled = manifest["copied"] == 0 and bool(manifest["version"])
     audit.dataset(names.bucket, set(env.labels()))
-    outcome = f"killed (SIGKILL) with {killed_after} copies sent; retried to completion, manifest written once"
+    outcome = f"killed (SIGKILL) after {killed_after} targeted requests; retried to completion, manifest written once"
     return audit.row(
         outcome,
         handled and child.returncode == -signal.SIGKILL,
