@@ -1,5 +1,5 @@
 """`storage gc` against the local stack: old versions, staging, orphan packs and old debug tensors go; what the
-champion and the registry's history need, the latest and the newest versions stay; a dry run deletes nothing."""
+champion and the registered models need, the latest and the newest versions stay; a dry run deletes nothing."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def job_channels(settings: Settings, job: str, manifest: dict) -> dict:
 
 @pytest.fixture()
 def project(s3, bucket_name, abid_sample, tmp_path):
-    """Three dataset versions (60 photos, all 100, then one label corrected), a champion trained on the first,
-    a history record naming the second by dataset_version, three jobs' debug tensors and one orphan pack."""
+    """Three dataset versions (60 photos, all 100, then one label corrected), a champion trained on the first
+    (named by its job only), a registered model's decision naming the second, three jobs' debug tensors and
+    one orphan pack."""
     source, dest = f"{bucket_name}-src", f"{bucket_name}-dst"
     s3.create_bucket(Bucket=dest)
     labels = upload(s3, source, abid_sample)
@@ -67,9 +68,10 @@ def project(s3, bucket_name, abid_sample, tmp_path):
         versions.append(manifest["version"])
         describes[f"job-{n}"] = job_channels(settings, f"job-{n}", manifest)
     s3.put_object(Bucket=dest, Key="proj/models/champion/metrics.json", Body=json.dumps({"job": "job-0"}).encode())
-    history = [{"job": "job-0", "promoted": True}, {"job": "job-x", "dataset_version": versions[1]}]
-    s3.put_object(Bucket=dest, Key="proj/models/history.jsonl",
-                  Body="".join(json.dumps(h) + "\n" for h in history).encode())  # fmt: skip
+    s3.put_object(Bucket=dest, Key="proj/models/history.jsonl", Body=b'{"job": "job-0", "promoted": true}\n')
+    for job, status in (("job-x", "not_better"), ("job-y", "failed")):  # a registered model, and no model
+        record = {"job": job, "status": status, "lineage": {"dataset_version": versions[1]}}
+        s3.put_object(Bucket=dest, Key=f"proj/models/decisions/{job}/decision.json", Body=json.dumps(record).encode())
     for job in ("job-0", "job-1", "job-2"):  # job-2's tensors are the newest
         time.sleep(1.1 if job == "job-2" else 0)  # S3's LastModified has a resolution of one second
         s3.put_object(Bucket=dest, Key=f"proj/training-jobs/{job}/debug-output/events/000.tfevents", Body=b"t")
@@ -81,7 +83,7 @@ def project(s3, bucket_name, abid_sample, tmp_path):
 def test_protected_versions_follow_the_champion_and_history_through_their_jobs(s3, project):
     dest, versions, job_versions = project
     protected = protected_versions(s3, dest, "proj/", job_versions)
-    assert protected == {versions[0]: ["champion", "history: job-0"], versions[1]: ["history: job-x"]}
+    assert protected == {versions[0]: ["champion", "history: job-0"], versions[1]: ["registered (not_better): job-x"]}
     s3.put_object(Bucket=dest, Key="proj/models/history.jsonl", Body=b'{"job": "job-unknown"}\n')
     with pytest.raises(GcRefused, match="job-unknown"):
         collect(s3, dest, "proj/", 1, job_versions=job_versions, now=LATER)
@@ -96,7 +98,8 @@ def test_dry_run_deletes_nothing_and_the_real_run_deletes_exactly_its_plan(s3, p
     assert plan.deleted["packs"] == 1 and plan.deleted_debug_jobs == ["job-1"]  # champion's and newest stay
     assert plan.deleted["staging"] == 0  # each kept version's published record and the documents it names
 
-    s3.put_object(Bucket=dest, Key="proj/models/history.jsonl", Body=b"")  # job-x's version is no longer needed
+    s3.delete_object(Bucket=dest, Key="proj/models/decisions/job-x/decision.json")  # v1: only a failed run's now
+    before = keys(s3, dest)
     plan = collect(s3, dest, "proj/", 1, dry_run=True, job_versions=job_versions, now=LATER)
     assert plan.deleted_versions == [v1] and set(plan.kept_versions) == {v0, v2}
     assert plan.deleted["datasets"] == 7 and plan.deleted["staging"] == 3  # its record, selection and copy
@@ -120,6 +123,7 @@ def test_cli_dry_run_prints_the_plan_as_json(local_stack, s3, project):
     before = keys(s3, dest)
     s3.put_object(Bucket=dest, Key="proj/models/history.jsonl", Body=b"")
     s3.delete_object(Bucket=dest, Key="proj/models/champion/metrics.json")
+    s3.delete_object(Bucket=dest, Key="proj/models/decisions/job-x/decision.json")
     done = subprocess.run(
         [exe, "storage", "gc", "--keep-versions", "1", "--dry-run", "--bucket", dest, "--prefix", "proj",
          "--grace-hours", "0", "--json"],
@@ -128,4 +132,5 @@ def test_cli_dry_run_prints_the_plan_as_json(local_stack, s3, project):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dry_run"] and len(result["deleted_versions"]) == 2 and result["deleted"]["packs"] == 1
-    assert set(keys(s3, dest)) == set(before) - {"proj/models/champion/metrics.json"}
+    assert set(keys(s3, dest)) == set(before) - {"proj/models/champion/metrics.json",
+                                                 "proj/models/decisions/job-x/decision.json"}

@@ -3,8 +3,8 @@
 The manifest's `changes` (dataset.changes, computed when the version was published) say how many images were
 added and removed per class against the previous version and how far each split's class mix moved. A move
 beyond `class_mix_threshold` is the `ClassMixShift` finding: a warning, or blocking when the policy lists it in
-fail_on_rules. A first version has nothing to compare with (NotApplicable); a manifest without changes (or none
-at all) could not be checked (Error: never passed by absence).
+fail_on_rules. A first version has no previous mix to move from (NoIssuesFound, saying so); a manifest without
+changes (or none at all) could not be checked (NotEvaluated: never passed by absence, and blocking when listed).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from inventory_pipeline.dataset.changes import class_mix
-from inventory_pipeline.reports.findings import NOT_APPLICABLE, Finding
+from inventory_pipeline.reports.findings import ISSUES, NO_ISSUES, NOT_EVALUATED, Finding
 
 RULE = "ClassMixShift"
 CLASSES = ("1", "2", "3", "4", "5")
@@ -23,18 +23,18 @@ def data_finding(manifest: dict[str, Any] | None) -> Finding:
     changes = (manifest or {}).get("changes")
     if not isinstance(changes, dict):
         why = "no dataset manifest" if manifest is None else "the manifest records no changes (older layout)"
-        return Finding(rule=RULE, kind="data", status="Error", evidence=f"{why}: the class mix was not checked")
+        return Finding(rule=RULE, kind="data", status=NOT_EVALUATED, evidence=f"{why}: the class mix was not checked")
     parameters = {"threshold": changes.get("threshold")}
     if changes.get("previous_version") is None:
-        return Finding(rule=RULE, kind="data", status=NOT_APPLICABLE, parameters=parameters,
-                       evidence="first dataset version: nothing to compare with")  # fmt: skip
+        return Finding(rule=RULE, kind="data", status=NO_ISSUES, parameters=parameters,
+                       evidence="first dataset version: there is no previous class mix to move from")  # fmt: skip
     shift = changes.get("mix_shift", {})
     moved = ", ".join(f"{s} {100 * shift.get(s, 0):.1f}" for s in SPLITS)
     evidence = (f"largest move of a class's share against {changes['previous_version']}: {moved} points "
                 f"(threshold {100 * float(changes.get('threshold') or 0):.1f})")  # fmt: skip
     flagged = bool(changes.get("flagged"))
     return Finding(
-        rule=RULE, kind="data", status="IssuesFound" if flagged else "NoIssuesFound", triggered=int(flagged),
+        rule=RULE, kind="data", status=ISSUES if flagged else NO_ISSUES, triggered=int(flagged),
         datapoints=len(SPLITS), parameters=parameters, evidence=evidence,
         recommendation="The class balance moved: check the selection (per-class limit, source) before trusting a "
         "comparison with the champion, whose test set had another mix." if flagged else "",

@@ -124,21 +124,31 @@ def sagemaker_job_versions(sagemaker: Any) -> Callable[[str], set[str] | None]:
 def protected_versions(
     s3: Any, bucket: str, root: str, job_versions: Callable[[str], set[str] | None] | None = None
 ) -> dict[str, list[str]]:
-    """version -> why it must stay: every dataset the champion and the registry's history were trained on.
+    """version -> why it must stay: every dataset the champion and the registered models were trained on.
 
-    The lead extends this as the registry moves to MLflow (add the registered versions' `dataset_version`
-    tags here). A record without `dataset_version` is mapped through its job's channels (`job_versions`);
-    one that cannot be mapped raises GcRefused.
+    Read from the project bucket: `models/champion/metrics.json`, every decision record under
+    `models/decisions/` whose model was registered (REGISTERED_STATUSES: its `lineage.dataset_version`), and
+    the older `models/history.jsonl`. Extend it with the registry's own versions (their `dataset_version` tag)
+    where the bucket no longer tells. A record without a dataset version is mapped through its job's channels
+    (`job_versions`); one that cannot be mapped raises GcRefused.
     """
+    from inventory_pipeline.promotion import REGISTERED_STATUSES
+
     models = f"{root}models/"
     records: list[tuple[str, dict[str, Any]]] = []
     champion = _read_json(s3, bucket, f"{models}champion/metrics.json")
     if isinstance(champion, dict):
         records.append(("champion", champion))
+    for obj in _list(s3, bucket, f"{models}decisions/"):
+        if obj.key.endswith("/decision.json"):
+            record = _read_json(s3, bucket, obj.key)
+            if isinstance(record, dict) and record.get("status") in REGISTERED_STATUSES:
+                records.append((f"registered ({record['status']}): {record.get('job', '?')}", record))
     records += [(f"history: {r.get('job', '?')}", r) for r in _history(s3, bucket, f"{models}history.jsonl")]
     protected: dict[str, list[str]] = {}
     for reason, record in records:
-        versions = {record["dataset_version"]} if record.get("dataset_version") else None
+        version = record.get("dataset_version") or (record.get("lineage") or {}).get("dataset_version")
+        versions = {version} if version else None
         if versions is None and record.get("job") and job_versions is not None:
             versions = job_versions(str(record["job"]))
         if not versions:
