@@ -153,3 +153,16 @@ def test_progress_logs_at_intervals(caplog):
     assert lines == [f"copied: {n}/5000" for n in range(500, 5001, 500)]
 
 
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-11-30T01:29:48.000Z", "2026-11-30T01:29:48Z", "Mon, 30 Nov 2026 01:29:48 GMT", 1764466188.5,
+              "1764466188", "2026-11-30T01:29:48"],  # the last two: not S3's forms, botocore's parser decides
+)  # fmt: skip
+def test_fast_timestamps_are_the_instants_botocore_parses(value):
+    from botocore.utils import parse_timestamp
+
+    from inventory_pipeline.aws_clients import fast_timestamp
+
+    fast, botocore = fast_timestamp(value), parse_timestamp(value)
+    assert fast == botocore and (fast.tzinfo is None) == (botocore.tzinfo is None)
