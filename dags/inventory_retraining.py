@@ -35,7 +35,7 @@ SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
 RULES = [
     "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
     "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "LoadBalancing",
-    "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
+    "MaxInitializationTime", "StepOutlier", "OverallSystemUsage", "ClassMixShift",
 ]  # fmt: skip
 # Only SageMaker training instance types (there is no ml.c5.large for training: CreateTrainingJob refuses it).
 INSTANCE_TYPES = [
@@ -249,4 +249,11 @@ with DAG(
     # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
     evaluate_and_promote = DecisionGateOperator(task_id="evaluate_and_promote")
 
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote
+    @task(trigger_rule="all_done", retries=1)
+    def storage_gc(params=None) -> dict:
+        """Weekly: old dataset versions, staging leftovers and old debug tensors go (storage.gc)."""
+        from inventory_pipeline.storage.task import run_gc
+
+        return run_gc(params)
+
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote >> storage_gc()

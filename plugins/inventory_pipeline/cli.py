@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "inventory_pipeline.dataset.cli",
     "inventory_pipeline.training.cli",
     "inventory_pipeline.model_cli",
+    "inventory_pipeline.storage.cli",
 )
 
 

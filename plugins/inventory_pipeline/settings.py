@@ -22,7 +22,8 @@ PROFILER_RULES = (
     "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
     "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
 )  # fmt: skip
-KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES
+DATA_RULES = ("ClassMixShift",)  # the dataset's class mix moved beyond class_mix_threshold (data report)
+KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES + DATA_RULES
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -56,6 +57,8 @@ class Settings:
     region: str = "us-east-1"  # the train task sets it from the aws_conn_id connection (one source of truth)
     copy_workers: int = 64  # parallel S3 requests: a copy waits on a round trip, not on this machine
     reject_threshold: float = 0.05
+    class_mix_threshold: float = 0.10  # a split's class share moving more than this is flagged (ClassMixShift)
+    gc_keep_versions: int = 4  # storage gc keeps this many newest dataset versions (0: the weekly gc is off)
     # training
     instance_type: str = "ml.c5.xlarge"
     instance_count: int = 2
@@ -102,6 +105,8 @@ class Settings:
         _require(self.per_class_limit >= 0, "per_class_limit", "must be >= 0 (0 means no limit)")
         _require(1 <= self.copy_workers <= 256, "copy_workers", "must be between 1 and 256")
         _require(0.0 <= self.reject_threshold <= 1.0, "reject_threshold", "must be a fraction in [0, 1]")
+        _require(0.0 < self.class_mix_threshold <= 1.0, "class_mix_threshold", "must be a fraction in (0, 1]")
+        _require(self.gc_keep_versions >= 0, "gc_keep_versions", "must be >= 0 (0 turns the weekly gc off)")
         _require(bool(_INSTANCE_RE.match(self.instance_type)), "instance_type", "expected e.g. ml.c5.xlarge")
         _require(1 <= self.instance_count <= 20, "instance_count", "must be between 1 and 20")
         _require(1 <= self.epochs <= 1000, "epochs", "must be between 1 and 1000")
@@ -206,7 +211,7 @@ _FIELD_TYPES: dict[str, type] = {
         "volume_size_gb": int, "pretrained_s3_uri": str, "subnets": tuple, "security_group_ids": tuple,
         "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
         "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
-        "sns_topic_arn": str, "report_base_url": str,
+        "sns_topic_arn": str, "report_base_url": str, "class_mix_threshold": float, "gc_keep_versions": int,
         "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str,
     }.items()
 }  # fmt: skip
@@ -236,6 +241,8 @@ _ENV_NAMES = {
     "max_runtime_s": "INVENTORY_MAX_RUNTIME_S",
     "use_spot": "INVENTORY_USE_SPOT",
     "max_wait_s": "INVENTORY_MAX_WAIT_S",
+    "class_mix_threshold": "INVENTORY_CLASS_MIX_THRESHOLD",
+    "gc_keep_versions": "INVENTORY_GC_KEEP_VERSIONS",
 }
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}

@@ -137,11 +137,19 @@ class Progress:
                 self._next += self.every
 
 
-def parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) -> list[tuple[T, R]]:
+def parallel(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    what: str,
+    consume: Callable[[T, R], None] | None = None,
+) -> list[tuple[T, R]]:
     """(item, fn(item)) for every item, in a bounded pool, in completion order, with progress lines.
 
-    The first failure cancels what has not started yet and is raised: a broken run stops promptly instead of
-    finishing thousands of requests first (every stage is idempotent, so a re-run picks up from there).
+    With `consume`, each result is handed to it (in this thread) as it completes and not kept: a stage that
+    reads image bytes holds only those not yet consumed. The first failure cancels what has not started yet
+    and is raised: a broken run stops promptly instead of finishing thousands of requests first (every stage
+    is idempotent, so a re-run picks up from there).
     """
     progress = Progress(what, len(items))
     done: list[tuple[T, R]] = []
@@ -151,7 +159,11 @@ def parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) 
         futures = {pool.submit(fn, item): item for item in items}
         try:
             for future in as_completed(futures):
-                done.append((futures[future], future.result()))
+                item = futures.pop(future)
+                if consume is None:
+                    done.append((item, future.result()))
+                else:
+                    consume(item, future.result())
                 progress.step()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -239,6 +239,7 @@ estimated {{ '%.4f' % advice.run_cost }} USD at the list price recorded {{ advic
 {% if manifest.rejects %}<table><tr><th>key</th><th>reason</th></tr>{% for r in manifest.rejects[:50] %}
 <tr><td>{{ r.key }}</td><td>{{ r.reason }}</td></tr>{% endfor %}</table>{% endif %}
 {% else %}<p>No manifest available.</p>{% endif %}
+{{ data_changes }}
 </body></html>
 """
 
@@ -257,18 +258,22 @@ def build_report(
     fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
 ) -> ReportResult:  # fmt: skip
     from jinja2 import Environment
+    from markupsafe import Markup
+
+    from inventory_pipeline.reports import data_section
 
     job = describe["TrainingJobName"]
-    findings = findings_from_job(describe, profiler_reports(s3, describe))
-    decision = apply_policy(findings, fail_on_rules)
-    metrics = training_metrics(s3, describe)
-    series = utilisation(system_metrics(s3, describe))
     manifest = None
     if manifest_key:
         try:
             manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         except Exception as exc:
             log.warning("could not read the manifest %s: %s", manifest_key, exc)
+    findings = findings_from_job(describe, profiler_reports(s3, describe))
+    findings.append(data_section.data_finding(manifest))  # ClassMixShift: blocking when fail_on_rules lists it
+    decision = apply_policy(findings, fail_on_rules)
+    metrics = training_metrics(s3, describe)
+    series = utilisation(system_metrics(s3, describe))
     resources = describe.get("ResourceConfig", {})
     advice = cost.advice(
         resources.get("InstanceType", ""), int(resources.get("InstanceCount", 1)),
@@ -282,6 +287,7 @@ def build_report(
         decision=decision, findings=findings, curves=plot_curves(metrics.get("history", [])),
         usage=plot_utilisation(series), confusion=plot_confusion(metrics.get("confusion_matrix")),
         advice=advice, manifest=manifest, profiled_locally=profiled_locally, facts=job_facts(describe),
+        data_changes=Markup(data_section.render(manifest)),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
@@ -302,5 +308,6 @@ def build_report(
         "s3_uri": f"s3://{report_bucket}/{report_prefix}",
         "advice": advice.get("summary"),
         "job_facts": job_facts(describe),
+        "data": data_section.data_summary(manifest),
     }
     return ReportResult(html_path, summary["s3_uri"], decision, findings, summary)
