@@ -35,8 +35,51 @@ def failing_fast_on_bad_input() -> Iterator[None]:
         raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retrying: it would fail the same way)") from exc
 
 
+class DeploymentValues(Mapping[str, str]):
+    """The deployment's `INVENTORY_*` values: the environment first, else the Airflow Variable of that name."""
+
+    def __getitem__(self, name: str) -> str:
+        import os
+
+        if name in os.environ:
+            return os.environ[name]
+        from airflow.sdk import Variable
+
+        value = Variable.get(name, default=None)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:  # only looked up by name; never listed
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def declared_params() -> frozenset[str]:
+    """The running DAG's declared Param names (its Params dict is the one place a Param is added)."""
+    from airflow.sdk import get_current_context
+
+    return frozenset(get_current_context()["dag"].params)
+
+
+def check_run_conf(conf: Mapping[str, Any] | None, declared: frozenset[str]) -> dict[str, Any]:
+    """The DAG's first task: a run conf naming anything but a declared Param is refused before any work."""
+    from inventory_pipeline.settings import RunConfError, refuse_undeclared
+
+    try:
+        refuse_undeclared(conf, declared)
+    except RunConfError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
+    return {"conf_keys": sorted(conf or {})}
+
+
 def settings_from(params: Mapping[str, Any] | None) -> Settings:
-    return Settings.from_sources(dict(params or {}))
+    """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
+    return Settings.from_sources(dict(params or {}), DeploymentValues(), declared=declared_params())
 
 
 def _s3(settings: Settings):
