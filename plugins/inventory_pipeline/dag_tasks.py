@@ -157,9 +157,10 @@ def parse_rule_reports(
     describe = _describe(settings, job_name)
     if settings.rules_mode == "self_hosted" and self_hosted:
         describe = {**describe, **{k: v for k, v in self_hosted.items() if k != "ResponseMetadata"}}
-    local = bool(_s3(settings).meta.endpoint_url and "amazonaws.com" not in _s3(settings).meta.endpoint_url)
+    s3 = _s3(settings)
+    local = bool(s3.meta.endpoint_url and "amazonaws.com" not in s3.meta.endpoint_url)
     result = build_report(
-        _s3(settings), describe, manifest.get("manifest_key"), settings.bucket,
+        s3, describe, manifest.get("manifest_key"), settings.bucket,
         local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
     )  # fmt: skip
     log.info("report: %s (%s)", result.html_path, result.s3_uri)
@@ -257,7 +258,9 @@ def _describe_if_any(settings: Settings, job_name: str) -> dict[str, Any] | None
 def _read_s3_uri(s3: Any, uri: str | None) -> bytes | None:
     if not uri:
         return None
-    bucket, _, key = uri[5:].partition("/")
+    from inventory_pipeline.s3_paths import split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
