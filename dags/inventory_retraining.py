@@ -18,6 +18,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+# The Amazon provider's SageMaker modules (boto3 inside) are named here, as airflow.* imports, so the DAG
+# processor pre-imports them once in its own process before forking each parse ([dag_processor]
+# parsing_pre_import_modules): a parse pays only for this file and the subclasses in inventory_pipeline.
+import airflow.providers.amazon.aws.operators.sagemaker  # noqa: F401
+import airflow.providers.amazon.aws.sensors.sagemaker  # noqa: F401
 from airflow.sdk import DAG, Param, task
 
 from inventory_pipeline.callbacks import remember_failure

@@ -57,11 +57,16 @@ class DeploymentValues(Mapping[str, str]):
         return 0
 
 
-def declared_params() -> frozenset[str]:
-    """The running DAG's declared Param names (its Params dict is the one place a Param is added)."""
+def declared_params() -> frozenset[str] | None:
+    """The running DAG's declared Param names (its Params dict is the one place a Param is added); None
+    outside a running task, where there is no run conf and the params are the calling code's own."""
     from airflow.sdk import get_current_context
 
-    return frozenset(get_current_context()["dag"].params)
+    try:
+        context = get_current_context()
+    except RuntimeError:
+        return None
+    return frozenset(context["dag"].params)
 
 
 def check_run_conf(conf: Mapping[str, Any] | None, declared: frozenset[str]) -> dict[str, Any]:
@@ -82,11 +87,15 @@ def settings_from(params: Mapping[str, Any] | None) -> Settings:
     return Settings.from_sources(dict(params or {}), DeploymentValues(), declared=declared_params())
 
 
-def _s3(settings: Settings):
+def s3_client(settings: Settings):
+    """The S3 client every task uses, from the settings' Airflow connection."""
     from inventory_pipeline.aws_clients import client_from_connection
 
     # Enough pooled connections for the copy pool, so threads never wait on each other for a socket.
     return client_from_connection("s3", settings.aws_conn_id, max_pool_connections=settings.copy_workers + 4)
+
+
+_s3 = s3_client
 
 
 def select_source(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,10 +256,12 @@ def evaluate_and_promote(
 def _describe_if_any(settings: Settings, job_name: str) -> dict[str, Any] | None:
     from botocore.exceptions import ClientError
 
+    from inventory_pipeline.aws_errors import is_not_found
+
     try:
         return _describe(settings, job_name)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # no such job
+        if is_not_found(exc):
             return None
         raise
 
