@@ -37,6 +37,8 @@ POKE_INTERVAL_S = float(os.environ.get("INVENTORY_POKE_INTERVAL_S", "60"))
 # own executor events (seen with LocalExecutor), so short local polls keep the slot instead.
 SENSOR_MODE = "reschedule" if POKE_INTERVAL_S >= 30 else "poke"
 PRINT_LOG = os.environ.get("INVENTORY_PRINT_LOG", "true").lower() == "true"
+# A deployment that runs a triggerer (docker-compose does) sets this: the job and rule waits then defer.
+DEFERRABLE = os.environ.get("INVENTORY_DEFERRABLE", "false").lower() == "true"
 AWS_CONN_ID = os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default")
 SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
 
@@ -213,6 +215,7 @@ with DAG(
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=12),
         print_log=PRINT_LOG,
+        deferrable=DEFERRABLE,
     )
     wait_for_rules = RuleEvaluationSensor(
         task_id="wait_for_rules",
@@ -222,6 +225,7 @@ with DAG(
         mode=SENSOR_MODE,
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=2),
+        deferrable=DEFERRABLE,
     )
     parse_rule_reports = RuleReportOperator(
         task_id="parse_rule_reports",

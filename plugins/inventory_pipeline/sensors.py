@@ -5,6 +5,7 @@
   would start empty each time, re-printing the whole job log. The position is kept in the project bucket
   between pokes of one try, so each log line reaches the task log once. Killing or clearing it never stops the
   job: only the train task, which started the job, does.
+- Both defer to `triggers.TrainingJobTrigger` where the deployment runs a triggerer (`deferrable=True`).
 - `RuleEvaluationSensor` is a `SageMakerBaseSensor` answering the provider's five questions for the rule
   evaluations, which outlive the training job and which the provider does not wait for.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.sensors.sagemaker import SageMakerBaseSensor, SageMakerTrainingSensor
@@ -26,8 +28,41 @@ RULES_PENDING = "RulesInProgress"
 RULES_DONE = "RulesComplete"
 
 
-class TrainingJobSensor(SageMakerTrainingSensor):
+class DeferrableWait:
+    """`deferrable=True` (a deployment with a triggerer): poke once, then hand the wait to a
+    `TrainingJobTrigger` instead of holding a worker slot or re-running a process per poll; on resume, one
+    more poke reads what happened (and, for the job, its log from where the last read stopped)."""
+
+    wait_for = "job"
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        from inventory_pipeline.triggers import TrainingJobTrigger
+
+        self.defer(
+            trigger=TrainingJobTrigger(job_name=self.job_name, wait_for=self.wait_for,
+                                       poll_interval_s=self.poke_interval, aws_conn_id=self.aws_conn_id),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )  # fmt: skip
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        from airflow.sdk.exceptions import AirflowException
+
+        if not self.poke(context):  # a failed job raises here, with its reason
+            raise AirflowException(f"{self.job_name}: the trigger fired ({event}) but the {self.wait_for} wait "
+                                   "is not over")  # fmt: skip
+
+
+class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
     """Wait for the training job; `Failed` and `Stopped` fail the task with the job's own reason."""
+
+    def __init__(self, *, deferrable: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
 
     def poke(self, context: Any) -> bool:
         if not self.print_log:
@@ -87,7 +122,7 @@ class LogPositionStore:
         self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body.encode(), ContentType="application/json")
 
 
-class RuleEvaluationSensor(SageMakerBaseSensor):
+class RuleEvaluationSensor(DeferrableWait, SageMakerBaseSensor):
     """Wait until every debugger and profiler rule evaluation of the job is terminal (managed rules).
 
     With `rules_mode="self_hosted"` there is nothing to wait for at SageMaker: this task runs our rule
@@ -97,10 +132,13 @@ class RuleEvaluationSensor(SageMakerBaseSensor):
 
     template_fields: Sequence[str] = aws_template_fields("job_name", "rules_mode")
 
-    def __init__(self, *, job_name: str, rules_mode: str = "managed", **kwargs: Any) -> None:
+    wait_for = "rules"
+
+    def __init__(self, *, job_name: str, rules_mode: str = "managed", deferrable: bool = False, **kwargs: Any) -> None:
         super().__init__(resource_type="rule evaluations", **kwargs)
         self.job_name = job_name
         self.rules_mode = rules_mode
+        self.deferrable = deferrable
 
     def execute(self, context: Any) -> Any:
         if self.rules_mode == "self_hosted":
