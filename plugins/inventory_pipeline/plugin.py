@@ -34,10 +34,9 @@ def read_report(job_name: str, aws_conn_id: str) -> bytes:
 
 
 def _report_app():
+    from airflow.api_fastapi.core_api.security import requires_access_dag
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import Response
-
-    from airflow.api_fastapi.core_api.security import requires_access_dag
 
     app = FastAPI(title="inventory-retraining reports")
 
