@@ -33,14 +33,26 @@ def read_report(job_name: str, aws_conn_id: str) -> bytes:
     return client_from_connection("s3", aws_conn_id).get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+async def may_read_the_dag(request) -> None:
+    """The core API's own checks (the user from the JWT cookie or bearer token, then the auth manager's
+    `is_authorized_dag` for GET on this DAG), imported at request time: plugins are also loaded by workers
+    and the DAG processor, which must not import the API server's modules."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, requires_access_dag
+
+    user = await get_user(request, None, await bearer_scheme(request))
+    requires_access_dag("GET", param_dag_id=DAG_ID)(request, user)
+
+
 def _report_app():
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import Response
 
     app = FastAPI(title="inventory-retraining reports")
 
-    @app.get("/{job_name}/report.html", dependencies=[Depends(requires_access_dag("GET", param_dag_id=DAG_ID))])
+    async def _may_read_the_dag(request: Request) -> None:
+        await may_read_the_dag(request)
+
+    @app.get("/{job_name}/report.html", dependencies=[Depends(_may_read_the_dag)])
     def report(job_name: str) -> Response:
         from botocore.exceptions import ClientError
 
