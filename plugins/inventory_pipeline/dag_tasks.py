@@ -84,7 +84,10 @@ def check_run_conf(conf: Mapping[str, Any] | None, declared: frozenset[str]) -> 
 
 def settings_from(params: Mapping[str, Any] | None) -> Settings:
     """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
-    return Settings.from_sources(dict(params or {}), DeploymentValues(), declared=declared_params())
+    declared = declared_params()
+    # Airflow Variables are read inside a task; outside one (the CLI, scripts) the environment alone.
+    deployment = DeploymentValues() if declared is not None else None
+    return Settings.from_sources(dict(params or {}), deployment, declared=declared)
 
 
 def s3_client(settings: Settings):
