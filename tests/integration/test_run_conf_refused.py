@@ -32,8 +32,12 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     assert run["tasks"]["check_run_conf"] == "failed"
     assert "run conf has undeclared key(s) bucket, role_arn" in result.output
     # Nothing downstream ran: no source read, no code uploaded, no job.
-    for task in ("select_source", "package_code", "train", "wait_for_training"):
+    for task in ("select_source", "package_code", "check_lineage", "train", "wait_for_training"):
         assert run["tasks"].get(task) in ("upstream_failed", None), (task, run["tasks"])
-    assert s3.list_objects_v2(Bucket="conf-project").get("KeyCount", 0) == 0
+    # The only thing written is the gate's record of the run's one decision, `failed`, naming the keys.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="conf-project").get("Contents", [])]
+    assert keys and all(key.startswith("abid/models/decisions/") for key in keys), keys
+    decision = run["xcom"].get("evaluate_and_promote") or {}
+    assert "decision failed: check_run_conf failed" in result.output and "role_arn" in result.output, decision
     sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)
     assert sm.list_training_jobs()["TrainingJobSummaries"] == []
