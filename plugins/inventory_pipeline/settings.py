@@ -1,15 +1,18 @@
 """One typed, validated settings object built from the DAG's Params plus the deployment's environment.
 
 Params are what a person chooses per run (the UI form); the environment (or Airflow Variables of the same
-names) holds what belongs to the deployment: the project bucket, the execution role, the connection id.
-Every invalid value is reported with the name of the field it came from.
+names) holds what belongs to the deployment: the project bucket, the execution role, the network, the KMS
+keys. Which fields are Params is decided in one place, the DAG's Params dict: the DAG passes its declared
+names as `declared`, and nothing else a run carries is read. A run conf with any other key is refused
+(`refuse_undeclared`), so whoever may trigger the DAG cannot redirect the deployment. Every invalid value is
+reported with the name of the field it came from.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +36,26 @@ _KMS_RE = re.compile(
     r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+"
     r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]+|key/mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+))$"
 )
+
+
+class RunConfError(ValueError):
+    """A run's conf carries keys that are not declared Params (e.g. a deployment setting)."""
+
+    def __init__(self, keys: list[str], declared: Iterable[str]):
+        super().__init__(
+            f"run conf has undeclared key(s) {', '.join(keys)}: only the DAG's Params may be set per run "
+            f"({', '.join(sorted(declared))}); deployment settings (bucket, role, network, KMS, ...) come from "
+            "the environment or Airflow Variables (see the README's settings table)"
+        )
+        self.keys = keys
+
+
+def refuse_undeclared(conf: Mapping[str, Any] | None, declared: Iterable[str]) -> None:
+    """Raise RunConfError naming every key of `conf` that is not a declared Param."""
+    declared = frozenset(declared)
+    extra = sorted(set(conf or {}) - declared)
+    if extra:
+        raise RunConfError(extra, declared)
 
 
 class SettingsError(ValueError):
@@ -181,17 +204,33 @@ class Settings:
         return data
 
     @classmethod
-    def from_sources(cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-        """Settings from Params (per run) over environment variables `INVENTORY_*` (per deployment)."""
+    def from_sources(
+        cls,
+        params: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        declared: Iterable[str] | None = None,
+    ) -> Settings:
+        """Settings from Params (per run) over the deployment's `INVENTORY_*` values (environment/Variables).
+
+        `declared`: the DAG's Param names; only those are read from `params` (Airflow merges undeclared run-conf
+        keys into a task's params). None means every key of `params` is the caller's own choice (the CLI, tests).
+        """
         env = os.environ if env is None else env
+        readable = set(params or {}) if declared is None else set(declared)
         values: dict[str, Any] = {}
         for name, env_name in _ENV_NAMES.items():
             if env.get(env_name, "") != "":
                 values[name] = env[env_name]
         for name, value in (params or {}).items():
+            if name not in readable:
+                continue
             name = _PARAM_ALIASES.get(name, name)
             if name in _FIELD_TYPES and value is not None and value != "":
                 values[name] = value
+        isolated = env.get(_ENV_NAMES["enable_network_isolation"]) or False
+        if _coerce("enable_network_isolation", isolated):  # a run may ask for isolation, never lift the deployment's
+            values["enable_network_isolation"] = True
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
@@ -216,7 +255,8 @@ _FIELD_TYPES: dict[str, type] = {
     }.items()
 }  # fmt: skip
 
-# Deployment settings come from the environment (Airflow Variables can be exported the same way).
+# Deployment settings: environment variables, or Airflow Variables of the same names (see
+# `deployment_sources`). A field that is also a declared Param (source_bucket) takes the Param over these.
 _ENV_NAMES = {
     "bucket": "INVENTORY_BUCKET",
     "prefix": "INVENTORY_PREFIX",

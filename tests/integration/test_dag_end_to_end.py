@@ -20,8 +20,9 @@ from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
-TASKS = ["select_source", "copy_images", "split_dataset", "package_code", "check_lineage", "train",
-         "wait_for_training", "wait_for_rules", "parse_rule_reports", "evaluate_and_promote", "storage_gc"]  # fmt: skip
+TASKS = ["check_run_conf", "select_source", "copy_images", "split_dataset", "package_code", "check_lineage",
+         "train", "wait_for_training", "wait_for_rules", "parse_rule_reports", "evaluate_and_promote",
+         "storage_gc"]  # fmt: skip
 TRAINING = ["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"]
 
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from inventory_pipeline.dataset.errors import DatasetError, NoCredentials, SourceChanged, SourceNotFound
+from inventory_pipeline.s3_paths import MISSING_CODES, is_missing, split_s3_uri
+
+__all__ = ["MISSING_CODES", "is_missing", "split_s3_uri"]  # the package's one definition, re-exported here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -21,13 +24,6 @@ R = TypeVar("R")
 class ObjectInfo:
     size: int
     etag: str
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[5:].partition("/") if uri.startswith("s3://") else ("", "", "")
-    if not bucket or not key:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    return bucket, key
 
 
 @contextlib.contextmanager
@@ -56,14 +52,7 @@ def explained(bucket: str, what: str) -> Iterator[None]:
         raise DatasetError(f"S3 error {code} while {what} (s3://{bucket}): {exc}") from exc
 
 
-MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 LISTING_LOG_EVERY = 10_000  # keys; a listing of the public bucket's 500k+ objects takes minutes
-
-
-def is_missing(exc: BaseException) -> bool:
-    """True for a ClientError saying the key does not exist."""
-    response = getattr(exc, "response", None) or {}
-    return response.get("Error", {}).get("Code") in MISSING_CODES
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> dict[str, ObjectInfo]:

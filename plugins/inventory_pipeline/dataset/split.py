@@ -89,7 +89,7 @@ def published_summary(s3: Any, bucket: str, manifest_key: str) -> dict[str, Any]
     try:
         head = s3.head_object(Bucket=bucket, Key=manifest_key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if s3io.is_missing(exc):
             return None
         raise
     summary = head.get("Metadata", {}).get("summary")

@@ -20,13 +20,9 @@ from typing import Any
 from inventory_pipeline.reports import cost
 from inventory_pipeline.reports.findings import Finding, PolicyDecision, apply_policy, findings_from_job
 from inventory_pipeline.reports.job_facts import job_facts
+from inventory_pipeline.s3_paths import split_s3_uri
 
 log = logging.getLogger(__name__)
-
-
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -39,7 +35,7 @@ def profiler_reports(s3: Any, describe: dict[str, Any]) -> dict[str, dict[str, A
     base = (describe.get("ProfilerConfig") or {}).get("S3OutputPath")
     if not base:
         return {}
-    bucket, prefix = _split(f"{base.rstrip('/')}/{describe['TrainingJobName']}/rule-output/")
+    bucket, prefix = split_s3_uri(f"{base.rstrip('/')}/{describe['TrainingJobName']}/rule-output/")
     keys = [k for k in _list(s3, bucket, prefix) if "/profiler-output/profiler-reports/" in k and k.endswith(".json")]
     folders = sorted({k[len(prefix):].split("/", 1)[0] for k in keys if k[len(prefix):].startswith("ProfilerReport")},
                      key=lambda f: (int(f.rsplit("-", 1)[1]) if f.rsplit("-", 1)[-1].isdigit() else 0, f))  # fmt: skip
@@ -57,7 +53,7 @@ def training_metrics(s3: Any, describe: dict[str, Any]) -> dict[str, Any]:
     artifact = (describe.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or ""
     if not artifact:
         return {}
-    bucket, key = _split(artifact.replace("model.tar.gz", "output.tar.gz"))
+    bucket, key = split_s3_uri(artifact.replace("model.tar.gz", "output.tar.gz"))
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body)) as tar:
@@ -72,7 +68,7 @@ def system_metrics(s3: Any, describe: dict[str, Any]) -> list[dict[str, Any]]:
     base = (describe.get("ProfilerConfig") or {}).get("S3OutputPath")
     if not base:
         return []
-    bucket, prefix = _split(f"{base.rstrip('/')}/{describe['TrainingJobName']}/profiler-output/system/")
+    bucket, prefix = split_s3_uri(f"{base.rstrip('/')}/{describe['TrainingJobName']}/profiler-output/system/")
     records = []
     for key in _list(s3, bucket, prefix):
         for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():
@@ -293,7 +289,7 @@ def build_report(
     html_path = out_dir / "report.html"
     html_path.write_text(html)
     out = (describe.get("OutputDataConfig") or {}).get("S3OutputPath", f"s3://{bucket}")
-    report_bucket, report_prefix = _split(f"{out.rstrip('/')}/{job}/report/report.html")
+    report_bucket, report_prefix = split_s3_uri(f"{out.rstrip('/')}/{job}/report/report.html")
     s3.put_object(Bucket=report_bucket, Key=report_prefix, Body=html.encode(), ContentType="text/html")
     rules = [{"name": f.rule, "kind": f.kind, "status": f.status} for f in findings]
     summary = {

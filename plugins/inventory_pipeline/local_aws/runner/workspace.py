@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inventory_pipeline import s3_paths
+
 log = logging.getLogger(__name__)
 
 
@@ -51,10 +53,10 @@ class HostDirs:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise WorkspaceError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
+    try:
+        return s3_paths.split_s3_uri(uri, require_key=False)
+    except ValueError as exc:
+        raise WorkspaceError(str(exc)) from exc
 
 
 def extract_sourcedir(s3: Any, uri: str, dest: Path) -> None:
@@ -96,7 +98,7 @@ def manifest_objects(s3: Any, name: str, uri: str) -> tuple[str, list[tuple[str,
     relative = document[1:]
     if not relative or not all(isinstance(r, str) and r for r in relative):
         raise WorkspaceError(f"ClientError: channel {name!r}: the manifest {uri} lists no object keys (strings)")
-    prefix_bucket, prefix_key = prefix[5:].partition("/")[::2]
+    prefix_bucket, prefix_key = split_s3_uri(prefix)
     return prefix_bucket, [(prefix_key + r, r) for r in relative]
 
 
