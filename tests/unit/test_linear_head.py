@@ -99,3 +99,17 @@ def test_the_fitted_head_is_installed_and_serves_the_logits_it_was_chosen_with()
 def test_a_network_trained_from_scratch_has_no_linear_head():
     with pytest.raises(ValueError, match="from scratch"):
         build_model("small_cnn", head="linear")
+
+
+def test_efficientnet_lite0_defaults_to_the_linear_head_and_the_study_models_keep_their_recipe():
+    from train import parse_config
+
+    lite = parse_config(["--model", "efficientnet_lite0"], env={}).spec
+    assert (lite.head, lite.view, lite.input_size, lite.tta) == ("linear", "full", 416, "none")
+    study = parse_config(["--model", "resnet50"], env={}).spec
+    assert (study.head, study.view, study.input_size, study.tta) == ("mlp", "crop", 224, "none")
+    assert parse_config(["--model", "efficientnet_lite0", "--head", "mlp"], env={}).spec.head == "mlp"
+    for refused in (["--model", "small_cnn", "--head", "linear"],
+                    ["--model", "efficientnet_lite0", "--freeze-backbone", "false"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parse_config(refused, env={})
