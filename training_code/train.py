@@ -89,6 +89,7 @@ class JobConfig:
     offline: bool
     checkpoint_dir: Path | None = None  # CheckpointConfig.LocalPath (Managed Spot): per-epoch state, resumed
     class_prior: str = "train"
+    head_penalty: float | None = None
     allow_random_backbone: bool = False
     ignored_args: list[str] = field(default_factory=list)
 
@@ -121,6 +122,8 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     parser.add_argument("--tta", choices=TTAS, default=None)
     # The class mix the linear head predicts for (linear_head.parse_prior): train, study, uniform or 5 weights.
     parser.add_argument("--class-prior", "--class_prior", dest="class_prior", default="train")
+    # A fixed L2 strength for the linear head instead of the one cross-validation chooses.
+    parser.add_argument("--head-penalty", "--head_penalty", dest="head_penalty", type=float, default=None)
     # A pretrained model with no weights to load fails unless this is true (then it trains on a random backbone).
     parser.add_argument("--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone",
                         type=_bool, default=False)  # fmt: skip
@@ -166,6 +169,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         offline=env.get("INVENTORY_OFFLINE", "") == "1",
         checkpoint_dir=Path(env["INVENTORY_CHECKPOINT_DIR"]) if env.get("INVENTORY_CHECKPOINT_DIR") else None,
         class_prior=args.class_prior,
+        head_penalty=args.head_penalty,
         allow_random_backbone=args.allow_random_backbone,
         ignored_args=unknown,
     )
@@ -593,7 +597,8 @@ def fit_linear_head(model, train_set, valid_set, config: JobConfig, device) -> t
     x, y, skipped = linear_head.extract(model, _loader(train_plain, config.batch_size, config.num_workers, False),
                                         device)  # fmt: skip
     seconds = time.perf_counter() - started
-    fit, selection, prior = linear_head.fit_head(x, y, config.class_prior, config.seed)
+    fixed = linear_head.HeadSelection(config.head_penalty, 0) if config.head_penalty else None
+    fit, selection, prior = linear_head.fit_head(x, y, config.class_prior, config.seed, fixed)
     linear_head.install(model, fit)
     vx, vy, valid_skipped = linear_head.extract(model, _loader(valid_set, config.batch_size, config.num_workers,
                                                                False), device)  # fmt: skip
