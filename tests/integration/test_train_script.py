@@ -250,3 +250,56 @@ def test_sigterm_saves_the_model_and_a_restart_resumes_from_the_epoch_checkpoint
     other = subprocess.run([*cmd[:-4], "--epochs", "9", "--num-workers", "0"], env=env, capture_output=True,
                            text=True, timeout=300)  # fmt: skip
     assert other.returncode == 1 and "saved by another configuration" in other.stdout + other.stderr
+
+
+def load_inference():
+    sys.path.insert(0, str(ROOT / "training_code"))
+    try:
+        import inference
+    finally:
+        sys.path.remove(str(ROOT / "training_code"))
+    return inference
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_default_recipe_is_served_exactly_as_it_was_evaluated(real_channels, tmp_path):
+    """efficientnet_lite0's default recipe (a linear head fitted on frozen features) trained by train.py
+    on the real photos: inference.py's handlers give the test channel the very predictions train.py's evaluation
+    counted. With `make pretrained`'s checkpoint in build/pretrained the backbone is ImageNet's and the answers must
+    vary; in a clean clone it is random (the flag allows it; its features are nearly constant, so agreement is all
+    this proves there). Images smaller than the default keep the test cheap: agreement does not depend on size."""
+    checkpoints = sorted((ROOT / "build" / "pretrained").glob("efficientnet-lite0*.pth"))
+    extra = {"SM_CHANNEL_PRETRAINED": str(checkpoints[0].parent)} if checkpoints else {}
+    weights = [] if checkpoints else ["--allow-random-backbone", "true"]
+    proc = run_train(sm_env(tmp_path, real_channels, **extra), "--model", "efficientnet_lite0", "--image-size", "128",
+                     "--num-workers", "1", *weights)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
+    assert metrics["inputs"]["head"] == "linear" and metrics["inputs"]["view"] == "full"
+    assert metrics["head_fit"]["folds"] >= 2 and metrics["head_fit"]["penalty"] > 0
+    assert bool(metrics["warnings"]) != bool(checkpoints)  # a random backbone is reported as such
+    inference = load_inference()
+    model = inference.model_fn(str(tmp_path / "algo-1/model"))
+    served = [[0] * 5 for _ in range(5)]
+    for folder in sorted(real_channels["test"].iterdir()):
+        for photo in sorted(folder.glob("*.jpg")):
+            answer = json.loads(inference.output_fn(
+                inference.predict_fn(inference.input_fn(photo.read_bytes(), "image/jpeg"), model), "application/json"
+            ))  # fmt: skip
+            served[int(folder.name) - 1][answer["count"] - 1] += 1
+    assert served == metrics["confusion_matrix"]
+    if checkpoints:
+        assert sum(1 for column in zip(*served, strict=True) if sum(column) > 0) >= 2  # not one constant answer
+
+
+def test_a_pretrained_model_without_weights_fails_loudly_unless_allowed(synthetic_channels, tmp_path):
+    proc = run_train(sm_env(tmp_path / "refused", synthetic_channels), "--model", "resnet18", "--epochs", "1")
+    assert proc.returncode == 1
+    failure = (tmp_path / "refused/algo-1/output/failure").read_text()
+    assert "resnet18 has no pretrained weights" in failure and "--allow-random-backbone true" in failure
+    proc = run_train(sm_env(tmp_path / "allowed", synthetic_channels), "--model", "resnet18", "--epochs", "1",
+                     "--image-size", "64", "--allow-random-backbone", "true")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WARNING" in proc.stdout and "backbone is random" in proc.stdout
+    metrics = json.loads((tmp_path / "allowed/algo-1/output/data/metrics.json").read_text())
+    assert metrics["pretrained_checkpoint"] is None and "backbone is random" in metrics["warnings"][0]
