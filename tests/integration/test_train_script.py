@@ -92,13 +92,49 @@ def test_single_host_writes_metrics_model_and_parseable_metric_lines(synthetic_c
     assert info["architecture"] == "small_cnn" and info["class_to_count"]["0"] == 1
     assert (info["view"], info["input_size"]) == ("full", 96)  # inference.py rebuilds the same view
     assert (tmp_path / "algo-1/model/model.pth").stat().st_size > 0
-    # Every MetricDefinition of the request matches a line the script really printed.
+    # Every MetricDefinition of the request matches a line the script really printed (the champion's only
+    # prints when there is a champion channel: see the test below).
     definitions = json.loads((ROOT / "training_code/metric_definitions.json").read_text())
-    for definition in definitions:
+    assert not re.findall(r"champion_accuracy=", proc.stdout)
+    for definition in (d for d in definitions if d["Name"] != "champion:accuracy"):
         values = re.findall(definition["Regex"], proc.stdout)
         assert values, f"{definition['Name']} never printed"
         float(values[-1])
     assert "ignoring arguments" in proc.stdout
+
+
+def test_the_champion_is_scored_on_the_same_test_images_through_the_serving_code(synthetic_channels, tmp_path):
+    """A model scored as the champion (its model.tar.gz in the `champion` channel, through inference.py) gets
+    exactly the accuracy its own job measured on the same test channel; a broken champion is an error in
+    metrics.json, never a score, and never fails the candidate's job."""
+    import tarfile
+
+    first = tmp_path / "first"
+    proc = run_train(sm_env(first, synthetic_channels))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    own = json.loads((first / "algo-1/output/data/metrics.json").read_text())
+    champion_channel = tmp_path / "champion"
+    champion_channel.mkdir()
+    with tarfile.open(champion_channel / "model.tar.gz", "w:gz") as tar:
+        for path in (first / "algo-1/model").iterdir():
+            tar.add(path, arcname=path.name)
+    second = tmp_path / "second"
+    proc = run_train(sm_env(second, synthetic_channels, SM_CHANNEL_CHAMPION=str(champion_channel)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((second / "algo-1/output/data/metrics.json").read_text())
+    champion = metrics["champion"]
+    assert champion["accuracy"] == own["accuracy"] and champion["confusion_matrix"] == own["confusion_matrix"]
+    assert champion["test_images"] == metrics["test_images"] == own["test_images"]
+    assert champion["images_digest"] == metrics["test_images_digest"]
+    assert re.findall(r"champion_accuracy=([0-9.eE+-]+);", proc.stdout)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.tar.gz").write_bytes(b"not a tar archive")
+    third = tmp_path / "third"
+    proc = run_train(sm_env(third, synthetic_channels, SM_CHANNEL_CHAMPION=str(broken)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((third / "algo-1/output/data/metrics.json").read_text())
+    assert "accuracy" not in metrics["champion"] and "ReadError" in metrics["champion"]["error"]
 
 
 def _free_port() -> int:
