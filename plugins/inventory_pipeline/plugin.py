@@ -7,8 +7,9 @@ Airflow connection (where parse_rule_reports wrote it, next to the job's output)
 whichever host serves the API, not only on the worker that wrote it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the route and dependency annotations at runtime,
+# and `Request` is imported inside _report_app (plugins load in workers too), where a string annotation
+# would not resolve and FastAPI would take `request` for a query parameter.
 import os
 
 from airflow.plugins_manager import AirflowPlugin
