@@ -44,6 +44,7 @@ from data import (  # noqa: E402
 )
 from model import LR_SCHEDULES, ModelSpec, build_model, find_checkpoint, hold_frozen_norms, spec_for  # noqa: E402
 from self_hosted import SelfHostedProfiler  # noqa: E402
+from stop_signal import StopSignal  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -161,9 +162,11 @@ class EpochResult:
     images: int
     skipped: list[dict]
     seconds: float
+    stopped: bool = False  # SIGTERM: the epoch ended early
 
 
-def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None) -> EpochResult:
+def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None,
+              stop=None) -> EpochResult:  # fmt: skip
     training = optimizer is not None
     model.train(training)
     if training:
@@ -171,8 +174,12 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, sched
     debugger.set_mode(hook, train=training)
     total_loss, correct, seen, skipped = 0.0, 0, 0, []
     started = time.perf_counter()
+    stopped = False
     with torch.set_grad_enabled(training):
         for images, labels, bad in loader:
+            if stop is not None and stop.requested(device):
+                stopped = True
+                break
             skipped += bad
             if len(labels) == 0:
                 continue
@@ -190,8 +197,8 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, sched
             seen += len(labels)
     seconds = time.perf_counter() - started
     if seen == 0:
-        return EpochResult(float("nan"), 0.0, 0, skipped, seconds)
-    return EpochResult(total_loss / seen, correct / seen, seen, skipped, seconds)
+        return EpochResult(float("nan"), 0.0, 0, skipped, seconds, stopped)
+    return EpochResult(total_loss / seen, correct / seen, seen, skipped, seconds, stopped)
 
 
 def summarise(pairs: list[tuple[int, int]]) -> dict:
@@ -283,6 +290,7 @@ def _lower_priority(_worker_id: int) -> None:
 
 def train(config: JobConfig) -> dict:
     started = time.perf_counter()
+    stop = StopSignal().install()
     seed_everything(config.seed)
     distributed = config.world_size > 1
     device = torch.device("cuda" if torch.cuda.is_available() and config.num_gpus > 0 else "cpu")
@@ -339,11 +347,14 @@ def train(config: JobConfig) -> dict:
     valid_loader = _loader(valid_set, config.batch_size, config.num_workers, False)
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
-    train_images, train_seconds, stale = 0, 0.0, 0
+    train_images, train_seconds, stale, stopped = 0, 0.0, 0, False
     for epoch in range(1, config.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler)
+        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop)
+        if trained.stopped:
+            stopped = True
+            break
         validated = run_epoch(model, valid_loader, criterion, device, None, hook)
         skipped += trained.skipped + validated.skipped
         train_images += trained.images
@@ -364,7 +375,10 @@ def train(config: JobConfig) -> dict:
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     result = {}
-    if is_main:
+    if stopped:
+        if is_main:
+            save_on_stop(model, config, spec, history, best["epoch"])
+    elif is_main:
         test = evaluate(model, _loader(test_set, config.batch_size, config.num_workers, False), device)
         skipped += test.pop("skipped")
         unique_skips = sorted({s["skipped"]: s for s in skipped}.values(), key=lambda s: s["skipped"])
@@ -420,6 +434,14 @@ def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
     (config.model_dir / "model_info.json").write_text(json.dumps(info, indent=2))
     (config.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("saved model to %s and metrics to %s", config.model_dir, config.output_data_dir / "metrics.json")
+
+
+def save_on_stop(model: nn.Module, config: JobConfig, spec, history: list[dict], best_epoch: int) -> None:
+    """Stopped (SIGTERM): save at once what the job has (the best epoch's weights, or the current ones if no
+    epoch finished), without the test evaluation, inside SageMaker's window before SIGKILL."""
+    log.info("SIGTERM: stopping after %d complete epoch(s); saving the model of epoch %d", len(history), best_epoch)
+    save(model, config, spec, {"stopped": True, "model": config.model, "epochs_run": len(history),
+                               "best_epoch": best_epoch, "history": history})  # fmt: skip
 
 
 def write_failure(message: str) -> None:

@@ -103,9 +103,12 @@ def write_configs(host: HostDirs, job: dict[str, Any], current: str, hosts: list
     """hyperparameters.json, resourceconfig.json, inputdataconfig.json as SageMaker writes them."""
     host.create()
     (host.input_config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {})))
-    (host.input_config / "resourceconfig.json").write_text(
-        json.dumps({"current_host": current, "hosts": hosts, "network_interface_name": "lo"})
-    )
+    instance_type = job.get("ResourceConfig", {}).get("InstanceType", "")
+    group = {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": hosts}
+    (host.input_config / "resourceconfig.json").write_text(json.dumps({
+        "current_host": current, "current_instance_type": instance_type, "current_group_name": "homogeneousCluster",
+        "hosts": hosts, "instance_groups": [group], "network_interface_name": "lo",
+    }))  # fmt: skip
     channels = {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"),
                                    "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
                 for c in job.get("InputDataConfig", [])}  # fmt: skip
