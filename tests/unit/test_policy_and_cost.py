@@ -67,8 +67,8 @@ def test_right_sizing_from_measured_utilisation():
     # 16 vCPUs at 20% p95 need ceil(16 * 20 / 70) = 5 vCPUs: the cheapest instance with that many.
     assert idle["needed_vcpus"] == 5 and idle["recommended"] == "ml.c5.2xlarge"
     assert "larger than needed" in idle["summary"] and "50% less" in idle["summary"]
-    # BillableTimeInSeconds already counts every instance: 3600 s at the list price.
-    assert idle["run_cost"] == pytest.approx(0.816) and idle["recommended_run_cost"] == pytest.approx(0.408)
+    # BillableTimeInSeconds is per instance (as AWS reports it): 2 instances x 3600 s at the list price.
+    assert idle["run_cost"] == pytest.approx(1.632) and idle["recommended_run_cost"] == pytest.approx(0.816)
     busy = advice("ml.c5.xlarge", 1, 1800, cpu_p95=97.0, memory_p95=10.0)
     assert busy["recommended"] == "ml.c5.2xlarge" and "too small" in busy["summary"]
     fits = advice("ml.c5.xlarge", 1, 60, cpu_p95=65.0, memory_p95=10.0)

@@ -30,7 +30,7 @@ def advice(instance_type: str, instance_count: int, billable_s: float, cpu_p95: 
     if current is None:
         result["summary"] = f"{instance_type} is not in the shipped price table ({table['recorded']})"
         return result
-    hours = billable_s / 3600.0
+    hours = billable_s * instance_count / 3600.0  # BillableTimeInSeconds is per instance, as AWS reports it
     result["run_cost"] = round(current["price"] * hours, 4)
     if cpu_p95 is None:
         result["summary"] = "no CPU utilisation was measured: no right-sizing advice"
