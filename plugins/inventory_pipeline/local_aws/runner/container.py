@@ -62,12 +62,19 @@ def command(job: dict, host_root: Path) -> list[str]:
 
 
 def link_channels(host_input_data: Path, channels: dict[str, Path]) -> None:
-    """/opt/ml/input/data/<channel> for each channel (downloaded once, shared by the hosts)."""
+    """/opt/ml/input/data/<channel> for each channel (downloaded once, shared by the hosts): real directories
+    of hard links (no copy of the data; a symlink would show its target's path to `cd` and `getcwd`)."""
     host_input_data.mkdir(parents=True, exist_ok=True)
     for name, path in channels.items():
-        link = host_input_data / name
-        if not link.exists():
-            link.symlink_to(path.resolve(), target_is_directory=True)
+        if not (host_input_data / name).exists():
+            shutil.copytree(path, host_input_data / name, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
 
 
 def container_paths(env: dict[str, str], host_root: Path) -> dict[str, str]:

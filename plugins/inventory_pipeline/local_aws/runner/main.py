@@ -353,10 +353,12 @@ def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region
     # Downloading waits on the network: load the rule engine (smdebug and its pure-Python protobuf take
     # seconds of CPU) now, rather than when training starts and needs every core.
     warm = threading.Thread(target=_load_rule_engine, daemon=True, name="load-rule-engine")
-    warm.start()
+    if runner.job.get("DebugRuleConfigurations") or runner.job.get("ProfilerRuleConfigurations"):
+        warm.start()  # a job without rules never needs it
     try:
         channels = runner.download()
-        warm.join()
+        if warm.is_alive():
+            warm.join()
         if store.stop_requested(name):  # stopped before any training: nothing to save or upload
             raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
         profiler.start()

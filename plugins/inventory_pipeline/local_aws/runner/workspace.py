@@ -73,18 +73,20 @@ def extract_sourcedir(s3: Any, uri: str, dest: Path) -> None:
 
 
 def download_channel(s3: Any, name: str, uri: str, dest: Path, workers: int = 16) -> int:
-    """Every object under the channel's S3Prefix, at its relative path under `dest`."""
+    """Every object under the channel's S3Prefix, at its path relative to the prefix under `dest` (as SageMaker:
+    `s3://b/in/code` and `s3://b/in/code/` both put `in/code/x.py` at `<channel>/x.py`; a prefix that is one
+    object's whole key puts that object at `<channel>/<its name>`)."""
     bucket, prefix = split_s3_uri(uri)
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
     if not keys:
         raise WorkspaceError(f"channel {name!r}: no objects under {uri}")
-    base = prefix if prefix.endswith("/") or not prefix else prefix.rsplit("/", 1)[0] + "/"
     dest = dest.resolve()
 
     def fetch(key: str) -> None:
-        target = (dest / key[len(base) :]).resolve()
+        relative = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
+        target = (dest / relative).resolve()
         if dest not in target.parents:
             raise WorkspaceError(f"channel {name!r}: key {key!r} would land outside the channel directory")
         target.parent.mkdir(parents=True, exist_ok=True)
