@@ -73,6 +73,8 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
         return needed
     if service == "sagemaker" and operation == "ListTrainingJobs":
         return [Permission("sagemaker:ListTrainingJobs", "*")]
+    if service == "cloudwatch" and operation == "PutMetricData":  # no resource ARN; scoped by namespace
+        return [Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", params["Namespace"]),))]
     raise UnmappedCall(f"{service}:{operation}")
 
 
