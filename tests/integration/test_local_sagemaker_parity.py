@@ -292,8 +292,8 @@ def test_sdk_v3_model_trainer_with_source_code_runs_to_completion(local_stack, c
     import boto3
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.resources import TrainingJob
+    from sagemaker.core.training.configs import Compute, SourceCode
     from sagemaker.train import ModelTrainer
-    from sagemaker.train.configs import Compute, SourceCode
 
     s3, _, logs, _ = clients
     for variable, service in (("SAGEMAKER", "sagemaker"), ("S3", "s3"), ("CLOUDWATCH_LOGS", "logs"),
