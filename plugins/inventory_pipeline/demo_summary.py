@@ -63,8 +63,16 @@ def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: d
         } if promotion else None,
         "tracking": {k: (promotion.get("tracking") or {}).get(k) for k in ("uri", "run_id", "run_url")},
         "registry": promotion.get("registry"),
+        "job": job_section(report, describe),
     }
     return summary
+
+
+def job_section(report: dict[str, Any], describe: dict[str, Any]) -> dict[str, Any]:
+    """DescribeTrainingJob's flags and times for the run's job: the report's (final) view, else the train task's."""
+    from inventory_pipeline.reports.job_facts import job_facts
+
+    return report.get("job_facts") or job_facts(describe)
 
 
 def print_summary(summary: dict[str, Any], summary_path: Path, log_path: Path) -> None:

@@ -47,3 +47,19 @@ class ReportLink(BaseOperatorLink):
     @classmethod
     def persist(cls, context: Any, job_name: str) -> None:
         context["ti"].xcom_push(key=cls.key, value={"job_name": job_name})
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """The decision's MLflow run (its Params, curves, rule outcomes, report and registry version)."""
+
+    name = "MLflow run"
+    key: ClassVar[str] = "inventory_mlflow_run"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        value = XCom.get_value(key=self.key, ti_key=ti_key)
+        return value.get("run_url", "") if value else ""
+
+    @classmethod
+    def persist(cls, context: Any, run_url: str) -> None:
+        if run_url.startswith("http"):
+            context["ti"].xcom_push(key=cls.key, value={"run_url": run_url})

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from inventory_pipeline.links import ReportLink, TrainingJobLink
+from inventory_pipeline.links import MlflowRunLink, ReportLink, TrainingJobLink
 
 
 def run_nested(operator: BaseOperator, context: Any) -> Any:
@@ -46,13 +46,15 @@ class TrainingJobOperator(BaseOperator):
         self._inner: Any = None
 
     def execute(self, context: Any) -> dict:
+        import dataclasses
+
         from airflow.sdk.exceptions import AirflowFailException
 
         from inventory_pipeline.dag_tasks import settings_from
-        from inventory_pipeline.provider_adapters import ReattachingTrainingOperator, is_transient
+        from inventory_pipeline.provider_adapters import connection_region, managed_rules_refused
         from inventory_pipeline.settings import SettingsError
-        from inventory_pipeline.training.naming import job_name_for_run
-        from inventory_pipeline.training.request import RequestError, build_training_request
+        from inventory_pipeline.training.ownership import ForeignJobError
+        from inventory_pipeline.training.request import RequestError
 
         # Retries are for what can change by itself (throttling, 5xx, a dropped connection). A request that
         # settings or SageMaker refuse is refused again on every attempt, and each attempt waits out the
@@ -65,22 +67,56 @@ class TrainingJobOperator(BaseOperator):
         champion = lineage.get("champion") or {}
         try:
             settings = settings_from(context["params"])
-            job_name = job_name_for_run(context["dag"].dag_id, context["run_id"])
-            config = build_training_request(
-                settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
-                champion_model_uri=champion.get("source") or "",
-            )
-        except (SettingsError, RequestError) as exc:
+            settings = dataclasses.replace(settings, region=connection_region(settings.aws_conn_id))
+            mode = "managed" if settings.rules_mode == "auto" else settings.rules_mode
+            try:
+                result = self._create_or_attach(context, dataclasses.replace(settings, rules_mode=mode), champion)
+            except Exception as exc:
+                if settings.rules_mode != "auto" or not managed_rules_refused(exc):
+                    raise
+                if settings.enable_network_isolation:
+                    raise AirflowFailException(
+                        f"SageMaker refused managed rules for this account ({exc}), and self_hosted rules cannot run "
+                        "in a network-isolated job (they write to S3 from inside it): turn network_isolation off "
+                        "or run in an account with SageMaker Debugger"
+                    ) from exc
+                # rules_mode auto: this account cannot use SageMaker Debugger (AWS's own answer says so): the
+                # same job with our rule engine instead, decided once per run and recorded in the report.
+                self.log.warning("SageMaker refused managed rules (%s): using self_hosted rules", exc)
+                self_hosted = dataclasses.replace(settings, rules_mode="self_hosted")
+                result = self._create_or_attach(context, self_hosted, champion)
+        except (SettingsError, RequestError, ValueError) as exc:
             raise AirflowFailException(f"the training request is invalid (not retrying): {exc}") from exc
-        self._inner = ReattachingTrainingOperator(task_id=self.task_id, config=config, aws_conn_id=settings.aws_conn_id)
-        try:
-            return run_nested(self._inner, context)
+        except ForeignJobError as exc:
+            raise AirflowFailException(str(exc)) from exc
         except Exception as exc:
             from botocore.exceptions import BotoCoreError, ClientError
+
+            from inventory_pipeline.provider_adapters import is_transient
 
             if isinstance(exc, (ClientError, BotoCoreError)) and not is_transient(exc):
                 raise AirflowFailException(f"SageMaker refused the training job (not retrying): {exc}") from exc
             raise
+        # What the job itself says decides the rule mode downstream (a retry may adopt a job an earlier attempt
+        # created in either mode): managed when SageMaker evaluates rules for it.
+        described = result.get("Training", {})
+        decided = "managed" if described.get("DebugRuleConfigurations") else "self_hosted"
+        context["ti"].xcom_push(key="rules_mode", value=decided)
+        return result
+
+    def _create_or_attach(self, context: Any, settings: Any, champion: dict) -> dict:
+        from inventory_pipeline.provider_adapters import ReattachingTrainingOperator
+        from inventory_pipeline.training.naming import job_name_for_run
+        from inventory_pipeline.training.request import build_training_request
+
+        dag_id = context["dag"].dag_id
+        job_name = job_name_for_run(dag_id, context["run_id"])
+        config = build_training_request(
+            settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"], dag_id=dag_id,
+            champion_model_uri=champion.get("source") or "",
+        )
+        self._inner = ReattachingTrainingOperator(task_id=self.task_id, config=config, aws_conn_id=settings.aws_conn_id)
+        return run_nested(self._inner, context)
 
     def on_kill(self) -> None:
         if self._inner is not None:
@@ -114,3 +150,26 @@ class RuleReportOperator(BaseOperator):
         if summary["decision"]["failed"]:
             raise AirflowFailException(f"rule policy: {summary['decision']['message']}")
         return summary
+
+
+class DecisionGateOperator(BaseOperator):
+    """Record this run's one decision and apply it (see `promotion`); runs whatever happened upstream.
+
+    The run ends failed when the decision is `blocked` or `failed`, after the decision is recorded; the
+    "MLflow run" extra link opens the run's tracking record.
+    """
+
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#fdf3e8"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict:
+        from inventory_pipeline.dag_tasks import evaluate_and_promote
+
+        def link(record: dict) -> None:
+            MlflowRunLink.persist(context, (record.get("tracking") or {}).get("run_url", ""))
+
+        return evaluate_and_promote(context["params"], context["ti"], context["dag"].dag_id, context["run_id"], link)

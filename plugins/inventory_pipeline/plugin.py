@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from inventory_pipeline.links import REPORT_ROUTE, ReportLink, TrainingJobLink
+from inventory_pipeline.links import REPORT_ROUTE, MlflowRunLink, ReportLink, TrainingJobLink
 
 
 def _report_app():
@@ -30,5 +30,5 @@ def _report_app():
 
 class InventoryRetrainingPlugin(AirflowPlugin):
     name = "inventory_retraining"
-    operator_extra_links = [TrainingJobLink(), ReportLink()]
+    operator_extra_links = [TrainingJobLink(), ReportLink(), MlflowRunLink()]
     fastapi_apps = [{"app": _report_app(), "url_prefix": REPORT_ROUTE, "name": "Inventory retraining reports"}]

@@ -65,6 +65,27 @@ def is_resource_in_use(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "ResourceInUse"
 
 
+def connection_region(aws_conn_id: str) -> str:
+    """The region the connection's clients use (its `region_name`, else botocore's chain): the one source of
+    the region for the request (image URIs, rule images) as for the API calls, so they cannot disagree."""
+    hook = SageMakerHook(aws_conn_id=aws_conn_id)
+    region = hook.conn_region_name or hook.get_session().region_name
+    if not region:
+        raise ValueError(f"the connection {aws_conn_id!r} names no region (set its extra 'region_name')")
+    return region
+
+
+def managed_rules_refused(exc: BaseException) -> bool:
+    """SageMaker's answer to a request with Debugger rules from an account that cannot use them (closed to new
+    customers since 2026-07-30): a ValidationException or access denial that names Debugger or the rules."""
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", ""), error.get("Message", "").lower()
+    refused = code in ("ValidationException", "AccessDeniedException", "AccessDenied")
+    return refused and any(word in message for word in ("debugger", "debugrule", "rule configuration"))
+
+
 def stop_job_if_running(hook: SageMakerHook, job_name: str, log: Any) -> None:
     try:
         status = hook.describe_training_job(job_name)["TrainingJobStatus"]
@@ -104,6 +125,7 @@ class ReattachingTrainingOperator(SageMakerTrainingOperator):
         )
         existing = self._describe_or_none(job_name)
         if existing is not None:
+            self._check_ownership(existing)
             self.log.info(
                 "Training job %s already exists for this run (status %s): re-attaching instead of "
                 "creating a second job.",
@@ -122,9 +144,16 @@ class ReattachingTrainingOperator(SageMakerTrainingOperator):
             existing = self._describe_or_none(job_name)
             if existing is None:
                 raise
+            self._check_ownership(existing)
             self.log.info("Training job %s was created by this attempt's first CreateTrainingJob call (its "
                           "answer was lost): re-attaching.", job_name)  # fmt: skip
             return self.serialize_result(job_name)
+
+    def _check_ownership(self, existing: dict) -> None:
+        """Adopt only this deployment's job for this run (ForeignJobError otherwise: never retried)."""
+        from inventory_pipeline.training.ownership import check_ownership
+
+        check_ownership(self.hook.conn, existing, self.config.get("Tags", []))
 
     def _describe_or_none(self, job_name: str) -> dict | None:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 from inventory_pipeline.rules.applicability import why_not_evaluable
 
 KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
-RULES_MODES = ("managed", "self_hosted")
+RULES_MODES = ("auto", "managed", "self_hosted")
 DEBUGGER_RULES = ("VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization")
 PROFILER_RULES = (
     "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
@@ -53,7 +53,7 @@ class Settings:
     bucket: str = "inventory-retraining"
     prefix: str = "abid"
     aws_conn_id: str = "aws_default"
-    region: str = "us-east-1"
+    region: str = "us-east-1"  # the train task sets it from the aws_conn_id connection (one source of truth)
     copy_workers: int = 64  # parallel S3 requests: a copy waits on a round trip, not on this machine
     reject_threshold: float = 0.05
     # training
@@ -65,6 +65,14 @@ class Settings:
     model: str = "resnet50"
     role_arn: str = "arn:aws:iam::000000000000:role/service-role/inventory-retraining-sagemaker"
     max_runtime_s: int = 3600
+    # Managed Spot: SageMaker may interrupt the job and restart it from its checkpoints. max_wait_s bounds
+    # training plus the time spent waiting for Spot capacity. The weekly default, 4 x the default runtime (4 h),
+    # lets a job that needs the full hour survive several interruptions and a wait for capacity, and still
+    # ends (MaxWaitTimeExceeded) long before the next week's run; SageMaker requires max_wait_s >= max_runtime_s.
+    use_spot: bool = False
+    max_wait_s: int = 4 * 3600
+    wheelhouse: str = ""  # local dir of wheels for training_code/requirements.txt, shipped in sourcedir.tar.gz
+    deployment_id: str = ""  # tags each job; '' = "<bucket>/<prefix>" (what the deployment's runs share)
     framework_version: str = "2.1"  # the SageMaker PyTorch training container
     volume_size_gb: int = 30
     pretrained_s3_uri: str = ""  # optional `pretrained` channel (a checkpoint file; no download in the job)
@@ -76,7 +84,7 @@ class Settings:
     output_kms_key_id: str = ""
     volume_kms_key_id: str = ""
     # rules and promotion
-    rules_mode: str = "managed"
+    rules_mode: str = "auto"  # auto: managed where the account has Debugger, self_hosted otherwise
     fail_on_rules: tuple[str, ...] = ()
     min_improvement: float = 0.0
     force_retrain: bool = False  # train even when data, code and Params equal the champion's lineage
@@ -112,7 +120,25 @@ class Settings:
                  "letters, digits, '.', '_' and '-' only")  # fmt: skip
         _require(not self.sns_topic_arn or self.sns_topic_arn.startswith("arn:"), "sns_topic_arn",
                  "must be an SNS topic ARN")  # fmt: skip
-        _require(self.max_runtime_s >= 60, "max_runtime_s", "must be at least 60 seconds")
+        _require(60 <= self.max_runtime_s <= 28 * 86400, "max_runtime_s", "must be between 60 s and 28 days")
+        _require(
+            not self.use_spot or self.max_wait_s >= self.max_runtime_s,
+            "max_wait_s",
+            f"must be >= max_runtime_s ({self.max_runtime_s}) for Spot training (SageMaker refuses less)",
+        )
+        _require(self.max_wait_s <= 28 * 86400 + 3600, "max_wait_s", "must be at most 28 days")
+        _require(
+            not (self.enable_network_isolation and self.rules_mode == "self_hosted"),
+            "rules_mode",
+            "self_hosted rules write tensors and system metrics to S3 from inside the job, which network "
+            "isolation forbids: use managed (or auto) rules with network_isolation",
+        )
+        _require(len(self.effective_deployment_id) <= 256, "deployment_id", "must be at most 256 characters")
+        _require(
+            bool(re.match(r"^[\w.:/=+\-@ ]*$", self.effective_deployment_id)),
+            "deployment_id",
+            "may hold letters, digits, spaces and _ . : / = + - @ only (a SageMaker tag value)",
+        )
         _require(
             bool(re.match(r"^\d+\.\d+(\.\d+)?$", self.framework_version)), "framework_version", "expected e.g. 2.1"
         )
@@ -135,6 +161,11 @@ class Settings:
         _require(pretrained_ok, "pretrained_s3_uri", "must be an s3:// URI")
 
     @property
+    def effective_deployment_id(self) -> str:
+        """The deployment's tag on its jobs: the setting, or the bucket and prefix its runs share."""
+        return self.deployment_id or f"{self.bucket}/{self.prefix.strip('/')}".rstrip("/")
+
+    @property
     def root(self) -> str:
         """The project's key prefix inside the bucket ('' or 'abid/')."""
         return f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
@@ -153,6 +184,7 @@ class Settings:
             if env.get(env_name, "") != "":
                 values[name] = env[env_name]
         for name, value in (params or {}).items():
+            name = _PARAM_ALIASES.get(name, name)
             if name in _FIELD_TYPES and value is not None and value != "":
                 values[name] = value
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
@@ -175,6 +207,7 @@ _FIELD_TYPES: dict[str, type] = {
         "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
         "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
         "sns_topic_arn": str, "report_base_url": str,
+        "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str,
     }.items()
 }  # fmt: skip
 
@@ -183,7 +216,6 @@ _ENV_NAMES = {
     "bucket": "INVENTORY_BUCKET",
     "prefix": "INVENTORY_PREFIX",
     "aws_conn_id": "INVENTORY_AWS_CONN_ID",
-    "region": "INVENTORY_REGION",
     "role_arn": "INVENTORY_ROLE_ARN",
     "copy_workers": "INVENTORY_COPY_WORKERS",
     "reject_threshold": "INVENTORY_REJECT_THRESHOLD",
@@ -199,7 +231,14 @@ _ENV_NAMES = {
     "registered_model": "INVENTORY_REGISTERED_MODEL",
     "sns_topic_arn": "INVENTORY_SNS_TOPIC_ARN",
     "report_base_url": "INVENTORY_REPORT_BASE_URL",
+    "deployment_id": "INVENTORY_DEPLOYMENT_ID",
+    "wheelhouse": "INVENTORY_WHEELHOUSE",
+    "max_runtime_s": "INVENTORY_MAX_RUNTIME_S",
+    "use_spot": "INVENTORY_USE_SPOT",
+    "max_wait_s": "INVENTORY_MAX_WAIT_S",
 }
+# Params whose form name differs from the setting's.
+_PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,21 @@ def test_a_retried_train_task_reattaches_instead_of_starting_a_second_job(finish
     assert "re-attaching instead of creating a second job" in proc.stdout + proc.stderr
     after = sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
     assert len(after) == len(before)
+
+
+def test_a_blocking_rule_the_instance_cannot_evaluate_is_refused_before_any_work_and_recorded(finished_run):
+    env, sm = finished_run["env"], finished_run["sm"]
+    jobs_before = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
+    conf = {"source_bucket": "dag-source", "file_list": "s3://dag-source/file_list.json", "model": "small_cnn",
+            "epochs": 2, "instance_count": 1, "fail_on_rules": ["LowGPUUtilization"]}  # fmt: skip
+    log_path = Path(env["AIRFLOW_HOME"]) / "dags-test-refused.log"
+    result = dags_test(env, conf, log_path=log_path, logical_date="2026-02-23")
+    summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True,
+                             text=True, check=True)  # fmt: skip
+    run = json.loads(summary.stdout.strip().splitlines()[-1])
+    assert not result.ok and run["state"] == "failed"
+    assert run["tasks"]["select_source"] == "failed" and run["tasks"]["evaluate_and_promote"] == "failed"
+    decision = run["xcom"]["evaluate_and_promote"]
+    assert decision["status"] == "failed" and decision["reason"].startswith("select_source failed")
+    assert "LowGPUUtilization" in decision["reason"] and "ml.c5.xlarge has no GPU" in decision["reason"]
+    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs_before

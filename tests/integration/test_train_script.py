@@ -216,3 +216,37 @@ def test_inference_handlers_on_real_photos(real_channels, abid_sample, tmp_path)
         inference.input_fn(b"\xff\xd8\xff garbage", "image/jpeg")
     with pytest.raises(inference.UnsupportedContentType):
         inference.output_fn({"count": 1, "probabilities": [1, 0, 0, 0, 0]}, "text/csv")
+
+
+def test_sigterm_saves_the_model_and_a_restart_resumes_from_the_epoch_checkpoint(synthetic_channels, tmp_path):
+    """Managed Spot as train.py sees it: SIGTERM mid-run (the model so far is saved, exit 0), then the same job
+    started again with the checkpoint directory restored resumes after the last finished epoch."""
+    import signal
+    import time
+
+    checkpoints = tmp_path / "checkpoints"
+    env = sm_env(tmp_path, synthetic_channels, INVENTORY_CHECKPOINT_DIR=str(checkpoints))
+    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "4", "--batch-size", "16",
+           "--num-workers", "0"]  # fmt: skip
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not (checkpoints / "training-state.pt").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)
+    out = first.communicate(timeout=60)[0]
+    assert first.returncode == 0, out[-3000:]
+    stopped = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
+    assert stopped["stopped_by"] == "SIGTERM" and 1 <= stopped["epochs_run"] < 4, out[-2000:]
+    assert (tmp_path / "algo-1/model/model.pth").stat().st_size > 0
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:]
+    metrics = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["resumed_after_epoch"] == stopped["epochs_run"]
+    assert "resumed from checkpoint" in second.stdout
+
+    # A checkpoint of another configuration is refused by name, never silently mixed in.
+    other = subprocess.run([*cmd[:-4], "--epochs", "9", "--num-workers", "0"], env=env, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert other.returncode == 1 and "saved by another configuration" in other.stdout + other.stderr

@@ -1217,6 +1217,100 @@ def sensor_killed(env: FaultEnv) -> Row:
     )
 
 
+@scenario("a foreign job holds this run's name")
+def foreign_job(env: FaultEnv) -> Row:
+    """Another deployment sharing the account created a job with this run's (predictable) name. The train task
+    must not adopt it as its own: it fails at once naming the job and the tags that differ, creates nothing,
+    and leaves the other deployment's job running untouched."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from inventory_pipeline.settings import Settings
+    from inventory_pipeline.training.ownership import DEPLOYMENT_TAG
+    from inventory_pipeline.training.request import build_training_request
+
+    fault = "a foreign job holds this run's name"
+    names = env.names(fault)
+    params, shared = env.train_params(), env.shared()
+    name = job_name(names.run_id)
+    foreign = build_training_request(
+        Settings.from_sources({**params, "deployment_id": "another-deployment"}, env={}), name,
+        shared["dataset"]["channels"], shared["sleeper"]["s3_uri"], run_id=names.run_id, dag_id=DAG_ID,
+    )  # fmt: skip
+    env.sm.create_training_job(**foreign)
+    audit = Audit(env, fault)
+    try:
+        with env.connection():
+            handled, outcome = expect_error(
+                lambda: train_operator(shared["sleeper"], shared["dataset"]).execute(context(names.run_id, params)),
+                AirflowFailException,
+            )
+        described = env.sm.describe_training_job(TrainingJobName=name)
+        tags = {t["Key"]: t["Value"] for t in env.sm.list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]}
+        audit.jobs(name)
+        untouched = described["TrainingJobStatus"] == "InProgress" and tags.get(DEPLOYMENT_TAG) == "another-deployment"
+        if not untouched:
+            audit.problems.append(f"the foreign job was touched: {described['TrainingJobStatus']}, tags {tags}")
+        named = name in outcome and DEPLOYMENT_TAG in outcome
+    finally:
+        stop_quietly(env.sm, name)
+    return audit.row(outcome, handled and named, f"foreign job {name} kept running, not adopted")
+
+
+@scenario("Spot capacity reclaimed mid-training", slow=True)
+def spot_interrupted(env: FaultEnv) -> Row:
+    """Managed Spot: the instances are reclaimed after the first checkpoint reached S3. As on SageMaker the job
+    goes Interrupted -> Restarting -> Training, train.py resumes from the restored checkpoint and finishes
+    exactly the epochs asked for, on the same training images; the wait for capacity is not billed."""
+    from inventory_pipeline.local_aws.runner.job_store import JobStore
+    from inventory_pipeline.training.request import JobPaths, output_path
+
+    fault = "Spot capacity reclaimed mid-training"
+    names = env.names(fault)
+    shared = env.shared()
+    epochs = 3  # the interruption comes after epoch 1's checkpoint: epochs 2-3 run after the restart
+    params = env.train_params(use_spot=True, max_wait_s=600, epochs=epochs)
+    name = job_name(names.run_id)
+    bucket = shared["names"].bucket
+    audit = Audit(env, fault)
+    try:
+        with env.connection():
+            train_operator(shared["code"], shared["dataset"]).execute(context(names.run_id, params))
+        from inventory_pipeline.settings import Settings
+
+        checkpoints = JobPaths(output_path(Settings.from_sources(params, env={})), name).checkpoints
+        prefix = checkpoints.split("/", 3)[3]
+        wait_until(lambda: list_keys(env.s3, bucket, prefix), 180, 0.2, "the first checkpoint in S3")
+        JobStore(Path(env.stack.state_dir) / "sagemaker").request_interruption(name, capacity_wait_s=3.0)
+        described = settled(env.sm, name, 300)
+        audit.jobs(name)
+    finally:
+        stop_quietly(env.sm, name)
+    audit.job_state(described)
+    statuses = [t["Status"] for t in described["SecondaryStatusTransitions"]]
+    restarted = statuses[statuses.index("Interrupted") :] if "Interrupted" in statuses else []
+    metrics: dict[str, Any] = {}
+    if described["TrainingJobStatus"] == "Completed":
+        body = env.s3.get_object(Bucket=bucket, Key=described["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
+                                 .replace("model.tar.gz", "output.tar.gz"))["Body"].read()  # fmt: skip
+        metrics = json.loads(tarfile.open(fileobj=io.BytesIO(body)).extractfile("metrics.json").read())
+    train_prefix = shared["dataset"]["channels"]["train"].split("/", 3)[3]
+    train_images = sum(k.endswith(".jpg") for k in list_keys(env.s3, bucket, train_prefix))
+    epochs_seen = [row["epoch"] for row in metrics.get("history", [])]
+    same_data = sum(metrics.get("class_counts", {}).get("train", {}).values()) == train_images
+    resumed = 0 < metrics.get("resumed_after_epoch", 0) < epochs
+    billed, trained = described.get("BillableTimeInSeconds", 0), described.get("TrainingTimeInSeconds", 0)
+    handled = (
+        restarted[:3] == ["Interrupted", "Restarting", "Training"] and epochs_seen == list(range(1, epochs + 1))
+        and resumed and same_data and 0 < billed < trained
+    )  # fmt: skip
+    return audit.row(
+        f"job {described['TrainingJobStatus']}: resumed after epoch {metrics.get('resumed_after_epoch')}, "
+        f"epochs {epochs_seen}, billable {billed} s of {trained} s",
+        handled,
+        f"transitions {statuses}; train images {train_images} (job saw {metrics.get('class_counts', {}).get('train')})",
+    )
+
+
 # --- training: the job's own faults --------------------------------------------------------------------------
 
 

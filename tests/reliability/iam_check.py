@@ -71,10 +71,14 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
             if params.get("Tags"):  # tag-on-create is authorized as sagemaker:AddTags
                 needed.append(Permission("sagemaker:AddTags", job))
         return needed
+    if service == "sagemaker" and operation == "ListTags":
+        return [Permission("sagemaker:ListTags", params["ResourceArn"])]
     if service == "sagemaker" and operation == "ListTrainingJobs":
         return [Permission("sagemaker:ListTrainingJobs", "*")]
     if service == "cloudwatch" and operation == "PutMetricData":  # no resource ARN; scoped by namespace
         return [Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", params["Namespace"]),))]
+    if service == "sns" and operation == "Publish":
+        return [Permission("sns:Publish", params.get("TargetArn") or params["TopicArn"])]
     raise UnmappedCall(f"{service}:{operation}")
 
 

@@ -49,6 +49,7 @@ def test_params_have_the_documented_names_titles_and_types(parsed):
     names = {
         "source_bucket", "source_prefix", "file_list", "per_class_limit", "instance_type", "instance_count",
         "epochs", "batch_size", "lr", "model", "rules_mode", "fail_on_rules", "min_improvement",
+        "max_runtime_s", "use_spot", "max_wait_s", "network_isolation",
     }  # fmt: skip
     assert names <= set(parsed["params"])
     for name in names:
@@ -57,7 +58,9 @@ def test_params_have_the_documented_names_titles_and_types(parsed):
         assert schema.get("type"), f"{name} has no type"
     assert parsed["params"]["instance_type"] == "ml.c5.xlarge"
     assert parsed["params"]["instance_count"] == 2
-    assert parsed["schema"]["rules_mode"]["enum"] == ["managed", "self_hosted"]
+    assert parsed["schema"]["rules_mode"]["enum"] == ["auto", "managed", "self_hosted"]
+    assert parsed["params"]["rules_mode"] == "auto"  # works for accounts with and without Debugger
+    assert (parsed["params"]["use_spot"], parsed["params"]["network_isolation"]) == (False, False)
 
 
 def test_every_sensor_has_a_timeout_below_airflows_week(parsed):

@@ -155,3 +155,14 @@ def test_gpu_rule_table_matches_the_engine():
     from inventory_pipeline.rules.profiler_rules import RULES
 
     assert set(GPU_RULES) == {name for name, rule in RULES.items() if rule.needs_gpu}
+def test_spot_savings_as_aws_defines_them_and_the_job_facts():
+    from inventory_pipeline.reports.job_facts import job_facts, spot_savings
+
+    spot = {"EnableManagedSpotTraining": True, "TrainingTimeInSeconds": 500, "BillableTimeInSeconds": 100,
+            "CheckpointConfig": {"S3Uri": "s3://b/j/checkpoints"},
+            "SecondaryStatusTransitions": [{"Status": "Training"}, {"Status": "Interrupted"}]}  # fmt: skip
+    assert spot_savings(spot) == pytest.approx(0.8)  # AWS's example: 100 billable of 500 s is 80% saved
+    assert spot_savings({**spot, "EnableManagedSpotTraining": False}) is None
+    facts = job_facts(spot)
+    assert facts["spot_interruptions"] == 1 and facts["rules_mode"] == "self_hosted"
+    assert facts["EnableNetworkIsolation"] is False and facts["CheckpointConfig"] == {"S3Uri": "s3://b/j/checkpoints"}

@@ -85,3 +85,54 @@ def test_bad_job_name_and_channels_are_refused():
         build_training_request(Settings(), "x" * 64, CHANNEL_URIS, SOURCEDIR)
     with pytest.raises(RequestError, match="channels"):
         build_training_request(Settings(), "ok-name", {"train": "s3://b/t/"}, SOURCEDIR)
+
+
+def test_spot_training_sets_max_wait_and_checkpoints_under_the_jobs_prefix():
+    request = build(use_spot=True, max_runtime_s=1800, max_wait_s=7200)
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800, "MaxWaitTimeInSeconds": 7200}
+    assert request["CheckpointConfig"] == {
+        "S3Uri": "s3://inventory-retraining/abid/training-jobs/inventory-run-1/checkpoints",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert request["Environment"]["INVENTORY_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
+    plain = build()
+    assert not {"EnableManagedSpotTraining", "CheckpointConfig"} & set(plain)
+    assert plain["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+
+
+def test_spot_max_wait_shorter_than_the_runtime_is_refused_by_name():
+    from inventory_pipeline.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="max_wait_s"):
+        Settings(use_spot=True, max_runtime_s=3600, max_wait_s=600)
+
+
+def test_each_job_is_tagged_with_its_deployment_dag_and_run():
+    request = build_training_request(
+        Settings(deployment_id="prod-eu"), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, run_id="r1", dag_id="d1"
+    )
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["inventory:deployment"] == "prod-eu"
+    assert (tags["inventory:dag-id"], tags["inventory:run-id"]) == ("d1", "r1")
+    # without a deployment id, the bucket and prefix the deployment's runs share name it
+    assert {t["Key"]: t["Value"] for t in build()["Tags"]}["inventory:deployment"] == "inventory-retraining/abid"
+
+
+def test_network_isolation_param_and_max_runtime_reach_the_request():
+    settings = Settings.from_sources({"network_isolation": True, "max_runtime_s": 900}, env={})
+    request = build_training_request(settings, "inventory-run-1", CHANNEL_URIS, SOURCEDIR)
+    assert request["EnableNetworkIsolation"] is True
+    assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 900
+
+
+def test_rules_mode_auto_is_the_default_and_builds_the_managed_request_first():
+    assert Settings().rules_mode == "auto"
+    assert rule_names(build())["debug"]
+
+
+def test_self_hosted_rules_cannot_run_in_an_isolated_job():
+    from inventory_pipeline.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="network isolation forbids"):
+        Settings(enable_network_isolation=True, rules_mode="self_hosted")

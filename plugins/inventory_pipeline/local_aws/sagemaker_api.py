@@ -138,9 +138,13 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocalSageMaker:
-    def __init__(self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1",
-                 cloudwatch_endpoint: str | None = None):  # fmt: skip
+    def __init__(
+        self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1",
+        debugger_available: bool = True, cloudwatch_endpoint: str | None = None,
+    ):  # fmt: skip
         self.store = JobStore(state_dir)
+        # False plays an account opened after SageMaker Debugger closed to new customers (2026-07-30).
+        self.debugger_available = debugger_available
         self.s3_endpoint, self.logs_endpoint, self.region = s3_endpoint, logs_endpoint, region
         # moto serves every service on one port: CloudWatch metrics are where the logs are unless told otherwise
         self.cloudwatch_endpoint = cloudwatch_endpoint or logs_endpoint
@@ -180,6 +184,7 @@ class LocalSageMaker:
 
     def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         validate_input("CreateTrainingJob", params)
+        refuse_managed_rules_if_unavailable(params, self.debugger_available)
         name = params["TrainingJobName"]
         if self.store.exists(name):
             raise ApiError("ResourceInUse", f"Training job names must be unique within an AWS account and region, "
@@ -381,6 +386,17 @@ class LocalSageMaker:
         raise ApiError("ValidationException", f"Resource {arn} was not found")
 
 
+def refuse_managed_rules_if_unavailable(params: dict[str, Any], debugger_available: bool) -> None:
+    """An account without SageMaker Debugger is refused managed rule evaluations, AWS-shaped."""
+    asked = [key for key in ("DebugRuleConfigurations", "ProfilerRuleConfigurations") if params.get(key)]
+    if asked and not debugger_available:
+        raise ApiError(
+            "ValidationException",
+            f"SageMaker Debugger is not available to this account: {' and '.join(asked)} cannot be used. "
+            "Remove the rule configurations (Debugger is closed to new customers since 2026-07-30).",
+        )
+
+
 def _epoch(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
@@ -506,11 +522,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs-endpoint", required=True)
     parser.add_argument("--cloudwatch-endpoint", default=None, help="CloudWatch metrics (default: the logs endpoint)")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    parser.add_argument(
+        "--no-debugger", action="store_true",
+        default=os.environ.get("INVENTORY_LOCAL_SAGEMAKER_DEBUGGER", "").lower() == "unavailable",
+        help="answer CreateTrainingJob with rule configurations as AWS does for an account without Debugger",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backend = LocalSageMaker(
-        args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region, args.cloudwatch_endpoint
-    )
+    backend = LocalSageMaker(args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region,
+                             debugger_available=not args.no_debugger,
+                             cloudwatch_endpoint=args.cloudwatch_endpoint)  # fmt: skip
     from werkzeug.serving import run_simple
 
     run_simple(args.host, args.port, create_app(backend), threaded=True)

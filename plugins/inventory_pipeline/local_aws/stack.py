@@ -41,6 +41,7 @@ class ServerSpec:
     command: Callable[[str, int, dict[str, str], Path], list[str]]
     health_path: str = "/"
     startup_timeout_s: float = 60.0
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of this server only
 
 
 def _moto_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
@@ -84,8 +85,10 @@ def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: 
 
 
 # MLflow's server imports ~10 s of Python on a quiet 2-core machine: it gets a longer start-up allowance.
+# Its S3 calls (artifacts) are the tracking server's own: on AWS a managed server's role makes them, not ours.
 MLFLOW = ServerSpec(
-    name="mlflow", services=("mlflow",), command=_mlflow_command, health_path="/health", startup_timeout_s=300.0
+    name="mlflow", services=("mlflow",), command=_mlflow_command, health_path="/health", startup_timeout_s=300.0,
+    env={"INVENTORY_RECORD_AWS_PRINCIPAL": "mlflow_tracking_server"},
 )
 
 
@@ -243,7 +246,7 @@ class LocalStack:
         host = self.advertise_host or ("127.0.0.1" if self.bind_host in ("0.0.0.0", "::") else self.bind_host)
         url = f"http://{host}:{port}"
         log_path = self.state_dir / f"{spec.name}.log"
-        env = {**os.environ, **self._child_env()}
+        env = {**os.environ, **self._child_env(), **spec.env}
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 spec.command(self.bind_host, port, self.local_endpoints, self.state_dir),

@@ -19,6 +19,7 @@ from typing import Any
 
 from inventory_pipeline.reports import cost
 from inventory_pipeline.reports.findings import Finding, PolicyDecision, apply_policy, findings_from_job
+from inventory_pipeline.reports.job_facts import job_facts
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,12 @@ RMSE of the count <b>{{ '%.3f' % metrics.rmse }}</b>.{% endif %}</p>
 {% if usage %}<h2>System utilisation</h2>
 <img alt="CPU, memory and disk over time" src="data:image/png;base64,{{ usage }}">
 {% endif %}
+<h2>The job</h2><p>Rules evaluated by {{ 'SageMaker Debugger' if facts.rules_mode == 'managed' else 'our rule engine
+(self_hosted)' }}. Network isolation {{ 'on' if facts.EnableNetworkIsolation else 'off' }}.
+{% if facts.EnableManagedSpotTraining %}Managed Spot: {{ facts.spot_interruptions }} interruption(s),
+billable {{ facts.BillableTimeInSeconds }} s of {{ facts.TrainingTimeInSeconds }} s training{% if facts.spot_savings
+is not none %}: Spot savings {{ '%.1f' % (100 * facts.spot_savings) }}% (1 - billable / training time){% endif %}.
+{% else %}On-demand instances.{% endif %}</p>
 <h2>Right-sizing and cost</h2><p>{{ advice.summary }}</p>
 {% if advice.run_cost is defined %}<p>This run: {{ advice.instance_count }} x {{ advice.instance_type }},
 estimated {{ '%.4f' % advice.run_cost }} USD at the list price recorded {{ advice.prices_recorded }}
@@ -274,7 +281,7 @@ def build_report(
                  "per_class_accuracy": metrics.get("per_class_accuracy")},
         decision=decision, findings=findings, curves=plot_curves(metrics.get("history", [])),
         usage=plot_utilisation(series), confusion=plot_confusion(metrics.get("confusion_matrix")),
-        advice=advice, manifest=manifest, profiled_locally=profiled_locally,
+        advice=advice, manifest=manifest, profiled_locally=profiled_locally, facts=job_facts(describe),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
@@ -294,5 +301,6 @@ def build_report(
         "html_path": str(html_path),
         "s3_uri": f"s3://{report_bucket}/{report_prefix}",
         "advice": advice.get("summary"),
+        "job_facts": job_facts(describe),
     }
     return ReportResult(html_path, summary["s3_uri"], decision, findings, summary)

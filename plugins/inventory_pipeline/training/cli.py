@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +17,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the dataset version the channels point at (known after split_dataset)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=_request)
+
+    pretrained = subparsers.add_parser("pretrained", help="the pretrained checkpoint in the project bucket")
+    actions = pretrained.add_subparsers(dest="action", required=True)
+    upload = actions.add_parser("upload", help="upload build/pretrained/* once (content-addressed); prints the "
+                                "s3:// URI for INVENTORY_PRETRAINED_S3_URI")  # fmt: skip
+    upload.add_argument("--dir", type=Path, default=Path("build") / "pretrained")
+    upload.add_argument("--json", action="store_true")
+    upload.set_defaults(handler=_pretrained_upload)
+
+
+def _pretrained_upload(args: argparse.Namespace) -> int:
+    from inventory_pipeline.aws_clients import client_from_connection
+    from inventory_pipeline.cli import print_json
+    from inventory_pipeline.settings import Settings
+    from inventory_pipeline.training.offline import upload_pretrained
+
+    settings = Settings.from_sources({})
+    s3 = client_from_connection("s3", settings.aws_conn_id)
+    uri = upload_pretrained(s3, settings.bucket, settings.root, args.dir)
+    if args.json:
+        print_json({"pretrained_s3_uri": uri})
+    else:
+        print(f"uploaded; set INVENTORY_PRETRAINED_S3_URI={uri}")
+    return 0
 
 
 def _request(args: argparse.Namespace) -> int:

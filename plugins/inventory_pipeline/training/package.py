@@ -39,17 +39,24 @@ def _included(path: Path, root: Path) -> bool:
     return not (set(rel.parts) & _EXCLUDED_PARTS) and path.suffix not in _EXCLUDED_SUFFIXES
 
 
-def build_sourcedir(code_dir: Path = TRAINING_CODE_DIR) -> bytes:
-    """The archive's bytes: regular files only, paths relative to the code dir, no metadata that varies."""
+def build_sourcedir(code_dir: Path = TRAINING_CODE_DIR, wheelhouse: Path | None = None) -> bytes:
+    """The archive's bytes: regular files only, paths relative to the code dir, no metadata that varies.
+
+    With a `wheelhouse`, the extra packages travel inside as wheels and requirements.txt installs them without
+    an index (`offline.vendored_files`): the job downloads nothing at start."""
     code_dir = Path(code_dir)
     if not (code_dir / "train.py").is_file():
         raise FileNotFoundError(f"{code_dir} has no train.py: not a training code directory")
     files = sorted(p for p in code_dir.rglob("*") if p.is_file() and not p.is_symlink() and _included(p, code_dir))
+    members = {path.relative_to(code_dir).as_posix(): path.read_bytes() for path in files}
+    if wheelhouse is not None and "requirements.txt" in members:
+        from inventory_pipeline.training.offline import vendored_files
+
+        members.update(vendored_files(members["requirements.txt"].decode(), Path(wheelhouse)))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in files:
-            info = tarfile.TarInfo(path.relative_to(code_dir).as_posix())
-            data = path.read_bytes()
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             info.mtime = 0
@@ -59,11 +66,13 @@ def build_sourcedir(code_dir: Path = TRAINING_CODE_DIR) -> bytes:
     return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
 
 
-def upload_sourcedir(s3, bucket: str, root: str, code_dir: Path = TRAINING_CODE_DIR) -> PackagedCode:
+def upload_sourcedir(
+    s3, bucket: str, root: str, code_dir: Path = TRAINING_CODE_DIR, wheelhouse: Path | None = None
+) -> PackagedCode:
     """Upload the archive under `<root>code/sourcedir-<sha>.tar.gz` unless that key already exists."""
     from botocore.exceptions import ClientError
 
-    archive = build_sourcedir(code_dir)
+    archive = build_sourcedir(code_dir, wheelhouse)
     sha = hashlib.sha256(archive).hexdigest()
     key = f"{root}code/sourcedir-{sha[:16]}.tar.gz"
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from inventory_pipeline.settings import DEBUGGER_RULES, Settings
 from inventory_pipeline.training.naming import validate_job_name
+from inventory_pipeline.training.ownership import ownership_tags
 from inventory_pipeline.training.package import TRAINING_CODE_DIR
 
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
@@ -32,6 +33,8 @@ _RULE_FACTORIES = {
 # Besides the collections the rules ask for, the report plots the losses (and Overfit/Overtraining read them).
 _EXTRA_COLLECTIONS = ("losses",)
 _DEFAULT_IMAGE = "DEFAULT_RULE_EVALUATOR_IMAGE"
+# Where SageMaker keeps a job's checkpoints on the instance (CheckpointConfig.LocalPath's default), synced to S3.
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 
 
 class RequestError(ValueError):
@@ -64,6 +67,10 @@ class JobPaths:
     @property
     def profiler_output(self) -> str:
         return f"{self.job_prefix}/profiler-output"
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{self.job_prefix}/checkpoints"
 
     def rule_output(self, rule_name: str) -> str:
         return f"{self.job_prefix}/rule-output/{rule_name}"
@@ -154,11 +161,14 @@ def build_training_request(
     sourcedir_uri: str,
     run_id: str = "",
     champion_model_uri: str = "",
+    dag_id: str = "",
 ) -> dict[str, Any]:
     """The full CreateTrainingJob request for one run (validated; raises RequestError naming the field).
 
     `champion_model_uri` (the current champion's model.tar.gz) becomes the `champion` channel: the job scores
-    that model on this run's test images too, so the gate compares two numbers measured on the same images."""
+    that model on this run's test images too, so the gate compares two numbers measured on the same images.
+    `rules_mode="auto"` builds the managed request; the train task falls back to self_hosted when SageMaker
+    refuses managed rules for the account (`managed_rules_refused`)."""
     validate_job_name(job_name)
     missing = [c for c in CHANNELS if not channels.get(c, "").startswith("s3://")]
     if missing:
@@ -216,14 +226,19 @@ def build_training_request(
             "VolumeSizeInGB": settings.volume_size_gb,
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime_s},
+        **spot_training(settings, JobPaths(out, job_name)),
         "EnableNetworkIsolation": settings.enable_network_isolation,
         "EnableInterContainerTrafficEncryption": settings.inter_container_encryption,
-        "Environment": {"INVENTORY_RULES_MODE": settings.rules_mode},
+        "Environment": {"INVENTORY_RULES_MODE": "self_hosted" if settings.rules_mode == "self_hosted" else "managed"},
         "Tags": [
             {"Key": "project", "Value": "inventory-retraining"},
-            *([{"Key": "airflow-run-id", "Value": run_id[:256]}] if run_id else []),
+            *ownership_tags(settings.effective_deployment_id, dag_id, run_id),
         ],
     }
+    if settings.use_spot:
+        request["Environment"]["INVENTORY_CHECKPOINT_DIR"] = CHECKPOINT_LOCAL_PATH
+    if settings.enable_network_isolation:  # no torchvision download can work: weights come from `pretrained`
+        request["Environment"]["INVENTORY_OFFLINE"] = "1"
     if settings.output_kms_key_id:
         request["OutputDataConfig"]["KmsKeyId"] = settings.output_kms_key_id
     if settings.volume_kms_key_id:
@@ -236,7 +251,7 @@ def build_training_request(
 
     rules, profiler_rules = rule_objects(settings)
     hook = debug_hook_config(settings, rules)
-    if settings.rules_mode == "managed":
+    if settings.rules_mode != "self_hosted":
         request["DebugHookConfig"] = hook
         request["DebugRuleConfigurations"] = [r.to_debugger_rule_config_dict() for r in rules]
         request["ProfilerConfig"] = {"S3OutputPath": out, "ProfilingIntervalInMilliseconds": 500}
@@ -260,6 +275,21 @@ def build_training_request(
             }
         )
     return validate_request(request)
+
+
+def spot_training(settings: Settings, paths: JobPaths) -> dict[str, Any]:
+    """Managed Spot: the flag, MaxWaitTimeInSeconds (training plus waiting for capacity) and where the job's
+    checkpoints live, under the job's own S3 prefix so a restart restores this job's and no other's."""
+    if not settings.use_spot:
+        return {}
+    return {
+        "EnableManagedSpotTraining": True,
+        "StoppingCondition": {
+            "MaxRuntimeInSeconds": settings.max_runtime_s,
+            "MaxWaitTimeInSeconds": settings.max_wait_s,
+        },
+        "CheckpointConfig": {"S3Uri": paths.checkpoints, "LocalPath": CHECKPOINT_LOCAL_PATH},
+    }
 
 
 def validate_request(request: dict[str, Any]) -> dict[str, Any]:

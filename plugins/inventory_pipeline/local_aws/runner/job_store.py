@@ -58,7 +58,7 @@ class JobStore:
 
     def delete(self, name: str) -> None:
         """The job's document, markers and work directory (DeleteTrainingJob)."""
-        for suffix in (".json", ".stop", ".update", ".lock"):
+        for suffix in (".json", ".stop", ".update", ".interrupt", ".lock"):
             (self.root / "jobs" / f"{name}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(self.work_dir(name), ignore_errors=True)
 
@@ -85,3 +85,19 @@ class JobStore:
             return True
         except FileNotFoundError:
             return False
+
+    # --- Spot interruptions (the local stand-in for SageMaker reclaiming Spot capacity) ----------------
+
+    def request_interruption(self, name: str, capacity_wait_s: float = 1.0) -> None:
+        """Interrupt the job's Spot instances now; new capacity comes back after `capacity_wait_s`."""
+        (self.root / "jobs" / f"{name}.interrupt").write_text(str(float(capacity_wait_s)))
+
+    def take_interruption(self, name: str) -> float | None:
+        """The pending interruption's capacity wait (consumed), or None."""
+        marker = self.root / "jobs" / f"{name}.interrupt"
+        try:
+            wait = float(marker.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return None
+        marker.unlink(missing_ok=True)
+        return wait

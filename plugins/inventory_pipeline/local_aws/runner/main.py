@@ -1,9 +1,9 @@
 """Run one training job (a separate process per job, started by the local SageMaker server).
 
 Starting -> Downloading (code, channels) -> Training (one process per host, system profiler, log shipping,
-metrics to CloudWatch, debugger rules following the trial) -> Uploading (model.tar.gz, output.tar.gz, debug
-output, profiler output) -> Completed | Failed; the ProfilerReport and the debugger rules' conclusions then finish
-and update their own statuses.
+metrics to CloudWatch, debugger rules following the trial, MaxRuntime, Stop and Spot interruptions honoured) ->
+Uploading (model.tar.gz, output.tar.gz, debug output, profiler output) -> Completed | Failed | Stopped; the
+ProfilerReport and the debugger rules' conclusions then finish and update their own statuses.
 
 StopTrainingJob and MaxRuntimeInSeconds end a job as SageMaker does: `Stopping`, SIGTERM to each host's entry
 process, a window (`INVENTORY_LOCAL_STOP_WINDOW_S`, SageMaker's 120 s by default) to save /opt/ml/model, SIGKILL
@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,10 +56,12 @@ def stop_window_s() -> float:
         return SAGEMAKER_STOP_WINDOW_S
 
 
-def billable_seconds(job: dict[str, Any], training_s: int) -> int:
-    """BillableTimeInSeconds as AWS reports it: per instance (clients multiply by InstanceCount themselves);
-    on-demand instances bill the whole training time."""
-    return training_s
+def billable_seconds(job: dict[str, Any], training_s: float, unbilled_s: float = 0.0) -> int:
+    """BillableTimeInSeconds as AWS reports it: per instance (clients multiply by InstanceCount themselves).
+    On-demand instances bill the whole training time; Managed Spot does not bill the time spent waiting for
+    capacity after an interruption (`unbilled_s`). Truncated like TrainingTimeInSeconds, so never above it."""
+    billed = training_s - unbilled_s if job.get("EnableManagedSpotTraining") else training_s
+    return max(1, int(billed))
 
 
 class JobRunner:
@@ -80,6 +83,9 @@ class JobRunner:
         ]
         self._lock = threading.Lock()
         self.on_update: Any = None  # called with the job after UpdateTrainingJob (the profiler applies it)
+        self._checkpoints: Any = None
+        self.unbilled_s = 0.0  # Spot: time spent without instances (interrupted, waiting for capacity)
+        self.interruptions = 0
 
     # --- status -----------------------------------------------------------------------------------------
 
@@ -113,7 +119,7 @@ class JobRunner:
                 job["TrainingStartTime"] = self.instances_started
                 job["TrainingEndTime"] = now
                 job["TrainingTimeInSeconds"] = max(1, int(now - self.instances_started))
-                job["BillableTimeInSeconds"] = billable_seconds(job, job["TrainingTimeInSeconds"])
+                job["BillableTimeInSeconds"] = billable_seconds(job, now - self.instances_started, self.unbilled_s)
             if job.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds"):
                 # the local runner keeps no instances after a job: a warm pool asked for ends with the job
                 job["WarmPoolStatus"] = {"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 0}
@@ -156,7 +162,9 @@ class JobRunner:
         hp = {k: _decode(v) for k, v in self.job.get("HyperParameters", {}).items()}
         user_hp = {k: v for k, v in hp.items() if k not in _HP_RESERVED}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AWS_"))}
-        env.update(self.job.get("Environment", {}))
+        # Environment values naming SageMaker's /opt/ml paths (a CheckpointConfig LocalPath) name this host's.
+        env.update({k: str(self.host_path(host, v)) if v.startswith("/opt/ml/") else v
+                    for k, v in self.job.get("Environment", {}).items()})  # fmt: skip
         env.update({
             "SM_MODEL_DIR": str(dirs.model),
             "SM_OUTPUT_DIR": str(dirs.output),
@@ -182,6 +190,8 @@ class JobRunner:
         })  # fmt: skip
         env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
         env.update({"TRAINING_JOB_NAME": self.name, "TRAINING_JOB_ARN": self.job["TrainingJobArn"]})
+        if (self.work / "packages").is_dir():  # what install_requirements installed comes first
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.work / "packages"), env.get("PYTHONPATH")]))
         # The job's own S3 calls (self-hosted rules mode: smdebug and the sampler write to S3) reach the local S3.
         env.update({
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
@@ -200,26 +210,54 @@ class JobRunner:
         return args
 
     def train(self, channels: dict[str, Path]) -> None:
-        from inventory_pipeline.local_aws.stack import free_port
+        from inventory_pipeline.local_aws.runner.isolation import IsolatedNetwork, IsolationUnavailable
 
         self.secondary("Training", "Training image download completed. Training in progress.")
         self.training_started = time.time()
         in_container = container.uses_container_entrypoint(self.job)
         program = (" ".join(self.job["AlgorithmSpecification"]["ContainerEntrypoint"]) if in_container
                    else str(_decode(self.job["HyperParameters"]["sagemaker_program"])))  # fmt: skip
+        shippers = {host: LogShipper(self.logs, self.name, host) for host in self.hosts}
+        network = IsolatedNetwork() if self.job.get("EnableNetworkIsolation") else contextlib.nullcontext()
+        try:
+            with network as isolated:
+                self.install_requirements(isolated)
+                self.restore_checkpoints()
+                while True:  # one pass per Spot (re)start
+                    outcome = self._run_processes(program, in_container, channels, shippers, isolated)
+                    if outcome != "interrupted":
+                        break
+        except IsolationUnavailable as exc:
+            raise JobFailed(f"ClientError: EnableNetworkIsolation: {exc}; the job was not run with network") from exc
+        finally:
+            for shipper in shippers.values():
+                shipper.close()
+
+    def host_command(self, host: str, program: str, in_container: bool, channels: dict[str, Path], port: int,
+                     isolated: Any) -> tuple[list[str], Path, dict[str, str]]:  # fmt: skip
+        """A host's command, working directory and environment. Both namespaces compose: a ContainerEntrypoint
+        job gets its own mount namespace per host (its /opt/ml), entered from the job's one network namespace
+        when isolated (shared by the hosts, so DDP peers still reach each other): `nsenter --net` execs
+        `unshare --mount`, which execs the entry point, so the process the runner signals is the entry point."""
+        env = self.host_env(host, channels, port)
+        if in_container:
+            root = self.host_dirs[host].root
+            env.update({f"SM_CHANNEL_{n.upper()}": str(root / "input" / "data" / n) for n in channels})
+            command, cwd, env = container.command(self.job, root), root, container.container_paths(env, root)
+        else:
+            command, cwd = [sys.executable, program, *self.args()], self.work / "code"
+        return (isolated.wrap(command) if isolated else command), cwd, env
+
+    def _run_processes(self, program: str, in_container: bool, channels: dict[str, Path], shippers: dict,
+                       isolated: Any) -> str:  # fmt: skip
+        """Run the entry point on every host until it ends, is stopped, times out or its Spot capacity goes."""
+        from inventory_pipeline.local_aws.stack import free_port
+
         port = free_port()
         processes: dict[str, subprocess.Popen] = {}
-        shippers: dict[str, LogShipper] = {}
         readers = []
         for host in self.hosts:
-            shippers[host] = LogShipper(self.logs, self.name, host)
-            env = self.host_env(host, channels, port)
-            if in_container:
-                root = self.host_dirs[host].root
-                env.update({f"SM_CHANNEL_{n.upper()}": str(root / "input" / "data" / n) for n in channels})
-                command, cwd, env = container.command(self.job, root), root, container.container_paths(env, root)
-            else:
-                command, cwd = [sys.executable, program, *self.args()], self.work / "code"
+            command, cwd, env = self.host_command(host, program, in_container, channels, port, isolated)
             processes[host] = subprocess.Popen(
                 command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 start_new_session=True,
@@ -227,30 +265,46 @@ class JobRunner:
             reader = threading.Thread(target=self._pump, args=(processes[host], shippers[host], host), daemon=True)
             reader.start()
             readers.append(reader)
-        max_runtime = float(self.job.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
-        outcome = "done"
+        stopping = self.job.get("StoppingCondition", {})
+        max_runtime = float(stopping.get("MaxRuntimeInSeconds", 86400))
+        max_wait = float(stopping.get("MaxWaitTimeInSeconds", 0)) if self.job.get("EnableManagedSpotTraining") else 0
+        outcome, capacity_wait, last_sync = "done", 0.0, time.monotonic()
         while any(p.poll() is None for p in processes.values()):
             if self.store.take_update_request(self.name) and self.on_update is not None:
                 self.on_update(self.store.read(self.name))
+            interruption = self.store.take_interruption(self.name)
             if self.store.stop_requested(self.name):
                 outcome = "stopped"
-            elif time.time() - self.training_started > max_runtime:
+            elif time.time() - self.training_started - self.unbilled_s > max_runtime:
                 outcome = "timeout"
+            elif max_wait and time.time() - self.started > max_wait:
+                outcome = "max_wait"
+            elif interruption is not None and self.job.get("EnableManagedSpotTraining"):
+                outcome, capacity_wait = "interrupted", interruption
             if outcome != "done":
-                from inventory_pipeline.local_aws.sagemaker_api import mark_stopping
+                if outcome != "interrupted":  # a Spot interruption shows Interrupted, the job stays InProgress
+                    from inventory_pipeline.local_aws.sagemaker_api import mark_stopping
 
-                self.job = self.store.update(self.name, mark_stopping)
+                    self.job = self.store.update(self.name, mark_stopping)
                 self._stop_processes(processes, stop_window_s())
                 break
+            if self.checkpoints is not None and time.monotonic() - last_sync > 1.0:
+                self.checkpoints.sync()
+                last_sync = time.monotonic()
             time.sleep(0.3)
         for reader in readers:
             reader.join(timeout=10)
-        for shipper in shippers.values():
-            shipper.close()
+        if self.checkpoints is not None:
+            self.checkpoints.sync()
+        if outcome == "interrupted":
+            self.spot_restart(capacity_wait)
+            return outcome
         if outcome == "stopped":
             raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
         if outcome == "timeout":
             raise _Stopped("MaxRuntimeExceeded", f"Training job exceeded MaxRuntimeInSeconds ({max_runtime:.0f})")
+        if outcome == "max_wait":
+            raise _Stopped("MaxWaitTimeExceeded", f"Training job exceeded MaxWaitTimeInSeconds ({max_wait:.0f})")
         failed = {h: p.returncode for h, p in processes.items() if p.returncode != 0}
         if failed:
             host = sorted(failed)[0]
@@ -259,6 +313,73 @@ class JobRunner:
             raise JobFailed(
                 f"AlgorithmError: ExecuteUserScriptError: {program} exited with code {failed[host]} on {host}: {detail}"
             )
+        return outcome
+
+    def install_requirements(self, isolated: Any) -> None:
+        """SageMaker's training toolkit pip-installs the code's requirements.txt before the entry point. The runner
+        does the same for an offline one (wheels shipped in the archive, `--no-index`), into the job's own
+        directory and inside the job's network namespace when isolated, so a download would fail here as on
+        SageMaker. A requirements.txt that needs an index is not installed: this machine's environment already
+        provides the project's packages, and a local job must not reach the internet either."""
+        requirements = self.work / "code" / "requirements.txt"
+        if not requirements.is_file() or not requirements.read_text().startswith("--no-index"):
+            return
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
+                   "--target", str(self.work / "packages"), "-r", "requirements.txt"]  # fmt: skip
+        # Only the requirements file says where wheels come from (no PIP_* settings of this machine).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+        done = subprocess.run(isolated.wrap(command) if isolated else command, cwd=self.work / "code", env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise JobFailed(f"AlgorithmError: InstallRequirementsError: pip install -r requirements.txt: {detail}")
+        log.info("installed requirements.txt offline into %s", self.work / "packages")
+
+    # --- Managed Spot ---------------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> Any:
+        """The job's CheckpointConfig sync (None without one)."""
+        config = self.job.get("CheckpointConfig")
+        if not config:
+            return None
+        if self._checkpoints is None:
+            from inventory_pipeline.local_aws.runner.checkpoints import CheckpointSync
+
+            local = [self.host_path(h, config.get("LocalPath", "/opt/ml/checkpoints")) for h in self.hosts]
+            self._checkpoints = CheckpointSync(self.s3, config["S3Uri"], local)
+        return self._checkpoints
+
+    def restore_checkpoints(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.restore()
+
+    def spot_restart(self, capacity_wait: float) -> None:
+        """What SageMaker does when Spot capacity is reclaimed: the instances go (the entry point had its SIGTERM
+        window and the checkpoints are synced), the job waits for capacity (not billed), then restarts on fresh
+        instances with the checkpoints restored and runs the entry point again."""
+        self.secondary("Interrupted", "Training job interrupted: Spot capacity was reclaimed")
+        interrupted = time.time()
+        deadline = time.monotonic() + capacity_wait
+        while time.monotonic() < deadline and not self.store.stop_requested(self.name):
+            time.sleep(0.1)
+        self.secondary("Restarting", "Restarting the training job on new Spot capacity")
+        for host in self.hosts:  # a fresh instance: nothing of the interrupted one survives but the checkpoints
+            for path in (self.host_dirs[host].model, self.host_dirs[host].output_data):
+                shutil.rmtree(path, ignore_errors=True)
+                path.mkdir(parents=True, exist_ok=True)
+            (self.host_dirs[host].output / "failure").unlink(missing_ok=True)
+        self.restore_checkpoints()
+        self.unbilled_s += time.time() - interrupted
+        self.interruptions += 1
+        if self.store.stop_requested(self.name):
+            raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
+        self.secondary("Training", "Training resumed from the restored checkpoints")
+
+    def host_path(self, host: str, path: str) -> Path:
+        """A path of SageMaker's instance (/opt/ml/...) in this host's job directory."""
+        relative = Path(path).relative_to("/opt/ml") if Path(path).is_relative_to("/opt/ml") else Path(path.lstrip("/"))
+        return self.host_dirs[host].root / relative
 
     def _pump(self, process: subprocess.Popen, shipper: LogShipper, host: str) -> None:
         assert process.stdout is not None
