@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -92,13 +93,26 @@ def test_single_host_writes_metrics_model_and_parseable_metric_lines(synthetic_c
     assert info["architecture"] == "small_cnn" and info["class_to_count"]["0"] == 1
     assert (info["view"], info["input_size"]) == ("full", 96)  # inference.py rebuilds the same view
     assert (tmp_path / "algo-1/model/model.pth").stat().st_size > 0
-    # Every MetricDefinition of the request matches a line the script really printed.
+    assert "ignoring arguments" in proc.stdout
+
+    # The same job again with this model as the champion channel: the champion is scored on the test images.
+    champion = tmp_path / "champion"
+    champion.mkdir()
+    with tarfile.open(champion / "model.tar.gz", "w:gz") as tar:
+        for path in (tmp_path / "algo-1/model").iterdir():
+            tar.add(path, arcname=path.name)
+    rerun = run_train(sm_env(tmp_path / "rerun", synthetic_channels, SM_CHANNEL_CHAMPION=str(champion)),
+                      "--epochs", "1")  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    scored = json.loads((tmp_path / "rerun/algo-1/output/data/metrics.json").read_text())["champion"]
+    assert 0.0 <= scored["accuracy"] <= 1.0 and scored["test_images"] == metrics["test_images"], scored
+    # Every MetricDefinition of the request matches a line the script really printed (the champion's only
+    # when there is a champion channel).
     definitions = json.loads((ROOT / "training_code/metric_definitions.json").read_text())
     for definition in definitions:
-        values = re.findall(definition["Regex"], proc.stdout)
+        values = re.findall(definition["Regex"], proc.stdout + rerun.stdout)
         assert values, f"{definition['Name']} never printed"
         float(values[-1])
-    assert "ignoring arguments" in proc.stdout
 
 
 def _free_port() -> int:
