@@ -112,6 +112,35 @@ def test_stop_shows_stopping_then_uploads_what_the_job_saved_in_the_window(clien
     assert _logged(logs, name, "SIGTERM received")
 
 
+def test_an_isolated_container_job_runs_in_both_namespaces_and_its_entry_point_gets_the_stop(clients, job_bucket):
+    """EnableNetworkIsolation + ContainerEntrypoint: the entry point sees /opt/ml (its mount namespace) inside the
+    job's network namespace (loopback only), and the stop's SIGTERM reaches the entry point itself through
+    nsenter and unshare (each execs the next), so its model saved in the window is uploaded."""
+    s3, sm, logs, _ = clients
+    s3.put_object(Bucket=job_bucket, Key="container/entry.py", Body=ENTRY.encode())
+    name = f"{job_bucket}-isolated-container"
+    request = _request(job_bucket, name) | {"EnableNetworkIsolation": True}
+    del request["HyperParameters"]
+    script = 'echo "interfaces=$(ip -o link | wc -l);$(ip -o link | cut -d: -f2 | tr -d " ")"; ' + (
+        'exec python3 /opt/ml/input/data/code/entry.py "$@"'  # exec: the entry point is the process signalled
+    )
+    request["AlgorithmSpecification"] |= {
+        "ContainerEntrypoint": ["sh", "-c", script, "entry"],
+        "ContainerArguments": ["--mode", "graceful", "--epochs", "1"],
+    }  # fmt: skip
+    request["InputDataConfig"].append({"ChannelName": "code", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"s3://{job_bucket}/container/",
+        "S3DataDistributionType": "FullyReplicated"}}})  # fmt: skip
+    sm.create_training_job(**request)
+    _until(lambda: _logged(logs, name, "ready"), what="the job to train")
+    sm.stop_training_job(TrainingJobName=name)
+    job = _wait(sm, name)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped"), job.get("FailureReason")
+    assert _logged(logs, name, "interfaces=1;lo")  # the job's network namespace: loopback only
+    assert _model_text(s3, job) == "saved on SIGTERM"  # the entry point's own handler ran
+    assert _logged(logs, name, "SIGTERM received")
+
+
 def test_max_runtime_stops_the_same_way_and_keeps_the_model(clients, job_bucket):
     s3, sm, _, _ = clients
     name = f"{job_bucket}-maxruntime"
