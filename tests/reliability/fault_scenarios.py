@@ -1366,7 +1366,7 @@ def job_stopped_mid_training(env: FaultEnv) -> Row:
     fault = "job stopped mid-training (stop window)"
     names = env.names(fault)
     shared = env.shared()
-    before = seed_champion(env.s3, shared["names"].bucket)
+    before = seed_champion(env, shared["names"].bucket)
     params = env.train_params(rules_mode="managed", epochs=50)
     name = job_name(names.run_id)
     audit = Audit(env, fault)
