@@ -11,7 +11,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install browser demo test lint pretrained wheels clean
+.PHONY: install browser demo ui test lint pretrained wheels clean
 
 install: $(STAMP) browser
 
@@ -34,6 +34,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 demo: install
 	$(PY) -m inventory_pipeline.demo
+
+# Airflow's UI on the embedded stack (started when not running), for a manual trigger from the form.
+ui: install
+	$(PY) -m inventory_pipeline.cli local-stack up
+	$(PY) -m inventory_pipeline.cli local-stack ui
 
 test: install
 	$(PY) -m pytest

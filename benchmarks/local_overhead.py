@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 from inventory_pipeline.aws_clients import make_client  # noqa: E402
 from inventory_pipeline.dataset.seed import seed_synthetic  # noqa: E402
 from inventory_pipeline.dataset.stages import build_dataset  # noqa: E402
+from inventory_pipeline.local_aws.runner.workspace import download_channel  # noqa: E402
 from inventory_pipeline.local_aws.stack import LocalStack  # noqa: E402
 from inventory_pipeline.settings import Settings  # noqa: E402
 from inventory_pipeline.training.package import upload_sourcedir  # noqa: E402
@@ -63,13 +64,10 @@ def main() -> int:
         local.mkdir()
         hook_config = local / "debughookconfig.json"
         hook_config.write_text(json.dumps({**request["DebugHookConfig"], "LocalPath": str(local / "tensors")}))
-        for split, uri in dataset["channels"].items():
-            bucket, _, prefix = uri[5:].partition("/")
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    target = local / split / obj["Key"][len(prefix) :]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    s3.download_file(bucket, obj["Key"], str(target))
+        for channel in request["InputDataConfig"]:  # laid out as the runner (and SageMaker) lay them out
+            source = channel["DataSource"]["S3DataSource"]
+            download_channel(s3, channel["ChannelName"], source["S3Uri"], local / channel["ChannelName"],
+                             data_type=source["S3DataType"])  # fmt: skip
         hp = {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
         env = script_env({s: local / s for s in ("train", "valid", "test")}, local, hook_config)
         if args.job_features:  # train.py checkpoints every epoch in both; only the runner syncs them to S3

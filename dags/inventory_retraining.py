@@ -1,15 +1,16 @@
 """inventory_retraining: weekly retraining of the bin-object-counting model.
 
-select_source -> copy_images -> split_dataset -> package_code -> check_lineage -> train -> wait_for_training
--> wait_for_rules -> parse_rule_reports -> evaluate_and_promote
+check_run_conf -> select_source -> copy_images -> split_dataset -> package_code -> check_lineage -> train
+-> wait_for_training -> wait_for_rules -> parse_rule_reports -> evaluate_and_promote
 
 `check_lineage` skips the training job when data, code and training Params equal the champion's;
 `evaluate_and_promote` always runs and records exactly one decision per run (promoted, not_better, blocked,
 failed or skipped_unchanged), in the project bucket and the MLflow registry, and announces it.
 
 Wiring only: each task is a few lines calling `inventory_pipeline.dag_tasks`; nothing heavy is imported at
-parse time. The same DAG runs against AWS or the embedded local stack, depending only on where the
-`aws_default` connection points.
+parse time. Only the Params below may be set per run (a conf with any other key is refused by
+`check_run_conf`); deployment settings come from the environment or Airflow Variables. The same DAG runs
+against AWS or the embedded local stack, depending only on where the `aws_default` connection points.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+# The Amazon provider's SageMaker modules (boto3 inside) are named here, as airflow.* imports, so the DAG
+# processor pre-imports them once in its own process before forking each parse ([dag_processor]
+# parsing_pre_import_modules): a parse pays only for this file and the subclasses in inventory_pipeline.
+import airflow.providers.amazon.aws.operators.sagemaker  # noqa: F401
+import airflow.providers.amazon.aws.sensors.sagemaker  # noqa: F401
 from airflow.sdk import DAG, Param, task
 
 from inventory_pipeline.callbacks import remember_failure
 from inventory_pipeline.operators import DecisionGateOperator, RuleReportOperator, TrainingJobOperator
+from inventory_pipeline.rules.applicability import NEVER_EVALUATED
 from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
+from inventory_pipeline.settings import KNOWN_MODELS, KNOWN_RULES, RULES_MODES
 
 # The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
 POKE_INTERVAL_S = float(os.environ.get("INVENTORY_POKE_INTERVAL_S", "60"))
@@ -29,14 +37,13 @@ POKE_INTERVAL_S = float(os.environ.get("INVENTORY_POKE_INTERVAL_S", "60"))
 # own executor events (seen with LocalExecutor), so short local polls keep the slot instead.
 SENSOR_MODE = "reschedule" if POKE_INTERVAL_S >= 30 else "poke"
 PRINT_LOG = os.environ.get("INVENTORY_PRINT_LOG", "true").lower() == "true"
+# A deployment that runs a triggerer (docker-compose does) sets this: the job and rule waits then defer.
+DEFERRABLE = os.environ.get("INVENTORY_DEFERRABLE", "false").lower() == "true"
 AWS_CONN_ID = os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default")
 SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
 
-RULES = [
-    "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
-    "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "LoadBalancing",
-    "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
-]  # fmt: skip
+# The rules a run may fail on: every known rule that can ever be evaluated.
+RULES = [rule for rule in KNOWN_RULES if rule not in NEVER_EVALUATED]
 # Only SageMaker training instance types (there is no ml.c5.large for training: CreateTrainingJob refuses it).
 INSTANCE_TYPES = [
     "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge", "ml.m5.large", "ml.m5.xlarge",
@@ -93,14 +100,14 @@ PARAMS = {
     "model": Param(
         "resnet50",
         type="string",
-        enum=["resnet50", "resnet18", "efficientnet_lite0", "small_cnn"],
+        enum=list(KNOWN_MODELS),
         title="Model",
         description="resnet50 is the study's model; small_cnn is for quick synthetic runs.",
     ),
     "rules_mode": Param(
         os.environ.get("INVENTORY_RULES_MODE", "auto"),
         type="string",
-        enum=["auto", "managed", "self_hosted"],
+        enum=list(RULES_MODES),
         title="Rules mode",
         description="managed: SageMaker Debugger evaluates the rules. self_hosted: our rule engine does "
         "(for accounts without Debugger, closed to new customers since 2026-07-30). auto: managed unless "
@@ -180,6 +187,13 @@ with DAG(
 ) as dag:
 
     @task
+    def check_run_conf(dag_run=None, dag=None) -> dict:
+        from inventory_pipeline import dag_tasks
+
+        # dag_run.conf itself, not params: Airflow merges undeclared conf keys into params.
+        return dag_tasks.check_run_conf(dag_run.conf, frozenset(dag.params))
+
+    @task
     def select_source(params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
@@ -212,8 +226,11 @@ with DAG(
 
         return dag_tasks.check_lineage(params, manifest, code)
 
-    dataset = split_dataset(copy_images(select_source()))
+    checked = check_run_conf()
+    source = select_source()
     code = package_code()
+    checked >> [source, code]
+    dataset = split_dataset(copy_images(source))
     lineage = check_lineage(dataset, code)
     train = TrainingJobOperator(
         task_id="train", dataset=dataset, code=code, lineage=lineage, aws_conn_id=AWS_CONN_ID, retries=3
@@ -227,6 +244,7 @@ with DAG(
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=12),
         print_log=PRINT_LOG,
+        deferrable=DEFERRABLE,
     )
     wait_for_rules = RuleEvaluationSensor(
         task_id="wait_for_rules",
@@ -236,6 +254,7 @@ with DAG(
         mode=SENSOR_MODE,
         poke_interval=POKE_INTERVAL_S,
         timeout=timedelta(hours=2),
+        deferrable=DEFERRABLE,
     )
     parse_rule_reports = RuleReportOperator(
         task_id="parse_rule_reports",
@@ -249,4 +268,11 @@ with DAG(
     # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
     evaluate_and_promote = DecisionGateOperator(task_id="evaluate_and_promote")
 
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote
+    @task(trigger_rule="all_done", retries=1)
+    def storage_gc(params=None) -> dict:
+        """Weekly: old dataset versions, staging leftovers and old debug tensors go (storage.gc)."""
+        from inventory_pipeline.storage.task import run_gc
+
+        return run_gc(params)
+
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote >> storage_gc()

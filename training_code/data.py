@@ -1,4 +1,5 @@
-"""The channels as datasets: ImageFolder-style `<channel>/<count>/<id>.jpg`, counts 1-5 mapped explicitly.
+"""The channels as datasets: ImageFolder-style `<channel>/<count>/<id>.jpg`, counts 1-5 mapped explicitly, or a
+dataset version's channel: packs of photos plus one `labels.json` (see labelled_samples).
 
 A photo that cannot be decoded is skipped, counted and reported (never a crash): the loader yields None for it
 and the collate function drops it and passes its path on, so the training loop can count skips even when
@@ -18,7 +19,10 @@ epoch on, a cached image costs its random augmentations only. The default keeps 
 
 from __future__ import annotations
 
+import io
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -127,6 +131,61 @@ def eval_decode_side(size: int, resize: int, view: str = "crop") -> int:
     return size if view == "full" else resize
 
 
+LABELS_FILE = "labels.json"
+
+
+@dataclass(frozen=True)
+class PackedImage:
+    """A JPEG stored inside a pack (a plain tar) of the channel, at a byte offset."""
+
+    pack: Path
+    offset: int
+    size: int
+    image_id: str
+
+    def open(self) -> io.BytesIO:
+        with open(self.pack, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:  # a pack cut short: the image is undecodable, skipped like any other
+            raise OSError(f"{self.pack} holds {len(data)} of {self.size} bytes at offset {self.offset}")
+        return io.BytesIO(data)
+
+    def __str__(self) -> str:
+        return f"{self.pack}[{self.image_id}]"
+
+
+def labelled_samples(channel: str, root: Path) -> list[tuple[PackedImage, int]] | None:
+    """The samples a channel's `labels.json` lists (the project's dataset versions), or None without one.
+
+    A version's channel (a SageMaker ManifestFile) holds the split's packs and one labels.json whose samples
+    are [path relative to the channel dir, byte offset, size, count, image id]; labels live apart from the
+    photos, so a corrected label never re-copies one.
+    """
+    found = sorted(root.rglob(LABELS_FILE))
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ChannelError(f"channel {channel!r} holds {len(found)} {LABELS_FILE} files; expected one: {found}")
+    try:
+        document = json.loads(found[0].read_text())
+        samples = []
+        for path, offset, size, count, image_id in document["samples"]:
+            pack = (root / path).resolve()
+            if root.resolve() not in pack.parents:
+                raise ChannelError(f"channel {channel!r}: {path!r} is outside the channel")
+            if not pack.is_file():
+                raise ChannelError(f"channel {channel!r}: {path} listed in {found[0]} is missing")
+            if str(count) not in CLASS_FOLDERS:
+                raise ChannelError(f"channel {channel!r}: image {image_id} has count {count}, not 1-5")
+            samples.append((PackedImage(pack, int(offset), int(size), str(image_id)), CLASS_FOLDERS[str(count)]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChannelError(f"channel {channel!r}: {found[0]} is not a labels file ({exc})") from exc
+    if not samples:
+        raise ChannelError(f"channel {channel!r} holds no images in {found[0]}")
+    return samples
+
+
 class CountingImageFolder(Dataset):
     def __init__(
         self,
@@ -147,7 +206,15 @@ class CountingImageFolder(Dataset):
         self.prepare, self.transform, self.normalize = split_transform(transform)
         if not self.root.is_dir():
             raise ChannelError(f"channel {channel!r}: {self.root} does not exist")
-        self.samples: list[tuple[Path, int]] = []
+        self.samples: list[tuple[Path | PackedImage, int]] = []
+        labelled = labelled_samples(channel, self.root)
+        if labelled is not None:
+            self.samples = labelled
+            present = {COUNTS[index] for _, index in labelled}
+            self.missing = [name for name in CLASS_FOLDERS if int(name) not in present]
+            if self.missing and require_all_classes:
+                raise ChannelError(f"channel {channel!r} has no image of count(s) {self.missing} in its labels")
+            return
         self.missing = [name for name in CLASS_FOLDERS if not (self.root / name).is_dir()]
         if self.missing and require_all_classes:
             raise ChannelError(f"channel {channel!r} has no class folder(s) {self.missing} under {self.root}")
@@ -179,7 +246,7 @@ class CountingImageFolder(Dataset):
             rgb = Image.frombytes(*cached)
             return (self.transform(rgb) if self.transform else rgb), label
         try:
-            with Image.open(path) as image:
+            with Image.open(path.open() if isinstance(path, PackedImage) else path) as image:
                 if self.decode_side:  # JPEG only: other formats ignore the draft request
                     image.draft("RGB", (self.decode_side, self.decode_side))
                 image.load()  # decode now: a truncated file fails here, not later

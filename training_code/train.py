@@ -42,7 +42,17 @@ from data import (  # noqa: E402
     train_decode_side,
     train_transform,
 )
-from model import LR_SCHEDULES, ModelSpec, build_model, find_checkpoint, hold_frozen_norms, spec_for  # noqa: E402
+from model import (  # noqa: E402
+    DOWNLOADABLE,
+    HEADS,
+    LR_SCHEDULES,
+    TTAS,
+    ModelSpec,
+    build_model,
+    find_checkpoint,
+    hold_frozen_norms,
+    spec_for,
+)
 from self_hosted import SelfHostedProfiler  # noqa: E402
 from stop_signal import StopSignal  # noqa: E402
 
@@ -78,6 +88,9 @@ class JobConfig:
     master_port: int
     offline: bool
     checkpoint_dir: Path | None = None  # CheckpointConfig.LocalPath (Managed Spot): per-epoch state, resumed
+    class_prior: str = "train"
+    head_penalty: float | None = None
+    allow_random_backbone: bool = False
     ignored_args: list[str] = field(default_factory=list)
 
     @property
@@ -105,6 +118,15 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     parser.add_argument("--view", choices=VIEWS, default=None)
     parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
     parser.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None)
+    parser.add_argument("--head", choices=HEADS, default=None)
+    parser.add_argument("--tta", choices=TTAS, default=None)
+    # The class mix the linear head predicts for (linear_head.parse_prior): train, study, uniform or 5 weights.
+    parser.add_argument("--class-prior", "--class_prior", dest="class_prior", default="train")
+    # A fixed L2 strength for the linear head instead of the one cross-validation chooses.
+    parser.add_argument("--head-penalty", "--head_penalty", dest="head_penalty", type=float, default=None)
+    # A pretrained model with no weights to load fails unless this is true (then it trains on a random backbone).
+    parser.add_argument("--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone",
+                        type=_bool, default=False)  # fmt: skip
     args, unknown = parser.parse_known_args(argv)
     spec = spec_for(args.model)  # a clear error for an unknown model, before any work
     if args.image_size is not None and not 32 <= args.image_size <= 1024:
@@ -117,7 +139,11 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     else:  # another crop: the study's 256:224 resize ratio
         resize = round(size * 256 / 224)
     spec = dataclasses.replace(spec, view=view, input_size=size, resize=resize,
-                               lr_schedule=args.lr_schedule or spec.lr_schedule)  # fmt: skip
+                               lr_schedule=args.lr_schedule or spec.lr_schedule, head=args.head or spec.head,
+                               tta=args.tta or spec.tta)  # fmt: skip
+    if spec.head == "linear" and (not spec.pretrained_by_default or not args.freeze_backbone):
+        parser.error(f"--head linear is fitted on a frozen pretrained backbone ({args.model}, "
+                     f"freeze-backbone {args.freeze_backbone}): use --head mlp")  # fmt: skip
     hosts = json.loads(env.get("SM_HOSTS", '["algo-1"]'))
     num_cpus = int(env.get("SM_NUM_CPUS", os.cpu_count() or 1))
     return JobConfig(
@@ -142,6 +168,9 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         master_port=int(env.get("MASTER_PORT", "7777")),
         offline=env.get("INVENTORY_OFFLINE", "") == "1",
         checkpoint_dir=Path(env["INVENTORY_CHECKPOINT_DIR"]) if env.get("INVENTORY_CHECKPOINT_DIR") else None,
+        class_prior=args.class_prior,
+        head_penalty=args.head_penalty,
+        allow_random_backbone=args.allow_random_backbone,
         ignored_args=unknown,
     )
 
@@ -332,9 +361,8 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     pretrained_dir = Path(config.channels["pretrained"]) if config.channels["pretrained"] else None
     checkpoint = find_checkpoint(pretrained_dir, config.model)
     download = spec.pretrained_by_default and checkpoint is None and not config.offline
-    if spec.pretrained_by_default and checkpoint is None and config.offline:
-        log.info("offline, no checkpoint in the pretrained channel: %s starts untrained", config.model)
-    model = build_model(config.model, checkpoint, download, config.freeze_backbone).to(device)
+    warnings = random_backbone_warnings(config, checkpoint)
+    model = build_model(config.model, checkpoint, download, config.freeze_backbone, spec.head, spec.tta).to(device)
     log.info("model %s (checkpoint %s, trainable parameters %d)", config.model, checkpoint,
              sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
 
@@ -357,13 +385,21 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
     train_images, train_seconds, stale, stopped = 0, 0.0, 0, False
+    head_fit = None
+    if spec.head == "linear":  # fitted in closed form on frozen features: one pass, no epochs
+        head_fit, row, fitted = fit_linear_head(model, train_set, valid_set, config, device)
+        skipped += fitted.skipped
+        train_images, train_seconds = fitted.images, fitted.seconds
+        history.append(row)
+        best["epoch"] = 1
+        print(metric_line(**row), flush=True)
     resumed = load_training_state(config, model, optimizer, scheduler, train_loader)
     if resumed:
         history, best, stale = resumed["history"], resumed["best"], resumed["stale"]
         train_images, train_seconds = resumed["train_images"], resumed["train_seconds"]
     start_epoch = len(history) + 1
     try:
-        for epoch in range(start_epoch, config.epochs + 1):
+        for epoch in range(start_epoch, (0 if head_fit else config.epochs) + 1):
             if resumed and resumed.get("stopped_early"):
                 break
             if sampler is not None:
@@ -414,7 +450,11 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
         result = {
             **test,
             "model": config.model,
-            "inputs": {"view": spec.view, "image_size": spec.input_size, "lr_schedule": spec.lr_schedule},
+            "inputs": {"view": spec.view, "image_size": spec.input_size, "lr_schedule": spec.lr_schedule,
+                       "head": spec.head, "tta": spec.tta},
+            "head_fit": head_fit,
+            "pretrained_checkpoint": checkpoint.name if checkpoint else None,
+            "warnings": warnings,
             "class_counts": {
                 "train": train_set.class_counts(),
                 "valid": valid_set.class_counts(),
@@ -504,6 +544,61 @@ def load_training_state(config: JobConfig, model, optimizer, scheduler, loader) 
     log.info("resumed from checkpoint %s: %d of %d epochs already done", path, len(state["history"]), config.epochs)
     return state
 
+def random_backbone_warnings(config: JobConfig, checkpoint: Path | None) -> list[str]:
+    """A pretrained model that would start from random weights (offline, no checkpoint in the pretrained
+    channel) is an error: its frozen backbone would compute noise and the head would learn nothing real. With
+    --allow-random-backbone true it trains, and the warning goes to the log and to metrics.json."""
+    if not config.spec.pretrained_by_default or checkpoint is not None:
+        return []
+    if not config.offline and config.model in DOWNLOADABLE:
+        return []  # torchvision downloads them (SageMaker)
+    why = "offline (INVENTORY_OFFLINE=1)" if config.model in DOWNLOADABLE else "no download source for it"
+    message = (f"{config.model} has no pretrained weights: {why} and no checkpoint in the pretrained channel "
+               f"({config.channels['pretrained'] or 'not given'}), so its backbone is random")  # fmt: skip
+    if not config.allow_random_backbone:
+        raise RuntimeError(f"{message}. Give the pretrained channel a checkpoint (`make pretrained` for "
+                           "efficientnet_lite0), or pass --allow-random-backbone true to train on it anyway")
+    log.warning("%s: training anyway (--allow-random-backbone true); the model will not generalise", message)
+    return [f"{message} (--allow-random-backbone true)"]
+
+
+@dataclass
+class FeaturePass:
+    images: int
+    seconds: float
+    skipped: list[dict]
+
+
+def fit_linear_head(model, train_set, valid_set, config: JobConfig, device) -> tuple[dict, dict, FeaturePass]:
+    """linear_head's recipe: features of the train channel (no augmentation: the photos as evaluation sees
+    them), L2 strength by CV on those, logits adjusted to --class-prior, weights installed into the model.
+    Returns (what was chosen, the epoch-like metric row, the feature pass's cost)."""
+    import linear_head
+
+    spec = config.spec
+    plain = eval_transform(spec.input_size, spec.resize, spec.normalization, spec.view)
+    side = eval_decode_side(spec.input_size, spec.resize, spec.view)
+    train_plain = CountingImageFolder("train", train_set.root, plain, decode_side=side)
+    started = time.perf_counter()
+    x, y, skipped = linear_head.extract(model, _loader(train_plain, config.batch_size, config.num_workers, False),
+                                        device)  # fmt: skip
+    seconds = time.perf_counter() - started
+    fixed = linear_head.HeadSelection(config.head_penalty, 0) if config.head_penalty else None
+    fit, selection, prior = linear_head.fit_head(x, y, config.class_prior, config.seed, fixed)
+    linear_head.install(model, fit)
+    vx, vy, valid_skipped = linear_head.extract(model, _loader(valid_set, config.batch_size, config.num_workers,
+                                                               False), device)  # fmt: skip
+    train_logits, valid_logits = fit.logits(x), fit.logits(vx)
+    row = {"epoch": 1, "train_loss": linear_head.log_loss(train_logits, y),
+           "train_accuracy": float((train_logits.argmax(1) == y).mean()),
+           "valid_loss": linear_head.log_loss(valid_logits, vy),
+           "valid_accuracy": float((valid_logits.argmax(1) == vy).mean())}  # fmt: skip
+    log.info("linear head: L2 penalty %g by %d-fold CV on %d train photos (held-out log loss %.4f), class prior %s",
+             selection.penalty, selection.folds, len(y), selection.best_log_loss, np.round(prior, 3).tolist())
+    chosen = {**selection.as_dict(), "class_prior": config.class_prior, "target_prior": prior.round(4).tolist(),
+              "feature_dim": int(x.shape[1])}  # fmt: skip
+    return chosen, row, FeaturePass(len(y), seconds, skipped + valid_skipped)
+
 
 def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
     config.model_dir.mkdir(parents=True, exist_ok=True)
@@ -517,6 +612,8 @@ def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
         "view": spec.view,
         "normalization": spec.normalization,
         "freeze_backbone": config.freeze_backbone,
+        "head": spec.head,
+        "tta": spec.tta,
     }
     (config.model_dir / "model_info.json").write_text(json.dumps(info, indent=2))
     (config.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

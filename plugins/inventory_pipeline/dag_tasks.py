@@ -36,15 +36,70 @@ def failing_fast_on_bad_input() -> Iterator[None]:
         raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retrying: it would fail the same way)") from exc
 
 
+class DeploymentValues(Mapping[str, str]):
+    """The deployment's `INVENTORY_*` values: the environment first, else the Airflow Variable of that name."""
+
+    def __getitem__(self, name: str) -> str:
+        import os
+
+        if name in os.environ:
+            return os.environ[name]
+        from airflow.sdk import Variable
+
+        value = Variable.get(name, default=None)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:  # only looked up by name; never listed
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def declared_params() -> frozenset[str] | None:
+    """The running DAG's declared Param names (its Params dict is the one place a Param is added); None
+    outside a running task, where there is no run conf and the params are the calling code's own."""
+    from airflow.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except RuntimeError:
+        return None
+    return frozenset(context["dag"].params)
+
+
+def check_run_conf(conf: Mapping[str, Any] | None, declared: frozenset[str]) -> dict[str, Any]:
+    """The DAG's first task: a run conf naming anything but a declared Param is refused before any work."""
+    from inventory_pipeline.settings import RunConfError, refuse_undeclared
+
+    try:
+        refuse_undeclared(conf, declared)
+    except RunConfError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
+    return {"conf_keys": sorted(conf or {})}
+
+
 def settings_from(params: Mapping[str, Any] | None) -> Settings:
-    return Settings.from_sources(dict(params or {}))
+    """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
+    declared = declared_params()
+    # Airflow Variables are read inside a task; outside one (the CLI, scripts) the environment alone.
+    deployment = DeploymentValues() if declared is not None else None
+    return Settings.from_sources(dict(params or {}), deployment, declared=declared)
 
 
-def _s3(settings: Settings):
+def s3_client(settings: Settings):
+    """The S3 client every task uses, from the settings' Airflow connection."""
     from inventory_pipeline.aws_clients import client_from_connection
 
     # Enough pooled connections for the copy pool, so threads never wait on each other for a socket.
     return client_from_connection("s3", settings.aws_conn_id, max_pool_connections=settings.copy_workers + 4)
+
+
+_s3 = s3_client
 
 
 def select_source(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,9 +171,10 @@ def parse_rule_reports(
     describe = _describe(settings, job_name)
     if settings.rules_mode != "managed" and self_hosted:  # self_hosted, or auto decided so by the train task
         describe = {**describe, **{k: v for k, v in self_hosted.items() if k != "ResponseMetadata"}}
-    local = bool(_s3(settings).meta.endpoint_url and "amazonaws.com" not in _s3(settings).meta.endpoint_url)
+    s3 = _s3(settings)
+    local = bool(s3.meta.endpoint_url and "amazonaws.com" not in s3.meta.endpoint_url)
     result = build_report(
-        _s3(settings), describe, manifest.get("manifest_key"), settings.bucket,
+        s3, describe, manifest.get("manifest_key"), settings.bucket,
         local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
     )  # fmt: skip
     log.info("report: %s (%s)", result.html_path, result.s3_uri)
@@ -205,10 +261,12 @@ def evaluate_and_promote(
 def _describe_if_any(settings: Settings, job_name: str) -> dict[str, Any] | None:
     from botocore.exceptions import ClientError
 
+    from inventory_pipeline.aws_errors import is_not_found
+
     try:
         return _describe(settings, job_name)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # no such job
+        if is_not_found(exc):
             return None
         raise
 
@@ -216,7 +274,9 @@ def _describe_if_any(settings: Settings, job_name: str) -> dict[str, Any] | None
 def _read_s3_uri(s3: Any, uri: str | None) -> bytes | None:
     if not uri:
         return None
-    bucket, _, key = uri[5:].partition("/")
+    from inventory_pipeline.s3_paths import split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:

@@ -30,7 +30,7 @@ log = logging.getLogger("inventory_pipeline.demo")
 BUILD_DIR = PROJECT_ROOT / "build" / "demo"
 SOURCE_BUCKET = "abid-synthetic-source"
 PROJECT_BUCKET = "inventory-retraining"
-DEMO_IMAGES = int(os.environ.get("DEMO_IMAGES", "600"))
+DEMO_IMAGES = int(os.environ.get("DEMO_IMAGES", "1500"))
 NEW_IMAGES_SHARE = 0.3  # week 3: new photos, as a share of week 1's
 WEEK_DATES = ("2026-01-05", "2026-01-12", "2026-01-19")  # Mondays: the weekly schedule's logical dates
 # Quick-run Params: a small dataset and the small CNN, so the loop finishes in minutes on 2 CPU cores.
@@ -39,9 +39,10 @@ QUICK_RUN_CONF: dict[str, Any] = {
     "file_list": f"s3://{SOURCE_BUCKET}/file_list.json",
     "per_class_limit": 0,
     "model": "small_cnn",
-    "epochs": 4,
+    # measured on these synthetic photos (1500, seed 7): test accuracy 0.95 after 12 onecycle epochs
+    "epochs": 12,
     "batch_size": 32,
-    "lr": 0.002,
+    "lr": 0.004,
     "instance_type": "ml.c5.xlarge",
     "instance_count": 1,
     "rules_mode": "managed",

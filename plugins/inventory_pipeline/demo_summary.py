@@ -44,6 +44,8 @@ def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: d
             "counts": manifest.get("counts"),
             "rejected": manifest.get("rejected"),
             "manifest_key": manifest.get("manifest_key"),
+            "changes": manifest.get("changes"),  # added/removed per class, mix shift and flag vs the previous
+            "class_mix": (report.get("data") or {}).get("class_mix"),
         },
         "training_job_name": report.get("job") or describe.get("TrainingJobName"),
         "training_job_status": report.get("status") or describe.get("TrainingJobStatus"),

@@ -1,8 +1,12 @@
-"""Airflow operators: thin adapters, light enough to import when the DAG is parsed.
+"""Airflow operators: the Amazon provider's own, subclassed in the provider's style (thin, over the hook).
 
-The work is done by the Amazon provider's own classes (see `provider_adapters`), built when the task runs:
-importing the provider's SageMaker modules pulls in boto3/botocore, which the DAG processor should not pay
-for on every parse.
+`TrainingJobOperator` is a `SageMakerTrainingOperator` that builds its CreateTrainingJob request from the run's
+settings when it executes, and re-attaches to the job its run already created instead of starting a second one.
+
+Parse cost: the provider's modules import boto3 at module level. The DAG file imports them itself, as
+`airflow.providers...` imports, so the DAG processor pre-imports them once in its long-lived process before it
+forks each parse (`[dag_processor] parsing_pre_import_modules`, on by default); each parse then pays only for
+these class definitions (`benchmarks/dag_parse.py` measures it that way).
 """
 
 from __future__ import annotations
@@ -10,20 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk import BaseOperator
 
 from inventory_pipeline.links import MlflowRunLink, ReportLink, TrainingJobLink
 
 
-def run_nested(operator: BaseOperator, context: Any) -> Any:
-    """Execute another operator inside this task, telling Airflow's safeguard that it is deliberate."""
-    from airflow.sdk.bases.operator import ExecutorSafeguard
-
-    sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
-    return operator.execute(context, **sentinel)
-
-
-class TrainingJobOperator(BaseOperator):
+class TrainingJobOperator(SageMakerTrainingOperator):
     """Create this run's SageMaker training job (or re-attach to it on a retry); push its description.
 
     :param dataset: the `split_dataset` result (its `channels` become the train/valid/test inputs)
@@ -31,47 +29,59 @@ class TrainingJobOperator(BaseOperator):
     :param lineage: the `check_lineage` result: skip when unchanged; the champion the job also scores
     """
 
-    template_fields: Sequence[str] = ("dataset", "code", "lineage")
+    # The request is built in execute from the run's settings, so `config` is not a template field here.
+    template_fields: Sequence[str] = aws_template_fields("dataset", "code", "lineage")
     operator_extra_links = (TrainingJobLink(),)
-    ui_color = "#ededed"
 
-    def __init__(
-        self, *, dataset: Any, code: Any, lineage: Any = None, aws_conn_id: str = "aws_default", **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, dataset: Any, code: Any, lineage: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("wait_for_completion", False)  # wait_for_training waits (and tails the log)
+        kwargs.setdefault("print_log", False)
+        # Should a same-named job appear between our check and the create, fail rather than create a twin.
+        kwargs.setdefault("action_if_job_exists", "fail")
+        super().__init__(config={}, **kwargs)
         self.dataset = dataset
         self.code = code
         self.lineage = lineage
-        self.aws_conn_id = aws_conn_id
-        self._inner: Any = None
+
+    def build_request(self, context: Any, settings: Any) -> dict:
+        from inventory_pipeline.training.naming import job_name_for_run
+        from inventory_pipeline.training.request import build_training_request
+
+        dag_id = context["dag"].dag_id
+        job_name = job_name_for_run(dag_id, context["run_id"])
+        champion = (self.lineage if isinstance(self.lineage, dict) else {}).get("champion") or {}
+        return build_training_request(
+            settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
+            dag_id=dag_id, champion_model_uri=champion.get("source") or "",
+        )  # fmt: skip
 
     def execute(self, context: Any) -> dict:
         import dataclasses
 
         from airflow.sdk.exceptions import AirflowFailException
+        from botocore.exceptions import BotoCoreError, ClientError
 
+        from inventory_pipeline.aws_errors import connection_region, is_transient, managed_rules_refused
         from inventory_pipeline.dag_tasks import settings_from
-        from inventory_pipeline.provider_adapters import connection_region, managed_rules_refused
         from inventory_pipeline.settings import SettingsError
         from inventory_pipeline.training.ownership import ForeignJobError
         from inventory_pipeline.training.request import RequestError
 
-        # Retries are for what can change by itself (throttling, 5xx, a dropped connection). A request that
-        # settings or SageMaker refuse is refused again on every attempt, and each attempt waits out the
-        # retry delay first: AirflowFailException fails the task at once, with SageMaker's reason.
         lineage = self.lineage if isinstance(self.lineage, dict) else {}
         if lineage.get("skip"):
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"no training job: {lineage['reason']}")
-        champion = lineage.get("champion") or {}
+        # Retries are for what can change by itself (throttling, 5xx, a dropped connection). A request that
+        # settings or SageMaker refuse is refused again on every attempt, and each attempt waits out the
+        # retry delay first: AirflowFailException fails the task at once, with SageMaker's reason.
         try:
             settings = settings_from(context["params"])
             settings = dataclasses.replace(settings, region=connection_region(settings.aws_conn_id))
             mode = "managed" if settings.rules_mode == "auto" else settings.rules_mode
             try:
-                result = self._create_or_attach(context, dataclasses.replace(settings, rules_mode=mode), champion)
-            except Exception as exc:
+                result = self._create_or_attach(context, dataclasses.replace(settings, rules_mode=mode))
+            except ClientError as exc:
                 if settings.rules_mode != "auto" or not managed_rules_refused(exc):
                     raise
                 if settings.enable_network_isolation:
@@ -83,18 +93,13 @@ class TrainingJobOperator(BaseOperator):
                 # rules_mode auto: this account cannot use SageMaker Debugger (AWS's own answer says so): the
                 # same job with our rule engine instead, decided once per run and recorded in the report.
                 self.log.warning("SageMaker refused managed rules (%s): using self_hosted rules", exc)
-                self_hosted = dataclasses.replace(settings, rules_mode="self_hosted")
-                result = self._create_or_attach(context, self_hosted, champion)
+                result = self._create_or_attach(context, dataclasses.replace(settings, rules_mode="self_hosted"))
         except (SettingsError, RequestError, ValueError) as exc:
             raise AirflowFailException(f"the training request is invalid (not retrying): {exc}") from exc
         except ForeignJobError as exc:
             raise AirflowFailException(str(exc)) from exc
-        except Exception as exc:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            from inventory_pipeline.provider_adapters import is_transient
-
-            if isinstance(exc, (ClientError, BotoCoreError)) and not is_transient(exc):
+        except (ClientError, BotoCoreError) as exc:
+            if not is_transient(exc):
                 raise AirflowFailException(f"SageMaker refused the training job (not retrying): {exc}") from exc
             raise
         # What the job itself says decides the rule mode downstream (a retry may adopt a job an earlier attempt
@@ -104,23 +109,70 @@ class TrainingJobOperator(BaseOperator):
         context["ti"].xcom_push(key="rules_mode", value=decided)
         return result
 
-    def _create_or_attach(self, context: Any, settings: Any, champion: dict) -> dict:
-        from inventory_pipeline.provider_adapters import ReattachingTrainingOperator
-        from inventory_pipeline.training.naming import job_name_for_run
-        from inventory_pipeline.training.request import build_training_request
+    def _create_or_attach(self, context: Any, settings: Any) -> dict:
+        """Re-attach to this run's job if it exists (a retry, a lost answer), else create it."""
+        from botocore.exceptions import ClientError
 
-        dag_id = context["dag"].dag_id
-        job_name = job_name_for_run(dag_id, context["run_id"])
-        config = build_training_request(
-            settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"], dag_id=dag_id,
-            champion_model_uri=champion.get("source") or "",
+        from inventory_pipeline.aws_errors import is_resource_in_use
+
+        self.config = self.build_request(context, settings)
+        job_name = self.config["TrainingJobName"]
+        TrainingJobLink.persist(
+            context,
+            job_name=job_name,
+            region_name=self.hook.conn_region_name or settings.region,
+            partition=self.hook.conn_partition or "aws",
+            local_endpoint=self.hook.conn_config.get_service_endpoint_url("sagemaker") or "",
         )
-        self._inner = ReattachingTrainingOperator(task_id=self.task_id, config=config, aws_conn_id=settings.aws_conn_id)
-        return run_nested(self._inner, context)
+        attached = self.reattach_to_existing_job(job_name)
+        if attached is not None:
+            return attached
+        try:
+            return super().execute(context)
+        except ClientError as exc:
+            # CreateTrainingJob reached SageMaker but its answer was lost (a dropped connection); botocore
+            # retried and SageMaker now says the name is taken: by this run's own job (names are unique per
+            # run). Re-attach now, instead of failing into a task retry that would re-attach minutes later.
+            attached = self.reattach_to_existing_job(job_name) if is_resource_in_use(exc) else None
+            if attached is None:
+                raise
+            return attached
+
+    def reattach_to_existing_job(self, job_name: str) -> dict | None:
+        """The result for the job this run already created (a task retry, a lost answer), or None if none.
+        Only this deployment's job for this run is adopted (ForeignJobError otherwise: never retried)."""
+        from inventory_pipeline.aws_errors import is_not_found
+        from inventory_pipeline.training.ownership import check_ownership
+
+        try:
+            existing = self.hook.describe_training_job(job_name)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        check_ownership(self.hook.conn, existing, self.config.get("Tags", []))
+        self.log.info(
+            "Training job %s already exists for this run (status %s): re-attaching instead of creating a second "
+            "job.",
+            job_name,
+            existing["TrainingJobStatus"],
+        )
+        return self.serialize_result(job_name)
 
     def on_kill(self) -> None:
-        if self._inner is not None:
-            self._inner.on_kill()
+        """Killing this task stops the job, so no instance keeps billing for a run nobody waits for. (Killing
+        or clearing the sensors never stops it: only this task, the one that started it, does.)"""
+        name = (self.config or {}).get("TrainingJobName")
+        if not name:
+            return
+        try:
+            status = self.hook.describe_training_job(name)["TrainingJobStatus"]
+            if status in self.hook.non_terminal_states:
+                self.log.info("Stopping training job %s (was %s) because the task %r that started it was killed.",
+                              name, status, self.task_id)  # fmt: skip
+                self.hook.conn.stop_training_job(TrainingJobName=name)
+        except Exception:  # on_kill must not raise; say what happened instead
+            self.log.exception("Could not stop training job %s", name)
 
 
 class RuleReportOperator(BaseOperator):
@@ -139,7 +191,7 @@ class RuleReportOperator(BaseOperator):
         self.job_name, self.manifest, self.self_hosted = job_name, manifest, self_hosted
 
     def execute(self, context: Any) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from inventory_pipeline.dag_tasks import parse_rule_reports
 

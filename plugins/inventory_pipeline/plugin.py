@@ -1,29 +1,75 @@
-"""The Airflow plugin: extra links for the DAG's tasks and a small app that serves the HTML reports."""
+"""The Airflow plugin: extra links for the DAG's tasks and a small app that serves the HTML rule reports.
+
+Airflow does not authenticate plugin apps for you: the report route asks Airflow's own auth manager (the
+dependency the core API uses) whether the caller may read the `inventory_retraining` DAG, so a logged-out
+caller gets 401 and a user without read access to the DAG gets 403. The report is read from S3 through the
+Airflow connection (where parse_rule_reports wrote it, next to the job's output), so the link works on
+whichever host serves the API, not only on the worker that wrote it.
+"""
 
 from __future__ import annotations
+
+import os
 
 from airflow.plugins_manager import AirflowPlugin
 
 from inventory_pipeline.links import REPORT_ROUTE, MlflowRunLink, ReportLink, TrainingJobLink
 
+DAG_ID = "inventory_retraining"
+
+
+def report_s3_uri(describe: dict) -> str:
+    """Where parse_rule_reports stores a job's report (reports.build writes it there)."""
+    out = describe["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    return f"{out}/{describe['TrainingJobName']}/report/report.html"
+
+
+def read_report(job_name: str, aws_conn_id: str) -> bytes:
+    from inventory_pipeline.aws_clients import client_from_connection
+    from inventory_pipeline.s3_paths import split_s3_uri
+
+    describe = client_from_connection("sagemaker", aws_conn_id).describe_training_job(TrainingJobName=job_name)
+    bucket, key = split_s3_uri(report_s3_uri(describe))
+    return client_from_connection("s3", aws_conn_id).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+async def may_read_the_dag(request) -> None:
+    """The core API's own checks (the user from the JWT cookie or bearer token, then the auth manager's
+    `is_authorized_dag` for GET on this DAG), imported at request time: plugins are also loaded by workers
+    and the DAG processor, which must not import the API server's modules."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, requires_access_dag
+
+    user = await get_user(request, None, await bearer_scheme(request))
+    requires_access_dag("GET", param_dag_id=DAG_ID)(request, user)
+
 
 def _report_app():
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import FileResponse
-
-    from inventory_pipeline.report_store import local_report_path
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import Response
 
     app = FastAPI(title="inventory-retraining reports")
 
-    @app.get("/{job_name}/report.html")
-    def report(job_name: str) -> FileResponse:
+    async def _may_read_the_dag(request: Request) -> None:
+        await may_read_the_dag(request)
+
+    @app.get("/{job_name}/report.html", dependencies=[Depends(_may_read_the_dag)])
+    def report(job_name: str) -> Response:
+        from botocore.exceptions import ClientError
+
+        from inventory_pipeline.aws_errors import is_not_found
+        from inventory_pipeline.report_store import local_report_path
+        from inventory_pipeline.s3_paths import is_missing
+
         try:
-            path = local_report_path(job_name)
+            local_report_path(job_name)  # validates the name: nothing outside a job name reaches AWS
+            body = read_report(job_name, os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default"))
         except ValueError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
-        if not path.is_file():
-            raise HTTPException(status_code=404, detail=f"no report for {job_name} on this Airflow host")
-        return FileResponse(path, media_type="text/html")
+        except ClientError as exc:
+            if is_missing(exc) or is_not_found(exc):
+                raise HTTPException(status_code=404, detail=f"no report for {job_name}") from exc
+            raise
+        return Response(body, media_type="text/html")
 
     return app
 

@@ -27,6 +27,7 @@ from inventory_pipeline.decisions import (
     now_iso,
     read_json,
 )
+from inventory_pipeline.s3_paths import split_s3_uri
 from inventory_pipeline.tracking import ModelVersionInfo, Registry, summary_tags
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def follow_registry(s3: Any, bucket: str, root: str, champion: ModelVersionInfo 
     if recorded.get("version") not in (None, champion.version):
         log.info("models/champion/ holds v%s; the registry's champion is v%s: copying it", recorded.get("version"),
                  champion.version)  # fmt: skip
-    src_bucket, _, src_key = champion.source[5:].partition("/")
+    src_bucket, src_key = split_s3_uri(champion.source)
     copied = s3.copy_object(Bucket=bucket, Key=f"{prefix}model.tar.gz",
                             CopySource={"Bucket": src_bucket, "Key": src_key})  # fmt: skip
     body = {

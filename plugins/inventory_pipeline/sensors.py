@@ -1,67 +1,144 @@
-"""Airflow sensors for the training job and its rule evaluations: light shells over the provider's.
+"""Airflow sensors for the training job and its rule evaluations: the Amazon provider's, subclassed.
 
-Each poke builds (once per process) the provider-shaped sensor from `provider_adapters` and asks it; the
-shell owns mode, interval and timeout, so reschedule mode frees the worker slot between pokes.
+- `TrainingJobSensor` is the provider's `SageMakerTrainingSensor`. In reschedule mode every poke is a new
+  process, and the provider's log position (per CloudWatch stream: last timestamp read, events read at it)
+  would start empty each time, re-printing the whole job log. The position is kept in the project bucket
+  between pokes of one try, so each log line reaches the task log once. Killing or clearing it never stops the
+  job: only the train task, which started the job, does.
+- Both defer to `triggers.TrainingJobTrigger` where the deployment runs a triggerer (`deferrable=True`).
+- `RuleEvaluationSensor` is a `SageMakerBaseSensor` answering the provider's five questions for the rule
+  evaluations, which outlive the training job and which the provider does not wait for.
+
+See `operators` for why importing the provider here keeps the DAG processor's parse cheap.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.bases.sensor import BaseSensorOperator
+from airflow.providers.amazon.aws.sensors.sagemaker import SageMakerBaseSensor, SageMakerTrainingSensor
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+# Rule evaluation states as DescribeTrainingJob reports them.
+RULE_NON_TERMINAL_STATES = frozenset({"InProgress", "Stopping"})
+RULES_PENDING = "RulesInProgress"
+RULES_DONE = "RulesComplete"
 
 
-class TrainingJobSensor(BaseSensorOperator):
+class DeferrableWait:
+    """`deferrable=True` (a deployment with a triggerer): poke once, then hand the wait to a
+    `TrainingJobTrigger` instead of holding a worker slot or re-running a process per poll; on resume, one
+    more poke reads what happened (and, for the job, its log from where the last read stopped)."""
+
+    wait_for = "job"
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        from inventory_pipeline.triggers import TrainingJobTrigger
+
+        self.defer(
+            trigger=TrainingJobTrigger(job_name=self.job_name, wait_for=self.wait_for,
+                                       poll_interval_s=self.poke_interval, aws_conn_id=self.aws_conn_id),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )  # fmt: skip
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        from airflow.sdk.exceptions import AirflowException
+
+        if not self.poke(context):  # a failed job raises here, with its reason
+            raise AirflowException(f"{self.job_name}: the trigger fired ({event}) but the {self.wait_for} wait "
+                                   "is not over")  # fmt: skip
+
+
+class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
     """Wait for the training job; `Failed` and `Stopped` fail the task with the job's own reason."""
 
-    template_fields: Sequence[str] = ("job_name",)
-    ui_color = "#ededed"
-
-    def __init__(
-        self, *, job_name: str, aws_conn_id: str = "aws_default", print_log: bool = True, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, deferrable: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.job_name = job_name
-        self.aws_conn_id = aws_conn_id
-        self.print_log = print_log
-        self._inner: Any = None
-
-    def _sensor(self) -> Any:
-        if self._inner is None:
-            from inventory_pipeline.provider_adapters import ProviderTrainingSensor
-
-            self._inner = ProviderTrainingSensor(
-                task_id=self.task_id, job_name=self.job_name, aws_conn_id=self.aws_conn_id,
-                print_log=self.print_log,
-            )  # fmt: skip
-        return self._inner
+        self.deferrable = deferrable
 
     def poke(self, context: Any) -> bool:
-        return bool(self._sensor().poke(context))
+        if not self.print_log:
+            return super().poke(context)
+        store = LogPositionStore.for_task(context, self.task_id, self.job_name)
+        self.positions.update(store.load())
+        try:
+            return super().poke(context)
+        finally:
+            store.save(self.positions)
+
+    def get_failed_reason_from_response(self, response: dict) -> str:
+        reason = response.get("FailureReason")
+        if reason:
+            return reason
+        return f"job {response.get('TrainingJobStatus')} ({response.get('SecondaryStatus', 'no detail')})"
 
     def on_kill(self) -> None:
-        self._sensor().on_kill()
+        self.log.info(
+            "Stopped waiting for training job %s; the job keeps running (only killing the train task stops it).",
+            self.job_name,
+        )
 
 
-class RuleEvaluationSensor(BaseSensorOperator):
+class LogPositionStore:
+    """Where a sensor try keeps its CloudWatch read position between reschedule pokes: a small JSON object
+    in the project bucket (XCom is cleared at every reschedule; S3 is reachable from every worker)."""
+
+    def __init__(self, s3: Any, bucket: str, key: str) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+
+    @classmethod
+    def for_task(cls, context: Any, task_id: str, job_name: str) -> LogPositionStore:
+        from inventory_pipeline.dag_tasks import s3_client, settings_from
+
+        settings = settings_from(context["params"])
+        try_number = getattr(context["ti"], "try_number", 0)
+        # Per try: a cleared or retried sensor prints the whole log again, into its own try's log.
+        key = f"{settings.root}airflow/log-positions/{job_name}/{task_id}-try-{try_number}.json"
+        return cls(s3_client(settings), settings.bucket, key)
+
+    def load(self) -> dict[str, Any]:
+        from airflow.providers.amazon.aws.hooks.sagemaker import Position
+
+        from inventory_pipeline.s3_paths import is_missing
+
+        try:
+            stored = json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
+        except Exception as exc:
+            if is_missing(exc):
+                return {}
+            raise
+        return {stream: Position(timestamp=ts, skip=skip) for stream, (ts, skip) in stored.items()}
+
+    def save(self, positions: dict[str, Any]) -> None:
+        body = json.dumps({stream: [p.timestamp, p.skip] for stream, p in positions.items()})
+        self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body.encode(), ContentType="application/json")
+
+
+class RuleEvaluationSensor(DeferrableWait, SageMakerBaseSensor):
     """Wait until every debugger and profiler rule evaluation of the job is terminal (managed rules).
 
     With `rules_mode="self_hosted"` there is nothing to wait for at SageMaker: this task runs our rule
-    engine on the job's S3 output instead, and writes the same rule-output files.
+    engine on the job's S3 output instead, and writes the same rule-output files. `Error` is reported by
+    parse_rule_reports, not raised here.
     """
 
-    template_fields: Sequence[str] = ("job_name", "rules_mode")
-    ui_color = "#ededed"
+    template_fields: Sequence[str] = aws_template_fields("job_name", "rules_mode")
 
-    def __init__(
-        self, *, job_name: str, rules_mode: str = "managed", aws_conn_id: str = "aws_default", **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
+    wait_for = "rules"
+
+    def __init__(self, *, job_name: str, rules_mode: str = "managed", deferrable: bool = False, **kwargs: Any) -> None:
+        super().__init__(resource_type="rule evaluations", **kwargs)
         self.job_name = job_name
         self.rules_mode = rules_mode
-        self.aws_conn_id = aws_conn_id
-        self._inner: Any = None
+        self.deferrable = deferrable
 
     def execute(self, context: Any) -> Any:
         if self.rules_mode == "self_hosted":
@@ -70,9 +147,33 @@ class RuleEvaluationSensor(BaseSensorOperator):
             return evaluate_rules_self_hosted(context["params"], self.job_name)
         return super().execute(context)
 
-    def poke(self, context: Any) -> bool:
-        if self._inner is None:
-            from inventory_pipeline.provider_adapters import ProviderRuleSensor
+    def non_terminal_states(self) -> set[str]:
+        return {RULES_PENDING}
 
-            self._inner = ProviderRuleSensor(task_id=self.task_id, job_name=self.job_name, aws_conn_id=self.aws_conn_id)
-        return bool(self._inner.poke(context))
+    def failed_states(self) -> set[str]:
+        return set()
+
+    def get_sagemaker_response(self) -> dict:
+        return self.hook.describe_training_job(self.job_name)
+
+    def state_from_response(self, response: dict) -> str:
+        statuses = rule_statuses(response)
+        pending = [
+            s["RuleConfigurationName"] for s in statuses if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL_STATES
+        ]
+        if pending:
+            self.log.info("waiting for %d rule evaluation(s): %s", len(pending), ", ".join(pending))
+            return RULES_PENDING
+        for status in statuses:
+            self.log.info("%s: %s", status["RuleConfigurationName"], status["RuleEvaluationStatus"])
+        return RULES_DONE
+
+    def get_failed_reason_from_response(self, response: dict) -> str:
+        return "rule evaluations did not complete"
+
+
+def rule_statuses(description: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        *description.get("DebugRuleEvaluationStatuses", []),
+        *description.get("ProfilerRuleEvaluationStatuses", []),
+    ]

@@ -1,15 +1,18 @@
 """One typed, validated settings object built from the DAG's Params plus the deployment's environment.
 
 Params are what a person chooses per run (the UI form); the environment (or Airflow Variables of the same
-names) holds what belongs to the deployment: the project bucket, the execution role, the connection id.
-Every invalid value is reported with the name of the field it came from.
+names) holds what belongs to the deployment: the project bucket, the execution role, the network, the KMS
+keys. Which fields are Params is decided in one place, the DAG's Params dict: the DAG passes its declared
+names as `declared`, and nothing else a run carries is read. A run conf with any other key is refused
+(`refuse_undeclared`), so whoever may trigger the DAG cannot redirect the deployment. Every invalid value is
+reported with the name of the field it came from.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +25,8 @@ PROFILER_RULES = (
     "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
     "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
 )  # fmt: skip
-KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES
+DATA_RULES = ("ClassMixShift",)  # the dataset's class mix moved beyond class_mix_threshold (data report)
+KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES + DATA_RULES
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -32,6 +36,26 @@ _KMS_RE = re.compile(
     r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+"
     r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]+|key/mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+))$"
 )
+
+
+class RunConfError(ValueError):
+    """A run's conf carries keys that are not declared Params (e.g. a deployment setting)."""
+
+    def __init__(self, keys: list[str], declared: Iterable[str]):
+        super().__init__(
+            f"run conf has undeclared key(s) {', '.join(keys)}: only the DAG's Params may be set per run "
+            f"({', '.join(sorted(declared))}); deployment settings (bucket, role, network, KMS, ...) come from "
+            "the environment or Airflow Variables (see the README's settings table)"
+        )
+        self.keys = keys
+
+
+def refuse_undeclared(conf: Mapping[str, Any] | None, declared: Iterable[str]) -> None:
+    """Raise RunConfError naming every key of `conf` that is not a declared Param."""
+    declared = frozenset(declared)
+    extra = sorted(set(conf or {}) - declared)
+    if extra:
+        raise RunConfError(extra, declared)
 
 
 class SettingsError(ValueError):
@@ -56,6 +80,8 @@ class Settings:
     region: str = "us-east-1"  # the train task sets it from the aws_conn_id connection (one source of truth)
     copy_workers: int = 64  # parallel S3 requests: a copy waits on a round trip, not on this machine
     reject_threshold: float = 0.05
+    class_mix_threshold: float = 0.10  # a split's class share moving more than this is flagged (ClassMixShift)
+    gc_keep_versions: int = 4  # storage gc keeps this many newest dataset versions (0: the weekly gc is off)
     # training
     instance_type: str = "ml.c5.xlarge"
     instance_count: int = 2
@@ -102,6 +128,8 @@ class Settings:
         _require(self.per_class_limit >= 0, "per_class_limit", "must be >= 0 (0 means no limit)")
         _require(1 <= self.copy_workers <= 256, "copy_workers", "must be between 1 and 256")
         _require(0.0 <= self.reject_threshold <= 1.0, "reject_threshold", "must be a fraction in [0, 1]")
+        _require(0.0 < self.class_mix_threshold <= 1.0, "class_mix_threshold", "must be a fraction in (0, 1]")
+        _require(self.gc_keep_versions >= 0, "gc_keep_versions", "must be >= 0 (0 turns the weekly gc off)")
         _require(bool(_INSTANCE_RE.match(self.instance_type)), "instance_type", "expected e.g. ml.c5.xlarge")
         _require(1 <= self.instance_count <= 20, "instance_count", "must be between 1 and 20")
         _require(1 <= self.epochs <= 1000, "epochs", "must be between 1 and 1000")
@@ -176,17 +204,33 @@ class Settings:
         return data
 
     @classmethod
-    def from_sources(cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-        """Settings from Params (per run) over environment variables `INVENTORY_*` (per deployment)."""
+    def from_sources(
+        cls,
+        params: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        declared: Iterable[str] | None = None,
+    ) -> Settings:
+        """Settings from Params (per run) over the deployment's `INVENTORY_*` values (environment/Variables).
+
+        `declared`: the DAG's Param names; only those are read from `params` (Airflow merges undeclared run-conf
+        keys into a task's params). None means every key of `params` is the caller's own choice (the CLI, tests).
+        """
         env = os.environ if env is None else env
+        readable = set(params or {}) if declared is None else set(declared)
         values: dict[str, Any] = {}
         for name, env_name in _ENV_NAMES.items():
             if env.get(env_name, "") != "":
                 values[name] = env[env_name]
         for name, value in (params or {}).items():
+            if name not in readable:
+                continue
             name = _PARAM_ALIASES.get(name, name)
             if name in _FIELD_TYPES and value is not None and value != "":
                 values[name] = value
+        isolated = env.get(_ENV_NAMES["enable_network_isolation"]) or False
+        if _coerce("enable_network_isolation", isolated):  # a run may ask for isolation, never lift the deployment's
+            values["enable_network_isolation"] = True
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
@@ -206,12 +250,13 @@ _FIELD_TYPES: dict[str, type] = {
         "volume_size_gb": int, "pretrained_s3_uri": str, "subnets": tuple, "security_group_ids": tuple,
         "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
         "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
-        "sns_topic_arn": str, "report_base_url": str,
+        "sns_topic_arn": str, "report_base_url": str, "class_mix_threshold": float, "gc_keep_versions": int,
         "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str,
     }.items()
 }  # fmt: skip
 
-# Deployment settings come from the environment (Airflow Variables can be exported the same way).
+# Deployment settings: environment variables, or Airflow Variables of the same names (see
+# `deployment_sources`). A field that is also a declared Param (source_bucket) takes the Param over these.
 _ENV_NAMES = {
     "bucket": "INVENTORY_BUCKET",
     "prefix": "INVENTORY_PREFIX",
@@ -236,6 +281,8 @@ _ENV_NAMES = {
     "max_runtime_s": "INVENTORY_MAX_RUNTIME_S",
     "use_spot": "INVENTORY_USE_SPOT",
     "max_wait_s": "INVENTORY_MAX_WAIT_S",
+    "class_mix_threshold": "INVENTORY_CLASS_MIX_THRESHOLD",
+    "gc_keep_versions": "INVENTORY_GC_KEEP_VERSIONS",
 }
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}

@@ -29,6 +29,9 @@ SCREENSHOTS = PROJECT_ROOT / "build" / "e2e"
 SOURCE_BUCKET = "e2e-source"
 PROJECT_BUCKET = "e2e-project"
 USER, PASSWORD = "admin", "e2e-password"
+# A second user with no role: Airflow's simple auth manager gives it no access to any DAG.
+OUTSIDER, OUTSIDER_PASSWORD = "outsider", "outsider-password"
+HOMES: dict[str, Path] = {}
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
@@ -52,7 +55,9 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
     seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=150, seed=11)
 
     home = tmp_path_factory.mktemp("airflow-ui")
-    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({USER: PASSWORD}))
+    HOMES["airflow"] = home
+    passwords = {USER: PASSWORD, OUTSIDER: OUTSIDER_PASSWORD}
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords))
     port = free_port()
     env = airflow_env(
         home,
@@ -62,13 +67,15 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "INVENTORY_SCHEDULE": "none",  # only the run the test triggers
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin,{OUTSIDER}:",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "INVENTORY_BUCKET": PROJECT_BUCKET,
             "INVENTORY_POKE_INTERVAL_S": "5",
-            "INVENTORY_PRINT_LOG": "false",
+            "INVENTORY_PRINT_LOG": "true",
+            # standalone runs a triggerer: the job and rule waits defer to it.
+            "INVENTORY_DEFERRABLE": "true",
             "INVENTORY_REPORT_DIR": str(home / "reports"),
         },
     )
@@ -165,9 +172,30 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         value = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
         route = f"/inventory/reports/{value['Training']['TrainingJobName']}/report.html"
         assert links["Rule report"] == route  # the plugin's link, pointing at the plugin's report route
+        # The API server serves the report from S3: the copy the worker wrote to its own disk is not needed.
+        shutil.rmtree(HOMES["airflow"] / "reports")
         page.goto(airflow_ui + links["Rule report"])
         expect(page.locator("body")).to_contain_text("ProfilerReport")
         page.screenshot(path=str(SCREENSHOTS / "05-report.png"), full_page=True)
+
+        # The job waits were deferred to the triggerer, and the job's own log still reached the task log.
+        tries = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
+                     "wait_for_training/tries")  # fmt: skip
+        (SCREENSHOTS / "wait-tries.json").write_text(json.dumps(tries))
+        log = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
+                   "wait_for_training/logs/1?full_content=true")  # fmt: skip
+        text = json.dumps(log)
+        (SCREENSHOTS / "wait-for-training-log.json").write_text(text)
+        assert "TaskDeferred" in text or "deferr" in text.lower(), "wait_for_training did not defer"
+        assert "train_loss=" in text, "the job's log lines (train.py's metric lines) are not in the task log"
+
+        # Logged out: refused. A user without read access to the DAG: refused.
+        outsider = browser.new_context()
+        assert outsider.request.get(airflow_ui + route).status == 401
+        token = outsider.request.post(airflow_ui + "/auth/token",
+                                      data={"username": OUTSIDER, "password": OUTSIDER_PASSWORD}).json()  # fmt: skip
+        refused = outsider.request.get(airflow_ui + route, headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert refused.status == 403
         browser.close()
 
 

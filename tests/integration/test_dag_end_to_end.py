@@ -20,8 +20,9 @@ from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
-TASKS = ["select_source", "copy_images", "split_dataset", "package_code", "check_lineage", "train",
-         "wait_for_training", "wait_for_rules", "parse_rule_reports", "evaluate_and_promote"]  # fmt: skip
+TASKS = ["check_run_conf", "select_source", "copy_images", "split_dataset", "package_code", "check_lineage",
+         "train", "wait_for_training", "wait_for_rules", "parse_rule_reports", "evaluate_and_promote",
+         "storage_gc"]  # fmt: skip
 TRAINING = ["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"]
 
 
@@ -78,6 +79,10 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     report = xcom["parse_rule_reports"]
     html = open(report["html_path"]).read()
     assert job_name in html and "ProfilerReport" in html and "data:image/png;base64," in html
+    assert "What the data changed" in html and report["data"]["class_mix"]["train"]  # the data report section
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in job["InputDataConfig"]}
+    assert channels["train"]["S3DataType"] == "ManifestFile"  # train.py read the packed dataset version
+    assert xcom["storage_gc"]["kept_versions"] == [xcom["split_dataset"]["version"]]
     assert report["metrics"]["accuracy"] is not None
     decision = xcom["evaluate_and_promote"]
     assert decision["status"] == "promoted" and decision["reason"].startswith("first model")

@@ -65,7 +65,7 @@ def test_real_photos_by_file_list_then_rerun_is_free(s3, buckets, abid_sample, t
     file_list.write_text(json.dumps(file_list_for(labels)))
 
     first = build_dataset(s3, settings_for(source, dest, file_list=str(file_list)))
-    assert first["rejected"] == [] and first["copied"] == 300  # 100 images + 100 metadata raw, 100 split
+    assert first["rejected"] == [] and first["copied"] == 100  # each photo stored once, in a pack
     counts = first["counts"]
     assert sum(n for split in counts.values() for n in split.values()) == 100
     per_class = Counter()
@@ -75,16 +75,27 @@ def test_real_photos_by_file_list_then_rerun_is_free(s3, buckets, abid_sample, t
 
     manifest = json.loads(s3.get_object(Bucket=dest, Key=first["manifest_key"])["Body"].read())
     assert len(manifest["entries"]) == 100
+    photos = {p.stem: p.read_bytes() for p in (abid_sample / "bin-images").glob("*.jpg")}
+    packs = {}
     for entry in manifest["entries"]:
-        assert entry["key"].endswith(f"/{entry['split']}/{entry['label']}/{entry['image_id']}.jpg")
+        assert entry["pack"].startswith(f"raw/packs/{entry['split']}/") and entry["pack"].endswith(".tar")
         assert labels[entry["image_id"]] == entry["label"]
+        if entry["pack"] not in packs:
+            packs[entry["pack"]] = s3.get_object(Bucket=dest, Key=f"proj/{entry['pack']}")["Body"].read()
+        stored = packs[entry["pack"]][entry["offset"] : entry["offset"] + entry["size"]]
+        assert stored == photos[entry["image_id"]]  # the validated photo's exact bytes, once
+    assert sorted(keys(s3, dest, "proj/raw/packs/")) == sorted(f"proj/{p}" for p in packs)
     published = keys(s3, dest, f"proj/datasets/{first['version']}/")
-    assert len(published) == 101  # 100 images + the manifest, nothing twice
-    assert first["channels"]["train"] == f"s3://{dest}/proj/datasets/{first['version']}/train/"
+    assert len(published) == 7  # per split labels.json + a ManifestFile, then the manifest: no photo copied
+    assert first["channels"]["train"] == f"s3://{dest}/proj/datasets/{first['version']}/train.manifest"
+    train_key = f"proj/datasets/{first['version']}/train.manifest"
+    train = json.loads(s3.get_object(Bucket=dest, Key=train_key)["Body"].read())
+    assert train[0] == {"prefix": f"s3://{dest}/proj/"}
+    assert set(train[2:]) == {p for p in packs if "/train/" in p}
 
     again = build_dataset(s3, settings_for(source, dest, file_list=str(file_list)))
     assert again["version"] == first["version"]
-    assert again["copied"] == 0 and again["skipped"] == 300
+    assert again["copied"] == 0 and again["skipped"] == 100
 
 
 def test_rerun_of_a_published_selection_skips_the_raw_area_and_a_deleted_manifest_is_rebuilt(
@@ -105,15 +116,15 @@ def test_rerun_of_a_published_selection_skips_the_raw_area_and_a_deleted_manifes
     )
     again = build_dataset(s3, settings)
     assert (again["version"], again["copied"], again["new"]) == (first["version"], 0, 0)
-    assert again["counts"] == first["counts"] and again["skipped"] == 300
+    assert again["counts"] == first["counts"] and again["skipped"] == 100
     assert listed and not [p for p in listed if p.startswith("proj/")]  # only the source was listed
 
     s3.delete_object(Bucket=dest, Key=first["manifest_key"])  # the record no longer vouches for anything
     listed.clear()
     rebuilt = build_dataset(s3, settings)
-    assert rebuilt["version"] == first["version"] and rebuilt["copied"] == 0  # raw and layout still there
+    assert rebuilt["version"] == first["version"] and rebuilt["copied"] == 0  # the packs are still there
     assert s3.head_object(Bucket=dest, Key=first["manifest_key"])
-    assert [p for p in listed if p.startswith("proj/raw/")]  # the long way: the raw area was listed again
+    assert [p for p in listed if p.startswith("proj/raw/")]  # the long way: the raw index was read again
 
 
 def test_selection_by_listing_metadata_gives_the_same_dataset(s3, buckets, abid_sample, tmp_path):
@@ -229,8 +240,8 @@ def test_label_mismatch_between_file_list_and_metadata_is_rejected(s3, buckets, 
 def test_throttling_is_retried(s3, buckets, abid_sample):
     """503 SlowDown answers are absorbed by botocore's retry config (aws_clients), not by our code.
 
-    Once the parallel copies are under way (as S3 does when a burst exceeds a prefix's request rate), the
-    first attempt of several CopyObject requests is answered 503 SlowDown before it reaches the server;
+    Once the parallel reads are under way (as S3 does when a burst exceeds a prefix's request rate), the
+    first attempt of several image GETs is answered 503 SlowDown before it reaches the server;
     botocore marks its retries with `amz-sdk-request: attempt=N`.
     """
     from botocore.awsrequest import AWSResponse
@@ -250,7 +261,7 @@ def test_throttling_is_retried(s3, buckets, abid_sample):
         if (attempt.decode() if isinstance(attempt, bytes) else attempt) != "attempt=1":
             retried.append(request.url)
             return None
-        if "x-amz-copy-source" not in request.headers:
+        if "/bin-images/" not in request.url:
             return None
         first_attempts.append(request.url)
         if 10 < len(first_attempts) <= 12:
@@ -268,66 +279,103 @@ def test_throttling_is_retried(s3, buckets, abid_sample):
     assert summary["rejected"] == []
 
 
-def test_copy_killed_halfway_then_rerun_finishes_without_duplicates(s3, buckets, abid_sample):
+def test_copy_killed_halfway_then_rerun_writes_the_same_packs_once(s3, buckets, abid_sample, monkeypatch):
+    from inventory_pipeline.dataset import packs
+
+    monkeypatch.setattr(packs, "PACK_IMAGES", 10)  # several packs from 100 photos
     source, dest = buckets
     upload_sample(s3, source, abid_sample)
-    copies = {"n": 0}
+    written: list[str] = []
 
     class Killed(Exception):
         pass
 
-    def die_after_some_copies(params, **_):
-        copies["n"] += 1
-        if copies["n"] > 60:
-            raise Killed("worker killed mid-copy")
+    def die_after_some_packs(params, **_):
+        if "/raw/packs/" in params["Key"]:
+            written.append(params["Key"])
+            if len(written) > 4:
+                raise Killed("worker killed mid-copy")
 
-    s3.meta.events.register("before-parameter-build.s3.CopyObject", die_after_some_copies)
+    s3.meta.events.register("before-parameter-build.s3.PutObject", die_after_some_packs)
     try:
         with pytest.raises(Killed):
             build_dataset(s3, settings_for(source, dest))
     finally:
-        s3.meta.events.unregister("before-parameter-build.s3.CopyObject", die_after_some_copies)
-    partial = keys(s3, dest, "proj/raw/")
-    assert 0 < len(partial) < 200 and keys(s3, dest, "proj/datasets/") == []  # no manifest, nothing published
+        s3.meta.events.unregister("before-parameter-build.s3.PutObject", die_after_some_packs)
+    assert keys(s3, dest, "proj/raw/") == [] and keys(s3, dest, "proj/datasets/") == []  # nothing half-recorded
 
     summary = build_dataset(s3, settings_for(source, dest))
-    assert summary["raw"]["skipped"] == len(partial) and summary["raw"]["copied"] == 200 - len(partial)
-    raw = keys(s3, dest, "proj/raw/")
-    assert len(raw) == len(set(raw)) == 200
-    assert len(keys(s3, dest, f"proj/datasets/{summary['version']}/")) == 101
+    assert summary["raw"] == {"copied": 100, "skipped": 0}
+    stored = keys(s3, dest, "proj/raw/packs/")
+    assert set(written[:4]) <= set(stored)  # a pack's content is planned, not the order reads completed in
+    manifest = json.loads(s3.get_object(Bucket=dest, Key=summary["manifest_key"])["Body"].read())
+    assert sorted(stored) == sorted({f"proj/{e['pack']}" for e in manifest["entries"]})  # no leftovers
+    assert len(keys(s3, dest, "proj/raw/index/")) == 1
 
 
-def test_split_killed_halfway_then_rerun_publishes_once(s3, buckets, abid_sample):
+def test_publish_killed_halfway_then_rerun_publishes_once(s3, buckets, abid_sample):
     source, dest = buckets
     upload_sample(s3, source, abid_sample)
-    split_copies = {"n": 0}
+    writes = {"n": 0}
 
     class Killed(Exception):
         pass
 
-    def die_during_split(params, **_):
+    def die_during_publish(params, **_):
         if "/datasets/" in params["Key"]:
-            split_copies["n"] += 1
-            if split_copies["n"] > 40:
+            writes["n"] += 1
+            if writes["n"] > 3:
                 raise Killed("worker killed while publishing")
 
-    s3.meta.events.register("before-parameter-build.s3.CopyObject", die_during_split)
+    s3.meta.events.register("before-parameter-build.s3.PutObject", die_during_publish)
     try:
         with pytest.raises(Killed):
             build_dataset(s3, settings_for(source, dest))
     finally:
-        s3.meta.events.unregister("before-parameter-build.s3.CopyObject", die_during_split)
+        s3.meta.events.unregister("before-parameter-build.s3.PutObject", die_during_publish)
     partial = keys(s3, dest, "proj/datasets/")
-    assert 0 < len(partial) < 100
+    assert 0 < len(partial) < 7
     assert not any(k.endswith(("manifest.json", "latest.json")) for k in partial)  # nothing announced
 
     summary = build_dataset(s3, settings_for(source, dest))
-    assert summary["raw"] == {"copied": 0, "skipped": 200}
-    assert summary["split"] == {"copied": 100 - len(partial), "skipped": len(partial)}
+    assert summary["raw"] == {"copied": 0, "skipped": 100}  # the photos were stored and indexed
     published = keys(s3, dest, f"proj/datasets/{summary['version']}/")
-    assert len(published) == len(set(published)) == 101
+    assert len(published) == len(set(published)) == 7
     latest = json.loads(s3.get_object(Bucket=dest, Key="proj/datasets/latest.json")["Body"].read())
     assert latest["version"] == summary["version"] and latest["manifest_key"] == summary["manifest_key"]
+
+
+def test_a_corrected_label_is_validated_again_and_never_copies_the_photo(s3, buckets, abid_sample, tmp_path):
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    file_list = tmp_path / "fl.json"
+    file_list.write_text(json.dumps(file_list_for(labels)))
+    first = build_dataset(s3, settings_for(source, dest, file_list=str(file_list)))
+    packs_before = keys(s3, dest, "proj/raw/packs/")
+
+    victim = sorted(labels)[0]
+    corrected = 1 + labels[victim] % 5
+    metadata = json.loads((abid_sample / "metadata" / f"{victim}.json").read_text())
+    s3.put_object(Bucket=source, Key=f"metadata/{victim}.json",
+                  Body=json.dumps({**metadata, "EXPECTED_QUANTITY": corrected}).encode())  # fmt: skip
+    file_list.write_text(json.dumps(file_list_for({**labels, victim: corrected})))
+    reads: list[str] = []
+
+    def record(params, **_):
+        reads.append(params["Key"])
+
+    s3.meta.events.register("provide-client-params.s3.GetObject", record)
+    try:
+        second = build_dataset(s3, settings_for(source, dest, file_list=str(file_list)))
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.GetObject", record)
+    assert second["version"] != first["version"] and second["copied"] == 0 and second["skipped"] == 100
+    assert [k for k in reads if k.startswith(("bin-images/", "metadata/"))] == [f"metadata/{victim}.json"]
+    assert keys(s3, dest, "proj/raw/packs/") == packs_before
+    changes = second["changes"]
+    assert changes["previous_version"] == first["version"]
+    assert changes["added"][str(corrected)] == 1 and changes["removed"][str(labels[victim])] == 1
+    assert sum(changes["added"].values()) == sum(changes["removed"].values()) == 1
 
 
 def test_stages_report_what_is_new_and_latest_follows_the_newest_build(s3, buckets, abid_sample, tmp_path):
@@ -349,11 +397,11 @@ def test_stages_report_what_is_new_and_latest_follows_the_newest_build(s3, bucke
     selection, copy, first = stages(small)
     assert selection["new"] == selection["total"] == 60 and selection["source_bucket"] == source
     assert selection["selection_key"].startswith("proj/staging/selections/")
-    assert copy["copied"] == 120 and copy["accepted"] == 60 and copy["rejected"] == 0
+    assert copy["copied"] == 60 and copy["accepted"] == 60 and copy["rejected"] == 0
     assert copy["copy_key"].startswith("proj/staging/copies/")
 
     selection, copy, second = stages(full)
-    assert selection["new"] == 40 and copy["copied"] == 80 and copy["skipped"] == 120
+    assert selection["new"] == 40 and copy["copied"] == 40 and copy["skipped"] == 60
     assert second["version"] != first["version"]
     assert sum(n for split in second["counts"].values() for n in split.values()) == 100
     # An image keeps its split as the dataset grows.
@@ -451,7 +499,7 @@ def test_cli_seed_and_build(local_stack, s3, bucket_name):
     assert built.returncode == 0, built.stderr
     summary = json.loads(built.stdout.strip().splitlines()[-1])
     assert set(summary) >= {"version", "counts", "copied", "skipped", "rejected", "manifest_key"}
-    assert summary["copied"] == 180 and summary["rejected"] == []
+    assert summary["copied"] == 60 and summary["rejected"] == []
 
     refused = _cli(["dataset", "build", "--source-bucket", "no-such-src-x", "--bucket", dst, "--json"], env)
     assert refused.returncode != 0

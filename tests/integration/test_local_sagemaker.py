@@ -264,3 +264,45 @@ def test_work_left_unfinished_by_a_dead_runner_ends_instead_of_staying_in_progre
     assert "runner process exited unexpectedly" in failed["FailureReason"]
     # No runner pid yet: CreateTrainingJob is still starting it; nothing to end.
     assert backend.describe_training_job({"TrainingJobName": "starting"})["TrainingJobStatus"] == "InProgress"
+
+
+MANIFEST_ENTRY_POINT = """
+import os, sys
+root = os.environ["SM_CHANNEL_TRAIN"]
+found = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+print("channel files:", found, flush=True)
+expected = ["datasets/v1/train/labels.json", "raw/packs/train/p1.tar", "raw/packs/train/p2.tar"]
+sys.exit(0 if found == expected and open(os.path.join(root, "raw/packs/train/p2.tar")).read() == "p2" else 3)
+"""
+
+
+def test_manifest_file_channel_gets_each_listed_object_at_its_key_relative_to_the_prefix(clients, bucket_name):
+    """S3DataType=ManifestFile as SageMaker runs it: only the listed objects, at <channel>/<relative key>."""
+    s3, sm, _ = clients
+    s3.create_bucket(Bucket=bucket_name)
+    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz",
+                  Body=_tar({"entry.py": MANIFEST_ENTRY_POINT.encode()}))  # fmt: skip
+    for key in ("proj/raw/packs/train/p1.tar", "proj/raw/packs/train/p2.tar", "proj/raw/packs/train/other.tar",
+                "proj/datasets/v1/train/labels.json"):  # fmt: skip
+        s3.put_object(Bucket=bucket_name, Key=key, Body=key.rsplit("/", 1)[-1].split(".")[0].encode())
+    manifest = [{"prefix": f"s3://{bucket_name}/proj/"}, "datasets/v1/train/labels.json",
+                "raw/packs/train/p1.tar", "raw/packs/train/p2.tar"]  # fmt: skip
+    s3.put_object(Bucket=bucket_name, Key="proj/datasets/v1/train.manifest", Body=json.dumps(manifest).encode())
+    s3.put_object(Bucket=bucket_name, Key="proj/bad.manifest", Body=json.dumps(["raw/packs/train/p1.tar"]).encode())
+
+    def request(name: str, manifest_key: str) -> dict:
+        job = _request(bucket_name, name)
+        job["InputDataConfig"][0]["DataSource"]["S3DataSource"].update(
+            S3DataType="ManifestFile", S3Uri=f"s3://{bucket_name}/{manifest_key}"
+        )
+        return job
+
+    sm.create_training_job(**request(f"{bucket_name}-mf", "proj/datasets/v1/train.manifest"))
+    job = _wait(sm, f"{bucket_name}-mf")
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
+
+    sm.create_training_job(**request(f"{bucket_name}-badmf", "proj/bad.manifest"))
+    job = _wait(sm, f"{bucket_name}-badmf")
+    assert job["TrainingJobStatus"] == "Failed"
+    assert "must be a JSON list starting with" in job["FailureReason"]

@@ -23,6 +23,7 @@ Not product code: it imports the project (installed in the venv) and `fault_prox
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import json
@@ -500,18 +501,28 @@ class Audit:
         manifests = sorted(k for k in keys if re.fullmatch(rf"{ROOT_PREFIX}datasets/[^/]+/manifest\.json", k))
         contents: list[frozenset[str]] = []
         published: dict[str, set[str]] = {}
+        raw = list_keys(s3, bucket, f"{ROOT_PREFIX}raw/")
+        packs: dict[str, bytes] = {}
+
+        def stored(pack_key: str) -> bytes | None:
+            if pack_key not in packs and pack_key in raw:
+                packs[pack_key] = s3.get_object(Bucket=bucket, Key=pack_key)["Body"].read()
+            return packs.get(pack_key)
+
         for manifest_key in manifests:
             manifest = read_json(s3, bucket, manifest_key)
             version_prefix = manifest_key[: -len("manifest.json")]
             ids = [entry["image_id"] for entry in manifest["entries"]]
             self.duplicated += len(ids) - len(set(ids))
-            for entry in manifest["entries"]:
-                etag = keys.get(entry["key"])
-                if etag is None:
-                    self.problems.append(f"{manifest_key} names {entry['key']}, which is missing (partial dataset)")
-                elif etag not in (entry["etag"], entry.get("raw_etag")):
-                    self.problems.append(f"{manifest_key}: {entry['key']} holds other bytes than recorded")
-            listed = {entry["key"] for entry in manifest["entries"]} | {manifest_key}
+            for entry in manifest["entries"]:  # a version names a byte range of a pack: the photo's own bytes
+                pack = stored(f"{ROOT_PREFIX}{entry['pack']}")
+                start, end = entry["offset"], entry["offset"] + entry["size"]
+                if pack is None:
+                    self.problems.append(f"{manifest_key} names {entry['pack']}, which is missing (partial dataset)")
+                elif hashlib.md5(pack[start:end]).hexdigest() != entry["etag"]:  # ETag: MD5 of a simple upload
+                    self.problems.append(f"{manifest_key}: {entry['image_id']} in {entry['pack']} is other bytes")
+            listed = {manifest_key} | {f"{version_prefix}{split}{suffix}" for split in ("train", "valid", "test")
+                                       for suffix in (".manifest", "/labels.json")}  # fmt: skip
             strays = [k for k in keys if k.startswith(version_prefix) and k not in listed]
             self.duplicated += len(strays)
             if set(ids) & set(forbidden):
@@ -529,10 +540,14 @@ class Audit:
             return
         current = published.get((latest or {}).get("manifest_key", ""), set())
         self.lost += len(expected - current)
-        raw = list_keys(s3, bucket, f"{ROOT_PREFIX}raw/")
+        indexed: dict[str, list[str]] = {}  # the raw index: each photo stored once, in an existing pack
+        for key in (k for k in raw if k.startswith(f"{ROOT_PREFIX}raw/index/")):
+            for image_id, entry in read_json(s3, bucket, key)["entries"].items():
+                indexed.setdefault(image_id, []).append(entry["pack"])
         for image_id in expected:
-            for key in (f"{ROOT_PREFIX}raw/bin-images/{image_id}.jpg", f"{ROOT_PREFIX}raw/metadata/{image_id}.json"):
-                self.lost += key not in raw
+            self.lost += not any(f"{ROOT_PREFIX}{pack}" in raw for pack in indexed.get(image_id, []))
+        indexed_packs = {f"{ROOT_PREFIX}{p}" for found in indexed.values() for p in found}
+        self.duplicated += len([k for k in raw if k.startswith(f"{ROOT_PREFIX}raw/packs/") and k not in indexed_packs])
 
     def nothing_copied(self, bucket: str) -> None:
         raw = list_keys(self.env.s3, bucket, f"{ROOT_PREFIX}raw/")
@@ -699,8 +714,8 @@ def truncated_jpeg(env: FaultEnv) -> Row:
 
 @scenario("corrupt JPEG")
 def corrupt_jpeg(env: FaultEnv) -> Row:
-    """Signature and end marker intact, garbage between: only decoding can tell, and the data plane never
-    downloads images (server-side copies). Published; the training loader skips it and counts it."""
+    """Signature and end marker intact, garbage between: only decoding can tell, and the data plane does not
+    decode (it checks signature, size and end marker). Published; the training loader skips it and counts it."""
     fault = "corrupt JPEG"
     names = env.names(fault)
     env.seed_source(names.source)
@@ -713,7 +728,7 @@ def corrupt_jpeg(env: FaultEnv) -> Row:
     audit = Audit(env, fault)
     audit.dataset(names.bucket, set(env.labels()))
     skipped = training_loader_skips(env, names.bucket, result["split"]["channels"]["train"])
-    handled = [Path(s).stem for s in skipped] == [victim]
+    handled = [s.rsplit("[", 1)[-1].rstrip("]") for s in skipped] == [victim]  # <pack>[<image id>]
     return audit.row(
         f"published, then skipped and counted by the training loader: {len(skipped)} image(s)",
         handled,
@@ -722,16 +737,16 @@ def corrupt_jpeg(env: FaultEnv) -> Row:
 
 
 def training_loader_skips(env: FaultEnv, bucket: str, channel_uri: str) -> list[str]:
-    """training_code/data.py's dataset over the published channel: the paths it skips as undecodable."""
-    prefix = channel_uri[len(f"s3://{bucket}/") :]
+    """training_code/data.py's dataset over the published channel (a ManifestFile, downloaded as the local
+    runner and SageMaker lay it out): the samples it skips as undecodable."""
+    from inventory_pipeline.local_aws.runner.workspace import download_channel
+
     local = env.work / "channels" / uuid.uuid4().hex[:8]
-    for key in list_keys(env.s3, bucket, prefix):
-        target = local / key[len(prefix) :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(env.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    download_channel(env.s3, "train", channel_uri, local, data_type="ManifestFile")
     spec = importlib.util.spec_from_file_location("training_code_data", ROOT / "training_code" / "data.py")
     assert spec and spec.loader
     data = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = data  # as an import would: its dataclasses look their module up there
     spec.loader.exec_module(data)
     dataset = data.CountingImageFolder("train", local, transform=None, require_all_classes=False)
     items = [dataset[i] for i in range(len(dataset))]
@@ -889,7 +904,7 @@ def s3_slowdown_burst(env: FaultEnv) -> Row:
             # prefix's request rate is exceeded (botocore numbers its attempts in amz-sdk-request).
             first_attempt = request.headers.get("amz-sdk-request", "attempt=1").startswith("attempt=1")
             if (
-                request.operation in ("CopyObject", "GetObject")
+                request.operation in ("PutObject", "GetObject")
                 and first_attempt
                 and len(throttled) < 4
                 and len(proxy.seen) % 2
@@ -912,7 +927,7 @@ def s3_internal_error_burst(env: FaultEnv) -> Row:
     def rule(proxy: FaultProxy) -> Callable[[Request], Action | None]:
         def answer(request: Request) -> Action | None:
             if (
-                request.operation in ("CopyObject", "PutObject", "GetObject")
+                request.operation in ("PutObject", "GetObject")
                 and len(failed) < 8
                 and len(proxy.seen) % 3 == 0
             ):
@@ -932,13 +947,14 @@ def s3_internal_error_burst(env: FaultEnv) -> Row:
 
 @scenario("S3 endpoint restarted mid-copy")
 def s3_outage_mid_copy(env: FaultEnv) -> Row:
-    """After the 20th CopyObject the S3 endpoint goes away for 2 s: open connections reset, new ones refused,
-    then it comes back with its data (see fault_proxy: restarting moto itself would erase every object)."""
+    """After the 40th GetObject (photos read to be stored) the S3 endpoint goes away for 2 s: open connections
+    reset, new ones refused, then it comes back with its data (see fault_proxy: restarting moto itself would
+    erase every object)."""
     outages: list[float] = []
 
     def rule(proxy: FaultProxy) -> Callable[[Request], Action | None]:
         def answer(request: Request) -> Action | None:
-            if request.operation == "CopyObject" and proxy.count("CopyObject") == 20 and not outages:
+            if request.operation == "GetObject" and proxy.count("GetObject") == 40 and not outages:
                 outages.append(time.monotonic())
                 threading.Thread(target=proxy.outage, args=(2.0,), daemon=True).start()
                 return Action(DROP)
@@ -947,7 +963,7 @@ def s3_outage_mid_copy(env: FaultEnv) -> Row:
         return answer
 
     return _through_proxy(
-        env, "S3 endpoint restarted mid-copy", rule, lambda proxy: f"{len(outages)} outage of 2 s after 20 copies"
+        env, "S3 endpoint restarted mid-copy", rule, lambda proxy: f"{len(outages)} outage of 2 s after 40 reads"
     )
 
 
@@ -1001,14 +1017,14 @@ def _killed_stage(env: FaultEnv, fault: str, stage: str, is_target: Callable[[Re
         if stage == "copy_images":
             retried = dag_tasks.copy_images(params, selection)
             manifest = dag_tasks.split_dataset(params, retried)
-            redone = f"the retry copied {retried['copied']} and skipped {retried['skipped']} objects already in raw/"
-            handled = retried["copied"] + retried["skipped"] == 2 * IMAGES and retried["skipped"] > 0
+            redone = f"the retry stored {retried['copied']} photos in {retried['packs']} pack(s), each once"
+            handled = retried["copied"] + retried["skipped"] == IMAGES
         else:
             manifest = dag_tasks.split_dataset(params, previous)
-            redone = f"the retry copied {manifest['copied']} and skipped {manifest['skipped']} already in the layout"
-            handled = manifest["copied"] + manifest["skipped"] == IMAGES and manifest["skipped"] > 0
+            redone = f"the retry wrote the version's {len(interim)} earlier file(s) again and then its manifest"
+            handled = manifest["copied"] == 0 and bool(manifest["version"])
     audit.dataset(names.bucket, set(env.labels()))
-    outcome = f"killed (SIGKILL) with {killed_after} copies sent; retried to completion, manifest written once"
+    outcome = f"killed (SIGKILL) after {killed_after} targeted requests; retried to completion, manifest written once"
     return audit.row(
         outcome,
         handled and child.returncode == -signal.SIGKILL,
@@ -1022,7 +1038,7 @@ def copy_killed(env: FaultEnv) -> Row:
         env,
         "copy task killed mid-copy, then retried",
         "copy_images",
-        lambda r: r.operation == "CopyObject" and "/raw/" in r.target,
+        lambda r: r.operation == "GetObject" and "/bin-images/" in r.target,  # reading photos to store them
         after=30,
     )
 
@@ -1033,8 +1049,8 @@ def split_killed(env: FaultEnv) -> Row:
         env,
         "split task killed mid-publish, then retried",
         "split_dataset",
-        lambda r: r.operation == "CopyObject" and "/datasets/" in r.target,
-        after=15,
+        lambda r: r.operation == "PutObject" and "/datasets/" in r.target,  # a version's small files
+        after=2,
     )
 
 
@@ -1192,6 +1208,8 @@ def train_task_killed(env: FaultEnv) -> Row:
 
 @scenario("wait_for_training killed (on_kill)")
 def sensor_killed(env: FaultEnv) -> Row:
+    """Killing or clearing the sensor only stops the waiting: the job keeps running (only the train task,
+    which started it, stops it when killed)."""
     from inventory_pipeline.sensors import TrainingJobSensor
 
     fault = "wait_for_training killed (on_kill)"
@@ -1205,14 +1223,15 @@ def sensor_killed(env: FaultEnv) -> Row:
             sensor = TrainingJobSensor(task_id="wait_for_training", job_name=name, print_log=False, timeout=60)
             poked = sensor.poke(context(names.run_id, params))
             sensor.on_kill()
-        described = settled(env.sm, name, 60)
+        time.sleep(2)
+        after_kill = env.sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
         audit.jobs(name)
     finally:
         stop_quietly(env.sm, name)
-    audit.job_state(described)
+    audit.job_state(settled(env.sm, name, 60))
     return audit.row(
-        f"job {described['TrainingJobStatus']} by StopTrainingJob",
-        described["TrainingJobStatus"] == "Stopped" and poked is False,
+        f"job still {after_kill} after the sensor was killed",
+        after_kill == "InProgress" and poked is False,
         f"job {name}",
     )
 

@@ -36,6 +36,8 @@ REAL_AWS_ONLY = {
     "airflow": {
         "StopJobWhenTaskIsKilled": "only on_kill of a task stops its (paid) job; a good run never stops it",
         "AdoptOnlyOwnJobOnRetry": "only a retried train task meeting its run's job name reads the job's tags",
+        "StorageGcDeletesOldData": "storage_gc deletes only what is older than its grace period and not kept; a "
+        "single fresh run has nothing to delete (tests/integration/test_storage_gc.py deletes)",
     },
 }
 integration = [pytest.mark.integration, pytest.mark.slow]

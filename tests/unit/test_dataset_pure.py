@@ -156,18 +156,77 @@ def test_check_splits_refuses_a_training_split_without_every_count():
     assert check_splits(counts, 60) == ["valid/5", "test/3"]  # allowed: they only measure; but named
 
 
-def test_copy_plan_skips_only_objects_already_in_place_with_the_same_size_and_etag():
+def test_copy_plan_reads_only_what_was_not_validated_and_stored_with_the_pinned_etags():
     from inventory_pipeline.dataset.copy import plan_copies
+    from inventory_pipeline.dataset.packs import RawIndex
     from inventory_pipeline.dataset.s3io import ObjectInfo
     from inventory_pipeline.dataset.source_index import Pinned
 
     image, meta = ObjectInfo(30_000, "img"), ObjectInfo(900, "meta")
     selected = [Pinned(Pair(i, 1), image, meta) for i in ("a", "b", "c", "d")]
     assert Pinned.from_row(selected[0].to_row()) == selected[0]
-    raw = {
-        "p/raw/bin-images/a.jpg": image, "p/raw/metadata/a.json": meta,  # in place
-        "p/raw/bin-images/b.jpg": ObjectInfo(30_000, "older"), "p/raw/metadata/b.json": meta,  # image changed
-        "p/raw/bin-images/c.jpg": image,  # metadata never arrived (a run killed halfway)
-    }  # fmt: skip
-    plan = {p.pair.image_id: (p.copy_image, p.copy_metadata) for p in plan_copies(selected, raw, "p/raw/")}
-    assert plan == {"a": (False, False), "b": (True, False), "c": (False, True), "d": (True, True)}
+    raw = RawIndex()
+    stored = {"pack": "raw/packs/train/p.tar", "offset": 512, "size": 30_000}
+    raw.add({
+        "a": {"image_etag": "img", "metadata_etag": "meta", "label": 1, **stored},  # validated and stored
+        "b": {"image_etag": "older", "metadata_etag": "meta", "label": 1, **stored},  # the photo changed since
+        "c": {"image_etag": "img", "metadata_etag": "old-meta", "label": 1, **stored},  # label corrected since
+    })  # fmt: skip
+    plan = {p.pair.image_id: (p.stored is not None, p.validated) for p in plan_copies(selected, raw)}
+    assert plan == {"a": (True, True), "b": (False, False), "c": (True, False), "d": (False, False)}
+
+
+def test_packs_are_deterministic_tars_with_the_offsets_any_reader_sees(abid_sample):
+    import io
+    import tarfile
+
+    from inventory_pipeline.dataset.packs import build_pack
+
+    photos = sorted((abid_sample / "bin-images").glob("*.jpg"))[:3]
+    images = [(p.stem, p.read_bytes()) for p in photos]
+    body, members = build_pack(list(reversed(images)))
+    assert build_pack(images)[0] == body  # same images, same bytes: a retried write is the same object
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert [m.name for m in tar.getmembers()] == sorted(f"{i}.jpg" for i, _ in images)
+    for image_id, data in images:
+        offset, size = members[image_id]
+        assert body[offset : offset + size] == data
+
+
+def test_a_version_is_labels_and_manifest_files_naming_packs_never_copies():
+    from inventory_pipeline.dataset.split import channel_files, channels
+
+    entries = [
+        {"image_id": "a", "label": 2, "split": "train", "pack": "raw/packs/train/p1.tar", "offset": 512, "size": 9},
+        {"image_id": "b", "label": 5, "split": "train", "pack": "raw/packs/train/p2.tar", "offset": 512, "size": 7},
+        {"image_id": "c", "label": 1, "split": "test", "pack": "raw/packs/test/p3.tar", "offset": 1536, "size": 3},
+    ]  # fmt: skip
+    files = channel_files("bkt", "proj/", "v1", entries)
+    assert files["proj/datasets/v1/train.manifest"] == [
+        {"prefix": "s3://bkt/proj/"}, "datasets/v1/train/labels.json", "raw/packs/train/p1.tar",
+        "raw/packs/train/p2.tar",
+    ]  # fmt: skip
+    labels = files["proj/datasets/v1/train/labels.json"]
+    assert labels["samples"] == [["raw/packs/train/p1.tar", 512, 9, 2, "a"], ["raw/packs/train/p2.tar", 512, 7, 5, "b"]]
+    assert files["proj/datasets/v1/valid.manifest"] == [{"prefix": "s3://bkt/proj/"}, "datasets/v1/valid/labels.json"]
+    assert channels("bkt", "proj/", "v1")["test"] == "s3://bkt/proj/datasets/v1/test.manifest"
+
+
+def test_changes_count_added_removed_and_relabelled_images_per_class_and_flag_a_mix_shift():
+    from inventory_pipeline.dataset.changes import class_mix, compare_versions
+
+    def entry(image_id, label, split="train"):
+        return {"image_id": image_id, "label": label, "split": split}
+
+    before = [entry("a", 1), entry("b", 2), entry("c", 3), entry("d", 3)]
+    after = [entry("a", 1), entry("b", 4), entry("c", 3), entry("e", 5), entry("f", 5)]
+    previous = {"version": "v1", "entries": before, "counts": counts_by_split(before)}
+    first = compare_versions(before, counts_by_split(before), None, 0.1)
+    assert first["added"] == {"1": 1, "2": 1, "3": 2, "4": 0, "5": 0} and not first["flagged"]
+    changes = compare_versions(after, counts_by_split(after), previous, 0.1)
+    assert changes["previous_version"] == "v1"
+    assert changes["added"] == {"1": 0, "2": 0, "3": 0, "4": 1, "5": 2}  # b relabelled 2 -> 4, e and f new
+    assert changes["removed"] == {"1": 0, "2": 1, "3": 1, "4": 0, "5": 0}  # b's old label, d gone
+    assert changes["mix_shift"]["train"] == 0.4 and changes["flagged"]  # class 5: 0 -> 2/5 of train
+    assert not compare_versions(after, counts_by_split(after), previous, 0.5)["flagged"]
+    assert class_mix(counts_by_split(after))["train"]["5"] == 0.4

@@ -13,6 +13,7 @@ from inventory_pipeline.dataset import s3io
 from inventory_pipeline.dataset.abid import Pair
 from inventory_pipeline.dataset.copy import Planned, validate
 from inventory_pipeline.dataset.errors import DatasetError, InvalidFileList, NoCredentials, SourceNotFound
+from inventory_pipeline.dataset.packs import Stored
 from inventory_pipeline.dataset.select import load_file_list
 
 
@@ -81,9 +82,10 @@ def stubbed():
         stubber.assert_no_pending_responses()
 
 
-def _planned(size: int = 30_000) -> Planned:
+def _planned(size: int = 30_000, stored: bool = False) -> Planned:
     info = s3io.ObjectInfo(size, "etag")
-    return Planned(Pair("00042", 3), info, info, copy_image=True, copy_metadata=True)
+    location = Stored("raw/packs/train/p.tar", 512, size) if stored else None
+    return Planned(Pair("00042", 3), info, info, stored=location, validated=False)
 
 
 def test_validation_turns_a_key_deleted_after_the_listing_into_a_reject(stubbed):
@@ -93,10 +95,7 @@ def test_validation_turns_a_key_deleted_after_the_listing_into_a_reject(stubbed)
         "NoSuchKey",
         expected_params={"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"},
     )
-    assert validate(s3, "src", "", _planned()) == {
-        "key": "metadata/00042.json",
-        "reason": "missing in source",
-    }
+    assert validate(s3, "src", "", _planned()) == ({"key": "metadata/00042.json", "reason": "missing in source"}, None)
 
 
 def body(data: bytes) -> Any:
@@ -108,29 +107,34 @@ def body(data: bytes) -> Any:
     return StreamingBody(io.BytesIO(data), len(data))
 
 
-def test_validation_reads_only_the_first_bytes_of_a_large_image(stubbed):
-    s3, stubber = stubbed
-    metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
-    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
-    image_head = {"Bucket": "src", "Key": "bin-images/00042.jpg", "Range": "bytes=0-15", "IfMatch": "etag"}
-    stubber.add_response("get_object", {"Body": body(b"GIF89a" + b"\0" * 10)}, image_head)
-    reject = validate(s3, "src", "", _planned(200_000))
-    assert reject == {"key": "bin-images/00042.jpg", "reason": "image is not a JPEG (no FF D8 FF signature)"}
+METADATA = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
+IMAGE = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}  # no Range: the whole photo
 
 
-def test_validation_reads_the_last_bytes_to_reject_a_truncated_large_image(stubbed):
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"GIF89a" + b"\0" * 200_000, "image is not a JPEG (no FF D8 FF signature)"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 200_000 + b"\x5a" * 32, "image is truncated (no JPEG end marker FF D9 in its"),
+    ],
+)
+def test_a_photo_is_read_whole_once_and_rejected_at_either_end(stubbed, data, reason):
     s3, stubber = stubbed
-    metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
-    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
-    image = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}
-    head = b"\xff\xd8\xff\xe0" + b"\0" * 12
-    stubber.add_response("get_object", {"Body": body(head)}, {**image, "Range": "bytes=0-15"})
-    stubber.add_response("get_object", {"Body": body(b"\x5a" * 32)}, {**image, "Range": "bytes=-32"})
-    reject = validate(s3, "src", "", _planned(200_000))
-    assert reject == {
-        "key": "bin-images/00042.jpg",
-        "reason": "image is truncated (no JPEG end marker FF D9 in its last bytes)",
-    }
+    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, METADATA)
+    stubber.add_response("get_object", {"Body": body(data)}, IMAGE)
+    reject, stored = validate(s3, "src", "", _planned(len(data)))
+    assert reject["key"] == "bin-images/00042.jpg" and reject["reason"].startswith(reason) and stored is None
+
+
+def test_a_valid_photo_comes_back_to_be_stored_and_a_stored_one_is_not_read_again(stubbed):
+    s3, stubber = stubbed
+    photo = b"\xff\xd8\xff\xe0" + b"\0" * 3000 + b"\xff\xd9"
+    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, METADATA)
+    stubber.add_response("get_object", {"Body": body(photo)}, IMAGE)
+    assert validate(s3, "src", "", _planned(len(photo))) == (None, photo)
+    # Stored before with this ETag, its metadata changed (a corrected label): one GET, of the metadata only.
+    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, METADATA)
+    assert validate(s3, "src", "", _planned(len(photo), stored=True)) == (None, None)
 
 
 def test_validation_does_not_hide_other_errors(stubbed):
@@ -149,50 +153,16 @@ def test_progress_logs_at_intervals(caplog):
     assert lines == [f"copied: {n}/5000" for n in range(500, 5001, 500)]
 
 
-def test_split_copies_are_guarded_by_the_raw_objects_own_etag(stubbed):
-    """Under SSE-KMS bucket encryption a copy's ETag differs from its source's: the split stage names the raw
-    object's ETag (recorded by the copy stage), the manifest keeps the source's (the version's identity)."""
-    from botocore.stub import ANY
-
-    from inventory_pipeline.dataset.split import publish_dataset
-
-    s3, stubber = stubbed
-    accepted = [
-        {"image_id": f"{label}{i:03d}", "label": label, "image_key": f"p/raw/bin-images/{label}{i:03d}.jpg",
-         "image_etag": f"src-{label}{i:03d}", "raw_image_etag": f"kms-{label}{i:03d}",
-         "metadata_key": f"p/raw/metadata/{label}{i:03d}.json"}
-        for label in range(1, 6) for i in range(12)
-    ]  # fmt: skip
-    stubber.add_client_error("head_object", "404", http_status_code=404)  # no manifest yet
-    stubber.add_response("list_objects_v2", {"KeyCount": 0, "IsTruncated": False})  # nothing copied yet
-    guards = {}
-    copy_params = {"Bucket": "b", "Key": ANY, "CopySource": ANY, "CopySourceIfMatch": ANY}
-    for _ in accepted:
-        stubber.add_response("copy_object", {"CopyObjectResult": {"ETag": '"x"'}}, copy_params)
-
-    def record(params, **_):
-        guards[params["CopySource"]["Key"]] = params["CopySourceIfMatch"]
-
-    s3.meta.events.register("provide-client-params.s3.CopyObject", record)
-    stubber.add_response("put_object", {"ETag": '"m"'})  # the manifest, last
-    stubber.add_client_error("get_object", "NoSuchKey", http_status_code=404)  # no latest.json yet
-    stubber.add_response("put_object", {"ETag": '"l"'})
-    summary = publish_dataset(s3, "b", "p/", accepted, [], {}, workers=1)
-    assert guards == {a["image_key"]: a["raw_image_etag"] for a in accepted}
-    assert summary["total"] == 60 and summary["copied"] == 60
 
 
 @pytest.mark.parametrize(
-    ("tail", "reject"),
-    [(b"\xff\xd9", None), (b"\x5a\x5a", "image is truncated (no JPEG end marker FF D9 in its last bytes)")],
-)
-def test_a_small_image_is_checked_at_both_ends_with_one_request(stubbed, tail, reject):
-    s3, stubber = stubbed
-    data = b"\xff\xd8\xff\xe0" + b"\0" * 3000 + tail
-    metadata = {"Bucket": "src", "Key": "metadata/00042.json", "IfMatch": "etag"}
-    stubber.add_response("get_object", {"Body": body(b'{"EXPECTED_QUANTITY": 3}')}, metadata)
-    image = {"Bucket": "src", "Key": "bin-images/00042.jpg", "IfMatch": "etag"}  # no Range: the whole object
-    stubber.add_response("get_object", {"Body": body(data)}, image)
-    result = validate(s3, "src", "", _planned(len(data)))
-    assert result == (None if reject is None else {"key": "bin-images/00042.jpg", "reason": reject})
-    stubber.assert_no_pending_responses()
+    "value", ["2026-11-30T01:29:48.000Z", "2026-11-30T01:29:48Z", "Mon, 30 Nov 2026 01:29:48 GMT", 1764466188.5,
+              "1764466188", "2026-11-30T01:29:48"],  # the last two: not S3's forms, botocore's parser decides
+)  # fmt: skip
+def test_fast_timestamps_are_the_instants_botocore_parses(value):
+    from botocore.utils import parse_timestamp
+
+    from inventory_pipeline.aws_clients import fast_timestamp
+
+    fast, botocore = fast_timestamp(value), parse_timestamp(value)
+    assert fast == botocore and (fast.tzinfo is None) == (botocore.tzinfo is None)

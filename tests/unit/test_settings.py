@@ -59,3 +59,39 @@ def test_invalid_values_name_their_field(params, field):
         Settings.from_sources(params, env={})
     assert info.value.field_name == field
     assert repr(field) in str(info.value)
+
+
+def test_only_declared_params_are_read_from_a_run():
+    """Airflow merges undeclared run-conf keys into a task's params: those must never reach the settings."""
+    env = {"INVENTORY_BUCKET": "team-bucket", "INVENTORY_ROLE_ARN": "arn:aws:iam::111111111111:role/team"}
+    merged = {"epochs": 5, "bucket": "attacker-bucket", "role_arn": "arn:aws:iam::000000000000:role/other",
+              "subnets": ["subnet-0a1b2c3d"], "enable_network_isolation": False}  # fmt: skip
+    s = Settings.from_sources(merged, env, declared={"epochs", "model"})
+    assert s.epochs == 5
+    assert s.bucket == "team-bucket" and s.role_arn == "arn:aws:iam::111111111111:role/team"
+    assert s.subnets == () and s.enable_network_isolation is False
+
+
+def test_a_conf_with_undeclared_keys_is_refused_naming_them():
+    from inventory_pipeline.settings import RunConfError, refuse_undeclared
+
+    refuse_undeclared({"epochs": 3}, {"epochs", "model"})  # declared only: fine
+    with pytest.raises(RunConfError) as info:
+        refuse_undeclared({"epochs": 3, "role_arn": "x", "bucket": "b"}, {"epochs", "model"})
+    assert info.value.keys == ["bucket", "role_arn"]
+    assert "bucket, role_arn" in str(info.value)
+
+
+def test_the_dag_offers_exactly_the_rules_settings_knows():
+    """One rule list: the Params form offers settings.KNOWN_RULES, less those that can never be evaluated."""
+    import runpy
+    from pathlib import Path
+
+    from inventory_pipeline.rules.applicability import NEVER_EVALUATED
+    from inventory_pipeline.settings import KNOWN_MODELS, KNOWN_RULES
+
+    dag_file = Path(__file__).resolve().parents[2] / "dags" / "inventory_retraining.py"
+    dag = runpy.run_path(str(dag_file))["dag"]
+    offered = dag.params.get_param("fail_on_rules").schema["items"]["enum"]
+    assert offered == [rule for rule in KNOWN_RULES if rule not in NEVER_EVALUATED]
+    assert dag.params.get_param("model").schema["enum"] == list(KNOWN_MODELS)

@@ -49,3 +49,33 @@ def test_a_corrupt_photo_is_skipped_every_time_not_cached(channel):
         item = dataset[broken]
         assert isinstance(item, dict) and item["skipped"].endswith("broken.jpg") and "error" in item
     assert broken not in dataset._cache
+
+
+def test_a_dataset_version_channel_reads_photos_from_packs_by_its_labels_file(tmp_path, abid_sample):
+    """A ManifestFile channel's layout: <channel>/raw/packs/<split>/<p>.tar + datasets/<v>/<split>/labels.json."""
+    import json
+
+    from data import ChannelError, CountingImageFolder
+
+    from inventory_pipeline.dataset.packs import build_pack
+
+    photos = sorted((abid_sample / "bin-images").glob("*.jpg"))[:5]
+    body, members = build_pack([(p.stem, p.read_bytes()) for p in photos])
+    channel = tmp_path / "train"
+    (channel / "raw/packs/train").mkdir(parents=True)
+    (channel / "raw/packs/train/p.tar").write_bytes(body)
+    labels = channel / "datasets/v1/train/labels.json"
+    labels.parent.mkdir(parents=True)
+    samples = [["raw/packs/train/p.tar", *members[p.stem], count, p.stem] for count, p in enumerate(photos, 1)]
+    labels.write_text(json.dumps({"samples": samples}))
+    dataset = CountingImageFolder("train", channel)
+    assert len(dataset) == 5 and dataset.class_counts() == {str(c): 1 for c in range(1, 6)}
+    image, index = dataset[2]
+    assert index == 2 and image.size[0] > 100  # the third photo, decoded from inside the pack, labelled 3
+    labels.write_text(json.dumps({"samples": samples[:4]}))
+    with pytest.raises(ChannelError, match=r"no image of count\(s\) \['5'\]"):
+        CountingImageFolder("train", channel)
+    assert CountingImageFolder("test", channel, require_all_classes=False).missing == ["5"]
+    labels.write_text(json.dumps({"samples": [["../../etc/passwd", 0, 10, 1, "x"]]}))
+    with pytest.raises(ChannelError, match="outside the channel"):
+        CountingImageFolder("test", channel, require_all_classes=False)

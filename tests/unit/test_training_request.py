@@ -136,3 +136,21 @@ def test_self_hosted_rules_cannot_run_in_an_isolated_job():
 
     with pytest.raises(SettingsError, match="network isolation forbids"):
         Settings(enable_network_isolation=True, rules_mode="self_hosted")
+
+
+def test_a_dataset_versions_channels_are_manifest_files_in_a_request_botocore_accepts():
+    from inventory_pipeline.dataset.split import channels
+    from inventory_pipeline.training.request import validate_request
+
+    uris = channels("bucket", "abid/", "0123456789abcdef")
+    request = build_training_request(Settings(pretrained_s3_uri="s3://bucket/weights/"), "inventory-run-1", uris,
+                                     SOURCEDIR, run_id="run-1")  # fmt: skip
+    sources = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    for split in CHANNELS:
+        assert sources[split] == {"S3DataType": "ManifestFile", "S3DataDistributionType": "FullyReplicated",
+                                  "S3Uri": f"s3://bucket/abid/datasets/0123456789abcdef/{split}.manifest"}  # fmt: skip
+    assert sources["pretrained"]["S3DataType"] == "S3Prefix"
+    validate_request(request)  # botocore's SageMaker model: ManifestFile is one of S3DataType's values
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataType"] = "Manifest"
+    with pytest.raises(RequestError):
+        validate_request(request)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from inventory_pipeline.dataset.errors import DatasetError, NoCredentials, SourceChanged, SourceNotFound
+from inventory_pipeline.s3_paths import MISSING_CODES, is_missing, split_s3_uri
+
+__all__ = ["MISSING_CODES", "is_missing", "split_s3_uri"]  # the package's one definition, re-exported here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -21,13 +24,6 @@ R = TypeVar("R")
 class ObjectInfo:
     size: int
     etag: str
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[5:].partition("/") if uri.startswith("s3://") else ("", "", "")
-    if not bucket or not key:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    return bucket, key
 
 
 @contextlib.contextmanager
@@ -56,14 +52,7 @@ def explained(bucket: str, what: str) -> Iterator[None]:
         raise DatasetError(f"S3 error {code} while {what} (s3://{bucket}): {exc}") from exc
 
 
-MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 LISTING_LOG_EVERY = 10_000  # keys; a listing of the public bucket's 500k+ objects takes minutes
-
-
-def is_missing(exc: BaseException) -> bool:
-    """True for a ClientError saying the key does not exist."""
-    response = getattr(exc, "response", None) or {}
-    return response.get("Error", {}).get("Code") in MISSING_CODES
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> dict[str, ObjectInfo]:
@@ -137,11 +126,19 @@ class Progress:
                 self._next += self.every
 
 
-def parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) -> list[tuple[T, R]]:
+def parallel(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    what: str,
+    consume: Callable[[T, R], None] | None = None,
+) -> list[tuple[T, R]]:
     """(item, fn(item)) for every item, in a bounded pool, in completion order, with progress lines.
 
-    The first failure cancels what has not started yet and is raised: a broken run stops promptly instead of
-    finishing thousands of requests first (every stage is idempotent, so a re-run picks up from there).
+    With `consume`, each result is handed to it (in this thread) as it completes and not kept: a stage that
+    reads image bytes holds only those not yet consumed. The first failure cancels what has not started yet
+    and is raised: a broken run stops promptly instead of finishing thousands of requests first (every stage
+    is idempotent, so a re-run picks up from there).
     """
     progress = Progress(what, len(items))
     done: list[tuple[T, R]] = []
@@ -151,7 +148,11 @@ def parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) 
         futures = {pool.submit(fn, item): item for item in items}
         try:
             for future in as_completed(futures):
-                done.append((futures[future], future.result()))
+                item = futures.pop(future)
+                if consume is None:
+                    done.append((item, future.result()))
+                else:
+                    consume(item, future.result())
                 progress.step()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)

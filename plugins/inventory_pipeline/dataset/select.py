@@ -86,7 +86,7 @@ def load_file_list(s3: Any, location: str) -> Any:
             try:
                 raw = s3io.get_bytes(s3, bucket, key)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                if s3io.is_missing(exc):
                     raise SourceNotFound(f"file list {location} does not exist") from exc
                 raise
     else:

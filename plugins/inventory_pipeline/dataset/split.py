@@ -1,11 +1,17 @@
-"""split_dataset: a stable 80/10/10 split published as an ImageFolder layout, manifest last.
+"""split_dataset: a stable 80/10/10 split, published as a description of the raw area's packs, manifest last.
 
 - An image's split depends only on its id (a hash), so it never moves between splits as the dataset grows:
   no leak from yesterday's test set into today's training set.
 - The version is a content hash of the accepted (id, label, image ETag) triples: an unchanged selection
-  maps to the same version, whose manifest already exists, and is reused with zero copies.
-- `manifest.json` is written after every copy succeeded, so its presence means the dataset is complete;
-  a run killed halfway leaves no manifest, and the re-run copies only what is missing.
+  maps to the same version, whose manifest already exists, and is reused as it is.
+- A version copies no image. Under `datasets/<version>/` it holds, per split, `<split>/labels.json` (each
+  sample: its pack, byte offset, size and label) and `<split>.manifest`, a SageMaker ManifestFile
+  (`[{"prefix": "s3://<bucket>/<root>"}, "datasets/<version>/<split>/labels.json", "raw/packs/<split>/<p>.tar",
+  ...]`) that is the split's channel: SageMaker (and the local runner) download each listed object to
+  `<channel dir>/<its key relative to the prefix>`, and train.py reads labels.json. A corrected label is a new
+  labels.json, never a new copy of the photo.
+- `manifest.json` is written after everything else of the version, so its presence means the dataset is
+  complete; a run killed halfway leaves no manifest, and the re-run writes the few small files again.
 """
 
 from __future__ import annotations
@@ -41,8 +47,17 @@ def dataset_prefix(root: str, version: str) -> str:
     return f"{root}datasets/{version}/"
 
 
+def channel_manifest_key(root: str, version: str, split: str) -> str:
+    return f"{dataset_prefix(root, version)}{split}.manifest"
+
+
+def labels_key(root: str, version: str, split: str) -> str:
+    return f"{dataset_prefix(root, version)}{split}/labels.json"
+
+
 def channels(bucket: str, root: str, version: str) -> dict[str, str]:
-    return {split: f"s3://{bucket}/{dataset_prefix(root, version)}{split}/" for split in SPLITS}
+    """Each split's channel: the S3 URI of its ManifestFile (training.request sends S3DataType=ManifestFile)."""
+    return {split: f"s3://{bucket}/{channel_manifest_key(root, version, split)}" for split in SPLITS}
 
 
 def counts_by_split(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -60,10 +75,11 @@ def summary_of(manifest: dict[str, Any], bucket: str, copied: int, skipped: int)
         "rejected": manifest["rejects"],
         "manifest_key": manifest["manifest_key"],
         "channels": channels(bucket, manifest["root"], manifest["version"]),
+        "changes": manifest.get("changes"),
     }
 
 
-_HEAD_FIELDS = ("version", "counts", "total", "manifest_key", "channels")
+_HEAD_FIELDS = ("version", "counts", "total", "manifest_key", "channels", "changes")
 
 
 def published_summary(s3: Any, bucket: str, manifest_key: str) -> dict[str, Any] | None:
@@ -73,7 +89,7 @@ def published_summary(s3: Any, bucket: str, manifest_key: str) -> dict[str, Any]
     try:
         head = s3.head_object(Bucket=bucket, Key=manifest_key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if s3io.is_missing(exc):
             return None
         raise
     summary = head.get("Metadata", {}).get("summary")
@@ -98,52 +114,75 @@ def check_splits(counts: dict[str, dict[str, int]], total: int) -> list[str]:
     return [f"{split}/{label}" for split in ("valid", "test") for label, n in counts[split].items() if n == 0]
 
 
-def _entries(prefix: str, accepted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _entries(accepted: list[dict[str, Any]]) -> list[dict[str, Any]]:
     entries = []
     for item in accepted:
-        split = assign_split(item["image_id"])
         entries.append(
             {
                 "image_id": item["image_id"],
                 "label": item["label"],
-                "split": split,
-                "key": f"{prefix}{split}/{item['label']}/{item['image_id']}.jpg",
+                "split": assign_split(item["image_id"]),
                 "etag": item["image_etag"],  # the source photo's: its identity in the version hash
-                "raw_key": item["image_key"],
-                "raw_etag": item.get("raw_image_etag", item["image_etag"]),
+                "pack": item["pack"],  # relative to the project root
+                "offset": item["offset"],
+                "size": item["size"],
                 "source_key": item.get("source_image_key"),
-                "metadata_key": item["metadata_key"],
+                "metadata_key": item.get("source_metadata_key"),
                 "metadata_etag": item.get("metadata_etag"),
             }
         )
     return entries
 
 
-def _copy_into_layout(s3: Any, bucket: str, todo: list[dict[str, Any]], workers: int) -> None:
-    def copy(entry: dict[str, Any]) -> None:
-        # CopySourceIfMatch: the dataset holds exactly the raw bytes the copy stage validated and recorded.
-        source = {"Bucket": bucket, "Key": entry["raw_key"]}
-        s3.copy_object(
-            Bucket=bucket, Key=entry["key"], CopySource=source, CopySourceIfMatch=entry["raw_etag"]
-        )
-
-    s3io.parallel(copy, todo, workers, "split copies")
+def channel_files(
+    bucket: str, root: str, version: str, entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Per split: its labels.json document and its ManifestFile, keyed by their S3 keys."""
+    files: dict[str, Any] = {}
+    for split in SPLITS:
+        rows = sorted((e for e in entries if e["split"] == split), key=lambda e: e["image_id"])
+        labels = labels_key(root, version, split)
+        files[labels] = {
+            "format": "inventory-labels/1",
+            "version": version,
+            "split": split,
+            "columns": ["path", "offset", "size", "label", "image_id"],  # path: relative to the channel dir
+            "samples": [[e["pack"], e["offset"], e["size"], e["label"], e["image_id"]] for e in rows],
+        }
+        packs = sorted({e["pack"] for e in rows})
+        files[channel_manifest_key(root, version, split)] = [
+            {"prefix": f"s3://{bucket}/{root}"}, labels[len(root):], *packs
+        ]
+    return files
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _point_latest(s3: Any, bucket: str, root: str, version: str, manifest_key: str, created: str) -> None:
-    """`<root>datasets/latest.json` names the version built most recently (rewritten only when it changes)."""
-    key = f"{root}datasets/latest.json"
+def _latest_key(root: str) -> str:
+    return f"{root}datasets/latest.json"
+
+
+def read_latest(s3: Any, bucket: str, root: str) -> dict[str, Any] | None:
+    """`<root>datasets/latest.json` (the version built most recently), or None."""
     try:
-        if s3io.read_json(s3, bucket, key).get("version") == version:
-            return
+        latest = s3io.read_json(s3, bucket, _latest_key(root))
     except Exception as exc:
-        if not (s3io.is_missing(exc) or isinstance(exc, ValueError)):  # ValueError: not JSON, overwrite it
-            raise
-    s3io.put_json(s3, bucket, key, {"version": version, "manifest_key": manifest_key, "created": created})
+        if s3io.is_missing(exc) or isinstance(exc, ValueError):  # ValueError: not JSON, it gets overwritten
+            return None
+        raise
+    return latest if isinstance(latest, dict) else None
+
+
+def _point_latest(
+    s3: Any, bucket: str, root: str, version: str, manifest_key: str, created: str,
+    latest: dict[str, Any] | None,
+) -> None:  # fmt: skip
+    """Name `version` in latest.json (rewritten only when it changes)."""
+    if latest is None or latest.get("version") != version:
+        s3io.put_json(s3, bucket, _latest_key(root), {"version": version, "manifest_key": manifest_key,
+                                                      "created": created})  # fmt: skip
 
 
 def reuse_published(
@@ -154,16 +193,45 @@ def reuse_published(
     manifest_key: str,
     rejects: list[dict[str, str]],
     published: dict[str, Any] | None = None,
+    latest: dict[str, Any] | None | str = "unread",
 ) -> dict[str, Any] | None:
     """The manifest summary of an already published version (0 copies), or None when it is not published.
 
-    `published`: the manifest's summary when the caller has just read it (published_summary)."""
-    published = published or published_summary(s3, bucket, manifest_key)
+    `published` / `latest`: the manifest's summary and latest.json when the caller has just read them
+    (published_and_latest). A re-run is a handful of round trips whatever the dataset's size."""
+    if published is None:
+        published, latest = published_and_latest(s3, bucket, root, manifest_key)
+    elif latest == "unread":
+        latest = read_latest(s3, bucket, root)
     if published is None:
         return None
     log.info("dataset %s is already published (%s): reusing it, 0 copies", version, manifest_key)
-    _point_latest(s3, bucket, root, version, manifest_key, _now())
-    return {**published, "rejected": rejects, "copied": 0, "skipped": published["total"]}
+    _point_latest(s3, bucket, root, version, manifest_key, _now(), latest)
+    return {**published, "rejected": rejects, "copied": 0, "skipped": 0}  # a version copies no image
+
+
+def published_and_latest(
+    s3: Any, bucket: str, root: str, manifest_key: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The manifest's summary (None: not published) and latest.json, read concurrently."""
+    found = dict(s3io.parallel(
+        lambda what: published_summary(s3, bucket, manifest_key) if what == "manifest"
+        else read_latest(s3, bucket, root), ["manifest", "latest"], 2, "reuse check",
+    ))  # fmt: skip
+    return found["manifest"], found["latest"]
+
+
+def _previous_manifest(s3: Any, bucket: str, latest: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
+    """The manifest of the version built before this one (what the data report compares against)."""
+    if not latest or latest.get("version") == version or not isinstance(latest.get("manifest_key"), str):
+        return None
+    try:
+        return s3io.read_json(s3, bucket, latest["manifest_key"])
+    except Exception as exc:
+        if s3io.is_missing(exc) or isinstance(exc, ValueError):  # removed by gc, or not ours
+            log.warning("previous dataset %s is unreadable (%s): no comparison", latest.get("version"), exc)
+            return None
+        raise
 
 
 def publish_dataset(
@@ -175,8 +243,11 @@ def publish_dataset(
     source: dict[str, Any],
     workers: int = 32,
     settings_used: dict[str, Any] | None = None,
+    mix_threshold: float = 0.10,
 ) -> dict[str, Any]:
-    """Copy the accepted images into `datasets/<version>/<split>/<label>/<id>.jpg`; manifest last."""
+    """Describe the accepted images as `datasets/<version>/` (labels + ManifestFiles per split); manifest last."""
+    from inventory_pipeline.dataset.changes import compare_versions
+
     version = dataset_version(accepted)
     prefix = dataset_prefix(root, version)
     manifest_key = f"{prefix}manifest.json"
@@ -185,20 +256,19 @@ def publish_dataset(
         if reused is not None:
             return reused
 
-        entries = _entries(prefix, accepted)
+        entries = _entries(accepted)
         counts = counts_by_split(entries)
         thin = check_splits(counts, len(entries))
         if thin:
             log.warning("dataset %s has no image of %s", version, ", ".join(thin))
-        present = s3io.list_objects(s3, bucket, prefix)  # what an interrupted earlier run already copied
-        todo = [
-            e
-            for e in entries
-            if getattr(present.get(e["key"]), "etag", None) not in (e["etag"], e["raw_etag"])
-        ]
-        log.info("dataset %s: %d images, %d to copy, %d already there", version, len(entries), len(todo),
-                 len(entries) - len(todo))  # fmt: skip
-        _copy_into_layout(s3, bucket, todo, workers)
+        latest = read_latest(s3, bucket, root)
+        changes = compare_versions(entries, counts, _previous_manifest(s3, bucket, latest, version), mix_threshold)
+        if changes["flagged"]:
+            log.warning("dataset %s: the class mix moved by %.1f points (threshold %.1f) against %s",
+                        version, 100 * changes["max_shift"], 100 * mix_threshold,
+                        changes["previous_version"])  # fmt: skip
+        files = channel_files(bucket, root, version, entries)
+        s3io.parallel(lambda key: s3io.put_json(s3, bucket, key, files[key]), sorted(files), workers, "channel files")
 
         manifest = {
             "version": version,
@@ -206,15 +276,17 @@ def publish_dataset(
             "bucket": bucket,
             "manifest_key": manifest_key,
             "created": _now(),
+            "layout": "packs/1",
             "counts": counts,
             "classes_missing": thin,
             "splits": {"train": 0.8, "valid": 0.1, "test": 0.1, "assignment": "sha256(image_id) % 100"},
             "source": source,
             "settings": settings_used or {},
+            "changes": changes,
             "entries": entries,
             "rejects": rejects,
         }
-        summary = summary_of(manifest, bucket, copied=len(todo), skipped=len(entries) - len(todo))
+        summary = summary_of(manifest, bucket, copied=0, skipped=0)  # a version copies no image
         # Last: its presence means "complete". Its object metadata carries the summary, so a re-run learns
         # everything it needs from one HEAD instead of downloading a manifest with thousands of entries.
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -222,6 +294,6 @@ def publish_dataset(
             Bucket=bucket, Key=manifest_key, Body=body, ContentType="application/json",
             Metadata={"summary": json.dumps({k: summary[k] for k in _HEAD_FIELDS}, separators=(",", ":"))},
         )  # fmt: skip
-        _point_latest(s3, bucket, root, version, manifest_key, manifest["created"])
+        _point_latest(s3, bucket, root, version, manifest_key, manifest["created"], latest)
     log.info("published dataset %s: %s", version, manifest["counts"])
     return summary

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from inventory_pipeline.dataset import s3io
-from inventory_pipeline.dataset.abid import CLASSES, image_key
-from inventory_pipeline.dataset.copy import copy_selection, list_raw, raw_prefix
+from inventory_pipeline.dataset.abid import CLASSES
+from inventory_pipeline.dataset.copy import copy_selection, list_raw
 from inventory_pipeline.dataset.errors import EmptySelection
+from inventory_pipeline.dataset.packs import RawIndex
 from inventory_pipeline.dataset.select import select_source
 from inventory_pipeline.dataset.source_index import Pinned, pin_sources
 from inventory_pipeline.dataset.split import (
@@ -29,7 +30,7 @@ from inventory_pipeline.dataset.split import (
     check_splits,
     counts_by_split,
     publish_dataset,
-    published_summary,
+    published_and_latest,
     reuse_published,
 )
 from inventory_pipeline.settings import Settings
@@ -86,10 +87,10 @@ def _published_record(s3: Any, settings: Settings, selection_key: str) -> dict[s
             return None
         if not isinstance(record.get("accepted"), int) or not isinstance(record.get("rejects"), list):
             return None
-        summary = published_summary(s3, settings.bucket, record["manifest_key"])
+        summary, latest = published_and_latest(s3, settings.bucket, settings.root, record["manifest_key"])
         if summary is None:  # deleted since: rebuild it
             return None
-    return {**record, "manifest_summary": summary}
+    return {**record, "manifest_summary": summary, "latest": latest}
 
 
 def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
@@ -99,8 +100,8 @@ def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
             s3io.put_json(s3, bucket, key, document)
 
 
-def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectInfo]]:
-    """The selection, pinned to source versions; also the raw-area listing it took to count what is new."""
+def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
+    """The selection, pinned to source versions; also the raw index it read to count what is new."""
     root, source_bucket, source_prefix = settings.root, settings.source_bucket, settings.source_prefix
     selection = select_source(
         s3, source_bucket, source_prefix, settings.file_list, settings.per_class_limit, settings.copy_workers
@@ -109,7 +110,6 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectI
     # (rejects found later can only make it thinner; the split stage checks again).
     splits = [{"label": p.label, "split": assign_split(p.image_id)} for p in selection.pairs]
     check_splits(counts_by_split(splits), len(splits))
-    ids = [p.image_id for p in selection.pairs]
     pinned, missing = pin_sources(
         s3, source_bucket, source_prefix, selection.pairs, settings.copy_workers, selection.metadata_listing
     )  # fmt: skip
@@ -126,15 +126,20 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectI
         "rejects": rejects,
     }
     key = _content_key(root, "selections", document)
-    _put_once(s3, settings.bucket, key, document)
-    published = _published_record(s3, settings, key)
+    # Concurrently: store the selection (when new) and look for its published record (a re-run's shortcut).
+    found = dict(s3io.parallel(
+        lambda step: _put_once(s3, settings.bucket, key, document) if step == "put"
+        else _published_record(s3, settings, key), ["put", "published"], 2, "selection",
+    ))  # fmt: skip
+    published = found["published"]
     if published is not None:
-        raw_index: dict[str, s3io.ObjectInfo] | None = None
+        raw_index: RawIndex | None = None
         new = 0
         log.info("selection %s is unchanged since dataset %s was published", key, published.get("version"))
     else:
-        raw_index = list_raw(s3, settings.bucket, root, ids, settings.copy_workers)
-        new = sum(1 for p in pinned if image_key(raw_prefix(root), p.pair.image_id) not in raw_index)
+        raw_index = list_raw(s3, settings.bucket, root, settings.copy_workers)
+        stored = {image_id for image_id, _ in raw_index.stored}
+        new = sum(1 for p in pinned if p.pair.image_id not in stored)
     log.info(
         "selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects)
     )
@@ -151,16 +156,15 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, dict[str, s3io.ObjectI
     return Staged(key, document, summary, published), raw_index
 
 
-def _copy(
-    s3: Any, settings: Settings, selection: Staged, raw_index: dict[str, s3io.ObjectInfo] | None = None
-) -> Staged:
+def _copy(s3: Any, settings: Settings, selection: Staged, raw_index: RawIndex | None = None) -> Staged:
     published = selection.published or _published_record(s3, settings, selection.key)
     if published is not None:  # everything this selection needs is already copied and published
         accepted, rejects = published["accepted"], published["rejects"]
         log.info("copy: selection already published as dataset %s: 0 copied, %d skipped",
-                 published["version"], 2 * accepted)  # fmt: skip
+                 published["version"], accepted)  # fmt: skip
         summary = {"copy_key": published["copy_key"], "new": 0, "accepted": accepted, "copied": 0,
-                   "skipped": 2 * accepted, "rejected": len(rejects), "rejects": rejects[:50]}  # fmt: skip
+                   "skipped": accepted, "revalidated": 0, "packs": 0, "rejected": len(rejects),
+                   "rejects": rejects[:50]}  # fmt: skip
         return Staged(published["copy_key"], {}, summary, published)
     source = selection.document["source"]
     selected = [Pinned.from_row(row) for row in selection.document["pairs"]]
@@ -176,6 +180,7 @@ def _copy(
         "settings": _settings_used(settings),
         "accepted": result.accepted,
         "rejects": result.rejects,
+        "index_key": result.index_key,
     }
     key = _content_key(settings.root, "copies", document)
     _put_once(s3, settings.bucket, key, document)
@@ -185,6 +190,8 @@ def _copy(
         "accepted": len(result.accepted),
         "copied": result.copied,
         "skipped": result.skipped,
+        "revalidated": result.revalidated,
+        "packs": len(result.packs),
         "rejected": len(result.rejects),
         "rejects": result.rejects[:50],
     }
@@ -202,6 +209,7 @@ def _split(s3: Any, settings: Settings, copied: dict[str, Any], copy_key: str) -
     manifest = publish_dataset(
         s3, settings.bucket, settings.root, copied["accepted"], copied["rejects"], source,
         workers=settings.copy_workers, settings_used=copied.get("settings"),
+        mix_threshold=settings.class_mix_threshold,
     )  # fmt: skip
     selection_key = copied.get("selection_key")
     if selection_key:  # after the manifest: a record never points at a dataset that is not complete
@@ -226,9 +234,11 @@ def run_select(s3: Any, settings: Settings) -> dict[str, Any]:
 
 
 def run_copy(s3: Any, settings: Settings, selection_key: str) -> dict[str, Any]:
-    """Validate + copy the selection into `<root>raw/`; the result goes to `<root>staging/copies/<hash>.json`.
+    """Validate the selection and store its new images in `<root>raw/` packs; the result goes to
+    `<root>staging/copies/<hash>.json`.
 
-    Returns: copy_key, new, accepted, copied, skipped, rejected (count), rejects (the first 50 {key, reason}).
+    Returns: copy_key, new, accepted, copied (images stored now), skipped (already stored), revalidated (stored
+    images whose metadata changed), packs (written), rejected (count), rejects (the first 50 {key, reason}).
     Raises TooManyRejects, copying nothing, when rejects / selected > settings.reject_threshold.
     """
     document = _read_staged(s3, settings, selection_key)
@@ -242,14 +252,14 @@ def run_split(s3: Any, settings: Settings, copy_key: str) -> dict[str, Any]:
 
 
 def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
-    """select + copy + split in one call (the CLI); copies/skips add up both copy stages."""
+    """select + copy + split in one call (the CLI); copied/skipped count images (a version copies none)."""
     selection, raw_index = _select(s3, settings)
     copy = _copy(s3, settings, selection, raw_index)
     if copy.published is not None:
         record = copy.published
         with s3io.explained(settings.bucket, "reusing the published dataset"):
             manifest = reuse_published(s3, settings.bucket, settings.root, record["version"], record["manifest_key"],
-                                       record["rejects"], record["manifest_summary"])  # fmt: skip
+                                       record["rejects"], record["manifest_summary"], record["latest"])  # fmt: skip
         if manifest is None:  # deleted in the last moments: publish it again from the copy document
             manifest = _split(s3, settings, _read_staged(s3, settings, copy.key), copy.key)
     else:

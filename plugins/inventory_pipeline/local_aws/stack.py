@@ -225,7 +225,7 @@ class LocalStack:
         return client_env(self.endpoints, self.region, self.provisioned)
 
     def start(self) -> LocalStack:
-        self.state_dir = Path(self.state_dir)
+        self.state_dir = Path(self.state_dir).resolve()  # job dirs under it must not depend on a cwd
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             # moto first (the others and the provisioning talk to it), then the rest start side by side
@@ -341,15 +341,27 @@ def _kill_group(pid: int) -> None:
 # --- CLI backing: a stack that outlives the command that started it ---------------------------------------
 
 
+def running_state(state_dir: Path) -> dict[str, Any] | None:
+    """The state of the stack `up` started in `state_dir`, if its processes are still the ones it started."""
+    state_file = Path(state_dir).resolve() / STATE_FILE_NAME
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    return state if _still_running(state) else None
+
+
 def up(state_dir: Path, region: str = DEFAULT_REGION, **stack_options: Any) -> dict[str, Any]:
-    """Start the stack detached, write the state file and return the state (with `state_file`)."""
-    state_dir = Path(state_dir)
+    """Start the stack detached, write the state file and return the state (with `state_file`). When a stack
+    is already running there, return its state (`already_running: true`) instead: `up` is idempotent."""
+    state_dir = Path(state_dir).resolve()  # the runner's job dirs live under it: never relative to a cwd
     state_file = state_dir / STATE_FILE_NAME
-    if state_file.exists() and _still_running(json.loads(state_file.read_text())):
-        raise RuntimeError(f"a local stack is already running (state file {state_file}); run `down` first")
+    running = running_state(state_dir)
+    if running is not None:
+        return {**running, "already_running": True}
     stack = LocalStack(state_dir, region=region, **stack_options).start()
     state = stack.state()
     state["state_file"] = str(state_file)
+    state["already_running"] = False
     state_file.write_text(json.dumps(state, indent=2))
     # The processes live on; forget them here so nothing stops them when this object is collected.
     stack._running.clear()

@@ -20,13 +20,9 @@ from typing import Any
 from inventory_pipeline.reports import cost
 from inventory_pipeline.reports.findings import Finding, PolicyDecision, apply_policy, findings_from_job
 from inventory_pipeline.reports.job_facts import job_facts
+from inventory_pipeline.s3_paths import split_s3_uri
 
 log = logging.getLogger(__name__)
-
-
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -39,7 +35,7 @@ def profiler_reports(s3: Any, describe: dict[str, Any]) -> dict[str, dict[str, A
     base = (describe.get("ProfilerConfig") or {}).get("S3OutputPath")
     if not base:
         return {}
-    bucket, prefix = _split(f"{base.rstrip('/')}/{describe['TrainingJobName']}/rule-output/")
+    bucket, prefix = split_s3_uri(f"{base.rstrip('/')}/{describe['TrainingJobName']}/rule-output/")
     keys = [k for k in _list(s3, bucket, prefix) if "/profiler-output/profiler-reports/" in k and k.endswith(".json")]
     folders = sorted({k[len(prefix):].split("/", 1)[0] for k in keys if k[len(prefix):].startswith("ProfilerReport")},
                      key=lambda f: (int(f.rsplit("-", 1)[1]) if f.rsplit("-", 1)[-1].isdigit() else 0, f))  # fmt: skip
@@ -57,7 +53,7 @@ def training_metrics(s3: Any, describe: dict[str, Any]) -> dict[str, Any]:
     artifact = (describe.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or ""
     if not artifact:
         return {}
-    bucket, key = _split(artifact.replace("model.tar.gz", "output.tar.gz"))
+    bucket, key = split_s3_uri(artifact.replace("model.tar.gz", "output.tar.gz"))
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body)) as tar:
@@ -72,7 +68,7 @@ def system_metrics(s3: Any, describe: dict[str, Any]) -> list[dict[str, Any]]:
     base = (describe.get("ProfilerConfig") or {}).get("S3OutputPath")
     if not base:
         return []
-    bucket, prefix = _split(f"{base.rstrip('/')}/{describe['TrainingJobName']}/profiler-output/system/")
+    bucket, prefix = split_s3_uri(f"{base.rstrip('/')}/{describe['TrainingJobName']}/profiler-output/system/")
     records = []
     for key in _list(s3, bucket, prefix):
         for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():
@@ -239,6 +235,7 @@ estimated {{ '%.4f' % advice.run_cost }} USD at the list price recorded {{ advic
 {% if manifest.rejects %}<table><tr><th>key</th><th>reason</th></tr>{% for r in manifest.rejects[:50] %}
 <tr><td>{{ r.key }}</td><td>{{ r.reason }}</td></tr>{% endfor %}</table>{% endif %}
 {% else %}<p>No manifest available.</p>{% endif %}
+{{ data_changes }}
 </body></html>
 """
 
@@ -257,18 +254,22 @@ def build_report(
     fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
 ) -> ReportResult:  # fmt: skip
     from jinja2 import Environment
+    from markupsafe import Markup
+
+    from inventory_pipeline.reports import data_section
 
     job = describe["TrainingJobName"]
-    findings = findings_from_job(describe, profiler_reports(s3, describe))
-    decision = apply_policy(findings, fail_on_rules)
-    metrics = training_metrics(s3, describe)
-    series = utilisation(system_metrics(s3, describe))
     manifest = None
     if manifest_key:
         try:
             manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         except Exception as exc:
             log.warning("could not read the manifest %s: %s", manifest_key, exc)
+    findings = findings_from_job(describe, profiler_reports(s3, describe))
+    findings.append(data_section.data_finding(manifest))  # ClassMixShift: blocking when fail_on_rules lists it
+    decision = apply_policy(findings, fail_on_rules)
+    metrics = training_metrics(s3, describe)
+    series = utilisation(system_metrics(s3, describe))
     resources = describe.get("ResourceConfig", {})
     advice = cost.advice(
         resources.get("InstanceType", ""), int(resources.get("InstanceCount", 1)),
@@ -282,12 +283,13 @@ def build_report(
         decision=decision, findings=findings, curves=plot_curves(metrics.get("history", [])),
         usage=plot_utilisation(series), confusion=plot_confusion(metrics.get("confusion_matrix")),
         advice=advice, manifest=manifest, profiled_locally=profiled_locally, facts=job_facts(describe),
+        data_changes=Markup(data_section.render(manifest)),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
     html_path.write_text(html)
     out = (describe.get("OutputDataConfig") or {}).get("S3OutputPath", f"s3://{bucket}")
-    report_bucket, report_prefix = _split(f"{out.rstrip('/')}/{job}/report/report.html")
+    report_bucket, report_prefix = split_s3_uri(f"{out.rstrip('/')}/{job}/report/report.html")
     s3.put_object(Bucket=report_bucket, Key=report_prefix, Body=html.encode(), ContentType="text/html")
     rules = [{"name": f.rule, "kind": f.kind, "status": f.status} for f in findings]
     summary = {
@@ -302,5 +304,6 @@ def build_report(
         "s3_uri": f"s3://{report_bucket}/{report_prefix}",
         "advice": advice.get("summary"),
         "job_facts": job_facts(describe),
+        "data": data_section.data_summary(manifest),
     }
     return ReportResult(html_path, summary["s3_uri"], decision, findings, summary)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from inventory_pipeline import s3_paths
+
 log = logging.getLogger(__name__)
 
 END_OF_JOB = "training_job_end.ts"  # smdebug's marker: the hook closed, no more steps will come
@@ -41,11 +43,8 @@ class Storage(Protocol):
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, prefix = uri[5:].partition("/")
-    if not bucket:
-        raise ValueError(f"no bucket in {uri!r}")
+    """(bucket, prefix without surrounding slashes); the prefix may be empty."""
+    bucket, prefix = s3_paths.split_s3_uri(uri, require_key=False)
     return bucket, prefix.strip("/")
 
 

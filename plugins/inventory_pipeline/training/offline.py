@@ -80,7 +80,9 @@ def upload_pretrained(s3: Any, bucket: str, root: str, directory: Path) -> str:
             if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == path.stat().st_size:
                 continue
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            from inventory_pipeline.s3_paths import is_missing
+
+            if not is_missing(exc):
                 raise
         s3.upload_file(str(path), bucket, key)
         log.info("uploaded %s to s3://%s/%s", path, bucket, key)

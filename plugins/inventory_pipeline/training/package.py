@@ -14,6 +14,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from inventory_pipeline.s3_paths import is_missing
+
 log = logging.getLogger(__name__)
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[3] / "training_code"
@@ -81,7 +83,7 @@ def upload_sourcedir(
             log.info("training code unchanged: s3://%s/%s already uploaded (%d bytes)", bucket, key, len(archive))
             return PackagedCode(bucket, key, sha, len(archive), uploaded=False)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+        if not is_missing(exc):
             raise
     s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentType="application/gzip", Metadata={"sha256": sha})
     log.info("uploaded training code to s3://%s/%s (%d bytes, sha256 %s)", bucket, key, len(archive), sha[:16])

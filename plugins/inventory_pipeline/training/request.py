@@ -154,6 +154,12 @@ def debug_hook_config(settings: Settings, rules: list[Any]) -> dict[str, Any]:
     return config
 
 
+def channel_data_type(uri: str) -> str:
+    """A dataset version's channel is a SageMaker ManifestFile (`<split>.manifest`, see dataset.split); any other
+    URI (a prefix such as the pretrained channel's) is an S3Prefix."""
+    return "ManifestFile" if uri.endswith(".manifest") else "S3Prefix"
+
+
 def build_training_request(
     settings: Settings,
     job_name: str,
@@ -210,7 +216,7 @@ def build_training_request(
                 "ChannelName": name,
                 "DataSource": {
                     "S3DataSource": {
-                        "S3DataType": "S3Prefix",
+                        "S3DataType": channel_data_type(uri),
                         "S3Uri": uri,
                         "S3DataDistributionType": "FullyReplicated",
                     }
@@ -307,6 +313,12 @@ def validate_request(request: dict[str, Any]) -> dict[str, Any]:
             f"invalid setting 'instance_type': {instance_type!r} is not a SageMaker training instance type "
             f"(e.g. {', '.join(t for t in allowed if t.startswith('ml.c5.'))})"
         )
+    data_types = model.shape_for("S3DataType").enum
+    for channel in request.get("InputDataConfig", []):
+        data_type = channel.get("DataSource", {}).get("S3DataSource", {}).get("S3DataType")
+        if data_type is not None and data_type not in data_types:
+            raise RequestError(f"channel {channel.get('ChannelName')!r}: S3DataType {data_type!r} is not one of "
+                               f"{', '.join(data_types)}")  # fmt: skip
     try:
         validate_parameters(request, model.operation_model("CreateTrainingJob").input_shape)
     except ParamValidationError as exc:

@@ -147,8 +147,10 @@ class JobRunner:
         channels = {}
         for channel in self.job.get("InputDataConfig", []):
             name = channel["ChannelName"]
-            uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
-            count = workspace.download_channel(self.s3, name, uri, self.work / "data" / name)
+            source = channel["DataSource"]["S3DataSource"]
+            uri = source["S3Uri"]
+            count = workspace.download_channel(self.s3, name, uri, self.work / "data" / name,
+                                               data_type=source.get("S3DataType", "S3Prefix"))  # fmt: skip
             log.info("channel %s: %d objects from %s", name, count, uri)
             channels[name] = self.work / "data" / name
         for host in self.hosts:

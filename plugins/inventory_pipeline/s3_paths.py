@@ -1,0 +1,22 @@
+"""`s3://` URIs and "the key is not there": one definition for the whole package (no boto3 import)."""
+
+from __future__ import annotations
+
+# S3 answers a missing key with NoSuchKey (GET) or a bare 404 / NotFound (HEAD, no body to carry a code).
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def split_s3_uri(uri: str, *, require_key: bool = True) -> tuple[str, str]:
+    """`s3://bucket/key` -> (bucket, key); ValueError for anything else (or an empty key when one is required)."""
+    bucket, _, key = uri[5:].partition("/") if uri.startswith("s3://") else ("", "", "")
+    if not bucket:
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    if require_key and not key:
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r} (no key)")
+    return bucket, key
+
+
+def is_missing(exc: BaseException) -> bool:
+    """True for a botocore ClientError saying the key does not exist."""
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code") in MISSING_CODES

@@ -1,0 +1,1 @@
+"""Storage housekeeping of the project bucket (`storage gc`)."""

@@ -1,0 +1,43 @@
+"""A run conf that names anything but a declared Param (here the deployment's bucket and role) is refused by
+the DAG's first task, before any data is read or any training job exists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from inventory_pipeline.airflow_runner import airflow_env, dags_test, db_migrate
+from inventory_pipeline.aws_clients import make_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
+
+
+def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack, tmp_path):
+    s3 = make_client("s3", local_stack.endpoints["s3"], local_stack.region, **CREDS)
+    s3.create_bucket(Bucket="conf-project")
+    env = airflow_env(tmp_path, {**local_stack.env(), "INVENTORY_BUCKET": "conf-project"})
+    db_migrate(env)
+    conf = {"epochs": 1, "model": "small_cnn", "role_arn": "arn:aws:iam::000000000000:role/other",
+            "bucket": "someone-elses-bucket"}  # fmt: skip
+    result = dags_test(env, conf, log_path=tmp_path / "dags-test.log")
+    summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    run = json.loads(summary.stdout.strip().splitlines()[-1])
+
+    assert not result.ok and run["state"] == "failed"
+    assert run["tasks"]["check_run_conf"] == "failed"
+    assert "run conf has undeclared key(s) bucket, role_arn" in result.output
+    # Nothing downstream ran: no source read, no code uploaded, no job.
+    for task in ("select_source", "package_code", "check_lineage", "train", "wait_for_training"):
+        assert run["tasks"].get(task) in ("upstream_failed", None), (task, run["tasks"])
+    # The only thing written is the gate's record of the run's one decision, `failed`, naming the keys.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="conf-project").get("Contents", [])]
+    assert keys and all(key.startswith("abid/models/decisions/") for key in keys), keys
+    decision = run["xcom"].get("evaluate_and_promote") or {}
+    assert "decision failed: check_run_conf failed" in result.output and "role_arn" in result.output, decision
+    sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)
+    assert sm.list_training_jobs()["TrainingJobSummaries"] == []

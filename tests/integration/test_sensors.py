@@ -1,0 +1,155 @@
+"""The wait_for_training sensor against a real local job: in reschedule mode every poke is a new process
+with a new sensor, and each job log line still reaches the task log once; killing or clearing the sensor
+leaves the paid job running (only the train task's kill stops it)."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from structlog.testing import capture_logs
+
+from inventory_pipeline.aws_clients import make_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
+LINES = 24
+# Prints numbered lines over ~24 s, so several pokes (and a deferral) each see part of the log.
+TICKER = f"import time\nfor i in range({LINES}):\n    print(f'tick-line {{i}}', flush=True)\n    time.sleep(1.0)\n"
+
+
+def _tar(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def start_job(local_stack):
+    """Starts a local training job running TICKER; returns its name, clients and the run's params."""
+    from inventory_pipeline.settings import Settings
+    from inventory_pipeline.training.request import build_training_request
+
+    s3 = make_client("s3", local_stack.endpoints["s3"], local_stack.region, **CREDS)
+    sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)
+    bucket = f"sensor-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="code/ticker.tar.gz", Body=_tar({"train.py": TICKER}))
+    for channel in ("train", "valid", "test"):
+        s3.put_object(Bucket=bucket, Key=f"data/{channel}/1/x.txt", Body=b"x")
+    settings = Settings(bucket=bucket, model="small_cnn", instance_count=1)
+    channels = {c: f"s3://{bucket}/data/{c}/" for c in ("train", "valid", "test")}
+    params = {"bucket": bucket, "model": "small_cnn", "instance_count": 1}
+
+    def start() -> SimpleNamespace:
+        name = f"sensor-{uuid.uuid4().hex[:12]}"
+        request = build_training_request(settings, name, channels, f"s3://{bucket}/code/ticker.tar.gz")
+        sm.create_training_job(**request)
+        return SimpleNamespace(name=name, sm=sm, s3=s3, bucket=bucket, params=params)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def running_job(start_job):
+    return start_job()
+
+
+def _context(params: dict, try_number: int = 1) -> dict:
+    return {"params": params, "ti": SimpleNamespace(task_id="wait_for_training", try_number=try_number)}
+
+
+def test_killing_the_sensor_leaves_the_job_running(running_job, local_stack, monkeypatch):
+    from inventory_pipeline.sensors import TrainingJobSensor
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    sensor = TrainingJobSensor(task_id="wait_for_training", job_name=running_job.name, print_log=False)
+    assert sensor.poke(_context(running_job.params)) is False
+    sensor.on_kill()  # what the task runner calls when the task is killed or cleared
+    time.sleep(2)
+    status = running_job.sm.describe_training_job(TrainingJobName=running_job.name)["TrainingJobStatus"]
+    assert status == "InProgress"
+
+
+def test_each_log_line_reaches_the_task_log_once_across_reschedules(running_job, local_stack, monkeypatch):
+    from inventory_pipeline.sensors import TrainingJobSensor
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    messages: list[str] = []
+    pokes, done, deadline = 0, False, time.monotonic() + 300
+    while not done and time.monotonic() < deadline:
+        # A reschedule poke is a new process: a new sensor, nothing carried over in memory.
+        sensor = TrainingJobSensor(task_id="wait_for_training", job_name=running_job.name, print_log=True)
+        with capture_logs() as captured:
+            done = sensor.poke(_context(running_job.params))
+        messages += [str(entry.get("event", "")) for entry in captured]
+        pokes += 1
+        time.sleep(1.5)
+    ticks = _ticks(messages)
+    assert done and pokes >= 3, (done, pokes)
+    assert sorted(ticks, key=lambda m: int(m.split()[-1])) == [f"tick-line {i}" for i in range(LINES)], ticks
+
+
+def _ticks(messages: list[str]) -> list[str]:
+    return [m for m in messages if re.fullmatch(r"tick-line \d+", m)]
+
+
+def test_a_deferred_wait_resumes_reading_the_log_where_it_stopped(start_job, local_stack, monkeypatch):
+    """deferrable=True: the first poke prints what is there, the trigger waits (run here as the triggerer runs
+    it: serialized, rebuilt, awaited), and the resumed task prints the rest of the log, each line once."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.sdk.module_loading import import_string
+
+    from inventory_pipeline.sensors import TrainingJobSensor
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    job = start_job()
+    logs = make_client("logs", local_stack.endpoints["logs"], local_stack.region, **CREDS)
+
+    def shipped_lines() -> int:
+        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job.name)
+        return sum(len(logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"],
+                                           startFromHead=True)["events"]) for s in streams["logStreams"])  # fmt: skip
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # let the job print part of its log before the first poke
+        try:
+            if shipped_lines() >= 1:
+                break
+        except logs.exceptions.ResourceNotFoundException:
+            pass
+        time.sleep(0.5)
+
+    def sensor() -> TrainingJobSensor:
+        return TrainingJobSensor(task_id="wait_for_training", job_name=job.name, print_log=True, deferrable=True,
+                                 poke_interval=1, timeout=300)  # fmt: skip
+
+    with capture_logs() as before, pytest.raises(TaskDeferred) as deferred:
+        sensor().execute(_context(job.params))
+    classpath, kwargs = deferred.value.trigger.serialize()
+    trigger = import_string(classpath)(**kwargs)
+
+    async def first_event():
+        async for event in trigger.run():
+            return event
+
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=300))
+    assert event.payload["status"] == "Completed"
+    with capture_logs() as after:
+        sensor().execute_complete(_context(job.params), event.payload)  # the resumed task: a new process
+    first = _ticks([str(e.get("event", "")) for e in before])
+    rest = _ticks([str(e.get("event", "")) for e in after])
+    assert first and rest, (first, rest)
+    assert first + rest == [f"tick-line {i}" for i in range(LINES)]
