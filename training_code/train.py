@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
 import time
 import traceback
@@ -55,6 +54,7 @@ from model import (  # noqa: E402
     spec_for,
 )
 from self_hosted import SelfHostedProfiler  # noqa: E402
+from stop_signal import StopSignal  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -193,9 +193,11 @@ class EpochResult:
     images: int
     skipped: list[dict]
     seconds: float
+    stopped: bool = False  # SIGTERM: the epoch ended early
 
 
-def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None) -> EpochResult:
+def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None,
+              stop=None) -> EpochResult:  # fmt: skip
     training = optimizer is not None
     model.train(training)
     if training:
@@ -203,8 +205,12 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, sched
     debugger.set_mode(hook, train=training)
     total_loss, correct, seen, skipped = 0.0, 0, 0, []
     started = time.perf_counter()
+    stopped = False
     with torch.set_grad_enabled(training):
         for images, labels, bad in loader:
+            if stop is not None and stop.requested(device):
+                stopped = True
+                break
             skipped += bad
             if len(labels) == 0:
                 continue
@@ -222,8 +228,8 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, sched
             seen += len(labels)
     seconds = time.perf_counter() - started
     if seen == 0:
-        return EpochResult(float("nan"), 0.0, 0, skipped, seconds)
-    return EpochResult(total_loss / seen, correct / seen, seen, skipped, seconds)
+        return EpochResult(float("nan"), 0.0, 0, skipped, seconds, stopped)
+    return EpochResult(total_loss / seen, correct / seen, seen, skipped, seconds, stopped)
 
 
 def summarise(pairs: list[tuple[int, int]]) -> dict:
@@ -314,6 +320,14 @@ def _lower_priority(_worker_id: int) -> None:
 
 
 def train(config: JobConfig) -> dict:
+    stop = StopSignal().install()  # for the whole run: a SIGTERM during the test evaluation must not kill it
+    try:
+        return _train(config, stop)
+    finally:
+        stop.restore()
+
+
+def _train(config: JobConfig, stop: StopSignal) -> dict:
     started = time.perf_counter()
     seed_everything(config.seed)
     distributed = config.world_size > 1
@@ -370,7 +384,7 @@ def train(config: JobConfig) -> dict:
     valid_loader = _loader(valid_set, config.batch_size, config.num_workers, False)
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
-    train_images, train_seconds, stale = 0, 0.0, 0
+    train_images, train_seconds, stale, stopped = 0, 0.0, 0, False
     head_fit = None
     if spec.head == "linear":  # fitted in closed form on frozen features: one pass, no epochs
         head_fit, row, fitted = fit_linear_head(model, train_set, valid_set, config, device)
@@ -384,14 +398,16 @@ def train(config: JobConfig) -> dict:
         history, best, stale = resumed["history"], resumed["best"], resumed["stale"]
         train_images, train_seconds = resumed["train_images"], resumed["train_seconds"]
     start_epoch = len(history) + 1
-    stop = StopSignal.install()
     try:
         for epoch in range(start_epoch, (0 if head_fit else config.epochs) + 1):
             if resumed and resumed.get("stopped_early"):
                 break
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler)
+            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop)
+            if trained.stopped:  # SIGTERM on any host: every rank leaves at this same step
+                stopped = True
+                break
             validated = run_epoch(model, valid_loader, criterion, device, None, hook)
             skipped += trained.skipped + validated.skipped
             train_images += trained.images
@@ -414,12 +430,11 @@ def train(config: JobConfig) -> dict:
             if stop_early:
                 log.info("early stopping: valid loss has not improved for %d epochs", stale)
                 break
-    except BaseException:
-        if not stop.requested:  # a DataLoader worker killed by the same SIGTERM raises its own error
+    except Exception:
+        if not stop.received:  # a DataLoader worker killed by the same SIGTERM raises its own error
             raise
-    finally:
-        stop.restore()
-    if stop.requested:
+        stopped = True
+    if stopped:
         return save_on_stop(model, config, spec, best, history, is_main)
 
     if best["state"] is not None:
@@ -473,43 +488,14 @@ def train(config: JobConfig) -> dict:
 CHECKPOINT_FILE = "training-state.pt"
 
 
-class TrainingStopped(BaseException):
-    """SIGTERM: SageMaker is stopping the job (StopTrainingJob, MaxRuntime, a Spot interruption)."""
-
-
-class StopSignal:
-    """SIGTERM interrupts training: SageMaker then leaves the container a short window before killing it, and
-    uploads /opt/ml/model afterwards, so what was learned so far is saved instead of lost."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous = None
-
-    @classmethod
-    def install(cls) -> StopSignal:
-        stop = cls()
-        try:
-            stop.previous = signal.signal(signal.SIGTERM, stop._handle)
-        except ValueError:  # not the main thread (a caller embedding train()): nothing to install
-            pass
-        return stop
-
-    def _handle(self, _signum, _frame) -> None:
-        if not self.requested:
-            self.requested = True
-            raise TrainingStopped()
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
 def save_on_stop(model, config: JobConfig, spec, best: dict, history: list, is_main: bool) -> dict:
     """The best model of the finished epochs (or the current weights before the first one) into the model dir."""
-    log.warning("SIGTERM after %d finished epoch(s): saving the model trained so far, skipping the test", len(history))
+    log.warning("SIGTERM: stopping after %d finished epoch(s); saving the model of epoch %d, skipping the test",
+                len(history), best["epoch"])  # fmt: skip
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-    result = {"stopped_by": "SIGTERM", "epochs_run": len(history), "best_epoch": best["epoch"], "history": history}
+    result = {"stopped": True, "stopped_by": "SIGTERM", "model": config.model, "epochs_run": len(history),
+              "best_epoch": best["epoch"], "history": history}  # fmt: skip
     if is_main:
         save(model, config, spec, result)
     return result

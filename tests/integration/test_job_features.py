@@ -120,7 +120,7 @@ def test_list_tags_answers_the_tags_given_at_create(clients, probe_bucket):
     arn = sm.create_training_job(**_request(probe_bucket, name, "127.0.0.1:9", Tags=tags))["TrainingJobArn"]
     assert sm.list_tags(ResourceArn=arn)["Tags"] == tags
     _finished(sm, name)
-    with pytest.raises(botocore.exceptions.ClientError, match="does not exist"):
+    with pytest.raises(botocore.exceptions.ClientError, match="was not found"):
         sm.list_tags(ResourceArn=arn + "-nope")
 
 

@@ -1373,6 +1373,56 @@ def training_process_killed(env: FaultEnv) -> Row:
     return audit.row(f"job Failed: {reason[:140]}", handled, f"rules {rules}; sensor: {message[:160]}")
 
 
+@scenario("job stopped mid-training (stop window)", slow=True)
+def job_stopped_mid_training(env: FaultEnv) -> Row:
+    """StopTrainingJob while train.py trains: the job shows Stopping at once, train.py gets SIGTERM and saves
+    its model inside the stop window, the runner uploads it (ModelArtifacts) and the job ends Stopped; the rules
+    end terminal, the sensor fails the task with the job's status, nothing is promoted."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from inventory_pipeline.sensors import TrainingJobSensor
+
+    fault = "job stopped mid-training (stop window)"
+    names = env.names(fault)
+    shared = env.shared()
+    before = seed_champion(env, shared["names"].bucket)
+    params = env.train_params(rules_mode="managed", epochs=50)
+    name = job_name(names.run_id)
+    audit = Audit(env, fault)
+    model_files: list[str] = []
+    try:
+        with env.connection():
+            train_operator(shared["code"], shared["dataset"]).execute(context(names.run_id, params))
+        index = env.job_dir(name) / "algo-1" / "output" / "tensors" / "index"
+        wait_until(
+            lambda: len(list(index.rglob("*.json"))) >= 3 if index.is_dir() else False, 120, 0.2, "three saved steps"
+        )
+        env.sm.stop_training_job(TrainingJobName=name)
+        stopping = env.sm.describe_training_job(TrainingJobName=name)
+        described = settled(env.sm, name, 180)
+        artifact = described.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+        if artifact:
+            bucket, _, key = artifact[5:].partition("/")
+            body = env.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            model_files = tarfile.open(fileobj=io.BytesIO(body)).getnames()
+        with env.connection():
+            sensor = TrainingJobSensor(task_id="wait_for_training", job_name=name, print_log=False, timeout=60)
+            sensed, message = expect_error(lambda: sensor.poke(context(names.run_id, params)), AirflowException)
+        audit.jobs(name)
+    finally:
+        stop_quietly(env.sm, name)
+    audit.job_state(described)
+    audit.champion(shared["names"].bucket, before)
+    shown = (stopping["TrainingJobStatus"], stopping["SecondaryStatus"])
+    handled = (
+        shown == ("Stopping", "Stopping")
+        and (described["TrainingJobStatus"], described["SecondaryStatus"]) == ("Stopped", "Stopped")
+        and {"model.pth", "model_info.json"} <= set(model_files)
+        and sensed
+    )
+    return audit.row(f"Stopping, then Stopped with model {sorted(model_files)}", handled, f"sensor: {message[:160]}")
+
+
 @contextlib.contextmanager
 def sagemaker_behind(env: FaultEnv, s3_endpoint: str) -> Iterator[Any]:
     """A second local SageMaker server (own state) whose runners reach S3 at `s3_endpoint` (a FaultProxy)."""

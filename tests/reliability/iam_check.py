@@ -75,6 +75,8 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
         return [Permission("sagemaker:ListTags", params["ResourceArn"])]
     if service == "sagemaker" and operation == "ListTrainingJobs":
         return [Permission("sagemaker:ListTrainingJobs", "*")]
+    if service == "cloudwatch" and operation == "PutMetricData":  # no resource ARN; scoped by namespace
+        return [Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", params["Namespace"]),))]
     if service == "sns" and operation == "Publish":
         return [Permission("sns:Publish", params.get("TargetArn") or params["TopicArn"])]
     raise UnmappedCall(f"{service}:{operation}")

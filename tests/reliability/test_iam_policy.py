@@ -30,7 +30,6 @@ REAL_AWS_ONLY = {
         "ManagedRuleJobsReadJobOutput": "managed rules: Debugger's rule jobs read the job's output as this role; "
         "the local runner reads its own copy",
         "LogAgentFindsItsStream": "SageMaker's log agent looks its stream up; the local runner creates it directly",
-        "PublishTrainingMetrics": "SageMaker puts MetricDefinitions in CloudWatch; locally FinalMetricDataList only",
         "PullImagesAuth": "SageMaker pulls the training/rule images from ECR; locally training_code/ runs as is",
         "PullTrainingAndRuleImages": "the same image pull (layers)",
     },
@@ -141,6 +140,9 @@ def test_operations_map_to_the_iam_actions_aws_authorizes() -> None:
     create = {"service": "sagemaker", "operation": "CreateTrainingJob", "params": params}
     assert [p.action for p in required_permissions(create, "us-east-1", "1")] == [
         "sagemaker:CreateTrainingJob", "iam:PassRole", "sagemaker:AddTags"]  # fmt: skip
+    metrics = {"service": "cloudwatch", "operation": "PutMetricData", "params": {"Namespace": "/aws/sagemaker/X"}}
+    assert [str(p) for p in required_permissions(metrics, "us-east-1", "1")] == [
+        "cloudwatch:PutMetricData on * [cloudwatch:namespace=/aws/sagemaker/X]"]  # fmt: skip
     with pytest.raises(UnmappedCall, match="s3:DeleteBucket"):
         needed("DeleteBucket", Bucket="b")
 

@@ -1,10 +1,14 @@
 """The local SageMaker server: the training-job API in SageMaker's JSON 1.1 protocol.
 
-`CreateTrainingJob`, `DescribeTrainingJob`, `StopTrainingJob` and `ListTrainingJobs`, validated against
-botocore's service model and answering AWS-shaped errors, so boto3 (and the Amazon provider's operators)
-behave exactly as against AWS. Each job runs in its own runner process (`runner.main`); state lives on disk.
+The training-job API (`CreateTrainingJob`, `DescribeTrainingJob`, `StopTrainingJob`, `ListTrainingJobs`,
+`UpdateTrainingJob`, `DeleteTrainingJob`) and the tags API for training jobs (`AddTags`, `ListTags`,
+`DeleteTags`), validated against botocore's service model and answering AWS-shaped errors, so boto3 (and the
+Amazon provider's operators, the sagemaker SDK, the AWS CLI) behave as against AWS. Any other operation answers
+`UnknownOperationException` naming it. Each job runs in its own runner process (`runner.main`); state lives on
+disk.
 
-    python -m inventory_pipeline.local_aws.sagemaker_api --port P --state-dir D --s3-endpoint URL --logs-endpoint URL
+    python -m inventory_pipeline.local_aws.sagemaker_api --port P --state-dir D --s3-endpoint URL --logs-endpoint URL \
+        [--cloudwatch-endpoint URL]
 """
 
 from __future__ import annotations
@@ -118,19 +122,32 @@ def _shown(value: Any) -> str:
 
 
 def describe(job: dict[str, Any]) -> dict[str, Any]:
-    """DescribeTrainingJob's answer: the stored document minus our private fields."""
+    """DescribeTrainingJob's answer: the stored document minus our private fields (tags are `ListTags`'s)."""
     return {k: v for k, v in job.items() if not k.startswith("_")}
+
+
+_SUMMARY_FIELDS = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
+                   "TrainingJobStatus", "SecondaryStatus", "WarmPoolStatus")  # fmt: skip
+
+
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """A ListTrainingJobs entry (TrainingJobSummary)."""
+    entry = {k: job[k] for k in _SUMMARY_FIELDS if k in job}
+    plan = job.get("ResourceConfig", {}).get("TrainingPlanArn")
+    return entry | ({"TrainingPlanArn": plan} if plan else {})
 
 
 class LocalSageMaker:
     def __init__(
         self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1",
-        debugger_available: bool = True,
+        debugger_available: bool = True, cloudwatch_endpoint: str | None = None,
     ):  # fmt: skip
         self.store = JobStore(state_dir)
         # False plays an account opened after SageMaker Debugger closed to new customers (2026-07-30).
         self.debugger_available = debugger_available
         self.s3_endpoint, self.logs_endpoint, self.region = s3_endpoint, logs_endpoint, region
+        # moto serves every service on one port: CloudWatch metrics are where the logs are unless told otherwise
+        self.cloudwatch_endpoint = cloudwatch_endpoint or logs_endpoint
         self.runners: dict[str, subprocess.Popen] = {}
         self.recover()
 
@@ -172,9 +189,11 @@ class LocalSageMaker:
         if self.store.exists(name):
             raise ApiError("ResourceInUse", f"Training job names must be unique within an AWS account and region, "
                            f"and a training job with this name already exists ({self._arn(name)})")  # fmt: skip
+        _check_tags(params.get("Tags", []))
         now = time.time()
         job = {
-            **params,
+            **{k: v for k, v in params.items() if k != "Tags"},
+            "_Tags": params.get("Tags", []),
             "TrainingJobArn": self._arn(name),
             "TrainingJobStatus": "InProgress",
             "SecondaryStatus": "Starting",
@@ -207,7 +226,8 @@ class LocalSageMaker:
             runner = subprocess.Popen(
                 [sys.executable, "-m", "inventory_pipeline.local_aws.runner.main", "--state-dir",
                  str(self.store.root), "--job", name, "--s3-endpoint", self.s3_endpoint,
-                 "--logs-endpoint", self.logs_endpoint, "--region", self.region],
+                 "--logs-endpoint", self.logs_endpoint, "--cloudwatch-endpoint", self.cloudwatch_endpoint,
+                 "--region", self.region],
                 stdout=runner_log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.runners[name] = runner
@@ -226,43 +246,119 @@ class LocalSageMaker:
             status = job["TrainingJobStatus"]
             raise ApiError("ValidationException", f"The request was rejected because the training job is {status}.")
         self.store.request_stop(job["TrainingJobName"])
+        # Stopping at once, as SageMaker answers; the runner then sends SIGTERM, waits out the stop window,
+        # uploads what the job saved and ends it Stopped.
+        self.store.update(job["TrainingJobName"], mark_stopping)
         return {}
 
     def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
         validate_input("ListTrainingJobs", params)
         jobs = [self.reap_if_orphaned(self.store.read(n)) for n in self.store.names()]
-        if params.get("NameContains"):
-            jobs = [j for j in jobs if params["NameContains"] in j["TrainingJobName"]]
-        if params.get("StatusEquals"):
-            jobs = [j for j in jobs if j["TrainingJobStatus"] == params["StatusEquals"]]
-        for field, op in (("CreationTimeAfter", float.__gt__), ("CreationTimeBefore", float.__lt__)):
+        equals = (
+            ("NameContains", lambda j, v: v in j["TrainingJobName"]),
+            ("StatusEquals", lambda j, v: j["TrainingJobStatus"] == v),
+            ("WarmPoolStatusEquals", lambda j, v: j.get("WarmPoolStatus", {}).get("Status") == v),
+            ("TrainingPlanArnEquals", lambda j, v: j.get("ResourceConfig", {}).get("TrainingPlanArn") == v),
+        )
+        for field, matches in equals:
+            if params.get(field):
+                jobs = [j for j in jobs if matches(j, params[field])]
+        for field, key, op in (("CreationTimeAfter", "CreationTime", float.__gt__),
+                               ("CreationTimeBefore", "CreationTime", float.__lt__),
+                               ("LastModifiedTimeAfter", "LastModifiedTime", float.__gt__),
+                               ("LastModifiedTimeBefore", "LastModifiedTime", float.__lt__)):  # fmt: skip
             if field in params:
-                jobs = [j for j in jobs if op(float(j["CreationTime"]), _epoch(params[field]))]
+                jobs = [j for j in jobs if op(float(j[key]), _epoch(params[field]))]
         sort_key = {"Name": "TrainingJobName", "Status": "TrainingJobStatus"}.get(params.get("SortBy"), "CreationTime")
         jobs.sort(key=lambda j: j[sort_key], reverse=params.get("SortOrder", "Ascending") == "Descending")
         start = int(params.get("NextToken") or 0)
         limit = int(params.get("MaxResults", 10))
-        page = jobs[start : start + limit]
-        answer: dict[str, Any] = {
-            "TrainingJobSummaries": [
-                {
-                    k: j[k]
-                    for k in (
-                        "TrainingJobName",
-                        "TrainingJobArn",
-                        "CreationTime",
-                        "TrainingJobStatus",
-                        "LastModifiedTime",
-                    )
-                    if k in j
-                }  # fmt: skip
-                | ({"TrainingEndTime": j["TrainingEndTime"]} if "TrainingEndTime" in j else {})
-                for j in page
-            ]
-        }
+        answer: dict[str, Any] = {"TrainingJobSummaries": [summary(j) for j in jobs[start : start + limit]]}
         if start + limit < len(jobs):
             answer["NextToken"] = str(start + limit)
         return answer
+
+    def update_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The profiler's settings while the job runs (the runner applies them) and the warm pool's retention."""
+        validate_input("UpdateTrainingJob", params)
+        name = params["TrainingJobName"]
+        job = self._job(name, missing="ResourceNotFound")
+        for unsupported in ("ProfilerRuleConfigurations", "RemoteDebugConfig"):
+            if unsupported in params:
+                raise ApiError("ValidationException", f"UpdateTrainingJob: {unsupported} is not supported by the "
+                               "local SageMaker server")  # fmt: skip
+        if not any(k in params for k in ("ProfilerConfig", "ResourceConfig")):
+            raise ApiError("ValidationException", "UpdateTrainingJob: nothing to update: give ProfilerConfig or "
+                           "ResourceConfig")  # fmt: skip
+        running = job["TrainingJobStatus"] == "InProgress"
+        if "ProfilerConfig" in params and not running:
+            raise ApiError("ValidationException", f"The profiler of training job {name} can only be updated while "
+                           f"the job is InProgress; it is {job['TrainingJobStatus']}")  # fmt: skip
+        if "ResourceConfig" in params:
+            if "KeepAlivePeriodInSeconds" not in job.get("ResourceConfig", {}):
+                raise ApiError("ValidationException", f"Training job {name} was not created with a warm pool "
+                               "(KeepAlivePeriodInSeconds): there is no warm pool to update")  # fmt: skip
+            if not running and job.get("WarmPoolStatus", {}).get("Status") != "Available":
+                raise ApiError("ValidationException", f"The warm pool of training job {name} is not Available "
+                               "(the local runner keeps no instances once a job ends)")  # fmt: skip
+
+        def change(j: dict[str, Any]) -> None:
+            if "ProfilerConfig" in params:
+                merged = {**j.get("ProfilerConfig", {}), **params["ProfilerConfig"]}
+                j["ProfilerConfig"] = merged
+                j["ProfilingStatus"] = "Disabled" if merged.get("DisableProfiler") else "Enabled"
+            if "ResourceConfig" in params:
+                j["ResourceConfig"]["KeepAlivePeriodInSeconds"] = params["ResourceConfig"]["KeepAlivePeriodInSeconds"]
+
+        self.store.update(name, change)
+        self.store.request_update(name)
+        return {"TrainingJobArn": job["TrainingJobArn"]}
+
+    def delete_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        """As SageMaker: only a job in a terminal state (and without an Available warm pool) can be deleted."""
+        validate_input("DeleteTrainingJob", params)
+        name = params["TrainingJobName"]
+        job = self._job(name, missing="ResourceNotFound")
+        if job["TrainingJobStatus"] in NON_TERMINAL:
+            raise ApiError("ResourceInUse", f"Training job {name} is {job['TrainingJobStatus']}: only a job that is "
+                           "Completed, Failed or Stopped can be deleted")  # fmt: skip
+        if _unfinished(job) or _alive(job.get("_runner_pid")):
+            raise ApiError("ResourceInUse", f"Training job {name} is still uploading its output or evaluating its "
+                           "rules; delete it once they have ended")  # fmt: skip
+        self.store.delete(name)
+        self.runners.pop(name, None)
+        log.info("deleted training job %s", name)
+        return {}
+
+    def add_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("AddTags", params)
+        name = self._job_for_arn(params["ResourceArn"])
+        new = {t["Key"]: t for t in params["Tags"]}
+        _check_tags(list(new.values()))
+
+        def change(job: dict[str, Any]) -> None:
+            tags = {t["Key"]: t for t in job.get("_Tags", [])} | new  # a key given again takes the new value
+            _check_tags(list(tags.values()))
+            job["_Tags"] = list(tags.values())
+
+        self.store.update(name, change)
+        return {"Tags": params["Tags"]}
+
+    def list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("ListTags", params)
+        tags = self.store.read(self._job_for_arn(params["ResourceArn"])).get("_Tags", [])
+        start, limit = int(params.get("NextToken") or 0), int(params.get("MaxResults", 50))
+        answer: dict[str, Any] = {"Tags": tags[start : start + limit]}
+        if start + limit < len(tags):
+            answer["NextToken"] = str(start + limit)
+        return answer
+
+    def delete_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        validate_input("DeleteTags", params)
+        name = self._job_for_arn(params["ResourceArn"])
+        keys = set(params["TagKeys"])
+        self.store.update(name, lambda job: job.update(_Tags=[t for t in job.get("_Tags", []) if t["Key"] not in keys]))
+        return {}
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -272,10 +368,22 @@ class LocalSageMaker:
     def _arn(self, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:training-job/{name.lower()}"
 
-    def _job(self, name: str) -> dict[str, Any]:
+    def _job(self, name: str, missing: str = "ValidationException") -> dict[str, Any]:
         if not self.store.exists(name):
-            raise ApiError("ValidationException", "Requested resource not found")
+            raise ApiError(missing, "Requested resource not found")
         return self.reap_if_orphaned(self.store.read(name))
+
+    def _job_for_arn(self, arn: str) -> str:
+        """The name of the training job an ARN names (ARNs carry the name in lower case, as SageMaker's do)."""
+        resource = arn.split(":", 5)[-1]
+        kind, _, wanted = resource.partition("/")
+        if kind != "training-job":
+            raise ApiError("ValidationException", f"the local SageMaker server keeps tags for training jobs only, "
+                           f"not for {kind!r} resources ({arn})")  # fmt: skip
+        for name in self.store.names():
+            if name.lower() == wanted and self._arn(name) == arn:
+                return name
+        raise ApiError("ValidationException", f"Resource {arn} was not found")
 
 
 def refuse_managed_rules_if_unavailable(params: dict[str, Any], debugger_available: bool) -> None:
@@ -289,23 +397,33 @@ def refuse_managed_rules_if_unavailable(params: dict[str, Any], debugger_availab
         )
 
 
-def list_tags(backend: LocalSageMaker, params: dict[str, Any]) -> dict[str, Any]:
-    """ListTags for training-job ARNs: the tags the job was created with (ARN-keyed, as SageMaker keys them)."""
-    validate_input("ListTags", params)
-    arn = params["ResourceArn"]
-    for name in backend.store.names():
-        job = backend.store.read(name)
-        if job.get("TrainingJobArn") == arn:
-            return {"Tags": job.get("Tags", [])}
-    raise ApiError("ValidationException", f"Resource {arn} does not exist.")
-
-
 def _epoch(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     from datetime import datetime
 
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _check_tags(tags: list[dict[str, Any]]) -> None:
+    if len(tags) > 50:
+        raise ApiError("ValidationException", f"a resource can have at most 50 tags; this request would give it "
+                       f"{len(tags)}")  # fmt: skip
+    reserved = sorted(t["Key"] for t in tags if t["Key"].lower().startswith("aws:"))
+    if reserved:
+        raise ApiError("ValidationException", f"Tag keys starting with 'aws:' are reserved for AWS use: {reserved}")
+
+
+def mark_stopping(job: dict[str, Any]) -> None:
+    """TrainingJobStatus and SecondaryStatus `Stopping` (once), as DescribeTrainingJob shows a job being stopped."""
+    if job.get("TrainingJobStatus") != "InProgress":
+        return
+    now = time.time()
+    job["TrainingJobStatus"] = job["SecondaryStatus"] = "Stopping"
+    transitions = job.setdefault("SecondaryStatusTransitions", [])
+    if transitions and "EndTime" not in transitions[-1]:
+        transitions[-1]["EndTime"] = now
+    transitions.append({"Status": "Stopping", "StartTime": now, "StatusMessage": "Stopping the training job"})
 
 
 def _unfinished(job: dict[str, Any]) -> bool:
@@ -349,7 +467,11 @@ OPERATIONS = {
     "DescribeTrainingJob": LocalSageMaker.describe_training_job,
     "StopTrainingJob": LocalSageMaker.stop_training_job,
     "ListTrainingJobs": LocalSageMaker.list_training_jobs,
-    "ListTags": list_tags,
+    "UpdateTrainingJob": LocalSageMaker.update_training_job,
+    "DeleteTrainingJob": LocalSageMaker.delete_training_job,
+    "AddTags": LocalSageMaker.add_tags,
+    "ListTags": LocalSageMaker.list_tags,
+    "DeleteTags": LocalSageMaker.delete_tags,
 }
 
 
@@ -398,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--s3-endpoint", required=True)
     parser.add_argument("--logs-endpoint", required=True)
+    parser.add_argument("--cloudwatch-endpoint", default=None, help="CloudWatch metrics (default: the logs endpoint)")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     parser.add_argument(
         "--no-debugger", action="store_true",
@@ -407,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     backend = LocalSageMaker(args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region,
-                             debugger_available=not args.no_debugger)  # fmt: skip
+                             debugger_available=not args.no_debugger,
+                             cloudwatch_endpoint=args.cloudwatch_endpoint)  # fmt: skip
     from werkzeug.serving import run_simple
 
     run_simple(args.host, args.port, create_app(backend), threaded=True)

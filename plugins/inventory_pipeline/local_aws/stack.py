@@ -66,6 +66,7 @@ def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_di
         "--state-dir", str(state_dir / "sagemaker"),
         "--s3-endpoint", endpoints["s3"],
         "--logs-endpoint", endpoints["logs"],
+        "--cloudwatch-endpoint", endpoints.get("cloudwatch", endpoints["logs"]),
     ]  # fmt: skip
 
 

@@ -1,14 +1,18 @@
 """Training jobs on disk: one JSON document per job, written atomically, shared by the server and runners.
 
-The server answers Describe/List from these files; a runner (a separate process) updates its own job's
-file as the job moves; a stop request is a marker file the runner polls. State on disk is what lets jobs
+The server answers Describe/List from these files and writes what the API changes (Stopping, tags, updates);
+a runner (a separate process) updates its own job's file as the job moves; a stop request is also a marker
+file the runner polls. Read-modify-write holds an exclusive `flock` on the job's lock file, so the server's and
+the runner's changes never overwrite each other. State on disk is what lets jobs
 survive a server restart, and lets a restarted server tell that a runner died with its job in progress.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -43,13 +47,20 @@ class JobStore:
         os.replace(tmp, path)  # readers see the old or the new document, never half of one
 
     def update(self, name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Read-modify-write under a process-local lock (only one runner process writes a given job)."""
-        with _LOCK:
+        """Read-modify-write under the job's lock (threads of this process and the other process alike)."""
+        with _LOCK, open(self.root / "jobs" / f"{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             job = self.read(name)
             change(job)
             job["LastModifiedTime"] = time.time()
             self.write(job)
             return job
+
+    def delete(self, name: str) -> None:
+        """The job's document, markers and work directory (DeleteTrainingJob)."""
+        for suffix in (".json", ".stop", ".update", ".interrupt", ".lock"):
+            (self.root / "jobs" / f"{name}{suffix}").unlink(missing_ok=True)
+        shutil.rmtree(self.work_dir(name), ignore_errors=True)
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "jobs").glob("*.json"))
@@ -61,6 +72,19 @@ class JobStore:
 
     def stop_requested(self, name: str) -> bool:
         return (self.root / "jobs" / f"{name}.stop").exists()
+
+    # --- update requests (UpdateTrainingJob changed what the runner applies, e.g. the profiler) ---------
+
+    def request_update(self, name: str) -> None:
+        (self.root / "jobs" / f"{name}.update").touch()
+
+    def take_update_request(self, name: str) -> bool:
+        """True once per request: the runner re-reads the job's settings."""
+        try:
+            (self.root / "jobs" / f"{name}.update").unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
     # --- Spot interruptions (the local stand-in for SageMaker reclaiming Spot capacity) ----------------
 

@@ -1,9 +1,13 @@
 """Run one training job (a separate process per job, started by the local SageMaker server).
 
 Starting -> Downloading (code, channels) -> Training (one process per host, system profiler, log shipping,
-debugger rules following the trial, MaxRuntime and Stop honoured) -> Uploading (model.tar.gz, output.tar.gz,
-debug output, profiler output) -> Completed | Failed | Stopped; the ProfilerReport and the debugger rules'
-conclusions then finish and update their own statuses.
+metrics to CloudWatch, debugger rules following the trial, MaxRuntime, Stop and Spot interruptions honoured) ->
+Uploading (model.tar.gz, output.tar.gz, debug output, profiler output) -> Completed | Failed | Stopped; the
+ProfilerReport and the debugger rules' conclusions then finish and update their own statuses.
+
+StopTrainingJob and MaxRuntimeInSeconds end a job as SageMaker does: `Stopping`, SIGTERM to each host's entry
+process, a window (`INVENTORY_LOCAL_STOP_WINDOW_S`, SageMaker's 120 s by default) to save /opt/ml/model, SIGKILL
+of whatever is left, then the model artifacts are uploaded and the job is Stopped.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from typing import Any
 
 from inventory_pipeline.aws_call_recorder import EXECUTION_ROLE, install_from_env
 from inventory_pipeline.aws_clients import make_client
-from inventory_pipeline.local_aws.runner import outputs, workspace
+from inventory_pipeline.local_aws.runner import container, outputs, workspace
 from inventory_pipeline.local_aws.runner.job_store import JobStore
 from inventory_pipeline.local_aws.runner.logs import LogShipper
 
 log = logging.getLogger("inventory_pipeline.local_aws.runner")
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[4] / "training_code"
+STOP_WINDOW_ENV = "INVENTORY_LOCAL_STOP_WINDOW_S"
+SAGEMAKER_STOP_WINDOW_S = 120.0  # what SageMaker leaves a container between SIGTERM and SIGKILL
+_PROGRESS = ("Downloading", "Training", "Uploading")
 _HP_RESERVED = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
                 "sagemaker_container_log_level", "sagemaker_job_name")  # fmt: skip
 
@@ -39,14 +46,34 @@ class JobFailed(Exception):
     pass
 
 
+def stop_window_s() -> float:
+    """Seconds between SIGTERM and SIGKILL when a job is stopped (tests and demos shorten it)."""
+    text = os.environ.get(STOP_WINDOW_ENV, "")
+    try:
+        return max(0.0, float(text)) if text else SAGEMAKER_STOP_WINDOW_S
+    except ValueError:
+        log.warning("%s=%r is not a number of seconds: using %.0f", STOP_WINDOW_ENV, text, SAGEMAKER_STOP_WINDOW_S)
+        return SAGEMAKER_STOP_WINDOW_S
+
+
+def billable_seconds(job: dict[str, Any], training_s: float, unbilled_s: float = 0.0) -> int:
+    """BillableTimeInSeconds as AWS reports it: per instance (clients multiply by InstanceCount themselves).
+    On-demand instances bill the whole training time; Managed Spot does not bill the time spent waiting for
+    capacity after an interruption (`unbilled_s`). Truncated like TrainingTimeInSeconds, so never above it."""
+    billed = training_s - unbilled_s if job.get("EnableManagedSpotTraining") else training_s
+    return max(1, int(billed))
+
+
 class JobRunner:
-    def __init__(self, store: JobStore, name: str, s3: Any, logs: Any, s3_endpoint: str):
+    def __init__(self, store: JobStore, name: str, s3: Any, logs: Any, s3_endpoint: str, metrics: Any = None):
         self.store, self.name, self.s3, self.logs, self.s3_endpoint = store, name, s3, logs, s3_endpoint
+        self.metrics = metrics  # a MetricPublisher, or None
         self.job = store.read(name)
         self.work = store.work_dir(name)
         self.hosts = [f"algo-{i + 1}" for i in range(int(self.job["ResourceConfig"]["InstanceCount"]))]
         self.host_dirs = {h: workspace.HostDirs(self.work / h) for h in self.hosts}
         self.started = time.time()
+        self.instances_started: float | None = None  # TrainingStartTime: instances up, billing starts
         self.training_started: float | None = None
         self.log_tail: list[str] = []
         self.metric_values: dict[str, float] = {}
@@ -55,6 +82,7 @@ class JobRunner:
             for m in self.job.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
         ]
         self._lock = threading.Lock()
+        self.on_update: Any = None  # called with the job after UpdateTrainingJob (the profiler applies it)
         self._checkpoints: Any = None
         self.unbilled_s = 0.0  # Spot: time spent without instances (interrupted, waiting for capacity)
         self.interruptions = 0
@@ -65,6 +93,8 @@ class JobRunner:
         now = time.time()
 
         def change(job: dict[str, Any]) -> None:
+            if job.get("TrainingJobStatus") == "Stopping" and status in _PROGRESS:
+                return  # a job being stopped shows Stopping until it has stopped
             transitions = job.setdefault("SecondaryStatusTransitions", [])
             if transitions and "EndTime" not in transitions[-1]:
                 transitions[-1]["EndTime"] = now
@@ -77,20 +107,22 @@ class JobRunner:
     def finish(self, status: str, secondary: str, message: str, failure: str | None = None) -> None:
         self.secondary(secondary, message)
         now = time.time()
-        trained_s = now - (self.training_started or now)
-        # Per instance, as AWS reports it (clients multiply by InstanceCount); Spot waits are not billed.
-        billable = int(trained_s - self.unbilled_s)  # truncated like TrainingTimeInSeconds: never above it
 
         def change(job: dict[str, Any]) -> None:
             job["TrainingJobStatus"] = status
             job["SecondaryStatusTransitions"][-1]["EndTime"] = now
             if failure:
                 job["FailureReason"] = failure[:1024]
-            if self.training_started:
-                job["TrainingStartTime"] = self.training_started
+            if self.instances_started:
+                # AWS: billed from TrainingStartTime (instances up, before the download) to TrainingEndTime
+                # (after the upload); the training time is that interval.
+                job["TrainingStartTime"] = self.instances_started
                 job["TrainingEndTime"] = now
-                job["TrainingTimeInSeconds"] = max(1, int(now - self.training_started))
-                job["BillableTimeInSeconds"] = max(1, billable)
+                job["TrainingTimeInSeconds"] = max(1, int(now - self.instances_started))
+                job["BillableTimeInSeconds"] = billable_seconds(job, now - self.instances_started, self.unbilled_s)
+            if job.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds"):
+                # the local runner keeps no instances after a job: a warm pool asked for ends with the job
+                job["WarmPoolStatus"] = {"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 0}
             job["FinalMetricDataList"] = [
                 {"MetricName": name, "Value": value, "Timestamp": now} for name, value in self.metric_values.items()
             ]
@@ -100,13 +132,18 @@ class JobRunner:
     # --- steps ------------------------------------------------------------------------------------------
 
     def download(self) -> dict[str, Path]:
+        self.instances_started = time.time()
         self.secondary("Downloading", "Downloading input data")
         hp = {k: _decode(v) for k, v in self.job.get("HyperParameters", {}).items()}
-        if "sagemaker_submit_directory" not in hp or "sagemaker_program" not in hp:
-            raise JobFailed("ClientError: HyperParameters must name sagemaker_program and sagemaker_submit_directory")
-        workspace.extract_sourcedir(self.s3, str(hp["sagemaker_submit_directory"]), self.work / "code")
-        if not (self.work / "code" / str(hp["sagemaker_program"])).is_file():
-            raise JobFailed(f"ClientError: the entry point {hp['sagemaker_program']} is not in the source code")
+        if not container.uses_container_entrypoint(self.job):  # script mode: the framework image runs the program
+            if "sagemaker_submit_directory" not in hp or "sagemaker_program" not in hp:
+                raise JobFailed(
+                    "ClientError: HyperParameters must name sagemaker_program and sagemaker_submit_directory "
+                    "(or AlgorithmSpecification a ContainerEntrypoint)"
+                )
+            workspace.extract_sourcedir(self.s3, str(hp["sagemaker_submit_directory"]), self.work / "code")
+            if not (self.work / "code" / str(hp["sagemaker_program"])).is_file():
+                raise JobFailed(f"ClientError: the entry point {hp['sagemaker_program']} is not in the source code")
         channels = {}
         for channel in self.job.get("InputDataConfig", []):
             name = channel["ChannelName"]
@@ -118,6 +155,8 @@ class JobRunner:
             channels[name] = self.work / "data" / name
         for host in self.hosts:
             workspace.write_configs(self.host_dirs[host], self.job, host, self.hosts)
+            if container.uses_container_entrypoint(self.job):
+                container.link_channels(self.host_dirs[host].root / "input" / "data", channels)
         return channels
 
     def host_env(self, host: str, channels: dict[str, Path], master_port: int) -> dict[str, str]:
@@ -141,8 +180,8 @@ class JobRunner:
             "SM_CURRENT_HOST": host,
             "SM_NUM_CPUS": str(max(1, (os.cpu_count() or 1) // len(self.hosts))),
             "SM_NUM_GPUS": "0",
-            "SM_USER_ENTRY_POINT": str(hp["sagemaker_program"]),
-            "SM_MODULE_DIR": str(hp["sagemaker_submit_directory"]),
+            "SM_USER_ENTRY_POINT": str(hp.get("sagemaker_program", "")),
+            "SM_MODULE_DIR": str(hp.get("sagemaker_submit_directory", "")),
             "SM_TRAINING_ENV": json.dumps({"job_name": self.name, "hosts": self.hosts, "current_host": host}),
             "MASTER_ADDR": "127.0.0.1",  # algo-N does not resolve on this machine
             "MASTER_PORT": str(master_port),
@@ -152,6 +191,7 @@ class JobRunner:
             "SMDEBUG_CONFIG_FILE_PATH": str(dirs.input_config / "debughookconfig.json"),
         })  # fmt: skip
         env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
+        env.update({"TRAINING_JOB_NAME": self.name, "TRAINING_JOB_ARN": self.job["TrainingJobArn"]})
         if (self.work / "packages").is_dir():  # what install_requirements installed comes first
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.work / "packages"), env.get("PYTHONPATH")]))
         # The job's own S3 calls (self-hosted rules mode: smdebug and the sampler write to S3) reach the local S3.
@@ -176,7 +216,9 @@ class JobRunner:
 
         self.secondary("Training", "Training image download completed. Training in progress.")
         self.training_started = time.time()
-        program = str(_decode(self.job["HyperParameters"]["sagemaker_program"]))
+        in_container = container.uses_container_entrypoint(self.job)
+        program = (" ".join(self.job["AlgorithmSpecification"]["ContainerEntrypoint"]) if in_container
+                   else str(_decode(self.job["HyperParameters"]["sagemaker_program"])))  # fmt: skip
         shippers = {host: LogShipper(self.logs, self.name, host) for host in self.hosts}
         network = IsolatedNetwork() if self.job.get("EnableNetworkIsolation") else contextlib.nullcontext()
         try:
@@ -184,7 +226,7 @@ class JobRunner:
                 self.install_requirements(isolated)
                 self.restore_checkpoints()
                 while True:  # one pass per Spot (re)start
-                    outcome = self._run_processes(program, channels, shippers, isolated)
+                    outcome = self._run_processes(program, in_container, channels, shippers, isolated)
                     if outcome != "interrupted":
                         break
         except IsolationUnavailable as exc:
@@ -193,7 +235,23 @@ class JobRunner:
             for shipper in shippers.values():
                 shipper.close()
 
-    def _run_processes(self, program: str, channels: dict[str, Path], shippers: dict, isolated: Any) -> str:
+    def host_command(self, host: str, program: str, in_container: bool, channels: dict[str, Path], port: int,
+                     isolated: Any) -> tuple[list[str], Path, dict[str, str]]:  # fmt: skip
+        """A host's command, working directory and environment. Both namespaces compose: a ContainerEntrypoint
+        job gets its own mount namespace per host (its /opt/ml), entered from the job's one network namespace
+        when isolated (shared by the hosts, so DDP peers still reach each other): `nsenter --net` execs
+        `unshare --mount`, which execs the entry point, so the process the runner signals is the entry point."""
+        env = self.host_env(host, channels, port)
+        if in_container:
+            root = self.host_dirs[host].root
+            env.update({f"SM_CHANNEL_{n.upper()}": str(root / "input" / "data" / n) for n in channels})
+            command, cwd, env = container.command(self.job, root), root, container.container_paths(env, root)
+        else:
+            command, cwd = [sys.executable, program, *self.args()], self.work / "code"
+        return (isolated.wrap(command) if isolated else command), cwd, env
+
+    def _run_processes(self, program: str, in_container: bool, channels: dict[str, Path], shippers: dict,
+                       isolated: Any) -> str:  # fmt: skip
         """Run the entry point on every host until it ends, is stopped, times out or its Spot capacity goes."""
         from inventory_pipeline.local_aws.stack import free_port
 
@@ -201,13 +259,12 @@ class JobRunner:
         processes: dict[str, subprocess.Popen] = {}
         readers = []
         for host in self.hosts:
-            command = [sys.executable, program, *self.args()]
+            command, cwd, env = self.host_command(host, program, in_container, channels, port, isolated)
             processes[host] = subprocess.Popen(
-                isolated.wrap(command) if isolated else command, cwd=self.work / "code",
-                env=self.host_env(host, channels, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, start_new_session=True,
+                command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,
             )  # fmt: skip
-            reader = threading.Thread(target=self._pump, args=(processes[host], shippers[host]), daemon=True)
+            reader = threading.Thread(target=self._pump, args=(processes[host], shippers[host], host), daemon=True)
             reader.start()
             readers.append(reader)
         stopping = self.job.get("StoppingCondition", {})
@@ -215,6 +272,8 @@ class JobRunner:
         max_wait = float(stopping.get("MaxWaitTimeInSeconds", 0)) if self.job.get("EnableManagedSpotTraining") else 0
         outcome, capacity_wait, last_sync = "done", 0.0, time.monotonic()
         while any(p.poll() is None for p in processes.values()):
+            if self.store.take_update_request(self.name) and self.on_update is not None:
+                self.on_update(self.store.read(self.name))
             interruption = self.store.take_interruption(self.name)
             if self.store.stop_requested(self.name):
                 outcome = "stopped"
@@ -225,7 +284,11 @@ class JobRunner:
             elif interruption is not None and self.job.get("EnableManagedSpotTraining"):
                 outcome, capacity_wait = "interrupted", interruption
             if outcome != "done":
-                self._stop_processes(processes)
+                if outcome != "interrupted":  # a Spot interruption shows Interrupted, the job stays InProgress
+                    from inventory_pipeline.local_aws.sagemaker_api import mark_stopping
+
+                    self.job = self.store.update(self.name, mark_stopping)
+                self._stop_processes(processes, stop_window_s())
                 break
             if self.checkpoints is not None and time.monotonic() - last_sync > 1.0:
                 self.checkpoints.sync()
@@ -320,34 +383,42 @@ class JobRunner:
         relative = Path(path).relative_to("/opt/ml") if Path(path).is_relative_to("/opt/ml") else Path(path.lstrip("/"))
         return self.host_dirs[host].root / relative
 
-    def _pump(self, process: subprocess.Popen, shipper: LogShipper) -> None:
+    def _pump(self, process: subprocess.Popen, shipper: LogShipper, host: str) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             shipper.write(line)
+            found = {}
             with self._lock:
                 self.log_tail = (self.log_tail + [line.rstrip()])[-50:]
                 for name, pattern in self.metric_patterns:
                     for match in pattern.finditer(line):
                         try:
-                            self.metric_values[name] = float(match.group(1))
+                            found[name] = self.metric_values[name] = float(match.group(1))
                         except (ValueError, IndexError):
                             pass
+            if found and self.metrics is not None:
+                self.metrics.record(host, found)
 
     @staticmethod
-    def _stop_processes(processes: dict[str, subprocess.Popen]) -> None:
+    def _stop_processes(processes: dict[str, subprocess.Popen], window_s: float) -> None:
+        """As `docker stop` on SageMaker: SIGTERM to each host's entry process, the window to save the model,
+        then SIGKILL to everything the host started (the entry process's group) that is still there."""
         for process in processes.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.time() + 10
+                process.send_signal(signal.SIGTERM)
+        deadline = time.time() + window_s
         for process in processes.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                log.warning("pid %d still running %.0f s after SIGTERM: SIGKILL", process.pid, window_s)
+        for process in processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its group: session leader's pid
+            process.wait()
 
     def upload(self) -> None:
-        self.secondary("Uploading", "Uploading generated training model")
+        self.secondary("Uploading", "Uploading generated training model")  # a stopping job stays Stopping
         out = self.job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         bucket, prefix = workspace.split_s3_uri(f"{out}/{self.name}/output")
         main = self.host_dirs[self.hosts[0]]
@@ -387,22 +458,32 @@ def _load_rule_engine() -> None:
         log.exception("could not load the rule engine")
 
 
-def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region: str) -> None:
+def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region: str,
+        cloudwatch_endpoint: str | None = None) -> None:  # fmt: skip
+    from inventory_pipeline.local_aws.runner.metrics import MetricPublisher
+
     s3 = make_client("s3", endpoint_url=s3_endpoint, region_name=region)
     logs = make_client("logs", endpoint_url=logs_endpoint, region_name=region)
-    runner = JobRunner(store, name, s3, logs, s3_endpoint)
+    cloudwatch = make_client("cloudwatch", endpoint_url=cloudwatch_endpoint or logs_endpoint, region_name=region)
+    metrics = MetricPublisher(cloudwatch, name)
+    runner = JobRunner(store, name, s3, logs, s3_endpoint, metrics)
     from inventory_pipeline.local_aws.runner.profiling import JobProfiler
     from inventory_pipeline.local_aws.runner.rule_evaluation import RuleEvaluations
 
     profiler = JobProfiler(runner)
+    runner.on_update = profiler.apply_update
     rules = RuleEvaluations(runner)
     # Downloading waits on the network: load the rule engine (smdebug and its pure-Python protobuf take
     # seconds of CPU) now, rather than when training starts and needs every core.
     warm = threading.Thread(target=_load_rule_engine, daemon=True, name="load-rule-engine")
-    warm.start()
+    if runner.job.get("DebugRuleConfigurations") or runner.job.get("ProfilerRuleConfigurations"):
+        warm.start()  # a job without rules never needs it
     try:
         channels = runner.download()
-        warm.join()
+        if warm.is_alive():
+            warm.join()
+        if store.stop_requested(name):  # stopped before any training: nothing to save or upload
+            raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
         profiler.start()
         rules.start_debugger_rules()
         try:
@@ -410,17 +491,26 @@ def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region
         finally:
             profiler.stop()
             rules.training_over()
+            metrics.close()
         runner.upload()
         runner.finish("Completed", "Completed", "Training job completed")
     except _Stopped as stop:
         reason = stop.message if stop.secondary != "Stopped" else None
+        if runner.training_started:
+            # What the job saved in /opt/ml/model during the stop window is its model, as on SageMaker.
+            try:
+                runner.upload()
+            except Exception as exc:
+                log.exception("could not upload the stopped job's model")
+                reason = f"{stop.message}; the model artifacts could not be uploaded: {exc}"
         runner.finish("Stopped", stop.secondary, stop.message, failure=reason)
-    except (JobFailed, workspace.WorkspaceError) as exc:
+    except (JobFailed, workspace.WorkspaceError, container.ContainerUnavailable) as exc:
         runner.finish("Failed", "Failed", str(exc)[:200], failure=str(exc))
     except Exception as exc:  # a runner bug must still end the job, with the reason
         log.exception("runner error")
         runner.finish("Failed", "Failed", "internal error", failure=f"InternalServerError: {type(exc).__name__}: {exc}")
     finally:
+        metrics.close()
         # As on AWS, the debug output and the rule evaluations can finish after the job's own status.
         try:
             runner.upload_debug_output()
@@ -436,12 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True)
     parser.add_argument("--s3-endpoint", required=True)
     parser.add_argument("--logs-endpoint", required=True)
+    parser.add_argument("--cloudwatch-endpoint", default=None)
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args(argv)
     # Everything this process and its training processes call, they call as the job's execution role.
     install_from_env(principal=EXECUTION_ROLE)  # no-op unless INVENTORY_RECORD_AWS_CALLS is set
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(JobStore(args.state_dir), args.job, args.s3_endpoint, args.logs_endpoint, args.region)
+    run(JobStore(args.state_dir), args.job, args.s3_endpoint, args.logs_endpoint, args.region, args.cloudwatch_endpoint)
     return 0
 
 

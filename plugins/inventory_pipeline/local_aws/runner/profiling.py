@@ -45,6 +45,21 @@ class JobProfiler:
     def stop(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
+            self.sampler = None
+
+    def apply_update(self, job: dict[str, Any]) -> None:
+        """UpdateTrainingJob's ProfilerConfig while the job trains: disable, re-enable or change the interval."""
+        config = job.get("ProfilerConfig") or {}
+        enabled = bool(config) and not config.get("DisableProfiler", False)
+        interval_ms = int(config.get("ProfilingIntervalInMilliseconds", self.interval_ms))
+        if (enabled, interval_ms) == (self.enabled and self.sampler is not None, self.interval_ms):
+            return
+        self.stop()
+        self.enabled, self.interval_ms = enabled or self.local_dir.is_dir(), interval_ms
+        self.s3_output = config.get("S3OutputPath", self.s3_output)
+        if enabled:
+            self.start()
+        log.info("profiler updated: %s", f"every {interval_ms} ms" if enabled else "disabled")
 
     def upload(self) -> None:
         if not self.enabled or not self.local_dir.is_dir():

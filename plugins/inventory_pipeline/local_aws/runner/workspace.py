@@ -105,8 +105,10 @@ def manifest_objects(s3: Any, name: str, uri: str) -> tuple[str, list[tuple[str,
 def download_channel(
     s3: Any, name: str, uri: str, dest: Path, workers: int = 16, data_type: str = "S3Prefix"
 ) -> int:
-    """The channel's objects at their paths under `dest`: every object under an S3Prefix (relative to the
-    prefix's last '/'), or each object a ManifestFile lists (at its key relative to the manifest's prefix)."""
+    """The channel's objects at their paths under `dest`: every object under an S3Prefix, at its path relative to
+    the prefix (as SageMaker: `s3://b/in/code` and `s3://b/in/code/` both put `in/code/x.py` at `<channel>/x.py`;
+    a prefix that is one object's whole key puts that object at `<channel>/<its name>`), or each object a
+    ManifestFile lists (at its key relative to the manifest's prefix)."""
     if data_type == "ManifestFile":
         bucket, objects = manifest_objects(s3, name, uri)
     elif data_type == "S3Prefix":
@@ -116,8 +118,7 @@ def download_channel(
             keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
         if not keys:
             raise WorkspaceError(f"channel {name!r}: no objects under {uri}")
-        base = prefix if prefix.endswith("/") or not prefix else prefix.rsplit("/", 1)[0] + "/"
-        objects = [(key, key[len(base) :]) for key in keys]
+        objects = [(key, key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]) for key in keys]
     else:
         raise WorkspaceError(f"ClientError: channel {name!r}: S3DataType {data_type} is not supported in File mode")
     dest = dest.resolve()
@@ -146,9 +147,12 @@ def write_configs(host: HostDirs, job: dict[str, Any], current: str, hosts: list
     """hyperparameters.json, resourceconfig.json, inputdataconfig.json as SageMaker writes them."""
     host.create()
     (host.input_config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {})))
-    (host.input_config / "resourceconfig.json").write_text(
-        json.dumps({"current_host": current, "hosts": hosts, "network_interface_name": "lo"})
-    )
+    instance_type = job.get("ResourceConfig", {}).get("InstanceType", "")
+    group = {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": hosts}
+    (host.input_config / "resourceconfig.json").write_text(json.dumps({
+        "current_host": current, "current_instance_type": instance_type, "current_group_name": "homogeneousCluster",
+        "hosts": hosts, "instance_groups": [group], "network_interface_name": "lo",
+    }))  # fmt: skip
     channels = {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"),
                                    "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
                 for c in job.get("InputDataConfig", [])}  # fmt: skip
