@@ -1312,8 +1312,9 @@ def spot_interrupted(env: FaultEnv) -> Row:
         body = env.s3.get_object(Bucket=bucket, Key=described["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
                                  .replace("model.tar.gz", "output.tar.gz"))["Body"].read()  # fmt: skip
         metrics = json.loads(tarfile.open(fileobj=io.BytesIO(body)).extractfile("metrics.json").read())
-    train_prefix = shared["dataset"]["channels"]["train"].split("/", 3)[3]
-    train_images = sum(k.endswith(".jpg") for k in list_keys(env.s3, bucket, train_prefix))
+    # the train channel is a ManifestFile whose labels.json lists every training photo
+    train_labels = shared["dataset"]["channels"]["train"].split("/", 3)[3].replace(".manifest", "/labels.json")
+    train_images = len(read_json(env.s3, bucket, train_labels)["samples"])
     epochs_seen = [row["epoch"] for row in metrics.get("history", [])]
     same_data = sum(metrics.get("class_counts", {}).get("train", {}).values()) == train_images
     resumed = 0 < metrics.get("resumed_after_epoch", 0) < epochs
