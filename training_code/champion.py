@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,26 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def test_images(test_root: Path) -> list[tuple[Path, int]]:
-    """(path, true count) of every image in an ImageFolder-laid test channel (`<count>/<id>.jpg`)."""
+def test_images(test_root: Path) -> list[tuple[str, int, Callable[[], bytes]]]:
+    """(name, true count, read the bytes) of every test image: a dataset version's packed channel (its
+    labels.json), else an ImageFolder-laid channel (`<count>/<id>.jpg`). The candidate reads the same."""
+    from data import COUNTS, labelled_samples
+
+    root = Path(test_root)
+    packed = labelled_samples("test", root)
+    if packed is not None:
+        return [(image.image_id, COUNTS[index], lambda image=image: image.open().read()) for image, index in packed]
     found = []
-    for folder in sorted(p for p in Path(test_root).iterdir() if p.is_dir() and p.name.isdigit()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                found.append((path, int(folder.name)))
+                found.append((path.relative_to(root).as_posix(), int(folder.name), path.read_bytes))
     return found
 
 
-def images_digest(images: list[tuple[Path, int]], root: Path) -> str:
+def images_digest(images: list[tuple[str, int, Callable[[], bytes]]]) -> str:
     """One hash naming exactly which labelled images were scored."""
-    names = "\n".join(f"{path.relative_to(root).as_posix()}" for path, _ in images)
-    return hashlib.sha256(names.encode()).hexdigest()
+    return hashlib.sha256("\n".join(f"{name}:{count}" for name, count, _ in images).encode()).hexdigest()
 
 
 def _extract_model(channel_dir: Path, work_dir: Path) -> Path:
@@ -56,10 +63,10 @@ def score_champion(channel_dir: Path, test_root: Path, work_dir: Path, summarise
         counts = {int(c): int(i) for i, c in model.inventory_info["class_to_count"].items()}
         images = test_images(Path(test_root))
         pairs, skipped = [], 0
-        for path, count in images:
+        for _, count, read in images:
             try:
-                data = inference.input_fn(path.read_bytes(), "image/jpeg")
-            except ValueError:
+                data = inference.input_fn(read(), "image/jpeg")
+            except (ValueError, OSError):
                 skipped += 1  # undecodable: the candidate's evaluation skips it too
                 continue
             predicted = inference.predict_fn(data, model)["count"]
@@ -67,7 +74,7 @@ def score_champion(channel_dir: Path, test_root: Path, work_dir: Path, summarise
         if not pairs:
             raise RuntimeError("no decodable test image")
         result = summarise(pairs)
-        result.update(images_digest=images_digest(images, Path(test_root)), skipped=skipped,
+        result.update(images_digest=images_digest(images), skipped=skipped,
                       architecture=model.inventory_info.get("architecture"))  # fmt: skip
         log.info("champion on this run's %d test images: accuracy %.4f, rmse %.4f", result["test_images"],
                  result["accuracy"], result["rmse"])  # fmt: skip

@@ -471,7 +471,7 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
             "device": device.type,
         }
         test_root = Path(config.channels["test"])
-        result["test_images_digest"] = images_digest(test_images(test_root), test_root)
+        result["test_images_digest"] = images_digest(test_images(test_root))
         if config.channels.get("champion"):
             result["champion"] = score_champion_on_test(config)
             if "accuracy" in result["champion"]:

@@ -33,6 +33,8 @@ def finished_run(local_stack, tmp_path_factory):
     seed_synthetic(s3, "dag-source", images=300, seed=5)
     home = tmp_path_factory.mktemp("airflow-home")
     env = airflow_env(home, {**local_stack.env(), "INVENTORY_BUCKET": "dag-project", "INVENTORY_POKE_INTERVAL_S": "3",
+                             # its own registered model: other tests of the session share the MLflow server
+                             "INVENTORY_REGISTERED_MODEL": "inventory-counting-dag-e2e",
                              "INVENTORY_REPORT_DIR": str(home / "reports")})  # fmt: skip
     db_migrate(env)
     conf = {"source_bucket": "dag-source", "file_list": "s3://dag-source/file_list.json", "model": "small_cnn",
@@ -99,7 +101,7 @@ def test_the_candidate_is_registered_tracked_and_announced(finished_run):
     xcom = finished_run["run"]["xcom"]
     decision = xcom["evaluate_and_promote"]
     client = MlflowClient(finished_run["tracking_uri"])
-    champion = client.get_model_version_by_alias("inventory-counting", "champion")
+    champion = client.get_model_version_by_alias("inventory-counting-dag-e2e", "champion")
     assert champion.version == decision["registry"]["version"] == "1"
     assert champion.tags["job"] == xcom["train"]["Training"]["TrainingJobName"]
     assert champion.tags["dataset_version"] == xcom["split_dataset"]["version"]
