@@ -227,9 +227,14 @@ def evaluate_and_promote(
     from inventory_pipeline.decisions import ENDS_RUN_FAILED, RunFacts
     from inventory_pipeline.promotion import GateInputs, run_gate
     from inventory_pipeline.reports.build import training_metrics
+    from inventory_pipeline.settings import SettingsError
     from inventory_pipeline.training.naming import job_name_for_run
 
-    settings = settings_from(params)
+    try:
+        settings = settings_from(params)
+    except SettingsError as exc:  # the run was refused for its Params: its decision is still recorded
+        log.warning("this run's Params are invalid (%s): recording its decision with the deployment's settings", exc)
+        settings = Settings.from_sources({})
     s3 = _s3(settings)
     states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t != GATE_TASK}
     failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}
