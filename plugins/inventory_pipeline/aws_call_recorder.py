@@ -27,7 +27,7 @@ PRINCIPAL_ENV = "INVENTORY_RECORD_AWS_PRINCIPAL"
 EXECUTION_ROLE = "execution_role"
 # Only what names a resource or changes which IAM actions a call needs: never bodies, never credentials.
 _KEPT_PARAMS = ("Bucket", "Key", "Prefix", "CopySource", "logGroupName", "logStreamName", "logStreamNamePrefix",
-                "TrainingJobName", "RoleArn", "Tags", "TargetArn", "TopicArn")  # fmt: skip
+                "TrainingJobName", "RoleArn", "Tags", "TargetArn", "TopicArn", "Namespace")  # fmt: skip
 _CONTEXT_KEY = "inventory_recorded_call"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _lock = threading.Lock()
