@@ -310,8 +310,10 @@ def _notifier(settings: Settings):
         from inventory_pipeline.promotion import notification_text
 
         subject, message = notification_text(record)
+        # Attributes subscribers can filter on (SNS filter policies): what was decided, for which model, by which job.
+        attributes = {"decision": record["status"], "registered_model": settings.registered_model, "job": record["job"]}
         SnsNotifier(aws_conn_id=settings.aws_conn_id, target_arn=settings.sns_topic_arn, message=message,
-                    subject=subject, message_attributes={"decision": record["status"]}).notify({})  # fmt: skip
+                    subject=subject, message_attributes=attributes).notify({})  # fmt: skip
         log.info("announced %s on %s", record["status"], settings.sns_topic_arn)
 
     return notify

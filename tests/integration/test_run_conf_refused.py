@@ -11,6 +11,7 @@ import pytest
 
 from inventory_pipeline.airflow_runner import airflow_env, dags_test, db_migrate
 from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
@@ -19,7 +20,10 @@ CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "loca
 def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack, tmp_path):
     s3 = make_client("s3", local_stack.endpoints["s3"], local_stack.region, **CREDS)
     s3.create_bucket(Bucket="conf-project")
-    env = airflow_env(tmp_path, {**local_stack.env(), "INVENTORY_BUCKET": "conf-project"})
+    # Its own registered model: the session's MLflow server is shared, and the gate keeps the bucket's deployable
+    # copy following the registry's champion.
+    env = airflow_env(tmp_path, {**local_stack.env(), "INVENTORY_BUCKET": "conf-project",
+                                 "INVENTORY_REGISTERED_MODEL": "inventory-counting-conf-refused"})  # fmt: skip
     db_migrate(env)
     conf = {"epochs": 1, "model": "small_cnn", "role_arn": "arn:aws:iam::000000000000:role/other",
             "bucket": "someone-elses-bucket"}  # fmt: skip
@@ -40,4 +44,5 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     decision = run["xcom"].get("evaluate_and_promote") or {}
     assert "decision failed: check_run_conf failed" in result.output and "role_arn" in result.output, decision
     sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)
-    assert sm.list_training_jobs()["TrainingJobSummaries"] == []
+    job = job_name_for_run("inventory_retraining", run["dag_run_id"])
+    assert sm.list_training_jobs(NameContains=job)["TrainingJobSummaries"] == []
