@@ -6,26 +6,21 @@ so the Amazon provider's log tailing (`print_log=True`) sees them as the job goe
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from typing import Any
 
-log = logging.getLogger(__name__)
+from inventory_pipeline.local_aws.runner.batching import PeriodicBatcher
+
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
-class LogShipper:
+class LogShipper(PeriodicBatcher):
     def __init__(self, logs: Any, job_name: str, host: str, flush_every_s: float = 1.0):
         self.logs, self.group = logs, LOG_GROUP
         self.stream = f"{job_name}/{host}-{int(time.time())}"
-        self.flush_every_s = flush_every_s
-        self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self.what = f"log lines to {self.stream}"
         self._ensure_stream()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"logs-{host}")
-        self._thread.start()
+        super().__init__(f"logs-{host}", flush_every_s)
 
     def _ensure_stream(self) -> None:
         for create in (
@@ -38,25 +33,7 @@ class LogShipper:
                 pass
 
     def write(self, line: str) -> None:
-        with self._lock:
-            self._pending.append({"timestamp": int(time.time() * 1000), "message": line.rstrip("\n") or " "})
+        self._add([{"timestamp": int(time.time() * 1000), "message": line.rstrip("\n") or " "}])
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_every_s):
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        for start in range(0, len(batch), 1000):
-            try:
-                self.logs.put_log_events(
-                    logGroupName=self.group, logStreamName=self.stream, logEvents=batch[start : start + 1000]
-                )
-            except Exception:  # logs are best effort: the job must not fail because a log line did not ship
-                log.exception("could not ship %d log lines to %s", len(batch), self.stream)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.flush()
+    def _send(self, chunk: list[dict[str, Any]]) -> None:
+        self.logs.put_log_events(logGroupName=self.group, logStreamName=self.stream, logEvents=chunk)
