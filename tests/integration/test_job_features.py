@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import botocore.exceptions
 import pytest
+from support import tar_archive
 
 from inventory_pipeline.aws_clients import make_client
 
@@ -35,16 +36,6 @@ os.makedirs(os.environ["SM_MODEL_DIR"], exist_ok=True)
 json.dump({"connect": result, "channel": sorted(os.listdir(os.environ["SM_CHANNEL_TRAIN"]))},
           open(os.path.join(os.environ["SM_MODEL_DIR"], "probe.json"), "w"))
 """
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _request(bucket: str, name: str, target: str, **extra) -> dict:
@@ -78,7 +69,7 @@ def clients(local_stack):
 def probe_bucket(clients, bucket_name):
     s3, _ = clients
     s3.create_bucket(Bucket=bucket_name)
-    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=_tar({"probe.py": PROBE.encode()}))
+    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=tar_archive({"probe.py": PROBE.encode()}))
     s3.put_object(Bucket=bucket_name, Key="data/train/data.txt", Body=b"rows")
     return bucket_name
 
@@ -164,7 +155,7 @@ def test_rules_mode_auto_follows_sagemakers_answer(
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(airflow_connection(endpoints, local_stack.region)))
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     s3.create_bucket(Bucket=bucket_name)
-    sleeper = _tar({"train.py": b"import time; time.sleep(60)"})
+    sleeper = tar_archive({"train.py": b"import time; time.sleep(60)"})
     s3.put_object(Bucket=bucket_name, Key="code/sleeper.tar.gz", Body=sleeper)
     for split in ("train", "valid", "test"):
         s3.put_object(Bucket=bucket_name, Key=f"data/{split}/1/a.jpg", Body=b"x")

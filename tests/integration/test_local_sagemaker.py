@@ -10,6 +10,7 @@ import urllib.request
 
 import botocore.exceptions
 import pytest
+from support import tar_archive
 
 from inventory_pipeline.aws_clients import make_client
 
@@ -43,20 +44,6 @@ def clients(local_stack):
     return s3, sm, logs
 
 
-def _tar(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return buffer.getvalue()
-
-
 def _request(bucket: str, name: str, mode: str = "ok", instances: int = 1, max_runtime: int = 120) -> dict:
     return {
         "TrainingJobName": name,
@@ -82,7 +69,7 @@ def _request(bucket: str, name: str, mode: str = "ok", instances: int = 1, max_r
 def job_bucket(clients, bucket_name):
     s3 = clients[0]
     s3.create_bucket(Bucket=bucket_name)
-    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=_tar({"entry.py": ENTRY_POINT.encode()}))
+    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=tar_archive({"entry.py": ENTRY_POINT.encode()}))
     s3.put_object(Bucket=bucket_name, Key="data/train/data.txt", Body=b"x")
     return bucket_name
 
@@ -173,8 +160,8 @@ def test_stop_and_max_runtime(clients, job_bucket):
 def test_unsafe_source_archives_are_refused(clients, job_bucket):
     s3, sm, _ = clients
     for suffix, archive in (
-        ("traversal", _tar({"../../escape.py": b"print('out')", "entry.py": ENTRY_POINT.encode()})),
-        ("link", _tar({"entry.py": ENTRY_POINT.encode()}, links={"evil": "/etc/passwd"})),
+        ("traversal", tar_archive({"../../escape.py": b"print('out')", "entry.py": ENTRY_POINT.encode()})),
+        ("link", tar_archive({"entry.py": ENTRY_POINT.encode()}, symlinks={"evil": "/etc/passwd"})),
     ):
         key = f"code-{suffix}/sourcedir.tar.gz"
         s3.put_object(Bucket=job_bucket, Key=key, Body=archive)
@@ -281,7 +268,7 @@ def test_manifest_file_channel_gets_each_listed_object_at_its_key_relative_to_th
     s3, sm, _ = clients
     s3.create_bucket(Bucket=bucket_name)
     s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz",
-                  Body=_tar({"entry.py": MANIFEST_ENTRY_POINT.encode()}))  # fmt: skip
+                  Body=tar_archive({"entry.py": MANIFEST_ENTRY_POINT.encode()}))  # fmt: skip
     for key in ("proj/raw/packs/train/p1.tar", "proj/raw/packs/train/p2.tar", "proj/raw/packs/train/other.tar",
                 "proj/datasets/v1/train/labels.json"):  # fmt: skip
         s3.put_object(Bucket=bucket_name, Key=key, Body=key.rsplit("/", 1)[-1].split(".")[0].encode())

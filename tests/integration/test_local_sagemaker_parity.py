@@ -12,7 +12,8 @@ import time
 
 import botocore.exceptions
 import pytest
-from test_local_sagemaker import CREDS, _request, _tar, _wait
+from support import tar_archive, wait_until
+from test_local_sagemaker import CREDS, _request, _wait
 
 from inventory_pipeline.aws_clients import make_client
 
@@ -60,19 +61,9 @@ def clients(local_stack):
 def job_bucket(clients, bucket_name):
     s3 = clients[0]
     s3.create_bucket(Bucket=bucket_name)
-    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=_tar({"entry.py": ENTRY.encode()}))
+    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=tar_archive({"entry.py": ENTRY.encode()}))
     s3.put_object(Bucket=bucket_name, Key="data/train/data.txt", Body=b"x")
     return bucket_name
-
-
-def _until(predicate, timeout: float = 90, every: float = 0.2, what: str = ""):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _logged(logs, name: str, text: str) -> bool:
@@ -100,7 +91,7 @@ def test_stop_shows_stopping_then_uploads_what_the_job_saved_in_the_window(clien
     s3, sm, logs, _ = clients
     name = f"{job_bucket}-graceful"
     sm.create_training_job(**_request(job_bucket, name, mode="graceful"))
-    _until(lambda: _logged(logs, name, "ready"), what="the job to train")
+    wait_until(lambda: _logged(logs, name, "ready"), 90, what="the job to train")
     sm.stop_training_job(TrainingJobName=name)
     stopping = sm.describe_training_job(TrainingJobName=name)
     assert (stopping["TrainingJobStatus"], stopping["SecondaryStatus"]) == ("Stopping", "Stopping")
@@ -132,7 +123,7 @@ def test_an_isolated_container_job_runs_in_both_namespaces_and_its_entry_point_g
         "S3DataType": "S3Prefix", "S3Uri": f"s3://{job_bucket}/container/",
         "S3DataDistributionType": "FullyReplicated"}}})  # fmt: skip
     sm.create_training_job(**request)
-    _until(lambda: _logged(logs, name, "ready"), what="the job to train")
+    wait_until(lambda: _logged(logs, name, "ready"), 90, what="the job to train")
     sm.stop_training_job(TrainingJobName=name)
     job = _wait(sm, name)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped"), job.get("FailureReason")
@@ -152,7 +143,7 @@ def test_max_runtime_stops_the_same_way_and_keeps_the_model(clients, job_bucket)
         seen.add((job["TrainingJobStatus"], job["SecondaryStatus"]))
         return job if job["TrainingJobStatus"] not in ("InProgress", "Stopping") else None
 
-    job = _until(ended, every=0.1, what="the job to stop")
+    job = wait_until(ended, 90, 0.1, what="the job to stop")
     assert ("Stopping", "Stopping") in seen  # the 2 s save keeps it Stopping long enough to be seen
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
     assert _model_text(s3, job) == "saved on SIGTERM"
@@ -163,7 +154,7 @@ def test_a_job_ignoring_sigterm_is_killed_when_the_window_ends_and_its_model_sti
     s3, sm, logs, _ = clients
     name = f"{job_bucket}-stubborn"
     sm.create_training_job(**_request(job_bucket, name, mode="stubborn"))
-    _until(lambda: _logged(logs, name, "ready"), what="the job to train")
+    wait_until(lambda: _logged(logs, name, "ready"), 90, what="the job to train")
     stopped_at = time.time()
     sm.stop_training_job(TrainingJobName=name)
     job = _wait(sm, name, timeout=60)
@@ -226,7 +217,7 @@ def test_tags_delete_and_update_as_sagemaker_defines_them(clients, job_bucket):
     request["Tags"] = [{"Key": "deployment", "Value": "prod"}, {"Key": "run", "Value": "r1"}]
     arn = sm.create_training_job(**request)["TrainingJobArn"]
     assert arn.endswith(f"training-job/{name.lower()}")
-    _until(lambda: _logged(logs, name, "ready"), what="the job to train")
+    wait_until(lambda: _logged(logs, name, "ready"), 90, what="the job to train")
     assert "Tags" not in sm.describe_training_job(TrainingJobName=name)  # DescribeTrainingJob has no tags
     assert sm.list_tags(ResourceArn=arn)["Tags"] == request["Tags"]
     sm.add_tags(ResourceArn=arn, Tags=[{"Key": "run", "Value": "r2"}, {"Key": "owner", "Value": "ml"}])
@@ -258,7 +249,7 @@ def test_tags_delete_and_update_as_sagemaker_defines_them(clients, job_bucket):
     _wait(sm, name)
     with pytest.raises(botocore.exceptions.ClientError, match="InProgress"):
         sm.update_training_job(TrainingJobName=name, ProfilerConfig={"DisableProfiler": False})
-    _until(lambda: _try_delete(sm, name), what="the delete to be accepted (output uploaded)")
+    wait_until(lambda: _try_delete(sm, name), 90, what="the delete to be accepted (output uploaded)")
     sampled = s3.list_objects_v2(Bucket=job_bucket, Prefix=f"profiler/{name}/profiler-output/system/")
     assert sampled.get("KeyCount", 0) > 0  # the runner applied the update: system metrics were sampled
     with pytest.raises(botocore.exceptions.ClientError, match="Requested resource not found"):

@@ -7,6 +7,7 @@ import tarfile
 import uuid
 
 import pytest
+from support import tar_archive
 
 from inventory_pipeline.decisions import RunFacts
 from inventory_pipeline.promotion import GateInputs, run_gate
@@ -23,15 +24,6 @@ class Crash(Exception):
     pass
 
 
-def model_tar(text: str) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pth")
-        info.size = len(text)
-        tar.addfile(info, io.BytesIO(text.encode()))
-    return buffer.getvalue()
-
-
 @pytest.fixture()
 def env(s3, bucket_name, local_stack):
     s3.create_bucket(Bucket=bucket_name)
@@ -42,7 +34,7 @@ def env(s3, bucket_name, local_stack):
 def gate(env, job, accuracy, champion_accuracy=None, report=PASSED, notify=None, checkpoint=None, states=None):
     s3, bucket, registry = env["s3"], env["bucket"], env["registry"]
     key = f"jobs/{job}/output/model.tar.gz"
-    s3.put_object(Bucket=bucket, Key=key, Body=model_tar(job))
+    s3.put_object(Bucket=bucket, Key=key, Body=tar_archive({"model.pth": job}))
     champion = registry.champion()
     metrics = {"accuracy": accuracy, "rmse": 0.5, "test_images": 20, "test_images_digest": "d",
                "history": [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.1}]}  # fmt: skip

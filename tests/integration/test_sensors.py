@@ -4,15 +4,14 @@ leaves the paid job running (only the train task's kill stops it)."""
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
 from structlog.testing import capture_logs
+from support import tar_archive
 
 from inventory_pipeline.aws_clients import make_client
 
@@ -21,17 +20,6 @@ CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "loca
 LINES = 24
 # Prints numbered lines over ~24 s, so several pokes (and a deferral) each see part of the log.
 TICKER = f"import time\nfor i in range({LINES}):\n    print(f'tick-line {{i}}', flush=True)\n    time.sleep(1.0)\n"
-
-
-def _tar(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +32,7 @@ def start_job(local_stack):
     sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)
     bucket = f"sensor-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="code/ticker.tar.gz", Body=_tar({"train.py": TICKER}))
+    s3.put_object(Bucket=bucket, Key="code/ticker.tar.gz", Body=tar_archive({"train.py": TICKER}))
     for channel in ("train", "valid", "test"):
         s3.put_object(Bucket=bucket, Key=f"data/{channel}/1/x.txt", Body=b"x")
     settings = Settings(bucket=bucket, model="small_cnn", instance_count=1)

@@ -6,12 +6,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support import free_port, start_hosts
 
 from inventory_pipeline.dataset.split import assign_split
 from inventory_pipeline.dataset.synthetic import generate
@@ -137,27 +137,12 @@ def test_the_champion_is_scored_on_the_same_test_images_through_the_serving_code
     assert "accuracy" not in metrics["champion"] and "ReadError" in metrics["champion"]["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_hosts_train_together_and_only_rank_0_writes(synthetic_channels, tmp_path):
     hosts = ("algo-1", "algo-2")
-    extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "1", "--batch-size", "16",
            "--num-workers", "0"]  # fmt: skip
-    procs = [
-        subprocess.Popen(
-            cmd,
-            env=sm_env(tmp_path, synthetic_channels, h, hosts, **extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for h in hosts
-    ]
+    procs = start_hosts(cmd, lambda h: sm_env(tmp_path, synthetic_channels, h, hosts, **extra), hosts)
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert "rank 0 of 2 (gloo)" in outputs[0] and "rank 1 of 2 (gloo)" in outputs[1]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
-from test_train_script import TRAIN, _free_port, sm_env, synthetic_channels  # noqa: F401 (a fixture)
+from support import free_port, start_hosts
+from test_train_script import TRAIN, sm_env, synthetic_channels  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -19,19 +19,10 @@ def test_sigterm_saves_the_model_and_exits_0_on_every_host(synthetic_channels, t
     """Two hosts (DDP, gloo); only rank 1 gets SIGTERM: both must still leave at the same step (else rank 0
     would wait in the next all-reduce until SIGKILL), and rank 0 saves the model."""
     hosts = ("algo-1", "algo-2")
-    extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "200", "--batch-size", "8",
            "--num-workers", "0"]  # fmt: skip
-    procs = [
-        subprocess.Popen(
-            cmd,
-            env=sm_env(tmp_path, synthetic_channels, h, hosts, **extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for h in hosts
-    ]
+    procs = start_hosts(cmd, lambda h: sm_env(tmp_path, synthetic_channels, h, hosts, **extra), hosts)
     try:
         seen = []
         for line in procs[0].stdout:  # rank 0's log: wait for the first finished epoch

@@ -45,6 +45,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fault_proxy import DROP, DROP_RESPONSE, HOLD, Action, FaultProxy, Request, json_error, s3_error
+from support import tar_archive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "inventory_retraining"
@@ -363,33 +364,6 @@ def _set_env(name: str, value: str | None) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
-
-
-def tar_archive(
-    files: dict[str, bytes], symlinks: dict[str, str] | None = None, hardlinks: dict[str, str] | None = None
-) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for kind, links in ((tarfile.SYMTYPE, symlinks or {}), (tarfile.LNKTYPE, hardlinks or {})):
-            for name, target in links.items():
-                info = tarfile.TarInfo(name)
-                info.type, info.linkname = kind, target
-                tar.addfile(info)
-    return buffer.getvalue()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what or 'condition'} not reached within {timeout:.0f} s")
 
 
 def rule_statuses(job: dict[str, Any]) -> list[dict[str, Any]]:
