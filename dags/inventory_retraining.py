@@ -187,11 +187,11 @@ with DAG(
 ) as dag:
 
     @task
-    def check_run_conf(dag_run=None, dag=None) -> dict:
+    def check_run_conf(dag_run=None, dag=None, params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        # dag_run.conf itself, not params: Airflow merges undeclared conf keys into params.
-        return dag_tasks.check_run_conf(dag_run.conf, frozenset(dag.params))
+        # dag_run.conf itself for undeclared keys (Airflow merges them into params), then the Params' values.
+        return dag_tasks.check_run_conf(dag_run.conf, frozenset(dag.params), params)
 
     @task
     def select_source(params=None) -> dict:
@@ -218,13 +218,15 @@ with DAG(
     def package_code(params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        return dag_tasks.package_code(params)
+        with dag_tasks.failing_fast_on_bad_input():
+            return dag_tasks.package_code(params)
 
     @task
     def check_lineage(manifest: dict, code: dict, params=None) -> dict:
         from inventory_pipeline import dag_tasks
 
-        return dag_tasks.check_lineage(params, manifest, code)
+        with dag_tasks.failing_fast_on_bad_input():
+            return dag_tasks.check_lineage(params, manifest, code)
 
     checked = check_run_conf()
     source = select_source()
@@ -268,11 +270,14 @@ with DAG(
     # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
     evaluate_and_promote = DecisionGateOperator(task_id="evaluate_and_promote")
 
-    @task(trigger_rule="all_done", retries=1)
+    @task(retries=1)
     def storage_gc(params=None) -> dict:
         """Weekly: old dataset versions, staging leftovers and old debug tensors go (storage.gc)."""
         from inventory_pipeline.storage.task import run_gc
 
         return run_gc(params)
 
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote >> storage_gc()
+    # A teardown: it runs whatever happened upstream, and the run's state stays the decision's (a blocked or
+    # failed run must not read as a success because the housekeeping after it succeeded).
+    gc = storage_gc().as_teardown()
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote >> gc

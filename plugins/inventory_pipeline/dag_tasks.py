@@ -70,8 +70,12 @@ def declared_params() -> frozenset[str] | None:
     return frozenset(context["dag"].params)
 
 
-def check_run_conf(conf: Mapping[str, Any] | None, declared: frozenset[str]) -> dict[str, Any]:
-    """The DAG's first task: a run conf naming anything but a declared Param is refused before any work."""
+def check_run_conf(
+    conf: Mapping[str, Any] | None, declared: frozenset[str], params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The DAG's first task: a run conf naming anything but a declared Param, or Params the settings refuse
+    (a value out of range, a blocking rule the instance can never evaluate), end the run before any work,
+    once: every later task is upstream_failed instead of failing, and retrying, on the same settings."""
     from inventory_pipeline.settings import RunConfError, refuse_undeclared
 
     try:
@@ -80,6 +84,8 @@ def check_run_conf(conf: Mapping[str, Any] | None, declared: frozenset[str]) -> 
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc
+    with failing_fast_on_bad_input():
+        settings_from(params)
     return {"conf_keys": sorted(conf or {})}
 
 
@@ -234,7 +240,7 @@ def evaluate_and_promote(
         settings = settings_from(params)
     except SettingsError as exc:  # the run was refused for its Params: its decision is still recorded
         log.warning("this run's Params are invalid (%s): recording its decision with the deployment's settings", exc)
-        settings = Settings.from_sources({})
+        settings = settings_from({})
     s3 = _s3(settings)
     states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t != GATE_TASK}
     failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}

@@ -167,8 +167,11 @@ def test_a_blocking_rule_the_instance_cannot_evaluate_is_refused_before_any_work
                              text=True, check=True)  # fmt: skip
     run = json.loads(summary.stdout.strip().splitlines()[-1])
     assert not result.ok and run["state"] == "failed"
-    assert run["tasks"]["select_source"] == "failed" and run["tasks"]["evaluate_and_promote"] == "failed"
+    # Refused once, by the first task: nothing downstream ran, so nothing failed again or waited to retry.
+    assert run["tasks"]["check_run_conf"] == "failed" and run["tasks"]["evaluate_and_promote"] == "failed"
+    assert {run["tasks"][t] for t in ("select_source", "package_code", "train")} == {"upstream_failed"}
+    assert run["tasks"]["storage_gc"] == "skipped"  # gc never runs on settings the run was refused for
     decision = run["xcom"]["evaluate_and_promote"]
-    assert decision["status"] == "failed" and decision["reason"].startswith("select_source failed")
+    assert decision["status"] == "failed" and decision["reason"].startswith("check_run_conf failed")
     assert "LowGPUUtilization" in decision["reason"] and "ml.c5.xlarge has no GPU" in decision["reason"]
     assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs_before

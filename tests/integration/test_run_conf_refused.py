@@ -38,6 +38,8 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     # Nothing downstream ran: no source read, no code uploaded, no job.
     for task in ("select_source", "package_code", "check_lineage", "train", "wait_for_training"):
         assert run["tasks"].get(task) in ("upstream_failed", None), (task, run["tasks"])
+    # The weekly gc ran on the deployment's bucket: the conf's `bucket` was never read.
+    assert run["tasks"]["storage_gc"] == "success", run["tasks"]
     # The only thing written is the gate's record of the run's one decision, `failed`, naming the keys.
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="conf-project").get("Contents", [])]
     assert keys and all(key.startswith("abid/models/decisions/") for key in keys), keys

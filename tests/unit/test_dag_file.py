@@ -36,6 +36,9 @@ print(json.dumps({{
     "bases": {{t.task_id: [f"{{c.__module__}}.{{c.__name__}}" for c in type(t).__mro__]
               for t in dag.tasks}} if dag else None,
     "catchup": dag.catchup if dag else None,
+    "teardowns": sorted(t.task_id for t in dag.tasks if t.is_teardown) if dag else None,
+    "trigger_rules": {{t.task_id: str(t.trigger_rule) for t in dag.tasks}} if dag else None,
+    "leaves": sorted(t.task_id for t in dag.leaves) if dag else None,
     "params": dag.params.dump() if dag else None,
     "schema": {{k: dag.params.get_param(k).schema for k in dag.params}} if dag else None,
     "sensors": {{t.task_id: {{"timeout": t.timeout, "mode": t.mode, "poke_interval": t.poke_interval}}
@@ -101,3 +104,10 @@ def test_the_sagemaker_tasks_are_the_providers_operators_not_nested_ones(parsed)
     assert f"{provider}.sensors.sagemaker.SageMakerBaseSensor" in parsed["bases"]["wait_for_rules"]
     package = ROOT / "plugins" / "inventory_pipeline"
     assert not [p.name for p in package.rglob("*.py") if "ExecutorSafeguard" in p.read_text()]
+
+
+def test_the_runs_state_is_the_decisions_not_the_housekeepings_after_it(parsed):
+    """The gate ends a blocked or failed run failed; storage_gc after it is a teardown, which Airflow leaves out
+    of the run's state, so a successful gc never turns a refused run green."""
+    assert parsed["leaves"] == ["storage_gc"] and parsed["teardowns"] == ["storage_gc"]
+    assert parsed["trigger_rules"]["evaluate_and_promote"].lower().endswith("all_done")

@@ -40,3 +40,15 @@ def test_transient_and_unknown_errors_keep_their_retries():
     with pytest.raises(ConnectionError):
         with failing_fast_on_bad_input():
             raise ConnectionError("reset by peer")
+
+
+def test_the_first_task_refuses_params_the_settings_refuse_once_without_retries():
+    from inventory_pipeline.dag_tasks import check_run_conf
+
+    declared = frozenset({"epochs", "fail_on_rules", "instance_type"})
+    with pytest.raises(AirflowFailException, match="'epochs'.*not retrying"):
+        check_run_conf({"epochs": 0}, declared, {"epochs": 0})
+    gpu_rule = {"fail_on_rules": ["LowGPUUtilization"], "instance_type": "ml.c5.xlarge"}
+    with pytest.raises(AirflowFailException, match="LowGPUUtilization.*ml.c5.xlarge has no GPU"):
+        check_run_conf(gpu_rule, declared, gpu_rule)
+    assert check_run_conf({"epochs": 2}, declared, {"epochs": 2}) == {"conf_keys": ["epochs"]}

@@ -12,11 +12,17 @@ log = logging.getLogger(__name__)
 def run_gc(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Free old storage after the run's decision (its dataset and model are then protected); the deployment's
     INVENTORY_GC_KEEP_VERSIONS=0 turns it off. Returns the gc report (what was deleted, what was kept)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from inventory_pipeline.aws_clients import client_from_connection
-    from inventory_pipeline.settings import Settings
+    from inventory_pipeline.dag_tasks import settings_from
+    from inventory_pipeline.settings import SettingsError
     from inventory_pipeline.storage.gc import collect, sagemaker_job_versions
 
-    settings = Settings.from_sources(dict(params or {}))
+    try:  # the declared Params only: an undeclared `bucket` in a refused conf must never point gc elsewhere
+        settings = settings_from(params)
+    except SettingsError as exc:
+        raise AirflowSkipException(f"this run's Params are invalid ({exc}): storage gc waits for the next run") from exc
     if settings.gc_keep_versions == 0:
         log.info("storage gc is off (gc_keep_versions=0)")
         return {"skipped": "gc_keep_versions=0"}
