@@ -40,8 +40,11 @@ ui: install
 	$(PY) -m inventory_pipeline.cli local-stack up
 	$(PY) -m inventory_pipeline.cli local-stack ui
 
+# Two workers (CI has two cores; most tests wait on subprocesses and servers); a module's tests stay on one worker
+# so its expensive module fixtures run once (tests/conftest.py schedules them). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 lint: install
 	$(VENV)/bin/ruff check .

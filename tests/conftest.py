@@ -57,3 +57,23 @@ def s3(local_stack):
 def bucket_name() -> str:
     """A fresh bucket name per test, so tests sharing the stack never see each other's objects."""
     return f"test-{uuid.uuid4().hex[:16]}"
+
+
+# Under `make test` (pytest-xdist) a module's tests run on one worker, so its module fixtures run once; modules
+# sharing one session fixture go together (else each worker would run it again); the fault scenarios are
+# independent and spread over the workers. (xdist's own `loadgroup` marks are ignored under pytest 9.)
+SHARED_GROUPS = {"test_iam_policy.py": "recorded-dag-run", "test_no_secrets.py": "recorded-dag-run"}
+SPREAD = {"test_faults.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            name = path.rsplit("/", 1)[-1]
+            return nodeid if name in SPREAD else SHARED_GROUPS.get(name, path)
+
+    return ByModule(config, log)
