@@ -55,8 +55,14 @@ def main() -> int:
                             model="small_cnn", epochs=args.epochs, instance_count=1, use_spot=args.job_features,
                             enable_network_isolation=args.job_features)  # fmt: skip
         dataset = build_dataset(s3, settings)
-        request = build_training_request(settings, "overhead-job", dataset["channels"],
-                                         upload_sourcedir(s3, "bench", settings.root).s3_uri)  # fmt: skip
+        code_uri = upload_sourcedir(s3, "bench", settings.root).s3_uri
+
+        def request_for(name: str) -> dict:
+            # Each job its own output, debug-output and checkpoint prefixes, as the DAG names them: a shared
+            # checkpoint prefix would make every later Spot job resume from the first one's last epoch.
+            return build_training_request(settings, name, dataset["channels"], code_uri)
+
+        request = request_for("overhead-job-direct")
 
         # (a) direct: the same channels on local disk, the same arguments and hook configuration; no profiler,
         # no rules, no log shipping, no uploads (what the runner adds).
@@ -83,7 +89,7 @@ def main() -> int:
 
         def through_runner(name: str) -> tuple[float, dict]:
             started = time.perf_counter()
-            sm.create_training_job(**{**request, "TrainingJobName": name})
+            sm.create_training_job(**request_for(name))
             while True:
                 job = sm.describe_training_job(TrainingJobName=name)
                 rules = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
