@@ -10,7 +10,7 @@ import urllib.request
 
 import botocore.exceptions
 import pytest
-from support import tar_archive
+from support import tar_archive, wait_until
 
 from inventory_pipeline.aws_clients import make_client
 
@@ -75,13 +75,11 @@ def job_bucket(clients, bucket_name):
 
 
 def _wait(sm, name: str, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def finished() -> dict | None:
         job = sm.describe_training_job(TrainingJobName=name)
-        if job["TrainingJobStatus"] not in ("InProgress", "Stopping"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not finish in {timeout}s")
+        return job if job["TrainingJobStatus"] not in ("InProgress", "Stopping") else None
+
+    return wait_until(finished, timeout, 0.5, what=f"{name} to finish")
 
 
 def test_job_completes_with_outputs_logs_metrics_and_transitions(clients, job_bucket):

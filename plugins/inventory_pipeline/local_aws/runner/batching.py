@@ -18,7 +18,6 @@ class PeriodicBatcher:
 
     def __init__(self, thread_name: str, flush_every_s: float = 1.0):
         self.flush_every_s = flush_every_s
-        self.sent = 0
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -43,7 +42,6 @@ class PeriodicBatcher:
             chunk = batch[start : start + PER_CALL]
             try:
                 self._send(chunk)
-                self.sent += len(chunk)
             except Exception:  # best effort: the job must not fail because a line or a value did not ship
                 log.exception("could not ship %d %s", len(chunk), self.what)
 
