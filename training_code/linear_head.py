@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from model import head_slot
+from precision import FP32, Precision
 from torch import nn
 
 log = logging.getLogger("train.linear_head")
@@ -51,7 +52,7 @@ def features_only(model: nn.Module) -> Iterator[nn.Module]:
         setattr(owner, attribute, classifier)
 
 
-def extract(model: nn.Module, loader, device) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def extract(model: nn.Module, loader, device, precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(features float64 [n, d], class indices [n], skipped images) of every decodable photo in `loader`."""
     model.eval()
     features, labels, skipped = [], [], []
@@ -59,7 +60,9 @@ def extract(model: nn.Module, loader, device) -> tuple[np.ndarray, np.ndarray, l
         for images, targets, bad in loader:
             skipped += bad
             if len(targets):
-                features.append(model(images.to(device)).double().cpu().numpy())
+                with precision.autocast():
+                    pooled = model(precision.inputs(images.to(device, non_blocking=True)))
+                features.append(pooled.double().cpu().numpy())
                 labels.append(targets.numpy())
     if not features:
         raise RuntimeError("no decodable image to extract features from")

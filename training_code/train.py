@@ -53,6 +53,7 @@ from model import (  # noqa: E402
     hold_frozen_norms,
     spec_for,
 )
+from precision import AMP_CHOICES, FP32, Precision, choose_precision  # noqa: E402
 from self_hosted import SelfHostedProfiler  # noqa: E402
 from stop_signal import StopSignal  # noqa: E402
 
@@ -74,7 +75,7 @@ class JobConfig:
     lr: float
     model: str
     seed: int
-    num_workers: int
+    num_workers: int  # --num-workers, or SM_NUM_CPUS when not given (see loader_workers)
     freeze_backbone: bool
     early_stopping_patience: int
     spec: ModelSpec
@@ -91,6 +92,8 @@ class JobConfig:
     class_prior: str = "train"
     head_penalty: float | None = None
     allow_random_backbone: bool = False
+    amp: str = "auto"
+    workers_given: bool = False  # --num-workers was passed
     ignored_args: list[str] = field(default_factory=list)
 
     @property
@@ -127,6 +130,8 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     # A pretrained model with no weights to load fails unless this is true (then it trains on a random backbone).
     parser.add_argument("--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone",
                         type=_bool, default=False)  # fmt: skip
+    # Mixed precision on a GPU (precision.py): auto = bf16 autocast there, float32 on the CPU or under the hook.
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto")
     args, unknown = parser.parse_known_args(argv)
     spec = spec_for(args.model)  # a clear error for an unknown model, before any work
     if args.image_size is not None and not 32 <= args.image_size <= 1024:
@@ -171,6 +176,8 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         class_prior=args.class_prior,
         head_penalty=args.head_penalty,
         allow_random_backbone=args.allow_random_backbone,
+        amp=args.amp,
+        workers_given=args.num_workers is not None,
         ignored_args=unknown,
     )
 
@@ -197,7 +204,7 @@ class EpochResult:
 
 
 def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None,
-              stop=None) -> EpochResult:  # fmt: skip
+              stop=None, precision: Precision = FP32) -> EpochResult:  # fmt: skip
     training = optimizer is not None
     model.train(training)
     if training:
@@ -215,12 +222,12 @@ def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, sched
             if len(labels) == 0:
                 continue
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            outputs = model(images)
-            loss = criterion(outputs, labels)
+            with precision.autocast():
+                outputs = model(precision.inputs(images))
+                loss = criterion(outputs, labels)
             if training:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                precision.backward_step(loss, optimizer)
                 if scheduler is not None:
                     scheduler.step()
             total_loss += loss.item() * len(labels)
@@ -298,13 +305,14 @@ class NormalizingLoader:
             yield (self.normalize(images) if self.normalize and len(labels) else images), labels, skipped
 
 
-def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0) -> NormalizingLoader:
+def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0, pin_memory=False) -> NormalizingLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=workers, collate_fn=collate_skipping, persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None, generator=generator, worker_init_fn=_lower_priority,
+        pin_memory=pin_memory,
     )  # fmt: skip
     return NormalizingLoader(loader, getattr(dataset, "normalize", None))
 
@@ -317,6 +325,17 @@ def _lower_priority(_worker_id: int) -> None:
         os.nice(10)
     except OSError:  # not permitted here: run at the normal priority
         pass
+
+
+def loader_workers(config: JobConfig, device: torch.device) -> int:
+    """DataLoader workers per loader. A linear head's passes (features, evaluation) on the CPU decode in the main
+    process unless --num-workers says otherwise: there each photo costs ~2 ms to decode and resize against ~100 ms
+    of CPU for the frozen forward at 416 px, and workers lost more than that to shipping their batches and taking
+    cores from the compute threads (benchmarks/train_throughput.py, EfficientNet-Lite0 on 2 cores: input
+    efficiency 0.86 with 2 workers, 0.91 without). A training loop's augmentations, and any GPU, keep them."""
+    if config.workers_given or device.type == "cuda" or config.spec.head != "linear":
+        return config.num_workers
+    return 0
 
 
 def train(config: JobConfig) -> dict:
@@ -367,6 +386,10 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
              sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
 
     hook = debugger.create_hook()
+    precision = choose_precision(config.amp, device, debugger_hook=hook is not None, one_pass=spec.head == "linear")
+    if precision.warning:
+        warnings.append(precision.warning)
+    model = precision.prepare(model)
     criterion = nn.CrossEntropyLoss()
     if hook is not None:
         hook.register_module(model)
@@ -376,18 +399,20 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     wrapped = nn.parallel.DistributedDataParallel(model) if distributed else model
 
     sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
-    train_loader = _loader(train_set, config.batch_size, config.num_workers, True, sampler, config.seed)
+    pin = device.type == "cuda"  # page-locked batches: the copy to the GPU overlaps the next step
+    workers = loader_workers(config, device)
+    train_loader = _loader(train_set, config.batch_size, workers, True, sampler, config.seed, pin)
     scheduler = None
     if spec.lr_schedule == "onecycle":  # planned over every epoch asked for; early stopping ends it sooner
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
                                                         steps_per_epoch=len(train_loader))  # fmt: skip
-    valid_loader = _loader(valid_set, config.batch_size, config.num_workers, False)
+    valid_loader = _loader(valid_set, config.batch_size, workers, False, pin_memory=pin)
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
     train_images, train_seconds, stale, stopped = 0, 0.0, 0, False
     head_fit = None
     if spec.head == "linear":  # fitted in closed form on frozen features: one pass, no epochs
-        head_fit, row, fitted = fit_linear_head(model, train_set, valid_set, config, device)
+        head_fit, row, fitted = fit_linear_head(model, train_set, valid_set, config, device, precision)
         skipped += fitted.skipped
         train_images, train_seconds = fitted.images, fitted.seconds
         history.append(row)
@@ -404,11 +429,12 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
                 break
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop)
+            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop,
+                                precision)  # fmt: skip
             if trained.stopped:  # SIGTERM on any host: every rank leaves at this same step
                 stopped = True
                 break
-            validated = run_epoch(model, valid_loader, criterion, device, None, hook)
+            validated = run_epoch(model, valid_loader, criterion, device, None, hook, precision=precision)
             skipped += trained.skipped + validated.skipped
             train_images += trained.images
             train_seconds += trained.seconds
@@ -441,7 +467,9 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
         model.load_state_dict(best["state"])
     result = {}
     if is_main:
-        test = evaluate(model, _loader(test_set, config.batch_size, config.num_workers, False), device)
+        # float32, as inference.py serves it (precision.py): the champion is scored the same way
+        test = evaluate(model, _loader(test_set, config.batch_size, workers, False, pin_memory=pin),
+                        device)  # fmt: skip
         skipped += test.pop("skipped")
         unique_skips = sorted({s["skipped"]: s for s in skipped}.values(), key=lambda s: s["skipped"])
         for skip in unique_skips:
@@ -469,6 +497,8 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
             "images_per_s": round(train_images / train_seconds, 2) if train_seconds else None,
             "hosts": config.world_size,
             "device": device.type,
+            "precision": precision.name,
+            "gpu_peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
         }
         test_root = Path(config.channels["test"])
         result["test_images_digest"] = images_digest(test_images(test_root))
@@ -569,7 +599,8 @@ class FeaturePass:
     skipped: list[dict]
 
 
-def fit_linear_head(model, train_set, valid_set, config: JobConfig, device) -> tuple[dict, dict, FeaturePass]:
+def fit_linear_head(model, train_set, valid_set, config: JobConfig, device,
+                    precision: Precision = FP32) -> tuple[dict, dict, FeaturePass]:  # fmt: skip
     """linear_head's recipe: features of the train channel (no augmentation: the photos as evaluation sees
     them), L2 strength by CV on those, logits adjusted to --class-prior, weights installed into the model.
     Returns (what was chosen, the epoch-like metric row, the feature pass's cost)."""
@@ -580,14 +611,15 @@ def fit_linear_head(model, train_set, valid_set, config: JobConfig, device) -> t
     side = eval_decode_side(spec.input_size, spec.resize, spec.view)
     train_plain = CountingImageFolder("train", train_set.root, plain, decode_side=side)
     started = time.perf_counter()
-    x, y, skipped = linear_head.extract(model, _loader(train_plain, config.batch_size, config.num_workers, False),
-                                        device)  # fmt: skip
+    pin, workers = device.type == "cuda", loader_workers(config, device)
+    x, y, skipped = linear_head.extract(model, _loader(train_plain, config.batch_size, workers, False,
+                                                       pin_memory=pin), device, precision)  # fmt: skip
     seconds = time.perf_counter() - started
     fixed = linear_head.HeadSelection(config.head_penalty, 0) if config.head_penalty else None
     fit, selection, prior = linear_head.fit_head(x, y, config.class_prior, config.seed, fixed)
     linear_head.install(model, fit)
-    vx, vy, valid_skipped = linear_head.extract(model, _loader(valid_set, config.batch_size, config.num_workers,
-                                                               False), device)  # fmt: skip
+    vx, vy, valid_skipped = linear_head.extract(model, _loader(valid_set, config.batch_size, workers,
+                                                               False, pin_memory=pin), device, precision)  # fmt: skip
     train_logits, valid_logits = fit.logits(x), fit.logits(vx)
     row = {"epoch": 1, "train_loss": linear_head.log_loss(train_logits, y),
            "train_accuracy": float((train_logits.argmax(1) == y).mean()),

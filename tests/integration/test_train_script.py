@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -88,6 +89,7 @@ def test_single_host_writes_metrics_model_and_parseable_metric_lines(synthetic_c
     assert metrics["epochs_run"] == 2 and [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert set(metrics["per_class_accuracy"]) == {"1", "2", "3", "4", "5"}
     assert metrics["skipped_images"]["count"] == 0 and metrics["images_per_s"] > 0
+    assert metrics["precision"] == "fp32"  # --amp auto: float32 on the CPU
     info = json.loads((tmp_path / "algo-1/model/model_info.json").read_text())
     assert info["architecture"] == "small_cnn" and info["class_to_count"]["0"] == 1
     assert (info["view"], info["input_size"]) == ("full", 96)  # inference.py rebuilds the same view
@@ -201,9 +203,13 @@ def test_debugger_hook_saves_tensors_the_rules_read(synthetic_channels, tmp_path
     }  # fmt: skip
     (tmp_path / "hook.json").write_text(json.dumps(config))
     proc = run_train(
-        sm_env(tmp_path, synthetic_channels, SMDEBUG_CONFIG_FILE_PATH=str(tmp_path / "hook.json"))
+        sm_env(tmp_path, synthetic_channels, SMDEBUG_CONFIG_FILE_PATH=str(tmp_path / "hook.json")), "--amp", "bf16"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the rules read true float32 tensors: mixed precision asked for under the hook is refused, and said so
+    metrics = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
+    assert metrics["precision"] == "fp32"
+    assert any("--amp bf16 ignored" in w and "debugger hook" in w for w in metrics["warnings"])
     from smdebug.trials import create_trial
 
     trial = create_trial(str(tensors))
@@ -212,6 +218,21 @@ def test_debugger_hook_saves_tensors_the_rules_read(synthetic_channels, tmp_path
     assert any("relu_input" in n for n in names)
     assert trial.tensor_names(collection="losses")
     assert len(trial.steps()) > 4  # every step saved (save_interval 1)
+
+
+def test_bf16_autocast_trains_and_the_saved_model_is_float32(synthetic_channels, tmp_path):
+    """--amp bf16 (what `auto` picks on a GPU) through the same loop on the CPU: the forward passes run in
+    bfloat16, the weights, the saved model and the test evaluation stay float32."""
+    proc = run_train(sm_env(tmp_path, synthetic_channels), "--amp", "bf16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "precision bf16 autocast on cpu" in proc.stdout
+    metrics = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["epochs_run"] == 2
+    assert all(math.isfinite(row["train_loss"]) for row in metrics["history"])
+    import torch
+
+    state = torch.load(tmp_path / "algo-1/model/model.pth", weights_only=True)
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
 
 
 def test_inference_handlers_on_real_photos(real_channels, abid_sample, tmp_path):
