@@ -82,6 +82,9 @@ class Settings:
     reject_threshold: float = 0.05
     class_mix_threshold: float = 0.10  # a split's class share moving more than this is flagged (ClassMixShift)
     gc_keep_versions: int = 4  # storage gc keeps this many newest dataset versions (0: the weekly gc is off)
+    # A run this soon after a full source listing, with the same file list, reuses that listing's published
+    # selection (dataset/source_check.py); 0 lists the source every run.
+    source_recheck_minutes: int = 60
     # training
     instance_type: str = "ml.c5.xlarge"
     instance_count: int = 2
@@ -130,6 +133,9 @@ class Settings:
         _require(0.0 <= self.reject_threshold <= 1.0, "reject_threshold", "must be a fraction in [0, 1]")
         _require(0.0 < self.class_mix_threshold <= 1.0, "class_mix_threshold", "must be a fraction in (0, 1]")
         _require(self.gc_keep_versions >= 0, "gc_keep_versions", "must be >= 0 (0 turns the weekly gc off)")
+        # at most a day: the weekly run always sees the source as it is
+        _require(0 <= self.source_recheck_minutes <= 24 * 60, "source_recheck_minutes",
+                 "must be 0..1440 (0 lists the source every run)")  # fmt: skip
         _require(bool(_INSTANCE_RE.match(self.instance_type)), "instance_type", "expected e.g. ml.c5.xlarge")
         _require(1 <= self.instance_count <= 20, "instance_count", "must be between 1 and 20")
         _require(1 <= self.epochs <= 1000, "epochs", "must be between 1 and 1000")
@@ -251,7 +257,7 @@ _FIELD_TYPES: dict[str, type] = {
         "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
         "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
         "sns_topic_arn": str, "report_base_url": str, "class_mix_threshold": float, "gc_keep_versions": int,
-        "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str,
+        "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str, "source_recheck_minutes": int,
     }.items()
 }  # fmt: skip
 
@@ -283,6 +289,7 @@ _ENV_NAMES = {
     "max_wait_s": "INVENTORY_MAX_WAIT_S",
     "class_mix_threshold": "INVENTORY_CLASS_MIX_THRESHOLD",
     "gc_keep_versions": "INVENTORY_GC_KEEP_VERSIONS",
+    "source_recheck_minutes": "INVENTORY_SOURCE_RECHECK_MINUTES",
 }
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -114,7 +116,7 @@ def test_rerun_of_a_published_selection_skips_the_raw_area_and_a_deleted_manifes
     s3.meta.events.register(
         "provide-client-params.s3.ListObjectsV2", lambda params, **_: listed.append(params["Prefix"])
     )
-    again = build_dataset(s3, settings)
+    again = build_dataset(s3, dataclasses.replace(settings, source_recheck_minutes=0))  # the source listed again
     assert (again["version"], again["copied"], again["new"]) == (first["version"], 0, 0)
     assert again["counts"] == first["counts"] and again["skipped"] == 100
     assert listed and not [p for p in listed if p.startswith("proj/")]  # only the source was listed
@@ -125,6 +127,59 @@ def test_rerun_of_a_published_selection_skips_the_raw_area_and_a_deleted_manifes
     assert rebuilt["version"] == first["version"] and rebuilt["copied"] == 0  # the packs are still there
     assert s3.head_object(Bucket=dest, Key=first["manifest_key"])
     assert [p for p in listed if p.startswith("proj/raw/")]  # the long way: the raw index was read again
+
+
+def test_a_rerun_soon_after_a_listing_reuses_it_unless_the_file_list_or_the_hour_changed(
+    s3, buckets, abid_sample, tmp_path
+):
+    """source_check: an unchanged re-run within source_recheck_minutes lists nothing and reads a few small
+    documents; a changed file list, an old listing or source_recheck_minutes=0 take the full path."""
+    from inventory_pipeline.dataset import source_check
+    from inventory_pipeline.dataset.stages import _source
+
+    source, dest = buckets
+    labels = upload_sample(s3, source, abid_sample)
+    s3.put_object(Bucket=source, Key="file_list.json", Body=json.dumps(file_list_for(labels)).encode())
+    settings = settings_for(source, dest, file_list=f"s3://{source}/file_list.json")
+    first = build_dataset(s3, settings)
+    requests: list[str] = []
+
+    def count(model, **_):
+        requests.append(model.name)
+
+    s3.meta.events.register("before-call.s3", count)
+    try:
+        again = build_dataset(s3, settings)
+        assert (again["version"], again["copied"], again["counts"]) == (first["version"], 0, first["counts"])
+        assert "ListObjectsV2" not in requests and len(requests) <= 6, requests  # nothing listed, nothing copied
+        assert again["manifest_key"] == first["manifest_key"]
+
+        record_key = source_check.record_key(settings.root, _source(settings))
+        record = json.loads(s3.get_object(Bucket=dest, Key=record_key)["Body"].read())
+        now = dt.datetime.now(dt.UTC)
+        for stale in (now - dt.timedelta(minutes=61), now + dt.timedelta(minutes=5)):
+            s3.put_object(Bucket=dest, Key=record_key,
+                          Body=json.dumps({**record, "listed_at": stale.isoformat()}).encode())  # fmt: skip
+            requests.clear()
+            build_dataset(s3, settings)
+            assert "ListObjectsV2" in requests  # an old (or future) listing is not trusted: listed again
+        requests.clear()
+        build_dataset(s3, settings)
+        assert "ListObjectsV2" not in requests  # that listing was recorded
+
+        # A label moved to another class changes the file list: the shortcut is not taken.
+        victim = sorted(labels)[0]
+        corrected = 1 + labels[victim] % 5
+        metadata = json.loads((abid_sample / "metadata" / f"{victim}.json").read_text())
+        s3.put_object(Bucket=source, Key=f"metadata/{victim}.json",
+                      Body=json.dumps({**metadata, "EXPECTED_QUANTITY": corrected}).encode())  # fmt: skip
+        s3.put_object(Bucket=source, Key="file_list.json",
+                      Body=json.dumps(file_list_for({**labels, victim: corrected})).encode())  # fmt: skip
+        requests.clear()
+        changed = build_dataset(s3, settings)
+        assert "ListObjectsV2" in requests and changed["version"] != first["version"]
+    finally:
+        s3.meta.events.unregister("before-call.s3", count)
 
 
 def test_selection_by_listing_metadata_gives_the_same_dataset(s3, buckets, abid_sample, tmp_path):

@@ -96,13 +96,18 @@ def test_dry_run_deletes_nothing_and_the_real_run_deletes_exactly_its_plan(s3, p
     assert keys(s3, dest) == before  # nothing deleted
     assert plan.kept_versions == sorted([v0, v1, v2]) and plan.deleted_versions == []  # all needed: 0, 1 protected
     assert plan.deleted["packs"] == 1 and plan.deleted_debug_jobs == ["job-1"]  # champion's and newest stay
-    assert plan.deleted["staging"] == 0  # each kept version's published record and the documents it names
+    # each kept version's published record and the documents it names stay; the source listings' records
+    # (a re-run's shortcut for an hour, dataset/source_check.py) expire with the other staging documents
+    expired = [k for k in plan.keys if "/staging/" in k]
+    assert expired and all(k.startswith("proj/staging/source-checks/") for k in expired)
+    assert plan.deleted["staging"] == len(expired)
 
     s3.delete_object(Bucket=dest, Key="proj/models/decisions/job-x/decision.json")  # v1: only a failed run's now
     before = keys(s3, dest)
     plan = collect(s3, dest, "proj/", 1, dry_run=True, job_versions=job_versions, now=LATER)
     assert plan.deleted_versions == [v1] and set(plan.kept_versions) == {v0, v2}
-    assert plan.deleted["datasets"] == 7 and plan.deleted["staging"] == 3  # its record, selection and copy
+    staging = [k for k in plan.keys if "/staging/" in k and "/staging/source-checks/" not in k]
+    assert plan.deleted["datasets"] == 7 and len(staging) == 3  # its record, selection and copy
     done = collect(s3, dest, "proj/", 1, job_versions=job_versions, now=LATER)
     assert done.to_dict() == {**plan.to_dict(), "dry_run": False}
     after = keys(s3, dest)

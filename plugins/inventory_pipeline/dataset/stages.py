@@ -6,11 +6,14 @@ tasks read the previous stage's document back from S3; build_dataset, one proces
 
 Once a selection's dataset is published, `<root>staging/published/<selection hash>.json` says so (written after
 the manifest). A later run that pins exactly the same source objects finds it and skips the raw area's listing,
-validation and copies: it costs the source listing and a handful of small requests, whatever the dataset's size.
+validation and copies: it costs the source listing and a handful of small requests, whatever the dataset's size;
+within `source_recheck_minutes` of the last listing, with the same file list, not even the listing
+(source_check).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -18,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from inventory_pipeline.dataset import s3io
+from inventory_pipeline.dataset import s3io, source_check
 from inventory_pipeline.dataset.abid import CLASSES
 from inventory_pipeline.dataset.copy import copy_selection, list_raw
 from inventory_pipeline.dataset.errors import EmptySelection
@@ -101,8 +104,21 @@ def _put_once(s3: Any, bucket: str, key: str, document: Any) -> None:
 
 
 def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
-    """The selection, pinned to source versions; also the raw index it read to count what is new."""
+    """The selection, pinned to source versions; also the raw index it read to count what is new. A recent
+    listing's published selection is reused instead (source_check)."""
     root, source_bucket, source_prefix = settings.root, settings.source_bucket, settings.source_prefix
+    checked, tag = source_check.recent_check(s3, settings.bucket, root, _source(settings), settings.file_list,
+                                             settings.source_recheck_minutes)  # fmt: skip
+    if checked is not None:
+        published = _published_record(s3, settings, checked["selection_key"])
+        if published is not None:
+            log.info("source listed %d s ago (source_recheck_minutes=%d) with the same file list: reusing selection "
+                     "%s, published as dataset %s", checked["age_s"], settings.source_recheck_minutes,
+                     checked["selection_key"], published.get("version"))  # fmt: skip
+            summary = {**checked["summary"], "new": 0, "source_listed_at": checked["listed_at"],
+                       "source_listing": "reused"}  # fmt: skip
+            return Staged(checked["selection_key"], {}, summary, published), None
+    listed_at = dt.datetime.now(dt.UTC)
     selection = select_source(
         s3, source_bucket, source_prefix, settings.file_list, settings.per_class_limit, settings.copy_workers
     )
@@ -126,11 +142,26 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
         "rejects": rejects,
     }
     key = _content_key(root, "selections", document)
-    # Concurrently: store the selection (when new) and look for its published record (a re-run's shortcut).
-    found = dict(s3io.parallel(
-        lambda step: _put_once(s3, settings.bucket, key, document) if step == "put"
-        else _published_record(s3, settings, key), ["put", "published"], 2, "selection",
-    ))  # fmt: skip
+    counts = Counter(p.pair.label for p in pinned)
+    summary = {
+        "selection_key": key,
+        "total": len(pinned),
+        "counts": {str(label): counts.get(label, 0) for label in CLASSES},
+        "excluded": len(selection.excluded),
+        "rejected": len(rejects),
+        "source_bucket": source_bucket,
+    }
+
+    def step(name: str) -> Any:
+        if name == "put":
+            return _put_once(s3, settings.bucket, key, document)
+        if name == "remember":  # this listing, for a re-run soon after
+            return source_check.remember(s3, settings.bucket, root, _source(settings), tag, key, summary, listed_at)
+        return _published_record(s3, settings, key)
+
+    # Concurrently: store the selection (when new), record this listing, and look for the selection's published
+    # record (a re-run's shortcut).
+    found = dict(s3io.parallel(step, ["put", "remember", "published"], 3, "selection"))
     published = found["published"]
     if published is not None:
         raw_index: RawIndex | None = None
@@ -143,16 +174,8 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
     log.info(
         "selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects)
     )
-    counts = Counter(p.pair.label for p in pinned)
-    summary = {
-        "selection_key": key,
-        "total": len(pinned),
-        "counts": {str(label): counts.get(label, 0) for label in CLASSES},
-        "new": new,
-        "excluded": len(selection.excluded),
-        "rejected": len(rejects),
-        "source_bucket": source_bucket,
-    }
+    summary = {**summary, "new": new, "source_listed_at": listed_at.isoformat(timespec="seconds"),
+               "source_listing": "listed"}  # fmt: skip
     return Staged(key, document, summary, published), raw_index
 
 
@@ -273,4 +296,5 @@ def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
         "selected": selection.summary["total"],
         "new": selection.summary["new"],
         "excluded": selection.summary["excluded"],
+        "source_listing": selection.summary["source_listing"],  # "listed", or "reused" (source_check)
     }
