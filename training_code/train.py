@@ -130,7 +130,8 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     # A pretrained model with no weights to load fails unless this is true (then it trains on a random backbone).
     parser.add_argument("--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone",
                         type=_bool, default=False)  # fmt: skip
-    # Mixed precision on a GPU (precision.py): auto = bf16 autocast there, float32 on the CPU or under the hook.
+    # Mixed precision (precision.py): auto = bf16 autocast for a training loop on a GPU; float32 on the CPU, under
+    # the debugger hook and for a linear head's single feature pass.
     parser.add_argument("--amp", choices=AMP_CHOICES, default="auto")
     args, unknown = parser.parse_known_args(argv)
     spec = spec_for(args.model)  # a clear error for an unknown model, before any work
@@ -332,7 +333,8 @@ def loader_workers(config: JobConfig, device: torch.device) -> int:
     process unless --num-workers says otherwise: there each photo costs ~2 ms to decode and resize against ~100 ms
     of CPU for the frozen forward at 416 px, and workers lost more than that to shipping their batches and taking
     cores from the compute threads (benchmarks/train_throughput.py, EfficientNet-Lite0 on 2 cores: input
-    efficiency 0.86 with 2 workers, 0.91 without). A training loop's augmentations, and any GPU, keep them."""
+    efficiency 0.947 without, 0.51 with 2 workers, which also fork from a heap grown to the step's peak). A training
+    loop's augmentations, and any GPU, keep them."""
     if config.workers_given or device.type == "cuda" or config.spec.head != "linear":
         return config.num_workers
     return 0
