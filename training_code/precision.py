@@ -4,8 +4,8 @@
 older ones), and float32 on the CPU, where autocast is slower than float32 on most instances. Channels-last memory
 goes with it on the GPU: tensor-core convolutions read NHWC without a transpose. A linear head's single feature
 pass stays float32 under "auto": on an H200 (benchmarks/train_gpu.py) bfloat16 made EfficientNet-Lite0's forward
-1.86x faster once warm, but the pass itself slower (137 vs 245 images/s on 960 photos): the first batches' kernel
-setup for the new precision costs more than one pass saves. An epoch loop pays that once.
+1.86x faster once warm, but the pass itself slower (137 vs 245 images/s on 960 photos; not profiled, likely the
+new precision's first-batch kernel setup, which an epoch loop pays once).
 
 Never under the debugger hook: smdebug saves tensors through numpy, which has no bfloat16, and float16 loss
 scaling multiplies the gradients the rules read (vanishing_gradient would judge scaled values). With the hook on,
