@@ -473,15 +473,15 @@ def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region
     profiler = JobProfiler(runner)
     runner.on_update = profiler.apply_update
     rules = RuleEvaluations(runner)
-    # Load the rule engine (smdebug and its pure-Python protobuf take about a second of CPU) while the job
-    # downloads and then starts: the training process's own start (importing torch, reading the channels) keeps
-    # one core busy, not two. Only the rules wait for it.
+    # Downloading waits on the network: load the rule engine (smdebug and its pure-Python protobuf take
+    # seconds of CPU) now, rather than when training starts and needs every core.
     warm = threading.Thread(target=_load_rule_engine, daemon=True, name="load-rule-engine")
     if runner.job.get("DebugRuleConfigurations") or runner.job.get("ProfilerRuleConfigurations"):
         warm.start()  # a job without rules never needs it
-        rules.engine_loading = warm
     try:
         channels = runner.download()
+        if warm.is_alive():
+            warm.join()
         if store.stop_requested(name):  # stopped before any training: nothing to save or upload
             raise _Stopped("Stopped", "Training job stopped by StopTrainingJob")
         profiler.start()

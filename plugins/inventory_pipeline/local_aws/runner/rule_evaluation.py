@@ -33,10 +33,6 @@ class RuleEvaluations:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rule")  # every rule at once
         self._debugger_runs: list[Future] = []
         self._profiler_runs: list[Future] | None = None
-        # the thread importing the rule engine ahead of time (runner.main): a rule waits for it rather than
-        # importing the same modules alongside it (two threads importing smdebug's package tree in different
-        # orders can deadlock on Python's import locks)
-        self.engine_loading: threading.Thread | None = None
 
     def start_debugger_rules(self) -> None:
         """Start following the trial now; each rule ends at a violation or once training is over."""
@@ -103,8 +99,6 @@ class RuleEvaluations:
         )  # fmt: skip
 
     def _run(self, key: str, config: dict[str, Any], evaluate, s3_output: str) -> None:
-        if self.engine_loading is not None and self.engine_loading.ident is not None:  # started
-            self.engine_loading.join()
         try:
             outcome = evaluate(config)
         except Exception as exc:  # a crash is an Error with its reason, never "no issues"
