@@ -92,6 +92,18 @@ def read_json(s3: Any, bucket: str, key: str) -> Any:
     return json.loads(get_bytes(s3, bucket, key))
 
 
+def read_json_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """A small document of ours (a record, a pointer), or None when it is absent, not JSON or not an object:
+    the caller then takes the long way or writes it anew."""
+    try:
+        document = read_json(s3, bucket, key)
+    except Exception as exc:
+        if is_missing(exc) or isinstance(exc, ValueError):
+            return None
+        raise
+    return document if isinstance(document, dict) else None
+
+
 def put_json(s3: Any, bucket: str, key: str, document: Any) -> str:
     body = json.dumps(document, indent=1, sort_keys=True, default=str).encode()
     response = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")

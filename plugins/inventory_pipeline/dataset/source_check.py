@@ -32,7 +32,8 @@ def record_key(root: str, source: dict[str, Any]) -> str:
 
 
 def file_list_tag(s3: Any, location: str) -> str | None:
-    """What identifies the file list's content (None: no file list, or none there: the full path reports it)."""
+    """What identifies the file list's content ("listing" when there is none; None when it is not there: the full
+    path reports that)."""
     if not location:
         return "listing"  # selection by listing: nothing but the settings defines it
     if location.startswith("s3://"):
@@ -47,16 +48,6 @@ def file_list_tag(s3: Any, location: str) -> str | None:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def _read_record(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        record = s3io.read_json(s3, bucket, key)
-    except Exception as exc:
-        if s3io.is_missing(exc) or isinstance(exc, ValueError):
-            return None
-        raise
-    return record if isinstance(record, dict) else None
-
-
 def recent_check(
     s3: Any, bucket: str, root: str, source: dict[str, Any], file_list: str, recheck_minutes: int,
     now: dt.datetime | None = None,
@@ -67,7 +58,7 @@ def recent_check(
     key = record_key(root, source)
     with s3io.explained(bucket, f"reading {key}"):
         found = dict(s3io.parallel(
-            lambda what: file_list_tag(s3, file_list) if what == "tag" else _read_record(s3, bucket, key),
+            lambda what: file_list_tag(s3, file_list) if what == "tag" else s3io.read_json_object(s3, bucket, key),
             ["tag", "record"], 2, "source check",
         ))  # fmt: skip
     tag, record = found["tag"], found["record"]

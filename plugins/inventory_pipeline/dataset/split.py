@@ -165,14 +165,9 @@ def _latest_key(root: str) -> str:
 
 
 def read_latest(s3: Any, bucket: str, root: str) -> dict[str, Any] | None:
-    """`<root>datasets/latest.json` (the version built most recently), or None."""
-    try:
-        latest = s3io.read_json(s3, bucket, _latest_key(root))
-    except Exception as exc:
-        if s3io.is_missing(exc) or isinstance(exc, ValueError):  # ValueError: not JSON, it gets overwritten
-            return None
-        raise
-    return latest if isinstance(latest, dict) else None
+    """`<root>datasets/latest.json` (the version built most recently), or None (also when unreadable: it gets
+    overwritten)."""
+    return s3io.read_json_object(s3, bucket, _latest_key(root))
 
 
 def _point_latest(

@@ -78,13 +78,8 @@ def _published_record(s3: Any, settings: Settings, selection_key: str) -> dict[s
     """The record of this selection's published dataset, when both it and the manifest it names exist."""
     key = _published_key(settings.root, selection_key)
     with s3io.explained(settings.bucket, f"reading {key}"):
-        try:
-            record = s3io.read_json(s3, settings.bucket, key)
-        except Exception as exc:
-            if s3io.is_missing(exc) or isinstance(exc, ValueError):  # absent, or not ours: take the long way
-                return None
-            raise
-        if not isinstance(record, dict) or record.get("selection_key") != selection_key:
+        record = s3io.read_json_object(s3, settings.bucket, key)  # None: absent or not ours: take the long way
+        if record is None or record.get("selection_key") != selection_key:
             return None
         if not all(isinstance(record.get(k), str) for k in ("copy_key", "manifest_key", "version")):
             return None
