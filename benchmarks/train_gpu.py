@@ -5,8 +5,8 @@ what `--amp auto` picks for a training loop there, see training_code/precision.p
 - job: `training_code/train.py` as SageMaker runs it (a subprocess under the SM_* contract, every CPU a loader
   worker) on synthetic bin photos; its own metrics.json gives images_per_s (the training loop, or the feature pass
   for a linear head, loader included), the wall time and the test accuracy;
-- compute: the same network's training step (forward + backward + Adam, or forward alone for a frozen feature
-  pass) on random tensors of its input size, through the same `precision` code: what the GPU does when fed.
+- compute: train.py's own loop (run_epoch: forward + backward + Adam; or linear_head.extract for a frozen feature
+  pass) over random tensors of its input size already on the device: what the GPU does when fed.
 Prints one JSON object: per case the figures and the ratios bf16/fp32. Runs on the CPU too (bfloat16 autocast
 there, for a quick check): the point is the GPU. No checkpoint is loaded (random backbones: speed does not
 depend on the weights), so accuracies only show that mixed precision learns what float32 learns (small_cnn).
@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training_code"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
+import linear_head  # noqa: E402
 from model import build_model, spec_for  # noqa: E402
 from precision import choose_precision  # noqa: E402
+from train import run_epoch  # noqa: E402
 
 from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
 
@@ -68,7 +70,7 @@ def job(argv: list[str], channels: dict[str, Path], amp: str, work: Path) -> dic
 
 
 def compute_rate(argv: list[str], amp: str, device: torch.device, steps: int = 20) -> float:
-    """Images per second of the bare training step (or frozen forward) on random inputs."""
+    """Images per second of train.py's training loop (or feature pass) on random inputs already on the device."""
     args = dict(zip(argv[::2], argv[1::2], strict=False))  # the last --batch-size wins, as in argparse
     spec = spec_for(args["--model"])
     head = args.get("--head", spec.head)
@@ -78,34 +80,20 @@ def compute_rate(argv: list[str], amp: str, device: torch.device, steps: int = 2
     precision = choose_precision(amp, device, debugger_hook=False)
     model = precision.prepare(model)
     images = torch.randn(batch, 3, spec.input_size, spec.input_size, device=device)
-    labels = torch.randint(0, 5, (batch,), device=device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-3)
-    feature_pass = head == "linear"
+    batch_of = (images, torch.randint(0, 5, (batch,), device=device), [])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
 
-    def step() -> None:
-        if feature_pass:
-            model.eval()
-            with torch.no_grad(), precision.autocast():
-                model(precision.inputs(images))
-            return
-        model.train()
-        with precision.autocast():
-            loss = criterion(model(precision.inputs(images)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_step(loss, optimizer)
+    def seconds(count: int) -> float:  # each batch ends in a host read (.item(), .cpu()), as in the job
+        started = time.perf_counter()
+        if head == "linear":
+            linear_head.extract(model, [batch_of] * count, device, precision)
+        else:
+            run_epoch(model, [batch_of] * count, criterion, device, optimizer, precision=precision)
+        return time.perf_counter() - started
 
-    for _ in range(3):  # warm-up: kernel selection, allocator
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - started)
+    seconds(3)  # warm-up: kernel selection, allocator
+    return steps * batch / seconds(steps)
 
 
 def main() -> int:

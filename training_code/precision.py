@@ -39,7 +39,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+        return next((name for name, dtype in _DTYPES.items() if dtype == self.dtype), "fp32")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
