@@ -1,0 +1,45 @@
+"""aws_clients.make_client: every client a fresh session (its own credentials and region, read when it is made)
+reading botocore's data files through one loader per process, whose search paths do not grow with each client."""
+
+from __future__ import annotations
+
+import pytest
+
+from inventory_pipeline import aws_clients
+from inventory_pipeline.aws_clients import make_client
+
+ENDPOINT = "http://127.0.0.1:9"  # never called: these tests only build clients
+
+
+def access_key(client) -> str:
+    return client._request_signer._credentials.access_key
+
+
+def test_clients_share_one_data_loader_whose_search_paths_stay_put():
+    first = make_client("s3", ENDPOINT, "us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    paths = list(first._loader.search_paths)
+    others = [make_client(s, ENDPOINT, "eu-west-1", aws_access_key_id="a", aws_secret_access_key="b")
+              for s in ("logs", "cloudwatch", "s3", "sagemaker")]  # fmt: skip
+    assert all(client._loader is first._loader for client in others)
+    assert first._loader.search_paths == paths
+    assert sum(path.endswith("boto3/data") for path in paths) == 1  # boto3's resources still load
+    assert hasattr(others[2], "upload_file") and hasattr(others[2], "download_file")
+
+
+def test_each_client_keeps_its_own_region_and_credentials():
+    one = make_client("s3", ENDPOINT, "us-east-1", aws_access_key_id="key-one", aws_secret_access_key="s")
+    two = make_client("s3", ENDPOINT, "eu-west-1", aws_access_key_id="key-two", aws_secret_access_key="s")
+    assert (access_key(one), one.meta.region_name) == ("key-one", "us-east-1")
+    assert (access_key(two), two.meta.region_name) == ("key-two", "eu-west-1")
+
+
+def test_credentials_from_the_environment_are_read_when_each_client_is_made(monkeypatch: pytest.MonkeyPatch):
+    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-one")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    before = make_client("logs", ENDPOINT, "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-two")
+    after = make_client("logs", ENDPOINT, "us-east-1")
+    assert (access_key(before), access_key(after)) == ("env-one", "env-two")
+    assert aws_clients._LOADER is after._loader
