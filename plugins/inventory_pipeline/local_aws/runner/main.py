@@ -39,6 +39,7 @@ TRAINING_CODE_DIR = Path(__file__).resolve().parents[4] / "training_code"
 STOP_WINDOW_ENV = "INVENTORY_LOCAL_STOP_WINDOW_S"
 SAGEMAKER_STOP_WINDOW_S = 120.0  # what SageMaker leaves a container between SIGTERM and SIGKILL
 _PROGRESS = ("Downloading", "Training", "Uploading")
+WATCH_S = 1.0  # how often a running job's stop, update and Spot markers and its MaxRuntime are checked
 _HP_RESERVED = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
                 "sagemaker_container_log_level", "sagemaker_job_name")  # fmt: skip
 
@@ -294,7 +295,7 @@ class JobRunner:
             if self.checkpoints is not None and time.monotonic() - last_sync > 1.0:
                 self.checkpoints.sync()
                 last_sync = time.monotonic()
-            time.sleep(0.3)
+            _wait_for_an_exit(processes, WATCH_S)
         for reader in readers:
             reader.join(timeout=10)
         if self.checkpoints is not None:
@@ -441,6 +442,15 @@ class _Stopped(Exception):
     def __init__(self, secondary: str, message: str):
         super().__init__(message)
         self.secondary, self.message = secondary, message
+
+
+def _wait_for_an_exit(processes: dict[str, subprocess.Popen], timeout_s: float) -> None:
+    """Up to `timeout_s`, returning as soon as a running host process exits: the job's end is seen at once
+    however seldom the markers (stop, update, Spot) are checked."""
+    running = [p for p in processes.values() if p.poll() is None]
+    if running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            running[0].wait(timeout=timeout_s)
 
 
 def _decode(value: str) -> Any:
