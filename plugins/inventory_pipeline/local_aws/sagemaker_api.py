@@ -534,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
                              cloudwatch_endpoint=args.cloudwatch_endpoint)  # fmt: skip
     from werkzeug.serving import run_simple
 
+    # Before answering: otherwise the first CreateTrainingJob waits ~0.5 s for the model to load, inside the
+    # job's own time. The stack starts its servers together, and MLflow takes longer than this.
+    _service_model()
     run_simple(args.host, args.port, create_app(backend), threaded=True)
     return 0
 
