@@ -39,6 +39,16 @@ from inventory_pipeline.training.request import build_training_request  # noqa: 
 OBSERVER_POLL_S = 5.0
 
 
+def phases(job: dict) -> dict[str, float]:
+    """Where a runner job's time went: each secondary status's seconds, and how long its rules ran past it."""
+    rules = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
+    seconds = {t["Status"]: round((t.get("EndTime", t["StartTime"]) - t["StartTime"]).total_seconds(), 2)
+               for t in job["SecondaryStatusTransitions"]}  # fmt: skip
+    last_rule = max((r["LastModifiedTime"] for r in rules), default=job["TrainingEndTime"])
+    seconds["rules_after_job"] = round(max(0.0, (last_rule - job["TrainingEndTime"]).total_seconds()), 2)
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
@@ -116,17 +126,13 @@ def main() -> int:
     direct_s, runner_s = statistics.median(direct_runs), statistics.median(runner_runs)
     job = jobs[runner_runs.index(sorted(runner_runs)[len(runner_runs) // 2])]
     rules = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
-    # Where the runner's time went: each secondary status's duration, and how long the rules ran past the job.
-    phases = {t["Status"]: round((t.get("EndTime", t["StartTime"]) - t["StartTime"]).total_seconds(), 2)
-              for t in job["SecondaryStatusTransitions"]}  # fmt: skip
-    last_rule = max((r["LastModifiedTime"] for r in rules), default=job["TrainingEndTime"])
-    phases["rules_after_job"] = round(max(0.0, (last_rule - job["TrainingEndTime"]).total_seconds()), 2)
     result = {"images": args.images, "epochs": args.epochs, "repeats": args.repeats, "job_features": args.job_features,
               "job_statuses": sorted({j["TrainingJobStatus"] for j in jobs}),
               "rule_statuses": {r["RuleConfigurationName"]: r["RuleEvaluationStatus"] for r in rules},
               "direct_runs_s": [round(x, 2) for x in direct_runs], "runner_runs_s": [round(x, 2) for x in runner_runs],
               "direct_s": round(direct_s, 2), "runner_s": round(runner_s, 2),
-              "overhead_ratio": round(runner_s / direct_s, 3), "runner_phases_s": phases}  # fmt: skip
+              "overhead_ratio": round(runner_s / direct_s, 3), "runner_phases_s": phases(job),
+              "runner_runs_phases_s": [phases(j) for j in jobs]}  # fmt: skip
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
