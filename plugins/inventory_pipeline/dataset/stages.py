@@ -102,7 +102,8 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
     """The selection, pinned to source versions; also the raw index it read to count what is new. A recent
     listing's published selection is reused instead (source_check)."""
     root, source_bucket, source_prefix = settings.root, settings.source_bucket, settings.source_prefix
-    checked, tag = source_check.recent_check(s3, settings.bucket, root, _source(settings), settings.file_list,
+    source = _source(settings)  # what defines the selection: names its document and its source-check record
+    checked, tag = source_check.recent_check(s3, settings.bucket, root, source, settings.file_list,
                                              settings.source_recheck_minutes)  # fmt: skip
     if checked is not None:
         published = _published_record(s3, settings, checked["selection_key"])
@@ -131,7 +132,7 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
         )
     rejects = sorted([*selection.rejects, *missing], key=lambda r: r["key"])
     document = {
-        "source": _source(settings),
+        "source": source,
         "pairs": [p.to_row() for p in pinned],  # id, label, image ETag, size, metadata ETag, size
         "excluded": selection.excluded,
         "rejects": rejects,
@@ -151,7 +152,7 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
         if name == "put":
             return _put_once(s3, settings.bucket, key, document)
         if name == "remember":  # this listing, for a re-run soon after
-            return source_check.remember(s3, settings.bucket, root, _source(settings), tag, key, summary, listed_at)
+            return source_check.remember(s3, settings.bucket, root, source, tag, key, summary, listed_at)
         return _published_record(s3, settings, key)
 
     # Concurrently: store the selection (when new), record this listing, and look for the selection's published
