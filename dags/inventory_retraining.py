@@ -1,11 +1,13 @@
 """inventory_retraining: weekly retraining of the bin-object-counting model.
 
 check_run_conf -> select_source -> copy_images -> split_dataset -> package_code -> check_lineage -> train
--> wait_for_training -> wait_for_rules -> parse_rule_reports -> evaluate_and_promote
+-> wait_for_training -> wait_for_rules -> parse_rule_reports -> review_promotion -> evaluate_and_promote
 
 `check_lineage` skips the training job when data, code and training Params equal the champion's;
-`evaluate_and_promote` always runs and records exactly one decision per run (promoted, not_better, blocked,
-failed or skipped_unchanged), in the project bucket and the MLflow registry, and announces it.
+`review_promotion` asks a person (Airflow's human-in-the-loop) only where the policy says the numbers cannot
+decide alone; `evaluate_and_promote` always runs and records exactly one decision per run (promoted,
+not_better, below_baseline, blocked, failed or skipped_unchanged), in the project bucket and the MLflow
+registry, and announces it.
 
 Wiring only: each task is a few lines calling `inventory_pipeline.dag_tasks`; nothing heavy is imported at
 parse time. Only the Params below may be set per run (a conf with any other key is refused by
@@ -23,10 +25,16 @@ from datetime import datetime, timedelta
 # parsing_pre_import_modules): a parse pays only for this file and the subclasses in inventory_pipeline.
 import airflow.providers.amazon.aws.operators.sagemaker  # noqa: F401
 import airflow.providers.amazon.aws.sensors.sagemaker  # noqa: F401
+import airflow.providers.standard.operators.hitl  # noqa: F401
 from airflow.sdk import DAG, Param, task
 
 from inventory_pipeline.callbacks import remember_failure
-from inventory_pipeline.operators import DecisionGateOperator, RuleReportOperator, TrainingJobOperator
+from inventory_pipeline.operators import (
+    DecisionGateOperator,
+    PromotionReviewOperator,
+    RuleReportOperator,
+    TrainingJobOperator,
+)
 from inventory_pipeline.rules.applicability import NEVER_EVALUATED
 from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 from inventory_pipeline.settings import KNOWN_MODELS, KNOWN_RULES, RULES_MODES
@@ -262,11 +270,14 @@ with DAG(
         task_id="parse_rule_reports",
         job_name=job_name,
         manifest=dataset,
+        lineage=lineage,  # the champion whose dataset the class mix is compared with
         self_hosted="{{ ti.xcom_pull(task_ids='wait_for_rules') if (ti.xcom_pull(task_ids='train', key='rules_mode') "
         "or params.rules_mode) == 'self_hosted' else '' }}",
         retries=1,
     )
 
+    # A person answers where the policy says the numbers cannot decide alone (skipped otherwise).
+    review_promotion = PromotionReviewOperator(task_id="review_promotion")
     # Runs whatever happened upstream (a failed, blocked or skipped run still gets its decision).
     evaluate_and_promote = DecisionGateOperator(task_id="evaluate_and_promote")
 
@@ -280,4 +291,4 @@ with DAG(
     # A teardown: it runs whatever happened upstream, and the run's state stays the decision's (a blocked or
     # failed run must not read as a success because the housekeeping after it succeeded).
     gc = storage_gc().as_teardown()
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> evaluate_and_promote >> gc
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> review_promotion >> evaluate_and_promote >> gc

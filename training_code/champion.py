@@ -2,14 +2,19 @@
 champion on the same images.
 
 The champion arrives as its `model.tar.gz` in the optional `champion` channel and is scored through the serving
-handlers (`inference.py`: model_fn, input_fn, predict_fn), the code path an endpoint would run. A champion that
-cannot be loaded or scored is reported as an error in metrics.json, never as a score, and never fails the job.
+handlers of its own code (`code/inference.py`: model_fn, input_fn, predict_fn), the code path an endpoint would
+run, in a process that sees none of this job's modules. A champion that cannot be loaded or scored is reported
+as an error in metrics.json, never as a score, and never fails the job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,33 +56,85 @@ def _extract_model(channel_dir: Path, work_dir: Path) -> Path:
     return work_dir
 
 
-def score_champion(channel_dir: Path, test_root: Path, work_dir: Path, summarise) -> dict[str, Any]:
-    """The champion's accuracy, RMSE and per-class accuracy on `test_root`, or {"error": why}.
+# Runs in the champion's own process, with the champion's code/ as its working directory (sys.path[0]): only
+# SageMaker's serving contract (model_fn, input_fn, predict_fn) is assumed of that code.
+SCORER = """
+import json, sys
+import inference
+model = inference.model_fn(sys.argv[1])
+answers = {}
+for name, path in json.load(open(sys.argv[2])):
+    with open(path, "rb") as handle:
+        body = handle.read()
+    try:
+        data = inference.input_fn(body, "image/jpeg")
+    except (ValueError, OSError):
+        answers[name] = None  # undecodable: the candidate's evaluation skips it too
+        continue
+    answers[name] = int(inference.predict_fn(data, model)["count"])
+json.dump({"answers": answers, "architecture": getattr(model, "inventory_info", {}).get("architecture")},
+          open(sys.argv[3], "w"))
+"""
 
+
+def _scorer_env(own_code: Path) -> dict[str, str]:
+    """This environment without this job's code on PYTHONPATH (SageMaker puts its code directory there)."""
+    env = dict(os.environ)
+    kept = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != own_code.resolve()]
+    env["PYTHONPATH"] = os.pathsep.join(kept)
+    return env
+
+
+def run_scorer(model_dir: Path, code_dir: Path, images: list[tuple[str, int, Callable[[], bytes]]],
+               work_dir: Path, own_code: Path) -> dict[str, Any]:  # fmt: skip
+    """Every image's predicted count (None: undecodable) from the model's handlers in `code_dir`."""
+    image_dir = work_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for index, (name, _, read) in enumerate(images):
+        path = image_dir / f"{index}.img"
+        path.write_bytes(read())
+        listing.append([name, str(path)])
+    (work_dir / "images.json").write_text(json.dumps(listing))
+    out = work_dir / "answers.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", SCORER, str(model_dir), str(work_dir / "images.json"), str(out)],
+        cwd=code_dir, env=_scorer_env(own_code), capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the champion's handlers failed: {last[:500]}")
+    return json.loads(out.read_text())
+
+
+def score_champion(channel_dir: Path, test_root: Path, work_dir: Path, summarise, own_code: Path) -> dict[str, Any]:
+    """The champion's accuracy, RMSE, per-class accuracy and per-image answers on `test_root`, or {"error": why}.
+
+    Scored with the code in its own archive (code/), in a separate process, so a change to the model's
+    architecture or transforms in this job's code neither breaks nor changes how the champion answers; an
+    archive from before models carried code/ is scored with this job's code, and the result says so.
     `summarise(pairs)` turns (true index, predicted index) pairs into the metrics train.py reports for the
     candidate, so both numbers are computed the same way."""
-    import inference
+    from data import COUNTS
 
     try:
-        model = inference.model_fn(str(_extract_model(Path(channel_dir), Path(work_dir))))
-        counts = {int(c): int(i) for i, c in model.inventory_info["class_to_count"].items()}
+        model_dir = _extract_model(Path(channel_dir), Path(work_dir) / "model")
+        code_dir, scored_with = model_dir / "code", "its own code (code/ in its model.tar.gz)"
+        if not (code_dir / "inference.py").is_file():
+            code_dir, scored_with = own_code, "this job's code: its model.tar.gz carries no code/"
         images = test_images(Path(test_root))
-        pairs, skipped = [], 0
-        for _, count, read in images:
-            try:
-                data = inference.input_fn(read(), "image/jpeg")
-            except (ValueError, OSError):
-                skipped += 1  # undecodable: the candidate's evaluation skips it too
-                continue
-            predicted = inference.predict_fn(data, model)["count"]
-            pairs.append((counts[count], counts[predicted]))
-        if not pairs:
+        scored = run_scorer(model_dir, code_dir, images, Path(work_dir), own_code)
+        index = {count: i for i, count in enumerate(COUNTS)}
+        answers = [[name, count, scored["answers"].get(name)] for name, count, _ in images]
+        skipped = sum(1 for row in answers if row[2] is None)
+        answers = [row for row in answers if row[2] is not None]
+        if not answers:
             raise RuntimeError("no decodable test image")
-        result = summarise(pairs)
-        result.update(images_digest=images_digest(images), skipped=skipped,
-                      architecture=model.inventory_info.get("architecture"))  # fmt: skip
-        log.info("champion on this run's %d test images: accuracy %.4f, rmse %.4f", result["test_images"],
-                 result["accuracy"], result["rmse"])  # fmt: skip
+        result = summarise([(index[truth], index[guess]) for _, truth, guess in answers])
+        result.update(images_digest=images_digest(images), skipped=skipped, architecture=scored.get("architecture"),
+                      scored_with=scored_with, answers=answers)  # fmt: skip
+        log.info("champion on this run's %d test images, scored with %s: accuracy %.4f, rmse %.4f",
+                 result["test_images"], scored_with, result["accuracy"], result["rmse"])  # fmt: skip
         return result
     except Exception as exc:  # a champion we cannot score must not fail the candidate's job
         log.warning("could not score the champion: %s: %s", type(exc).__name__, exc)

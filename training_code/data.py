@@ -229,6 +229,14 @@ class CountingImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sample_names(self) -> list[tuple[str, str]]:
+        """(name, what a skip reports) per sample, in order: the image id of a packed image, else its path under
+        the channel (`<count>/<file>`): the names champion.test_images gives the same images."""
+        return [
+            (path.image_id if isinstance(path, PackedImage) else path.relative_to(self.root).as_posix(), str(path))
+            for path, _ in self.samples
+        ]
+
     def class_counts(self) -> dict[str, int]:
         counts = {str(c): 0 for c in COUNTS}
         for _, index in self.samples:

@@ -58,6 +58,10 @@ from self_hosted import SelfHostedProfiler  # noqa: E402
 from stop_signal import StopSignal  # noqa: E402
 
 log = logging.getLogger("train")
+CODE_DIR = Path(__file__).resolve().parent
+# What a model archive carries as code/ (as SageMaker's PyTorch model archives do): the serving handlers and
+# everything they import, so the model is served, and scored as a champion, with the code it was trained with.
+CODE_SUFFIXES = (".py", ".json", ".txt")
 
 
 def _bool(text: str) -> bool:
@@ -263,27 +267,40 @@ def summarise(pairs: list[tuple[int, int]]) -> dict:
     }
 
 
-def evaluate(model, loader, device) -> dict:
-    """summarise() of the model's predictions on the loader, plus the images it had to skip."""
+def evaluate(model, loader, device, names: list[tuple[str, str]] | None = None) -> dict:
+    """summarise() of the model's predictions on the loader, plus the images it had to skip and, given the
+    dataset's sample_names() (the loader in dataset order), every image's answer: [name, true, predicted count],
+    what the gate's paired test compares with the champion's answers on the same images."""
     model.eval()
-    pairs, skipped = [], []
+    pairs, skipped, answers, position = [], [], [], 0
     with torch.no_grad():
         for images, labels, bad in loader:
+            batch = names[position : position + len(labels) + len(bad)] if names is not None else None
+            position += len(labels) + len(bad)
             skipped += bad
             if len(labels) == 0:
                 continue
             predictions = model(images.to(device)).argmax(1).cpu()
-            pairs += zip(labels.tolist(), predictions.tolist(), strict=True)
-    return {**summarise(pairs), "skipped": skipped}
+            found = list(zip(labels.tolist(), predictions.tolist(), strict=True))
+            pairs += found
+            if batch is not None:
+                dropped = {b["skipped"] for b in bad}
+                kept = [name for name, raw in batch if raw not in dropped]
+                answers += [[name, COUNTS[t], COUNTS[p]] for name, (t, p) in zip(kept, found, strict=True)]
+    result = {**summarise(pairs), "skipped": skipped}
+    if names is not None:
+        result["answers"] = answers
+    return result
 
 
 def score_champion_on_test(config: JobConfig) -> dict:
-    """The champion (the `champion` channel's model) on this job's test images, through inference.py."""
+    """The champion (the `champion` channel's model) on this job's test images, through the serving handlers
+    of the code it was trained with (its archive's code/), in a process of its own."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="champion-") as work:
         return score_champion(Path(config.channels["champion"]), Path(config.channels["test"]), Path(work),
-                              summarise)  # fmt: skip
+                              summarise, own_code=CODE_DIR)  # fmt: skip
 
 
 def training_set(spec, root) -> CountingImageFolder:
@@ -470,8 +487,8 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     result = {}
     if is_main:
         # float32, as inference.py serves it (precision.py): the champion is scored the same way
-        test = evaluate(model, _loader(test_set, config.batch_size, workers, False, pin_memory=pin),
-                        device)  # fmt: skip
+        test = evaluate(model, _loader(test_set, config.batch_size, workers, False, pin_memory=pin), device,
+                        test_set.sample_names())  # fmt: skip
         skipped += test.pop("skipped")
         unique_skips = sorted({s["skipped"]: s for s in skipped}.values(), key=lambda s: s["skipped"])
         for skip in unique_skips:
@@ -650,8 +667,19 @@ def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:
         "tta": spec.tta,
     }
     (config.model_dir / "model_info.json").write_text(json.dumps(info, indent=2))
+    copy_code(config.model_dir / "code")
     (config.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("saved model to %s and metrics to %s", config.model_dir, config.output_data_dir / "metrics.json")
+
+
+def copy_code(target: Path) -> None:
+    """This job's code into the model archive's code/ (inference.py and the modules it imports)."""
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(CODE_DIR.iterdir()):
+        if path.is_file() and path.suffix in CODE_SUFFIXES:
+            shutil.copyfile(path, target / path.name)
 
 
 def write_failure(message: str) -> None:

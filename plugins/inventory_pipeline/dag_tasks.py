@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +168,14 @@ def evaluate_rules_self_hosted(params: Mapping[str, Any], job_name: str) -> dict
 
 
 def parse_rule_reports(
-    params: Mapping[str, Any], job_name: str, manifest: Mapping[str, Any], self_hosted: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Findings, policy and the HTML report; returns the compact summary (raises when the policy fails)."""
+    params: Mapping[str, Any], job_name: str, manifest: Mapping[str, Any], self_hosted: Mapping[str, Any] | None,
+    lineage: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Findings, policy and the HTML report; returns the compact summary (raises when the policy fails).
+    `lineage`: check_lineage's result, naming the champion whose dataset the class mix is compared with."""
     from inventory_pipeline.report_store import local_report_path
     from inventory_pipeline.reports.build import build_report
+    from inventory_pipeline.reports.data_section import champion_dataset
 
     settings = settings_from(params)
     describe = _describe(settings, job_name)
@@ -179,9 +183,11 @@ def parse_rule_reports(
         describe = {**describe, **{k: v for k, v in self_hosted.items() if k != "ResponseMetadata"}}
     s3 = _s3(settings)
     local = bool(s3.meta.endpoint_url and "amazonaws.com" not in s3.meta.endpoint_url)
+    champion = champion_dataset(s3, settings.bucket, settings.root, (lineage or {}).get("champion"))
     result = build_report(
         s3, describe, manifest.get("manifest_key"), settings.bucket,
         local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
+        champion_data=champion, mix_threshold=settings.class_mix_threshold,
     )  # fmt: skip
     log.info("report: %s (%s)", result.html_path, result.s3_uri)
     for finding in result.findings:
@@ -224,14 +230,24 @@ def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
 
 
 GATE_TASK = "evaluate_and_promote"
+REVIEW_TASK = "review_promotion"
+NOT_UPSTREAM = (GATE_TASK, REVIEW_TASK, "storage_gc")  # tasks that run after the facts are gathered
 
 
-def evaluate_and_promote(
-    params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str, on_recorded: Any = None
-) -> dict[str, Any]:
-    """Gather what the run left, let the gate decide once and apply it; the run ends failed on block/failure."""
-    from inventory_pipeline.decisions import ENDS_RUN_FAILED, RunFacts
-    from inventory_pipeline.promotion import GateInputs, run_gate
+@dataclass
+class GateContext:
+    """What one run left behind, gathered once for the review task and the gate."""
+
+    settings: Settings
+    s3: Any
+    facts: Any  # decisions.RunFacts
+    inputs: Any  # promotion.GateInputs
+
+
+def gather_run_facts(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> GateContext:
+    """The task states, failures, lineage, rule report and the job's metrics of this run (not the review)."""
+    from inventory_pipeline.decisions import RunFacts
+    from inventory_pipeline.promotion import GateInputs
     from inventory_pipeline.reports.build import training_metrics
     from inventory_pipeline.settings import SettingsError
     from inventory_pipeline.training.naming import job_name_for_run
@@ -242,7 +258,7 @@ def evaluate_and_promote(
         log.warning("this run's Params are invalid (%s): recording its decision with the deployment's settings", exc)
         settings = settings_from({})
     s3 = _s3(settings)
-    states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t != GATE_TASK}
+    states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t not in NOT_UPSTREAM}
     failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}
     train = ti.xcom_pull(task_ids="train") or {}
     job = (train.get("Training") or {}).get("TrainingJobName") or job_name_for_run(dag_id, run_id)
@@ -255,10 +271,51 @@ def evaluate_and_promote(
     inputs = GateInputs(
         dag_id=dag_id, run_id=run_id, model_uri=((describe or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         params=dict(params), image_uri=((describe or {}).get("AlgorithmSpecification") or {}).get("TrainingImage"),
-        report_html=_read_s3_uri(s3, report_uri), report_uri=report_uri, report_link=_report_link(settings, job),
+        report_uri=report_uri, report_link=_report_link(settings, job),
     )  # fmt: skip
+    return GateContext(settings, s3, facts, inputs)
+
+
+def review_request(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """What the review task asks a person ({"subject", "body", "timeout_s"}), or None when the policy lets the
+    numbers decide. The same pure decision the gate makes, on the same facts, before any answer exists."""
+    from inventory_pipeline.decisions import NEEDS_APPROVAL, decide
+
+    gathered = gather_run_facts(params, ti, dag_id, run_id)
+    facts, settings = gathered.facts, gathered.settings
+    champion = registry_for(settings).champion()
+    facts.champion_now = champion.to_dict() if champion else None
+    proposal = decide(facts, settings.gate_policy)
+    if proposal["status"] != NEEDS_APPROVAL:
+        log.info("no approval needed: the gate will decide %s (%s)", proposal["status"], proposal["reason"])
+        return None
+    from inventory_pipeline.promotion import review_text
+
+    subject, body = review_text(proposal, gathered.inputs)
+    log.info("asking for approval (%s s at most): %s", settings.approval_timeout_s, proposal["reason"])
+    return {"subject": subject, "body": body, "timeout_s": settings.approval_timeout_s}
+
+
+def review_outcome(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The review task's state and, when a person (or the timeout) answered, the answer."""
+    state = _task_states(ti, dag_id, run_id).get(REVIEW_TASK, "none")
+    answer = ti.xcom_pull(task_ids=REVIEW_TASK) if state == "success" else None
+    return {"state": state, **(answer if isinstance(answer, dict) else {})}
+
+
+def evaluate_and_promote(
+    params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str, on_recorded: Any = None
+) -> dict[str, Any]:
+    """Gather what the run left, let the gate decide once and apply it; the run ends failed on block/failure."""
+    from inventory_pipeline.decisions import ENDS_RUN_FAILED
+    from inventory_pipeline.promotion import run_gate
+
+    gathered = gather_run_facts(params, ti, dag_id, run_id)
+    settings, s3, facts, inputs = gathered.settings, gathered.s3, gathered.facts, gathered.inputs
+    facts.review = review_outcome(ti, dag_id, run_id)
+    inputs.report_html = _read_s3_uri(s3, inputs.report_uri)
     record = run_gate(s3, settings.bucket, settings.root, registry_for(settings), facts, inputs,
-                      settings.min_improvement, notify=_notifier(settings))  # fmt: skip
+                      settings.gate_policy, notify=_notifier(settings))  # fmt: skip
     ti.xcom_push(key="decision", value=record)
     if on_recorded is not None:
         on_recorded(record)

@@ -13,11 +13,32 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from inventory_pipeline import comparison as cmp
+
 PROMOTED, NOT_BETTER, BLOCKED, FAILED = "promoted", "not_better", "blocked", "failed"
+BELOW_BASELINE = "below_baseline"  # no better than always answering the same count: never promoted
+# Not a decision: what the review task sees when a promotion waits for a person (never recorded as final).
+NEEDS_APPROVAL = "needs_approval"
+# When a would-be promotion waits for a person (GatePolicy.approval_when): the gain is better than the margins
+# but not significant; a non-blocking rule warned; every promotion.
+APPROVAL_CONDITIONS = ("not_significant", "rule_warned", "always")
 SKIPPED_UNCHANGED, ROLLED_BACK = "skipped_unchanged", "rolled_back"
-STATUSES = (PROMOTED, NOT_BETTER, BLOCKED, FAILED, SKIPPED_UNCHANGED, ROLLED_BACK)
+STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED, FAILED, SKIPPED_UNCHANGED, ROLLED_BACK)
 ENDS_RUN_FAILED = (BLOCKED, FAILED)  # the run ends failed after the decision is recorded
 BAD_STATES = ("failed", "upstream_failed")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What a candidate must show to be promoted (Settings holds the deployment's values; see the README)."""
+
+    min_improvement: float = 0.0  # more than this share of the test images right than the champion
+    min_relative_improvement: float = 0.0  # and more than this share of the champion's right answers
+    significance: float = 0.05  # the paired test's level: p below it, or the gain may be chance
+    baseline_margin: float = 0.0  # more than this share of the test images right than the trivial answer
+    max_class_drop: float = 0.10  # a count whose recall falls by more than this against the champion blocks it
+    min_class_images: int = 10  # ... when the test images hold at least this many of that count
+    approval_when: tuple[str, ...] = ("not_significant",)  # see APPROVAL_CONDITIONS; () = never ask
 
 
 @dataclass
@@ -31,6 +52,8 @@ class RunFacts:
     report: dict[str, Any] | None = None  # parse_rule_reports' summary
     metrics: dict[str, Any] | None = None  # the job's metrics.json (with `champion` when it scored one)
     champion_now: dict[str, Any] | None = None  # the registry's champion as the gate decides
+    # the review task's outcome: {"state": its task state, "answer", "by", "at", "timed_out"}; None: no review ran
+    review: dict[str, Any] | None = None
 
 
 def _candidate(facts: RunFacts, dataset_version: str | None) -> dict[str, Any] | None:
@@ -52,28 +75,101 @@ def _first_failure(facts: RunFacts) -> str:
     return f"{task} failed: {facts.failures[task]}" if task in facts.failures else f"{task} {facts.task_states[task]}"
 
 
-def compare(candidate: dict[str, Any], champion: dict[str, Any], min_improvement: float) -> tuple[bool, str]:
-    """Better = higher accuracy by more than `min_improvement`; on equal accuracy (and no minimum), lower RMSE."""
-    gain = candidate["accuracy"] - champion["accuracy"]
-    same = f"on the same {candidate.get('test_images') or '?'} test images"
-    if gain > min_improvement:
-        return True, f"accuracy {candidate['accuracy']:.4f} beats the champion's {champion['accuracy']:.4f} {same}"
-    rmse, champion_rmse = candidate.get("rmse"), champion.get("rmse")
-    if gain == 0 and min_improvement == 0 and rmse is not None and champion_rmse is not None and rmse < champion_rmse:
-        return True, f"same accuracy {same}, lower RMSE ({rmse:.4f} < {champion_rmse:.4f})"
-    needs = f" (needs more than +{min_improvement:g})" if min_improvement else ""
-    return False, (f"accuracy {candidate['accuracy']:.4f} vs the champion's {champion['accuracy']:.4f} {same}{needs}; "
-                   f"RMSE {rmse} vs {champion_rmse}")  # fmt: skip
+def _of(correct: int, images: int) -> str:
+    return f"{correct}/{images} ({correct / images:.3f})" if images else f"{correct}/0"
 
 
-def decide(facts: RunFacts, min_improvement: float) -> dict[str, Any]:
-    """The decision's status, reason, and the candidate's and champion's numbers (measured on the same images)."""
+def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, policy: GatePolicy) -> dict[str, Any]:
+    """Does the candidate beat the trivial answers on its own test images? The train split's most common count
+    (accuracy: more right by the margin, and significantly, by the paired test on the same images; RMSE: lower)
+    and always the middle count (RMSE: lower). Returns the numbers and `passed`, with `why` when it did not."""
+    images = len(answers)
+    majority = cmp.majority_count(train_counts)
+    if majority is None:
+        return {"passed": False, "why": "the job recorded no train-split class counts: the trivial answer is unknown"}
+    always_majority, always_middle = cmp.constant(answers, majority), cmp.constant(answers, cmp.MIDDLE_COUNT)
+    pair = cmp.paired(answers, always_majority)
+    errors = {"candidate": cmp.squared_error(answers), "majority": cmp.squared_error(always_majority),
+              "middle": cmp.squared_error(always_middle)}  # fmt: skip
+    result = {
+        "majority": {"answer": majority, "correct": pair.second_correct, "accuracy": pair.second_correct / images,
+                     "rmse": cmp.rmse(always_majority)},
+        "middle": {"answer": cmp.MIDDLE_COUNT, "rmse": cmp.rmse(always_middle)},
+        "paired": pair.as_dict(), "margin": policy.baseline_margin, "significance": policy.significance,
+    }  # fmt: skip
+    why = []
+    if not cmp.more_than(pair.gain, policy.baseline_margin, images):
+        why.append(f"answers {_of(pair.first_correct, images)} right, always {majority} (the train split's most "
+                   f"common count) {_of(pair.second_correct, images)}"
+                   + (f", needs more than {policy.baseline_margin:g} of the images above it"
+                      if policy.baseline_margin else ""))  # fmt: skip
+    elif pair.p_value >= policy.significance:
+        why.append(f"answers {pair.gain} more image(s) right than always {majority}, which chance explains "
+                   f"(exact McNemar p={pair.p_value:.3g} on {pair.only_first} vs {pair.only_second} images "
+                   f"only one of them got right; needs p < {policy.significance:g})")  # fmt: skip
+    for name in ("majority", "middle"):
+        if errors["candidate"] >= errors[name]:
+            answer = majority if name == "majority" else cmp.MIDDLE_COUNT
+            why.append(f"RMSE {cmp.rmse(answers):.3f} is no lower than always answering {answer} "
+                       f"({result[name]['rmse']:.3f})")  # fmt: skip
+    return {**result, "passed": not why, **({"why": "; ".join(dict.fromkeys(why))} if why else {})}
+
+
+def _class_drops(pair_answers: tuple[cmp.Answers, cmp.Answers], policy: GatePolicy) -> list[str]:
+    """Counts whose recall fell by more than max_class_drop against the champion (on enough images)."""
+    candidate, champion = (cmp.class_recall(a) for a in pair_answers)
+    drops = []
+    for count in cmp.COUNTS:
+        (new, images), (old, _) = candidate[count], champion[count]
+        if images >= policy.min_class_images and cmp.more_than(old - new, policy.max_class_drop, images):
+            drops.append(f"count {count}: {old}/{images} -> {new}/{images} right")
+    return drops
+
+
+def compare_with_champion(
+    answers: cmp.Answers, champion_answers: cmp.Answers, policy: GatePolicy
+) -> tuple[bool, str, dict[str, Any]]:
+    """(promote?, why, the paired comparison's numbers). Better = more images right by both margins, no count's
+    recall falling by more than max_class_drop, and a gain the paired test says chance does not explain. A
+    gain that passes everything but the test is `numbers["borderline"]`: where a person may decide."""
+    pair = cmp.paired(answers, champion_answers)
+    numbers = {**pair.as_dict(), "significance": policy.significance, "min_improvement": policy.min_improvement,
+               "min_relative_improvement": policy.min_relative_improvement}  # fmt: skip
+    scores = (f"{_of(pair.first_correct, pair.images)} right vs the champion's "
+              f"{_of(pair.second_correct, pair.images)} on the same {pair.images} test images")  # fmt: skip
+    test = f"exact McNemar p={pair.p_value:.3g}: {pair.only_first} image(s) only the candidate got right, " \
+           f"{pair.only_second} only the champion"
+    if pair.gain <= 0:
+        return False, f"{scores}: not better ({test})", numbers
+    if not cmp.more_than(pair.gain, policy.min_improvement, pair.images):
+        return False, f"{scores}: +{pair.gain} image(s) is not more than min_improvement " \
+                      f"{policy.min_improvement:g} of the images", numbers
+    if not cmp.more_than(pair.gain, policy.min_relative_improvement, pair.second_correct):
+        return False, f"{scores}: +{pair.gain} image(s) is not more than min_relative_improvement " \
+                      f"{policy.min_relative_improvement:g} of the champion's right answers", numbers
+    drops = _class_drops((answers, champion_answers), policy)
+    numbers["class_drops"] = drops
+    if drops:
+        return False, f"{scores}, but it answers a count worse by more than {policy.max_class_drop:g}: " \
+                      f"{'; '.join(drops)}", numbers
+    if pair.p_value >= policy.significance:
+        numbers["borderline"] = True
+        return False, f"{scores}: +{pair.gain} image(s), which chance explains ({test}; needs p < " \
+                      f"{policy.significance:g})", numbers
+    return True, f"{scores}: +{pair.gain} image(s), {test}", numbers
+
+
+def decide(facts: RunFacts, policy: GatePolicy | None = None) -> dict[str, Any]:
+    """The decision's status, reason, and the numbers it rests on: the candidate's, the trivial answer's and the
+    champion's, all measured on the same test images."""
+    policy = policy or GatePolicy()
     lineage = facts.lineage or {}
     dataset_version = (lineage.get("lineage") or {}).get("dataset_version")
     candidate = _candidate(facts, dataset_version)
+    extra: dict[str, Any] = {}
 
     def outcome(status: str, reason: str, champion: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"status": status, "reason": reason, "candidate": candidate, "champion": champion}
+        return {"status": status, "reason": reason, "candidate": candidate, "champion": champion, **extra}
 
     if lineage.get("skip") and facts.task_states.get("train") == "skipped":
         return outcome(SKIPPED_UNCHANGED, lineage.get("reason", "unchanged"))
@@ -84,27 +180,84 @@ def decide(facts: RunFacts, min_improvement: float) -> dict[str, Any]:
         return outcome(FAILED, _first_failure(facts))
     if candidate is None:
         return outcome(FAILED, "the training job reported no test accuracy")
+    metrics = facts.metrics or {}
+    try:
+        answers = cmp.read_answers(metrics.get("answers"), "candidate")
+    except cmp.AnswersError as exc:
+        return outcome(NOT_BETTER, f"{exc}: the candidate cannot be checked against the trivial answer or the "
+                                   "champion, and what cannot be checked is not promoted")  # fmt: skip
+    extra["baseline"] = check_baseline(answers, (metrics.get("class_counts") or {}).get("train"), policy)
+    if not extra["baseline"]["passed"]:
+        return outcome(BELOW_BASELINE, f"no better than the trivial answer: {extra['baseline']['why']}")
     scored_against = lineage.get("champion")
     now = facts.champion_now
     if scored_against is None and now is None:
-        return outcome(PROMOTED, "first model: there is no champion yet")
+        beats, images = extra["baseline"]["paired"], len(answers)
+        return _with_approval(facts, policy, True, f"first model: there is no champion yet; it beats always "
+                              f"answering {extra['baseline']['majority']['answer']} "
+                              f"({_of(beats['first_correct'], images)} vs {_of(beats['second_correct'], images)} "
+                              f"right, exact McNemar p={beats['p_value']:.3g})", outcome)  # fmt: skip
     if scored_against is None or now is None or str(scored_against["version"]) != str(now["version"]):
         was = f"v{scored_against['version']}" if scored_against else "none"
         is_now = f"v{now['version']}" if now else "none"
         return outcome(NOT_BETTER, f"the champion changed while this run trained ({was} then, {is_now} now): "
                                    "the candidate was not compared with the current champion")  # fmt: skip
-    scored = (facts.metrics or {}).get("champion") or {}
+    scored = metrics.get("champion") or {}
     champion = {"version": str(now["version"]), "job": now.get("job"), "accuracy": scored.get("accuracy"),
                 "rmse": scored.get("rmse"), "test_images": scored.get("test_images"),
-                "dataset_version": dataset_version}  # fmt: skip
+                "dataset_version": dataset_version, "scored_with": scored.get("scored_with")}  # fmt: skip
     if scored.get("accuracy") is None:
         why = scored.get("error", "the job did not score it")
         return outcome(NOT_BETTER, f"the champion could not be scored on this run's test images ({why}): "
                                    "not promoting what cannot be compared", champion)  # fmt: skip
-    if scored.get("images_digest") != (facts.metrics or {}).get("test_images_digest"):
-        return outcome(NOT_BETTER, "the champion and the candidate were not scored on the same images", champion)
-    better, reason = compare(candidate, champion, min_improvement)
-    return outcome(PROMOTED if better else NOT_BETTER, reason, champion)
+    try:
+        better, reason, extra["comparison"] = compare_with_champion(
+            answers, cmp.read_answers(scored.get("answers"), "champion"), policy
+        )
+    except cmp.AnswersError as exc:
+        return outcome(NOT_BETTER, f"the champion and the candidate cannot be compared image by image ({exc})",
+                       champion)  # fmt: skip
+    if not (better or extra["comparison"].get("borderline")):
+        return outcome(NOT_BETTER, reason, champion)
+    return _with_approval(facts, policy, better, reason, outcome, champion)
+
+
+def approval_reasons(facts: RunFacts, policy: GatePolicy, significant: bool) -> list[str]:
+    """Why this would-be promotion waits for a person under the policy ([] = it does not)."""
+    why = []
+    if "always" in policy.approval_when:
+        why.append("every promotion is approved by a person (approval_when always)")
+    if not significant and "not_significant" in policy.approval_when:
+        why.append("the gain is not significant: the numbers cannot decide")
+    warned = ((facts.report or {}).get("decision") or {}).get("warnings") or []
+    if warned and "rule_warned" in policy.approval_when:
+        why.append(f"non-blocking rule(s) found issues: {', '.join(warned)}")
+    return why
+
+
+def _with_approval(facts: RunFacts, policy: GatePolicy, better: bool, reason: str, outcome: Any,
+                   champion: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A would-be promotion (`better`) or a borderline one, after the policy's approval step: promoted when no
+    person is asked and it is better; else as the person answered; never promoted on a timeout or no answer."""
+    why = approval_reasons(facts, policy, significant=better)
+    if not why:
+        return outcome(PROMOTED if better else NOT_BETTER, reason, champion)
+    review = facts.review
+    asked = "; ".join(why)
+    if review is None:  # the review task asks (it decides before the gate, on the same facts)
+        result = outcome(NEEDS_APPROVAL, f"{reason}. Waiting for a person: {asked}", champion)
+        return {**result, "approval": {"required": why}}
+    approval = {"required": why, **{k: review.get(k) for k in ("answer", "by", "at", "timed_out", "state")}}
+    if review.get("answer") == "Promote" and not review.get("timed_out"):
+        by = review.get("by") or "a person"
+        return {**outcome(PROMOTED, f"{reason}. Approved by {by} ({asked})", champion), "approval": approval}
+    if review.get("timed_out"):
+        answered = f"nobody answered the approval request in time (the default answer: do not promote; {asked})"
+    elif review.get("answer"):
+        answered = f"{review.get('by') or 'a person'} answered {review['answer']!r} ({asked})"
+    else:
+        answered = f"it needed a person's approval ({asked}) and none was recorded (review {review.get('state')})"
+    return {**outcome(NOT_BETTER, f"{reason}. Not promoted: {answered}", champion), "approval": approval}
 
 
 def read_json(s3: Any, bucket: str, key: str) -> Any | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator
 
 from inventory_pipeline.links import MlflowRunLink, ReportLink, TrainingJobLink
@@ -182,13 +183,14 @@ class RuleReportOperator(BaseOperator):
     says why; the "Rule report" extra link opens the report.
     """
 
-    template_fields: Sequence[str] = ("job_name", "manifest", "self_hosted")
+    template_fields: Sequence[str] = ("job_name", "manifest", "self_hosted", "lineage")
     operator_extra_links = (ReportLink(),)
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, job_name: str, manifest: Any, self_hosted: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, job_name: str, manifest: Any, self_hosted: Any = None, lineage: Any = None,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
-        self.job_name, self.manifest, self.self_hosted = job_name, manifest, self_hosted
+        self.job_name, self.manifest, self.self_hosted, self.lineage = job_name, manifest, self_hosted, lineage
 
     def execute(self, context: Any) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
@@ -196,7 +198,8 @@ class RuleReportOperator(BaseOperator):
         from inventory_pipeline.dag_tasks import parse_rule_reports
 
         self_hosted = self.self_hosted if isinstance(self.self_hosted, dict) else None
-        summary = parse_rule_reports(context["params"], self.job_name, self.manifest, self_hosted)
+        lineage = self.lineage if isinstance(self.lineage, dict) else None
+        summary = parse_rule_reports(context["params"], self.job_name, self.manifest, self_hosted, lineage)
         ReportLink.persist(context, self.job_name)
         context["ti"].xcom_push(key="report", value=summary)
         if summary["decision"]["failed"]:
@@ -225,3 +228,47 @@ class DecisionGateOperator(BaseOperator):
             MlflowRunLink.persist(context, (record.get("tracking") or {}).get("run_url", ""))
 
         return evaluate_and_promote(context["params"], context["ti"], context["dag"].dag_id, context["run_id"], link)
+
+
+class PromotionReviewOperator(HITLOperator):
+    """Ask a person whether to promote, when the policy says the numbers cannot decide alone (Airflow's
+    human-in-the-loop: the UI's "Required actions" or the REST API's hitlDetails). Skips itself otherwise.
+
+    It decides as the gate will, on the same facts; when that is a promotion the policy wants approved
+    (`approval_when`), it waits up to `approval_timeout_s` (a deployment setting), whose default answer is "Do not
+    promote". Its result (the answer, who gave it, when, whether it timed out) is what the gate records.
+    """
+
+    PROMOTE, KEEP = "Promote", "Do not promote"
+    ui_color = "#fff4d6"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")  # the gate runs after it whatever happened upstream
+        super().__init__(subject="Promote this run's model?", options=[self.PROMOTE, self.KEEP],
+                         defaults=[self.KEEP], multiple=False, **kwargs)  # fmt: skip
+
+    def execute(self, context: Any) -> Any:
+        from datetime import timedelta
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from inventory_pipeline.dag_tasks import review_request
+
+        request = review_request(context["params"], context["ti"], context["dag"].dag_id, context["run_id"])
+        if request is None:
+            raise AirflowSkipException("the policy lets the numbers decide: no approval needed")
+        self.subject, self.body = request["subject"], request["body"]
+        # The deployment's setting, read when the question is asked (not when the DAG file is parsed).
+        self.response_timeout = timedelta(seconds=request["timeout_s"])
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        answered = super().execute_complete(context, event)
+        user = answered.get("responded_by_user") or {}
+        at = answered.get("responded_at")
+        outcome = {
+            "answer": answered["chosen_options"][0], "by": user.get("name") or user.get("id"),
+            "at": at.isoformat() if hasattr(at, "isoformat") else at, "timed_out": bool(event.get("timedout")),
+        }  # fmt: skip
+        self.log.info("review: %s", outcome)
+        return outcome

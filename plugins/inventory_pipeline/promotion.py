@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from inventory_pipeline.decisions import (
+    BELOW_BASELINE,
     BLOCKED,
     NOT_BETTER,
     PROMOTED,
     DecisionStore,
+    GatePolicy,
     RunFacts,
     decide,
     now_iso,
@@ -32,7 +34,8 @@ from inventory_pipeline.tracking import ModelVersionInfo, Registry, summary_tags
 
 log = logging.getLogger(__name__)
 
-REGISTERED_STATUSES = (PROMOTED, NOT_BETTER, BLOCKED)  # a model exists and is worth keeping in the registry
+# a model exists and is worth keeping in the registry
+REGISTERED_STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED)
 
 
 @dataclass
@@ -57,7 +60,7 @@ def _no_checkpoint(step: str) -> None:
 
 
 def run_gate(
-    s3: Any, bucket: str, root: str, registry: Registry, facts: RunFacts, inputs: GateInputs, min_improvement: float,
+    s3: Any, bucket: str, root: str, registry: Registry, facts: RunFacts, inputs: GateInputs, policy: GatePolicy,
     notify: Callable[[dict[str, Any]], None] | None = None, checkpoint: Checkpoint = _no_checkpoint,
 ) -> dict[str, Any]:  # fmt: skip
     """Decide once (or read the decision an earlier try made), apply it, announce it; returns the record.
@@ -70,7 +73,7 @@ def run_gate(
         champion = registry.champion()
         facts.champion_now = champion.to_dict() if champion else None
         record = {
-            "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, min_improvement),
+            "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, policy),
             "lineage": (facts.lineage or {}).get("lineage"), "model": inputs.model_uri,
             "report": {"s3_uri": inputs.report_uri, "link": inputs.report_link,
                        "policy": ((facts.report or {}).get("decision") or {}).get("message")},
@@ -105,7 +108,8 @@ def apply_decision(
     run_id = registry.log_run(
         job, params=inputs.params or {}, history=metrics.get("history") or [],
         metrics={"test_accuracy": metrics.get("accuracy"), "test_rmse": metrics.get("rmse"),
-                 "champion_test_accuracy": (metrics.get("champion") or {}).get("accuracy")},
+                 "champion_test_accuracy": (metrics.get("champion") or {}).get("accuracy"),
+                 **_decision_metrics(record)},
         tags={**lineage, "job": job, "run_id": inputs.run_id, "dag_id": inputs.dag_id, "decision": status,
               "decision_reason": record["reason"][:4000], "image_uri": inputs.image_uri or "",
               "report_s3_uri": inputs.report_uri or "",
@@ -137,6 +141,21 @@ def apply_decision(
     applied, _ = store.create(job, applied, "applied")
     checkpoint("applied")
     return applied
+
+
+def _decision_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers the decision rests on, as MLflow metrics: the trivial answer's and the paired test's."""
+    baseline, comparison = record.get("baseline") or {}, record.get("comparison") or {}
+    values = {
+        "baseline_majority_accuracy": (baseline.get("majority") or {}).get("accuracy"),
+        "baseline_majority_rmse": (baseline.get("majority") or {}).get("rmse"),
+        "baseline_middle_rmse": (baseline.get("middle") or {}).get("rmse"),
+        "baseline_p_value": (baseline.get("paired") or {}).get("p_value"),
+        "paired_only_candidate": comparison.get("only_first"),
+        "paired_only_champion": comparison.get("only_second"),
+        "paired_p_value": comparison.get("p_value"),
+    }
+    return {name: float(value) for name, value in values.items() if value is not None}
 
 
 def follow_registry(s3: Any, bucket: str, root: str, champion: ModelVersionInfo | None) -> None:
@@ -171,6 +190,28 @@ def follow_registry(s3: Any, bucket: str, root: str, champion: ModelVersionInfo 
     s3.put_object(Bucket=bucket, Key=f"{prefix}metrics.json", Body=json.dumps(body, indent=1).encode())
 
 
+def review_text(proposal: dict[str, Any], inputs: GateInputs) -> tuple[str, str]:
+    """(subject, Markdown body) of the approval request: what the numbers say and why they cannot decide alone."""
+    candidate, champion = proposal.get("candidate") or {}, proposal.get("champion") or {}
+    lines = [f"**Why a person decides:** {'; '.join((proposal.get('approval') or {}).get('required') or [])}", "",
+             f"**The numbers:** {proposal['reason'].split('. Waiting for a person')[0]}", ""]  # fmt: skip
+    if candidate.get("accuracy") is not None:
+        lines.append(f"- candidate `{candidate.get('job')}`: accuracy {candidate['accuracy']:.4f}, RMSE "
+                     f"{candidate.get('rmse'):.4f}")  # fmt: skip
+    if champion.get("accuracy") is not None:
+        lines.append(f"- champion v{champion.get('version')}: accuracy {champion['accuracy']:.4f}, RMSE "
+                     f"{champion.get('rmse'):.4f}")  # fmt: skip
+    baseline = proposal.get("baseline") or {}
+    if baseline.get("majority"):
+        lines.append(f"- always answering {baseline['majority']['answer']}: accuracy "
+                     f"{baseline['majority']['accuracy']:.4f}")  # fmt: skip
+    if inputs.report_link or inputs.report_uri:
+        lines += ["", f"Report: {inputs.report_link or inputs.report_uri}"]
+    lines += ["", "**Promote** makes it the champion; **Do not promote** (also the answer when nobody answers in "
+              "time) keeps the current one. Either way the decision records who answered."]  # fmt: skip
+    return f"Promote {candidate.get('job') or 'this model'}?", "\n".join(lines)
+
+
 def notification_text(record: dict[str, Any]) -> tuple[str, str]:
     """(subject, message) for one decision: what happened, why, the numbers, and where to look."""
     status, job = record["status"], record["job"]
@@ -181,6 +222,22 @@ def notification_text(record: dict[str, Any]) -> tuple[str, str]:
         if numbers.get("accuracy") is not None:
             lines.append(f"{side.capitalize()}: accuracy {numbers['accuracy']:.4f}, RMSE {numbers.get('rmse')}, "
                          f"dataset {numbers.get('dataset_version')}")  # fmt: skip
+    baseline = record.get("baseline") or {}
+    if baseline.get("majority"):
+        beats = baseline.get("paired") or {}
+        lines.append(f"Trivial answer: always {baseline['majority']['answer']}: accuracy "
+                     f"{baseline['majority']['accuracy']:.4f}, RMSE {baseline['majority']['rmse']:.4f} "
+                     f"(candidate vs it: p={beats.get('p_value', float('nan')):.3g}); always "
+                     f"{baseline['middle']['answer']}: RMSE {baseline['middle']['rmse']:.4f}")  # fmt: skip
+    comparison = record.get("comparison") or {}
+    if comparison:
+        lines.append(f"Paired test ({comparison['test']}): {comparison['only_first']} image(s) only the candidate "
+                     f"got right, {comparison['only_second']} only the champion, p={comparison['p_value']:.3g} "
+                     f"(significant below {comparison['significance']:g})")  # fmt: skip
+    approval = record.get("approval") or {}
+    if approval.get("state") is not None or approval.get("answer"):
+        answered = "timed out" if approval.get("timed_out") else f"{approval.get('answer')} by {approval.get('by')}"
+        lines.append(f"Approval: {answered} (asked because {'; '.join(approval.get('required') or [])})")
     report = record.get("report") or {}
     if report.get("link") or report.get("s3_uri"):
         lines.append(f"Report: {report.get('link') or report.get('s3_uri')}")

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inventory_pipeline.decisions import APPROVAL_CONDITIONS, GatePolicy
 from inventory_pipeline.rules.applicability import why_not_evaluable
 
 KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
@@ -115,7 +116,18 @@ class Settings:
     # rules and promotion
     rules_mode: str = "auto"  # auto: managed where the account has Debugger, self_hosted otherwise
     fail_on_rules: tuple[str, ...] = ()
-    min_improvement: float = 0.0
+    min_improvement: float = 0.0  # share of the test images the candidate must answer right beyond the champion
+    # The rest of the gate's rule (decisions.GatePolicy) belongs to the deployment, not to a run.
+    min_relative_improvement: float = 0.0
+    significance: float = 0.05
+    baseline_margin: float = 0.0
+    max_class_drop: float = 0.10
+    min_class_images: int = 10
+    # When a would-be promotion waits for a person (decisions.APPROVAL_CONDITIONS, or "never"), and for how long
+    # before the default answer, "do not promote", applies. Default: only a gain the paired test cannot call
+    # significant (README, "The decision rule").
+    approval_when: tuple[str, ...] = ("not_significant",)
+    approval_timeout_s: int = 86400
     force_retrain: bool = False  # train even when data, code and Params equal the champion's lineage
     # tracking, registry, notifications (deployment)
     tracking_uri: str = ""  # an MLflow URI or a SageMaker managed MLflow tracking server ARN
@@ -145,7 +157,19 @@ class Settings:
         _require(self.rules_mode in RULES_MODES, "rules_mode", f"must be one of {', '.join(RULES_MODES)}")
         unknown = sorted(set(self.fail_on_rules) - set(KNOWN_RULES))
         _require(not unknown, "fail_on_rules", f"unknown rule(s) {unknown}; known: {', '.join(KNOWN_RULES)}")
-        _require(self.min_improvement >= 0.0, "min_improvement", "must be >= 0")
+        _require(0.0 <= self.min_improvement < 1.0, "min_improvement", "must be a fraction in [0, 1)")
+        _require(self.min_relative_improvement >= 0.0, "min_relative_improvement", "must be >= 0")
+        # above 0.5 a one-sided test would call a coin flip significant
+        _require(0.0 < self.significance <= 0.5, "significance", "must be in (0, 0.5]")
+        _require(0.0 <= self.baseline_margin < 1.0, "baseline_margin", "must be a fraction in [0, 1)")
+        _require(0.0 <= self.max_class_drop <= 1.0, "max_class_drop", "must be a fraction in [0, 1]")
+        _require(self.min_class_images >= 1, "min_class_images", "must be >= 1")
+        unknown = sorted(set(self.approval_when) - {"never", *APPROVAL_CONDITIONS})
+        _require(not unknown, "approval_when", f"unknown condition(s) {unknown}; known: never, "
+                 f"{', '.join(APPROVAL_CONDITIONS)} (comma-separated)")  # fmt: skip
+        _require("never" not in self.approval_when or len(self.approval_when) == 1, "approval_when",
+                 "'never' cannot be combined with other conditions")  # fmt: skip
+        _require(60 <= self.approval_timeout_s <= 28 * 86400, "approval_timeout_s", "must be between 60 s and 28 days")
         for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
             why = why_not_evaluable(rule, self.instance_type)
             _require(why is None, "fail_on_rules", f"{why}: it would block every run; remove it from "
@@ -193,6 +217,15 @@ class Settings:
             _require(not value or bool(_KMS_RE.match(value)), name, "expected a KMS key id, key ARN or alias")
         pretrained_ok = not self.pretrained_s3_uri or self.pretrained_s3_uri.startswith("s3://")
         _require(pretrained_ok, "pretrained_s3_uri", "must be an s3:// URI")
+
+    @property
+    def gate_policy(self) -> GatePolicy:
+        return GatePolicy(
+            min_improvement=self.min_improvement, min_relative_improvement=self.min_relative_improvement,
+            significance=self.significance, baseline_margin=self.baseline_margin,
+            max_class_drop=self.max_class_drop, min_class_images=self.min_class_images,
+            approval_when=tuple(c for c in self.approval_when if c != "never"),
+        )  # fmt: skip
 
     @property
     def effective_deployment_id(self) -> str:
@@ -258,6 +291,8 @@ _FIELD_TYPES: dict[str, type] = {
         "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
         "sns_topic_arn": str, "report_base_url": str, "class_mix_threshold": float, "gc_keep_versions": int,
         "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str, "source_recheck_minutes": int,
+        "min_relative_improvement": float, "significance": float, "baseline_margin": float,
+        "max_class_drop": float, "min_class_images": int, "approval_when": tuple, "approval_timeout_s": int,
     }.items()
 }  # fmt: skip
 
@@ -290,6 +325,13 @@ _ENV_NAMES = {
     "class_mix_threshold": "INVENTORY_CLASS_MIX_THRESHOLD",
     "gc_keep_versions": "INVENTORY_GC_KEEP_VERSIONS",
     "source_recheck_minutes": "INVENTORY_SOURCE_RECHECK_MINUTES",
+    "min_relative_improvement": "INVENTORY_MIN_RELATIVE_IMPROVEMENT",
+    "significance": "INVENTORY_SIGNIFICANCE",
+    "baseline_margin": "INVENTORY_BASELINE_MARGIN",
+    "max_class_drop": "INVENTORY_MAX_CLASS_DROP",
+    "min_class_images": "INVENTORY_MIN_CLASS_IMAGES",
+    "approval_when": "INVENTORY_APPROVAL_WHEN",
+    "approval_timeout_s": "INVENTORY_APPROVAL_TIMEOUT_S",
 }
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}

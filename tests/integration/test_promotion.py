@@ -7,9 +7,9 @@ import tarfile
 import uuid
 
 import pytest
-from support import tar_archive
+from support import accuracy_metrics, tar_archive
 
-from inventory_pipeline.decisions import RunFacts
+from inventory_pipeline.decisions import GatePolicy, RunFacts
 from inventory_pipeline.promotion import GateInputs, run_gate
 from inventory_pipeline.tracking import Registry
 
@@ -36,17 +36,15 @@ def gate(env, job, accuracy, champion_accuracy=None, report=PASSED, notify=None,
     key = f"jobs/{job}/output/model.tar.gz"
     s3.put_object(Bucket=bucket, Key=key, Body=tar_archive({"model.pth": job}))
     champion = registry.champion()
-    metrics = {"accuracy": accuracy, "rmse": 0.5, "test_images": 20, "test_images_digest": "d",
-               "history": [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.1}]}  # fmt: skip
-    if champion_accuracy is not None:
-        metrics["champion"] = {"accuracy": champion_accuracy, "rmse": 0.5, "test_images": 20, "images_digest": "d"}
+    metrics = accuracy_metrics(accuracy, champion_accuracy, history=[{"epoch": 1, "train_loss": 1.0,
+                                                                       "valid_loss": 1.1}])  # fmt: skip
     facts = RunFacts(job=job, task_states=states or dict(DONE), report=report, metrics=metrics,
                      lineage={"lineage": {"dataset_version": "ds-1", "code_sha256": "c", "params_sha256": "p"},
                               "champion": champion.to_dict() if champion else None})  # fmt: skip
     inputs = GateInputs(dag_id="inventory_retraining", run_id=f"run-{job}", model_uri=f"s3://{bucket}/{key}",
                         params={"model": "small_cnn"}, report_html=b"<html>report</html>")  # fmt: skip
     kwargs = {"checkpoint": checkpoint} if checkpoint else {}
-    return run_gate(s3, bucket, "p/", registry, facts, inputs, 0.0, notify=notify, **kwargs)
+    return run_gate(s3, bucket, "p/", registry, facts, inputs, GatePolicy(), notify=notify, **kwargs)
 
 
 def deployable(env):

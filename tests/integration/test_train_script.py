@@ -105,6 +105,55 @@ def test_single_host_writes_metrics_model_and_parseable_metric_lines(synthetic_c
     assert "ignoring arguments" in proc.stdout
 
 
+def _archive(model_dir: Path, channel: Path) -> Path:
+    import tarfile
+
+    channel.mkdir()
+    with tarfile.open(channel / "model.tar.gz", "w:gz") as tar:
+        for path in model_dir.iterdir():
+            tar.add(path, arcname=path.name)
+    return channel
+
+
+def test_a_champion_is_scored_with_its_own_code_after_the_architecture_changed(synthetic_channels, tmp_path):
+    """Issue 22 (3): small_cnn's architecture changes between two runs. The champion's archive carries its code/
+    and is scored with it, in its own process: it answers exactly as its own job measured, and the candidate
+    (the new architecture) is compared with it image by image. Before, the new model.py could not load it."""
+    first = tmp_path / "first"
+    proc = run_train(sm_env(first, synthetic_channels), "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    own = json.loads((first / "algo-1/output/data/metrics.json").read_text())
+    assert (first / "algo-1/model/code/inference.py").is_file() and (first / "algo-1/model/code/model.py").is_file()
+    new_code = tmp_path / "new_code"
+    shutil.copytree(TRAIN.parent, new_code, ignore=shutil.ignore_patterns("__pycache__"))
+    model_py = new_code / "model.py"
+    widened = model_py.read_text().replace("channels = [3, 24, 48, 96, 160]", "channels = [3, 16, 32, 64, 128]")
+    assert widened != model_py.read_text()
+    model_py.write_text(widened)
+    channel = _archive(first / "algo-1/model", tmp_path / "champion")
+    second = tmp_path / "second"
+    env = sm_env(second, synthetic_channels, SM_CHANNEL_CHAMPION=str(channel))
+    cmd = [sys.executable, str(new_code / "train.py"), "--model", "small_cnn", "--epochs", "1", "--batch-size", "16",
+           "--num-workers", "0"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((second / "algo-1/output/data/metrics.json").read_text())
+    champion = metrics["champion"]
+    assert "error" not in champion, champion.get("error")
+    assert champion["accuracy"] == own["accuracy"] and sorted(champion["answers"]) == sorted(own["answers"])
+    assert champion["scored_with"].startswith("its own code")
+    # the candidate's own archive carries the new architecture's code
+    assert "[3, 16, 32, 64, 128]" in (second / "algo-1/model/code/model.py").read_text()
+
+    from inventory_pipeline.comparison import read_answers
+    from inventory_pipeline.decisions import GatePolicy, compare_with_champion
+
+    _, reason, numbers = compare_with_champion(read_answers(metrics["answers"], "candidate"),
+                                               read_answers(champion["answers"], "champion"), GatePolicy())  # fmt: skip
+    assert numbers["images"] == metrics["test_images"] and "on the same" in reason
+    assert numbers["second_correct"] == round(own["accuracy"] * own["test_images"])
+
+
 def test_the_champion_is_scored_on_the_same_test_images_through_the_serving_code(synthetic_channels, tmp_path):
     """A model scored as the champion (its model.tar.gz in the `champion` channel, through inference.py) gets
     exactly the accuracy its own job measured on the same test channel; a broken champion is an error in
@@ -128,6 +177,9 @@ def test_the_champion_is_scored_on_the_same_test_images_through_the_serving_code
     assert champion["accuracy"] == own["accuracy"] and champion["confusion_matrix"] == own["confusion_matrix"]
     assert champion["test_images"] == metrics["test_images"] == own["test_images"]
     assert champion["images_digest"] == metrics["test_images_digest"]
+    # image by image, the champion answers as its own job did (the gate's paired test joins these by name)
+    assert sorted(champion["answers"]) == sorted(own["answers"]) and len(own["answers"]) == own["test_images"]
+    assert champion["scored_with"].startswith("its own code")
     assert re.findall(r"champion_accuracy=([0-9.eE+-]+);", proc.stdout)
     broken = tmp_path / "broken"
     broken.mkdir()

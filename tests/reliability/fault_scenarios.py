@@ -45,7 +45,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fault_proxy import DROP, DROP_RESPONSE, HOLD, Action, FaultProxy, Request, json_error, s3_error
-from support import tar_archive, wait_until
+from support import accuracy_metrics, tar_archive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "inventory_retraining"
@@ -442,7 +442,7 @@ def run_gate_for(
     notify: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report."""
-    from inventory_pipeline.decisions import RunFacts
+    from inventory_pipeline.decisions import GatePolicy, RunFacts
     from inventory_pipeline.promotion import GateInputs, run_gate
 
     registry = registry_for(env, bucket)
@@ -455,7 +455,7 @@ def run_gate_for(
                               "champion": champion.to_dict() if champion else None})  # fmt: skip
     inputs = GateInputs(dag_id=DAG_ID, run_id=run_id, model_uri=model_uri, params={"model": "small_cnn"})
     extra = {"checkpoint": checkpoint} if checkpoint else {}
-    return run_gate(env.s3, bucket, ROOT_PREFIX, registry, facts, inputs, 0.0, notify=notify, **extra)
+    return run_gate(env.s3, bucket, ROOT_PREFIX, registry, facts, inputs, GatePolicy(), notify=notify, **extra)
 
 
 class Audit:
@@ -1694,8 +1694,7 @@ class Died(Exception):
 def _better_job(env: FaultEnv, names: Names, job: str, accuracy: float, champion_accuracy: float) -> dict[str, Any]:
     artifact = f"{ROOT_PREFIX}training-jobs/{job}/output/model.tar.gz"
     env.s3.put_object(Bucket=names.bucket, Key=artifact, Body=tar_archive({"model.pth": f"{job} weights".encode()}))
-    metrics = {"accuracy": accuracy, "rmse": 0.5, "test_images": 8, "test_images_digest": "same",
-               "champion": {"accuracy": champion_accuracy, "rmse": 1.0, "test_images": 8, "images_digest": "same"}}
+    metrics = accuracy_metrics(accuracy, champion_accuracy)
     report = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
     return {"report": report, "metrics": metrics, "model_uri": f"s3://{names.bucket}/{artifact}"}  # fmt: skip
 

@@ -252,7 +252,10 @@ class ReportResult:
 def build_report(
     s3: Any, describe: dict[str, Any], manifest_key: str | None, bucket: str, out_dir: Path,
     fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
+    champion_data: dict[str, Any] | None = None, mix_threshold: float = 0.1,
 ) -> ReportResult:  # fmt: skip
+    """The report of one job. `champion_data`: the champion's dataset (data_section.champion_dataset; None when
+    there is no champion), which this run's class mix is compared with (ClassMixShift)."""
     from jinja2 import Environment
     from markupsafe import Markup
 
@@ -266,7 +269,8 @@ def build_report(
         except Exception as exc:
             log.warning("could not read the manifest %s: %s", manifest_key, exc)
     findings = findings_from_job(describe, profiler_reports(s3, describe))
-    findings.append(data_section.data_finding(manifest))  # ClassMixShift: blocking when fail_on_rules lists it
+    # ClassMixShift against the champion's data: blocking when fail_on_rules lists it
+    findings.append(data_section.data_finding(manifest, champion_data, mix_threshold))
     decision = apply_policy(findings, fail_on_rules)
     metrics = training_metrics(s3, describe)
     series = utilisation(system_metrics(s3, describe))
@@ -283,7 +287,7 @@ def build_report(
         decision=decision, findings=findings, curves=plot_curves(metrics.get("history", [])),
         usage=plot_utilisation(series), confusion=plot_confusion(metrics.get("confusion_matrix")),
         advice=advice, manifest=manifest, profiled_locally=profiled_locally, facts=job_facts(describe),
-        data_changes=Markup(data_section.render(manifest)),
+        data_changes=Markup(data_section.render(manifest, champion_data, mix_threshold)),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
@@ -304,6 +308,6 @@ def build_report(
         "s3_uri": f"s3://{report_bucket}/{report_prefix}",
         "advice": advice.get("summary"),
         "job_facts": job_facts(describe),
-        "data": data_section.data_summary(manifest),
+        "data": data_section.data_summary(manifest, champion_data, mix_threshold),
     }
     return ReportResult(html_path, summary["s3_uri"], decision, findings, summary)
