@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,11 @@ def dags_test(
     dag_id: str = DAG_ID,
     echo: bool = False,
     logical_date: str | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> DagTestResult:
     """`airflow dags test <dag_id> [logical_date] -c <conf>`; its output is kept in `log_path` (and echoed when
-    asked). Runs with distinct logical dates are distinct runs (the weekly schedule's)."""
+    asked). Runs with distinct logical dates are distinct runs (the weekly schedule's). `on_line` sees each
+    output line as it comes (approvals.Reviewer answers approval requests from there)."""
     cmd = [airflow_bin(), "dags", "test", dag_id, *([logical_date] if logical_date else [])]
     if conf:
         cmd += ["-c", json.dumps(conf)]
@@ -81,6 +84,8 @@ def dags_test(
         for line in proc.stdout:
             log_file.write(line)
             lines.append(line)
+            if on_line is not None:
+                on_line(line)
             if echo:
                 sys.stdout.write(line)
                 sys.stdout.flush()

@@ -10,6 +10,8 @@ Each run's summary goes to build/demo/summary.json (`weeks`, in order; the last 
 demo stops at the first failed run and exits non-zero; it stops what it started either way.
 
 `DEMO_CONF='{"epochs": 5}' make demo` merges that JSON into every week's conf; `DEMO_WEEKS=1` runs week 1 only.
+Where the policy asks a person (a gain the paired test cannot call significant, by default), the demo answers as
+that person through Airflow's REST API (`approvals.Reviewer`): `DEMO_APPROVAL="Do not promote"` answers no.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def read_run_summary(env: dict[str, str]) -> dict[str, Any]:
 
 
 def main() -> int:
+    from inventory_pipeline.approvals import Reviewer
     from inventory_pipeline.aws_clients import make_client
     from inventory_pipeline.dataset.seed import seed_synthetic
     from inventory_pipeline.demo_summary import build_summary, print_summary
@@ -128,29 +131,34 @@ def main() -> int:
         )
         log.info("preparing Airflow's metadata DB in %s", env["AIRFLOW_HOME"])
         db_migrate(env)
-        for week in range(1, weeks + 1):
-            if week == 1:
-                seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
-                log.info("week 1: seeded s3://%s with %s synthetic photos", SOURCE_BUCKET, seeded["images"])
-            elif week == 3:
-                extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-                seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True)
-                log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
-            else:
-                log.info("week %d: nothing changed in s3://%s", week, SOURCE_BUCKET)
-            log.info("week %d: airflow dags test inventory_retraining %s -c '%s'", week, WEEK_DATES[week - 1],
-                     json.dumps(conf))  # fmt: skip
-            result = dags_test(env, conf, log_path=BUILD_DIR / f"dags-test-week{week}.log", echo=True,
-                               logical_date=WEEK_DATES[week - 1])  # fmt: skip
-            summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=conf)
-            summary.update(week=week, notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
-                           run_log=str(result.log_path))  # fmt: skip
-            summaries.append(summary)
-            print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
-            if not (result.ok and summary.get("state") == "success"):
-                ok = False
-                log.error("week %d ended %s: stopping the story here", week, summary.get("state"))
-                break
+        # answers approval requests as a person would, through the REST API (an API server only if one is needed)
+        reviewer = Reviewer(env, answer=os.environ.get("DEMO_APPROVAL", "Promote"), user="demo-reviewer")
+        try:
+            for week in range(1, weeks + 1):
+                if week == 1:
+                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
+                    log.info("week 1: seeded s3://%s with %s synthetic photos", SOURCE_BUCKET, seeded["images"])
+                elif week == 3:
+                    extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
+                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True)
+                    log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
+                else:
+                    log.info("week %d: nothing changed in s3://%s", week, SOURCE_BUCKET)
+                log.info("week %d: airflow dags test inventory_retraining %s -c '%s'", week, WEEK_DATES[week - 1],
+                         json.dumps(conf))  # fmt: skip
+                result = dags_test(env, conf, log_path=BUILD_DIR / f"dags-test-week{week}.log", echo=True,
+                                   logical_date=WEEK_DATES[week - 1], on_line=reviewer.on_line)  # fmt: skip
+                summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=conf)
+                summary.update(week=week, notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
+                               run_log=str(result.log_path))  # fmt: skip
+                summaries.append(summary)
+                print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
+                if not (result.ok and summary.get("state") == "success"):
+                    ok = False
+                    log.error("week %d ended %s: stopping the story here", week, summary.get("state"))
+                    break
+        finally:
+            reviewer.stop()
     final = {**summaries[-1], "weeks": summaries, "wall_time_s": round(time.monotonic() - started, 1)}
     (BUILD_DIR / "summary.json").write_text(json.dumps(final, indent=2, default=str))
     print(f"\nweekly story: {' -> '.join((s.get('decision') or {}).get('status') or '?' for s in summaries)}")

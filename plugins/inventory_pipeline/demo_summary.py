@@ -62,6 +62,10 @@ def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: d
             "reason": promotion.get("reason"),
             "candidate": _numbers(promotion.get("candidate")),
             "champion": _numbers(promotion.get("champion")),
+            # what the rule rests on: the trivial answer, the paired test against the champion, who approved
+            "baseline": promotion.get("baseline"),
+            "comparison": promotion.get("comparison"),
+            "approval": promotion.get("approval"),
         } if promotion else None,
         "tracking": {k: (promotion.get("tracking") or {}).get(k) for k in ("uri", "run_id", "run_url")},
         "registry": promotion.get("registry"),
@@ -102,6 +106,18 @@ def print_summary(summary: dict[str, Any], summary_path: Path, log_path: Path) -
         for side in ("candidate", "champion"):
             if decision.get(side):
                 print(f"  {side:9s} {decision[side]}")
+        baseline = decision.get("baseline") or {}
+        if baseline.get("majority"):
+            beats, majority = baseline.get("paired") or {}, baseline["majority"]
+            print(f"  trivial   always {majority['answer']}: accuracy {majority['accuracy']:.4f}"
+                  f", RMSE {majority['rmse']:.4f}; always {baseline['middle']['answer']}: RMSE "
+                  f"{baseline['middle']['rmse']:.4f}; candidate vs it: p={beats.get('p_value')}")  # fmt: skip
+        comparison = decision.get("comparison") or {}
+        if comparison:
+            print(f"  paired    {comparison['only_first']} image(s) only the candidate got right, "
+                  f"{comparison['only_second']} only the champion: {comparison['test']} p={comparison['p_value']}")
+        if decision.get("approval"):
+            print(f"  approval  {decision['approval']}")
     if (summary.get("registry") or {}).get("name"):
         print(f"registry: {summary['registry']}")
     if (summary.get("tracking") or {}).get("run_url"):

@@ -169,7 +169,7 @@ class Settings:
                  f"{', '.join(APPROVAL_CONDITIONS)} (comma-separated)")  # fmt: skip
         _require("never" not in self.approval_when or len(self.approval_when) == 1, "approval_when",
                  "'never' cannot be combined with other conditions")  # fmt: skip
-        _require(60 <= self.approval_timeout_s <= 28 * 86400, "approval_timeout_s", "must be between 60 s and 28 days")
+        _require(10 <= self.approval_timeout_s <= 28 * 86400, "approval_timeout_s", "must be between 10 s and 28 days")
         for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
             why = why_not_evaluable(rule, self.instance_type)
             _require(why is None, "fail_on_rules", f"{why}: it would block every run; remove it from "

@@ -1,6 +1,7 @@
 """A person's path through the Airflow UI: log in, open the DAG, trigger it from the form with quick-run
-values, wait for success, open the report link. Debian's chromium driven by Playwright's Python API (no browser
-download); screenshots land in build/e2e/.
+values, see the promotion wait in "Required actions" (this deployment has every promotion approved), let the
+request time out, wait for success, open the report link. Debian's chromium driven by Playwright's Python API (no
+browser download); screenshots land in build/e2e/.
 
 Airflow runs as `airflow standalone` (api-server, scheduler, dag-processor, triggerer) on localhost against
 the local AWS stack.
@@ -52,7 +53,8 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
         aws_access_key_id="local-access-key", aws_secret_access_key="local-secret-key",
     )  # fmt: skip
     s3.create_bucket(Bucket=PROJECT_BUCKET)
-    seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=150, seed=11)
+    # enough photos for small_cnn to beat the trivial answer in 8 epochs (measured: 0.55 vs 0.20 on 49 test photos)
+    seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=500, seed=5)
 
     home = tmp_path_factory.mktemp("airflow-ui")
     HOMES["airflow"] = home
@@ -77,6 +79,10 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
             # standalone runs a triggerer: the job and rule waits defer to it.
             "INVENTORY_DEFERRABLE": "true",
             "INVENTORY_REPORT_DIR": str(home / "reports"),
+            # every promotion waits for a person; nobody answers here, so the scheduler applies the default
+            # answer ("Do not promote") after 20 s
+            "INVENTORY_APPROVAL_WHEN": "always",
+            "INVENTORY_APPROVAL_TIMEOUT_S": "20",
         },
     )
     log_path = SCREENSHOTS / "airflow-standalone.log"
@@ -149,20 +155,37 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         # The Params form: fill the quick-run values a person would type.
         _fill(dialog, "source_bucket", SOURCE_BUCKET)
         _fill(dialog, "file_list", f"s3://{SOURCE_BUCKET}/file_list.json")
-        _fill(dialog, "epochs", "2")
+        _fill(dialog, "epochs", "8")
+        _fill(dialog, "lr", "0.004")
         _fill(dialog, "instance_count", "1")
         _select(dialog, "model", "small_cnn")
         page.screenshot(path=str(SCREENSHOTS / "03-trigger-form.png"))
         dialog.get_by_role("button", name="Trigger").click()
 
-        state = _wait_for_run_state(page, airflow_ui, timeout_s=600)
+        # The promotion waits for a person: the task parks in awaiting_input, shown under "Required actions".
+        run_id = _latest_run_id(page, airflow_ui)
+        waiting = _wait_for_review(page, airflow_ui, run_id, timeout_s=600)
+        if waiting:
+            page.goto(f"{airflow_ui}/dags/inventory_retraining/runs/{run_id}/tasks/review_promotion/required_actions")
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(SCREENSHOTS / "04a-required-action.png"), full_page=True)
+        state = _wait_for_run_state(page, airflow_ui, timeout_s=300)
         page.goto(airflow_ui + "/dags/inventory_retraining")
         page.wait_for_timeout(2000)
         page.screenshot(path=str(SCREENSHOTS / "04-run-finished.png"), full_page=True)
         assert state == "success", f"the run ended {state}; see {SCREENSHOTS}"
 
+        # Nobody answered: the default answer applied at the timeout, and the gate recorded exactly that.
+        decision = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
+                        "evaluate_and_promote/xcomEntries/return_value")["value"]  # fmt: skip
+        decision = decision if isinstance(decision, dict) else json.loads(decision)
+        (SCREENSHOTS / "decision.json").write_text(json.dumps(decision, indent=1))
+        assert waiting, f"the promotion never waited for a person: {decision['status']} ({decision['reason']})"
+        assert decision["status"] == "not_better" and "nobody answered the approval request" in decision["reason"]
+        assert decision["approval"]["timed_out"] is True and decision["approval"]["answer"] == "Do not promote"
+        assert decision["baseline"]["passed"]  # it was good enough to ask about
+
         # The report link of parse_rule_reports opens the HTML report through the project's plugin.
-        run_id = _latest_run_id(page, airflow_ui)
         links = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
                      "parse_rule_reports/links")  # fmt: skip
         (SCREENSHOTS / "links.json").write_text(json.dumps(links))
@@ -223,6 +246,20 @@ def _api(page, base: str, path: str) -> dict:
 def _latest_run_id(page, base: str) -> str:
     runs = _api(page, base, "/api/v2/dags/inventory_retraining/dagRuns?order_by=-start_date&limit=1")
     return runs["dag_runs"][0]["dag_run_id"]
+
+
+def _wait_for_review(page, base: str, run_id: str, timeout_s: float) -> bool:
+    """True once review_promotion waits for a person (awaiting_input); False if the run ended without that."""
+    deadline = time.monotonic() + timeout_s
+    path = f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}"
+    while time.monotonic() < deadline:
+        ti = page.request.get(base + f"{path}/taskInstances/review_promotion")
+        if ti.ok and ti.json().get("state") == "awaiting_input":
+            return True
+        if _api(page, base, path)["state"] in ("success", "failed"):
+            return False
+        time.sleep(3)
+    pytest.fail(f"the run did not reach its review within {timeout_s}s")
 
 
 def _wait_for_run_state(page, base: str, timeout_s: float) -> str:

@@ -397,3 +397,23 @@ def test_a_pretrained_model_without_weights_fails_loudly_unless_allowed(syntheti
     assert "WARNING" in proc.stdout and "backbone is random" in proc.stdout
     metrics = json.loads((tmp_path / "allowed/algo-1/output/data/metrics.json").read_text())
     assert metrics["pretrained_checkpoint"] is None and "backbone is random" in metrics["warnings"][0]
+
+
+def test_a_model_with_no_real_signal_is_never_promoted_even_as_the_first_model(tmp_path):
+    """Issue 22: photos whose labels were shuffled carry no signal the model could learn. Trained by train.py as
+    the DAG trains it, the candidate must end below the trivial answer (or not better), never promoted."""
+    import random
+
+    from inventory_pipeline.decisions import RunFacts, decide
+
+    rng = random.Random(3)
+    images = [(i.image_id, rng.randint(1, 5), i.jpeg) for i in generate(200, seed=9)]
+    channels = make_channels(tmp_path / "shuffled", images)
+    proc = run_train(sm_env(tmp_path / "job", channels), "--epochs", "4", "--lr", "0.004")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "job/algo-1/output/data/metrics.json").read_text())
+    facts = RunFacts(job="no-signal", task_states={"train": "success"}, report={"decision": {"failed": False}},
+                     lineage={"lineage": {"dataset_version": "d"}, "champion": None}, metrics=metrics)  # fmt: skip
+    decision = decide(facts)
+    assert decision["status"] in ("below_baseline", "not_better"), decision
+    assert decision["baseline"]["majority"]["correct"] >= 0 and not decision["baseline"]["passed"]
