@@ -74,7 +74,12 @@ class Paired:
         return self.first_correct - self.second_correct
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "p_value": round(self.p_value, 6), "gain": self.gain, "test": "exact McNemar"}
+        return {**asdict(self), "gain": self.gain, "test": "exact McNemar"}
+
+
+def p_text(p: float) -> str:
+    """A p-value as people read it: three significant digits, and "< 1e-6" past what any test set can mean."""
+    return "< 1e-6" if p < 1e-6 else f"= {p:.3g}"
 
 
 def paired(first: Answers, second: Answers) -> Paired:

@@ -105,7 +105,7 @@ def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, po
                       if policy.baseline_margin else ""))  # fmt: skip
     elif pair.p_value >= policy.significance:
         why.append(f"answers {pair.gain} more image(s) right than always {majority}, which chance explains "
-                   f"(exact McNemar p={pair.p_value:.3g} on {pair.only_first} vs {pair.only_second} images "
+                   f"(exact McNemar p {cmp.p_text(pair.p_value)} on {pair.only_first} vs {pair.only_second} images "
                    f"only one of them got right; needs p < {policy.significance:g})")  # fmt: skip
     for name in ("majority", "middle"):
         if errors["candidate"] >= errors[name]:
@@ -137,7 +137,7 @@ def compare_with_champion(
                "min_relative_improvement": policy.min_relative_improvement}  # fmt: skip
     scores = (f"{_of(pair.first_correct, pair.images)} right vs the champion's "
               f"{_of(pair.second_correct, pair.images)} on the same {pair.images} test images")  # fmt: skip
-    test = f"exact McNemar p={pair.p_value:.3g}: {pair.only_first} image(s) only the candidate got right, " \
+    test = f"exact McNemar p {cmp.p_text(pair.p_value)}: {pair.only_first} image(s) only the candidate got right, " \
            f"{pair.only_second} only the champion"
     if pair.gain <= 0:
         return False, f"{scores}: not better ({test})", numbers
@@ -196,7 +196,7 @@ def decide(facts: RunFacts, policy: GatePolicy | None = None) -> dict[str, Any]:
         return _with_approval(facts, policy, True, f"first model: there is no champion yet; it beats always "
                               f"answering {extra['baseline']['majority']['answer']} "
                               f"({_of(beats['first_correct'], images)} vs {_of(beats['second_correct'], images)} "
-                              f"right, exact McNemar p={beats['p_value']:.3g})", outcome)  # fmt: skip
+                              f"right, exact McNemar p {cmp.p_text(beats['p_value'])})", outcome)  # fmt: skip
     if scored_against is None or now is None or str(scored_against["version"]) != str(now["version"]):
         was = f"v{scored_against['version']}" if scored_against else "none"
         is_now = f"v{now['version']}" if now else "none"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from inventory_pipeline.comparison import p_text
+
 
 def _describe(s3_or_none: Any, run: dict[str, Any]) -> dict[str, Any]:
     """The training job's last known description: the rule task's view if it ran, else the train task's."""
@@ -109,13 +111,16 @@ def print_summary(summary: dict[str, Any], summary_path: Path, log_path: Path) -
         baseline = decision.get("baseline") or {}
         if baseline.get("majority"):
             beats, majority = baseline.get("paired") or {}, baseline["majority"]
-            print(f"  trivial   always {majority['answer']}: accuracy {majority['accuracy']:.4f}"
-                  f", RMSE {majority['rmse']:.4f}; always {baseline['middle']['answer']}: RMSE "
-                  f"{baseline['middle']['rmse']:.4f}; candidate vs it: p={beats.get('p_value')}")  # fmt: skip
+            middle = baseline["middle"]
+            same = middle["answer"] == majority["answer"]
+            also = "" if same else f"; always {middle['answer']}: RMSE {middle['rmse']:.4f}"
+            print(f"  trivial   always {majority['answer']}: accuracy {majority['accuracy']:.4f}, RMSE "
+                  f"{majority['rmse']:.4f}{also}; candidate vs it: p {p_text(beats.get('p_value', 1.0))}")  # fmt: skip
         comparison = decision.get("comparison") or {}
         if comparison:
             print(f"  paired    {comparison['only_first']} image(s) only the candidate got right, "
-                  f"{comparison['only_second']} only the champion: {comparison['test']} p={comparison['p_value']}")
+                  f"{comparison['only_second']} only the champion: {comparison['test']} "
+                  f"p {p_text(comparison['p_value'])}")
         if decision.get("approval"):
             print(f"  approval  {decision['approval']}")
     if (summary.get("registry") or {}).get("name"):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inventory_pipeline.comparison import p_text
 from inventory_pipeline.decisions import (
     BELOW_BASELINE,
     BLOCKED,
@@ -227,12 +228,12 @@ def notification_text(record: dict[str, Any]) -> tuple[str, str]:
         beats = baseline.get("paired") or {}
         lines.append(f"Trivial answer: always {baseline['majority']['answer']}: accuracy "
                      f"{baseline['majority']['accuracy']:.4f}, RMSE {baseline['majority']['rmse']:.4f} "
-                     f"(candidate vs it: p={beats.get('p_value', float('nan')):.3g}); always "
+                     f"(candidate vs it: p {p_text(beats.get('p_value', 1.0))}); always "
                      f"{baseline['middle']['answer']}: RMSE {baseline['middle']['rmse']:.4f}")  # fmt: skip
     comparison = record.get("comparison") or {}
     if comparison:
         lines.append(f"Paired test ({comparison['test']}): {comparison['only_first']} image(s) only the candidate "
-                     f"got right, {comparison['only_second']} only the champion, p={comparison['p_value']:.3g} "
+                     f"got right, {comparison['only_second']} only the champion, p {p_text(comparison['p_value'])} "
                      f"(significant below {comparison['significance']:g})")  # fmt: skip
     approval = record.get("approval") or {}
     if approval.get("state") is not None or approval.get("answer"):
