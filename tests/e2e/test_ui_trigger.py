@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
 from inventory_pipeline.airflow_runner import PROJECT_ROOT, airflow_bin, airflow_env
 from inventory_pipeline.local_aws.stack import free_port
@@ -163,7 +164,7 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         dialog.get_by_role("button", name="Trigger").click()
 
         # The promotion waits for a person: the task parks in awaiting_input, shown under "Required actions".
-        run_id = _latest_run_id(page, airflow_ui)
+        run_id = wait_until(lambda: _latest_run_id(page, airflow_ui), 60, 1, "the triggered run")
         waiting = _wait_for_review(page, airflow_ui, run_id, timeout_s=600)
         if waiting:
             page.goto(f"{airflow_ui}/dags/inventory_retraining/runs/{run_id}/tasks/review_promotion/required_actions")
@@ -243,9 +244,9 @@ def _api(page, base: str, path: str) -> dict:
     return response.json()
 
 
-def _latest_run_id(page, base: str) -> str:
+def _latest_run_id(page, base: str) -> str | None:
     runs = _api(page, base, "/api/v2/dags/inventory_retraining/dagRuns?order_by=-start_date&limit=1")
-    return runs["dag_runs"][0]["dag_run_id"]
+    return runs["dag_runs"][0]["dag_run_id"] if runs["dag_runs"] else None
 
 
 def _wait_for_review(page, base: str, run_id: str, timeout_s: float) -> bool:
