@@ -23,8 +23,8 @@ def _describe(s3_or_none: Any, run: dict[str, Any]) -> dict[str, Any]:
 def _numbers(side: dict[str, Any] | None) -> dict[str, Any] | None:
     if not side:
         return None
-    return {k: side.get(k) for k in ("accuracy", "rmse", "dataset_version", "test_images", "version", "job")
-            if side.get(k) is not None}  # fmt: skip
+    keys = ("accuracy", "rmse", "dataset_version", "test_images", "version", "job", "scored_with")
+    return {k: side.get(k) for k in keys if side.get(k) is not None}
 
 
 def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: dict | None = None) -> dict:
