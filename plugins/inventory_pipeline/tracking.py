@@ -24,6 +24,24 @@ class TrackingError(RuntimeError):
     """The tracking server is not configured or refused a request."""
 
 
+class RegistryUnavailable(TrackingError):
+    """The registry could not be asked (connection refused, 5xx after MLflow's retries, 403, throttling): not the
+    same as "there is none". The task fails, so Airflow retries it, and nothing is decided on it."""
+
+
+def is_absent(exc: Exception) -> bool:
+    """An MLflow answer that says "there is no such thing": a registered model or version that does not exist
+    (RESOURCE_DOES_NOT_EXIST), or an alias nobody set (MLflow answers INVALID_PARAMETER_VALUE, "alias ... not
+    found"). Everything else, a connection error included, is "could not ask"."""
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
+
+
+def _unavailable(exc: Exception, what: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"could not read {what} from the MLflow registry ({getattr(exc, 'error_code', '')}: "
+                               f"{str(exc)[:300]}): not reading that as 'none'; the task will be retried")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelVersionInfo:
     version: str
@@ -130,24 +148,37 @@ class Registry:
 
     # --- registry -----------------------------------------------------------------------------------------
 
+    def _registered_model(self) -> Any | None:
+        """The registered model, None when it does not exist (RegistryUnavailable when that cannot be known)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(self.model_name)
+        except MlflowException as exc:
+            if is_absent(exc):
+                return None
+            raise _unavailable(exc, f"the registered model {self.model_name}") from exc
+
     def _ensure_model(self) -> None:
         from mlflow.exceptions import MlflowException
 
+        if self._registered_model() is not None:
+            return
         try:
-            self.client.get_registered_model(self.model_name)
+            self.client.create_registered_model(self.model_name, description="Counts objects (1-5) in bin photos")
         except MlflowException:
-            try:
-                self.client.create_registered_model(self.model_name, description="Counts objects (1-5) in bin photos")
-            except MlflowException:
-                self.client.get_registered_model(self.model_name)  # created meanwhile; raise if still absent
+            if self._registered_model() is None:  # not created meanwhile by another try: the create's error stands
+                raise
 
     def versions(self) -> list[ModelVersionInfo]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.get_registered_model(self.model_name)
-        except MlflowException:
+        """Every version with the aliases the registry gives it (search results carry none: they come from the
+        registered model's alias map)."""
+        model = self._registered_model()
+        if model is None:
             return []
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (getattr(model, "aliases", None) or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
         found, token = [], None
         while True:
             page = self.client.search_model_versions(f"name = '{self.model_name}'", max_results=200, page_token=token)
@@ -155,11 +186,11 @@ class Registry:
             token = getattr(page, "token", None)
             if not token:
                 break
-        infos = [self._info(v) for v in found]
+        infos = [self._info(v, tuple(sorted(aliases.get(str(v.version), ())))) for v in found]
         return sorted(infos, key=lambda v: int(v.version))
 
-    def _info(self, version: Any) -> ModelVersionInfo:
-        aliases = tuple(getattr(version, "aliases", None) or ())
+    def _info(self, version: Any, aliases: tuple[str, ...] | None = None) -> ModelVersionInfo:
+        aliases = tuple(getattr(version, "aliases", None) or ()) if aliases is None else aliases
         return ModelVersionInfo(str(version.version), version.source, version.run_id or "", dict(version.tags or {}),
                                 aliases)  # fmt: skip
 
@@ -179,12 +210,15 @@ class Registry:
         return self._info(self.client.get_model_version(self.model_name, version.version))
 
     def champion(self) -> ModelVersionInfo | None:
+        """The version the `champion` alias names; None only when the registry says there is none."""
         from mlflow.exceptions import MlflowException
 
         try:
             version = self.client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if is_absent(exc):
+                return None
+            raise _unavailable(exc, "the champion") from exc
         return self._info(version)
 
     def set_champion(self, version: str) -> None:

@@ -4,10 +4,12 @@ announced; a crash after any write and a retry end in the same single decision (
 import io
 import json
 import tarfile
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from support import accuracy_metrics, tar_archive
+from support import accuracy_metrics, free_port, tar_archive
 
 from inventory_pipeline.decisions import GatePolicy, RunFacts
 from inventory_pipeline.promotion import GateInputs, run_gate
@@ -123,3 +125,72 @@ def test_rollback_moves_the_alias_and_the_copy_and_is_recorded(env):
     assert deployable(env)[0] == "j1"
     with pytest.raises(ValueError, match="no version 9"):
         rollback(env["s3"], env["bucket"], "p/", env["registry"], "9", who="test")
+
+
+def test_the_listing_shows_each_versions_aliases_as_the_registry_has_them(env):
+    """Issue 25 (4): after two promotions v2 is the champion, and `model list` must say so (search results carry
+    no aliases; the listing read them from there and showed none)."""
+    from inventory_pipeline.model_cli import list_versions
+
+    gate(env, "j1", 0.6)
+    gate(env, "j2", 0.8, champion_accuracy=0.6)
+    listed = {v["version"]: v["aliases"] for v in list_versions(env["registry"])}
+    assert listed == {"1": [], "2": ["champion"]}
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """An MLflow tracking server that answers every request with one error (403, 503, ...)."""
+
+    status, code = 403, "PERMISSION_DENIED"
+
+    def _answer(self) -> None:
+        body = json.dumps({"error_code": self.code, "message": f"refused ({self.status})"}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def refusing_registry(monkeypatch):
+    """Registries on servers that refuse (403), fail (503) or are down (connection refused), no client retries."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    servers = []
+
+    def make(kind: str) -> Registry:
+        if kind == "down":
+            return Registry(f"http://127.0.0.1:{free_port()}", "counting-down")
+        status, code = (403, "PERMISSION_DENIED") if kind == "403" else (503, "TEMPORARILY_UNAVAILABLE")
+        handler = type("Handler", (_Refusing,), {"status": status, "code": code})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return Registry(f"http://127.0.0.1:{server.server_address[1]}", "counting-refused")
+
+    yield make
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["403", "503", "down"])
+def test_a_registry_that_cannot_be_asked_is_not_an_empty_one_and_no_decision_is_written(env, refusing_registry, kind):
+    """Issue 25 (2): an MLflow error read as "no champion" made the gate record `promoted: first model` over a real
+    champion. Now the read raises, the gate writes no decision, and Airflow retries the task."""
+    from inventory_pipeline.decisions import DecisionStore
+    from inventory_pipeline.tracking import RegistryUnavailable
+
+    registry = refusing_registry(kind)
+    with pytest.raises(RegistryUnavailable, match="could not read the champion"):
+        registry.champion()
+    with pytest.raises(RegistryUnavailable):
+        registry.versions()
+    with pytest.raises(RegistryUnavailable):
+        gate({**env, "registry": registry}, "j-unasked", 0.8)
+    assert DecisionStore(env["s3"], env["bucket"], "p/").read("j-unasked") is None
