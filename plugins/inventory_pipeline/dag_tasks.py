@@ -203,13 +203,16 @@ def registry_for(settings: Settings):
 
 
 def check_lineage(params: Mapping[str, Any], manifest: Mapping[str, Any], code: Mapping[str, Any]) -> dict[str, Any]:
-    """Would this run reproduce the champion? Also names the champion the job will score on its test images."""
-    from inventory_pipeline.lineage import run_lineage, unchanged_reason
+    """Would this run reproduce the champion, or a model already judged on the same inputs? Also names the
+    champion the job will score on its test images."""
+    from inventory_pipeline.lineage import pretrained_etag, run_lineage, unchanged_reason
 
     settings = settings_from(params)
-    lineage = run_lineage(settings, manifest["version"], code["sha256"])
-    champion = registry_for(settings).champion()
-    reason = unchanged_reason(lineage, champion.tags if champion else None)
+    lineage = run_lineage(settings, manifest["version"], code["sha256"],
+                          pretrained_etag(_s3(settings), settings.pretrained_s3_uri))  # fmt: skip
+    registry = registry_for(settings)
+    champion = registry.champion()
+    reason = unchanged_reason(lineage, champion.tags if champion else None, registry.versions())
     if reason and settings.force_retrain:
         log.info("unchanged, but force_retrain is set: training anyway (%s)", reason)
         reason = None
