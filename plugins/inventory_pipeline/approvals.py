@@ -27,6 +27,7 @@ from inventory_pipeline.airflow_runner import DAG_ID, airflow_bin
 
 log = logging.getLogger(__name__)
 WAITING_LINE = "Waiting for Human-in-the-loop input"
+MAX_FAILURES = 3
 
 
 def _free_port() -> int:
@@ -49,6 +50,7 @@ class Reviewer:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._busy = False
+        self.failures = 0  # after MAX_FAILURES the reviewer stops trying and says how to answer by hand
 
     def __enter__(self) -> Reviewer:
         return self
@@ -62,7 +64,7 @@ class Reviewer:
         if WAITING_LINE not in line:
             return
         with self._lock:
-            if self._busy:
+            if self._busy or self.failures >= MAX_FAILURES:
                 return
             self._busy = True
         threading.Thread(target=self._answer_in_background, daemon=True).start()
@@ -71,7 +73,13 @@ class Reviewer:
         try:
             self.answer_pending()
         except Exception:  # the run keeps waiting (and its log says so); the caller sees nothing answered
-            log.exception("the reviewer could not answer the approval request")
+            self.failures += 1
+            log.exception("the reviewer could not answer the approval request (%d of %d tries)", self.failures,
+                          MAX_FAILURES)  # fmt: skip
+            if self.failures >= MAX_FAILURES:
+                log.error("the reviewer gives up: answer the request in the Airflow UI's 'Required actions' or with "
+                          "PATCH /api/v2/dags/<dag>/dagRuns/<run>/taskInstances/review_promotion/-1/hitlDetails "
+                          "from an api-server on this Airflow home, or stop the run")  # fmt: skip
         finally:
             with self._lock:
                 self._busy = False

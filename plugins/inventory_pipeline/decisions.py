@@ -1,7 +1,10 @@
 """One decision per run: what the gate concluded, why, and on which numbers; written once, before it is applied.
 
 `decide()` is a pure function of what the run left behind (task states, the rule report, the job's metrics,
-the lineage check, the registry's champion). `DecisionStore` keeps the record in the project bucket under
+the lineage check, the registry's champion, the review's answer). A candidate is promoted only when it beats the
+trivial answer on its own test images, beats the champion on the same images by the margins and significantly
+(an exact McNemar test on the images only one of them got right), drops no count's recall, and, where the policy
+asks, a person approved it (README, "The decision rule"). `DecisionStore` keeps the record in the project bucket under
 `models/decisions/<job>/decision.json`, created with `If-None-Match: *`, so a retry (or a concurrent try)
 reads the existing decision instead of writing a second or contradictory one.
 """
