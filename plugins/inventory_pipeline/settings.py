@@ -171,9 +171,9 @@ class Settings:
                  "'never' cannot be combined with other conditions")  # fmt: skip
         _require(10 <= self.approval_timeout_s <= 28 * 86400, "approval_timeout_s", "must be between 10 s and 28 days")
         for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
-            why = why_not_evaluable(rule, self.instance_type)
+            why = why_not_evaluable(rule, self.instance_type, self.rules_mode)
             _require(why is None, "fail_on_rules", f"{why}: it would block every run; remove it from "
-                     "fail_on_rules or choose an instance it can be measured on")  # fmt: skip
+                     "fail_on_rules or choose an instance and rules mode that can measure it")  # fmt: skip
         _require(bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", self.registered_model)), "registered_model",
                  "letters, digits, '.', '_' and '-' only")  # fmt: skip
         _require(not self.sns_topic_arn or self.sns_topic_arn.startswith("arn:"), "sns_topic_arn",

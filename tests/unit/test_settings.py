@@ -95,3 +95,14 @@ def test_the_dag_offers_exactly_the_rules_settings_knows():
     offered = dag.params.get_param("fail_on_rules").schema["items"]["enum"]
     assert offered == [rule for rule in KNOWN_RULES if rule not in NEVER_EVALUATED]
     assert dag.params.get_param("model").schema["enum"] == list(KNOWN_MODELS)
+
+
+@pytest.mark.parametrize("rule", ["StepOutlier", "MaxInitializationTime"])
+def test_a_blocking_step_rule_is_refused_where_sagemakers_managed_rules_cannot_evaluate_it(rule):
+    """Issue 26 (5): SageMaker's ProfilerReport reads these from its framework profiler, which this pipeline does not
+    run, so on AWS they would be NotEvaluated and block every run; our engine evaluates them (self_hosted)."""
+    for mode in ("managed", "auto"):
+        with pytest.raises(SettingsError, match="framework profiler") as refused:
+            Settings(fail_on_rules=(rule,), rules_mode=mode)
+        assert f"rules_mode {mode}" in str(refused.value) and "self_hosted" in str(refused.value)
+    assert Settings(fail_on_rules=(rule,), rules_mode="self_hosted").fail_on_rules == (rule,)

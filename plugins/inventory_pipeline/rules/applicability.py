@@ -16,6 +16,11 @@ NEVER_EVALUATED = {
     "Dataloader": "it needs the dataloader timeline of SageMaker's framework profiler (deprecated), which this "
     "pipeline does not collect",
 }
+# Step-timing rules: SageMaker's ProfilerReport reads them from its framework profiler's step events, which this
+# pipeline does not collect (framework profiling is deprecated); our engine reads the same clock from the smdebug
+# trial (rules/step_timeline.py). So only self_hosted rules evaluate them: managed ones (and auto, which starts
+# managed) would leave them NotEvaluated on every run.
+FRAMEWORK_PROFILER_RULES = ("StepOutlier", "MaxInitializationTime")
 # GPUs per instance for the SageMaker training types people pick most; other sizes of a GPU family are
 # assumed to have at least one GPU (their count is then unknown, and only checked when the job has run).
 GPUS_PER_INSTANCE = {
@@ -34,11 +39,15 @@ def gpus_per_instance(instance_type: str) -> int | None:
     return None if _GPU_FAMILY.match(instance_type) else 0
 
 
-def why_not_evaluable(rule: str, instance_type: str) -> str | None:
-    """The reason `rule` cannot be evaluated on `instance_type`, or None when it can (as far as is known
-    before the job runs: a rule can still end NotEvaluated for lack of data, and then blocks)."""
+def why_not_evaluable(rule: str, instance_type: str, rules_mode: str = "self_hosted") -> str | None:
+    """The reason `rule` cannot be evaluated on `instance_type` under `rules_mode`, or None when it can (as far as
+    is known before the job runs: a rule can still end NotEvaluated for lack of data, and then blocks)."""
     if rule in NEVER_EVALUATED:
         return f"{rule} is never evaluated: {NEVER_EVALUATED[rule]}"
+    if rule in FRAMEWORK_PROFILER_RULES and rules_mode != "self_hosted":
+        return (f"{rule} needs step events from SageMaker's framework profiler, which this pipeline does not "
+                f"collect, so SageMaker's managed rules (rules_mode {rules_mode}) cannot evaluate it; our engine "
+                "does (rules_mode self_hosted)")  # fmt: skip
     gpus = gpus_per_instance(instance_type)
     if rule in GPU_RULES and gpus == 0:
         return f"{rule} measures GPU use and {instance_type} has no GPU"
