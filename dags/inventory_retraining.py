@@ -77,8 +77,8 @@ PARAMS = {
         os.environ.get("INVENTORY_FILE_LIST", ""),
         type=["null", "string"],
         title="File list",
-        description="s3:// URI of a file_list.json ({'1': ['metadata/<id>.json', ...], ...}). "
-        "Empty: list metadata/ and read EXPECTED_QUANTITY.",
+        description="s3:// URI of a file_list.json ({'1': ['metadata/<id>.json', ...], ...}) in the source bucket "
+        "(or a bucket the deployment allows). Empty: list metadata/ and read EXPECTED_QUANTITY.",
     ),
     "per_class_limit": Param(
         0,

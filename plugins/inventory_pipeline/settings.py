@@ -73,6 +73,10 @@ class Settings:
     source_bucket: str = "aft-vbi-pds"
     source_prefix: str = ""
     file_list: str = ""
+    # Where a run's file list may come from (deployment): s3:// in the source bucket or one of these buckets; a
+    # local path only where the deployment allows it (the embedded stack does), never on a shared worker.
+    file_list_buckets: tuple[str, ...] = ()
+    allow_local_file_list: bool = False
     per_class_limit: int = 0  # 0 = no limit
     # where it goes (deployment)
     bucket: str = "inventory-retraining"
@@ -140,6 +144,7 @@ class Settings:
         _require(bool(_BUCKET_RE.match(self.source_bucket)), "source_bucket", "not a valid S3 bucket name")
         _require(bool(_BUCKET_RE.match(self.bucket)), "bucket", "not a valid S3 bucket name")
         _require(not self.prefix.startswith("/"), "prefix", "must not start with '/'")
+        _require(not self.file_list or self.file_list_problem() is None, "file_list", self.file_list_problem() or "")
         _require(self.per_class_limit >= 0, "per_class_limit", "must be >= 0 (0 means no limit)")
         _require(1 <= self.copy_workers <= 256, "copy_workers", "must be between 1 and 256")
         _require(0.0 <= self.reject_threshold <= 1.0, "reject_threshold", "must be a fraction in [0, 1]")
@@ -218,6 +223,20 @@ class Settings:
         pretrained_ok = not self.pretrained_s3_uri or self.pretrained_s3_uri.startswith("s3://")
         _require(pretrained_ok, "pretrained_s3_uri", "must be an s3:// URI")
 
+    def file_list_problem(self) -> str | None:
+        """Why this deployment does not read the run's file list from there (None: it may)."""
+        if self.file_list.startswith("s3://"):
+            bucket = self.file_list[5:].split("/", 1)[0]
+            allowed = (self.source_bucket, *self.file_list_buckets)
+            if bucket in allowed:
+                return None
+            return (f"a file list is read from the source bucket or INVENTORY_FILE_LIST_BUCKETS "
+                    f"({', '.join(allowed)}), not from s3://{bucket}/")  # fmt: skip
+        if self.allow_local_file_list:
+            return None
+        return ("must be an s3:// URI: this deployment reads no file list from the worker's disk "
+                "(INVENTORY_ALLOW_LOCAL_FILE_LIST is for the embedded stack)")
+
     @property
     def gate_policy(self) -> GatePolicy:
         return GatePolicy(
@@ -293,6 +312,7 @@ _FIELD_TYPES: dict[str, type] = {
         "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str, "source_recheck_minutes": int,
         "min_relative_improvement": float, "significance": float, "baseline_margin": float,
         "max_class_drop": float, "min_class_images": int, "approval_when": tuple, "approval_timeout_s": int,
+        "file_list_buckets": tuple, "allow_local_file_list": bool,
     }.items()
 }  # fmt: skip
 
@@ -332,6 +352,8 @@ _ENV_NAMES = {
     "min_class_images": "INVENTORY_MIN_CLASS_IMAGES",
     "approval_when": "INVENTORY_APPROVAL_WHEN",
     "approval_timeout_s": "INVENTORY_APPROVAL_TIMEOUT_S",
+    "file_list_buckets": "INVENTORY_FILE_LIST_BUCKETS",
+    "allow_local_file_list": "INVENTORY_ALLOW_LOCAL_FILE_LIST",
 }
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}

@@ -63,7 +63,7 @@ def project(s3, bucket_name, abid_sample, tmp_path):
         file_list.write_text(json.dumps({str(k): [f"metadata/{i}.json" for i in chosen if labels[i] == k]
                                          for k in range(1, 6)}))  # fmt: skip
         settings = Settings(source_bucket=source, bucket=dest, prefix="proj", file_list=str(file_list),
-                            copy_workers=8)  # fmt: skip
+                            copy_workers=8, allow_local_file_list=True)  # fmt: skip
         manifest = build_dataset(s3, settings)
         versions.append(manifest["version"])
         describes[f"job-{n}"] = job_channels(settings, f"job-{n}", manifest)

@@ -166,3 +166,21 @@ def test_fast_timestamps_are_the_instants_botocore_parses(value):
 
     fast, botocore = fast_timestamp(value), parse_timestamp(value)
     assert fast == botocore and (fast.tzinfo is None) == (botocore.tzinfo is None)
+
+
+def test_a_file_list_error_says_where_it_is_wrong_never_what_the_file_says(tmp_path):
+    """Issue 26 (2): the error reaches the task log, the decision, MLflow and SNS; a JSON file that is not a file
+    list (credentials, say) must not be echoed into them."""
+    from inventory_pipeline.dataset.select import load_file_list, parse_file_list
+
+    secret = "AKIA-not-for-your-eyes"
+    for document in ({"aws_secret_access_key": secret}, {"1": [secret]}, {"1": ["metadata/a.json", {"k": secret}]}):
+        with pytest.raises(InvalidFileList) as refused:
+            parse_file_list(document)
+        assert secret not in str(refused.value) and "aws_secret_access_key" not in str(refused.value)
+        assert "#" in str(refused.value)  # it names the key or entry by position
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"token": "' + secret)
+    with pytest.raises(InvalidFileList, match="is not JSON") as refused:
+        load_file_list(None, str(broken))
+    assert secret not in str(refused.value)

@@ -106,3 +106,18 @@ def test_a_blocking_step_rule_is_refused_where_sagemakers_managed_rules_cannot_e
             Settings(fail_on_rules=(rule,), rules_mode=mode)
         assert f"rules_mode {mode}" in str(refused.value) and "self_hosted" in str(refused.value)
     assert Settings(fail_on_rules=(rule,), rules_mode="self_hosted").fail_on_rules == (rule,)
+
+
+def test_a_file_list_comes_only_from_where_the_deployment_reads_them():
+    """Issue 26 (2): a Param could name any file on the worker's disk, or any bucket the worker's role reads."""
+    with pytest.raises(SettingsError, match="must be an s3:// URI") as refused:
+        Settings(file_list="/etc/airflow/secrets.json")
+    assert "INVENTORY_ALLOW_LOCAL_FILE_LIST" in str(refused.value)
+    with pytest.raises(SettingsError, match="not from s3://project-bucket/"):
+        Settings(source_bucket="aft-vbi-pds", file_list="s3://project-bucket/secrets.json")
+    assert Settings(source_bucket="my-source", file_list="s3://my-source/file_list.json").file_list
+    allowed = Settings.from_sources({"file_list": "s3://lists/file_list.json"},
+                                    {"INVENTORY_FILE_LIST_BUCKETS": "lists,other"})  # fmt: skip
+    assert allowed.file_list_buckets == ("lists", "other")
+    local = Settings.from_sources({"file_list": "/data/file_list.json"}, {"INVENTORY_ALLOW_LOCAL_FILE_LIST": "true"})
+    assert local.file_list == "/data/file_list.json"

@@ -85,6 +85,7 @@ def _build(args: argparse.Namespace) -> int:
             source_bucket=args.source_bucket, source_prefix=args.source_prefix, file_list=args.file_list,
             per_class_limit=args.per_class_limit, bucket=args.bucket, prefix=args.prefix,
             copy_workers=args.workers, reject_threshold=args.reject_threshold,
+            allow_local_file_list=True,  # a person's own command on their own machine: their own files
         )  # fmt: skip
         summary = build_dataset(_s3(args, args.workers), settings)
     except (DatasetError, SettingsError) as exc:

@@ -43,23 +43,32 @@ class Selection:
         return {label: counts.get(label, 0) for label in CLASSES}
 
 
+def _shape(value: Any) -> str:
+    """What a value is, never what it says: errors about a file list reach logs, decisions, MLflow and SNS, and a
+    wrong Param could point at any JSON file the worker can read."""
+    kind = type(value).__name__
+    return f"a {kind} of {len(value)} characters" if isinstance(value, str) else f"a {kind}"
+
+
 def parse_file_list(document: Any) -> list[Pair]:
-    """The pairs a file list names; a malformed list is an error naming what is wrong."""
+    """The pairs a file list names; a malformed list is an error naming where it is wrong (never its content)."""
     if not isinstance(document, dict):
         raise InvalidFileList("file list must be a JSON object mapping '1'..'5' to lists of metadata paths")
     pairs: dict[str, Pair] = {}
     repeated = 0
-    for raw_label, values in document.items():
-        if str(raw_label) not in {str(c) for c in CLASSES}:
-            raise InvalidFileList(f"file list has class {raw_label!r}; only '1'..'5' are allowed")
+    classes = {str(c) for c in CLASSES}
+    for position, (raw_label, values) in enumerate(document.items(), start=1):
+        if str(raw_label) not in classes:
+            raise InvalidFileList(f"file list key #{position} ({_shape(raw_label)}) is not a class: only '1'..'5' "
+                                  "are allowed")  # fmt: skip
         if not isinstance(values, list):
             raise InvalidFileList(f"file list class {raw_label!r} must hold a list of metadata paths")
-        for value in values:
+        for index, value in enumerate(values, start=1):
             image_id = image_id_from_metadata_path(value) if isinstance(value, str) else None
             if image_id is None:
                 raise InvalidFileList(
-                    f"file list class {raw_label!r} has {value!r}; expected 'metadata/<id>.json' "
-                    "(or 'data/metadata/<id>.json')"
+                    f"file list class {raw_label!r}, entry #{index} ({_shape(value)}) is not a metadata path; "
+                    "expected 'metadata/<id>.json' (or 'data/metadata/<id>.json')"
                 )
             previous = pairs.get(image_id)
             if previous and previous.label != int(raw_label):
@@ -96,8 +105,8 @@ def load_file_list(s3: Any, location: str) -> Any:
         raw = path.read_bytes()
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidFileList(f"file list {location} is not JSON: {exc}") from exc
+    except json.JSONDecodeError as exc:  # its position only: json's message can quote the content
+        raise InvalidFileList(f"file list {location} is not JSON (line {exc.lineno}, column {exc.colno})") from exc
 
 
 def select_by_listing(s3: Any, bucket: str, prefix: str, workers: int = 32) -> Selection:

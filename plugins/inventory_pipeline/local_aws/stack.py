@@ -172,6 +172,8 @@ def client_env(
         "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
         "AWS_DEFAULT_REGION": region,
         "INVENTORY_S3_ENDPOINT": endpoints["s3"],
+        # a laptop's own files: the embedded stack reads a local file list (a shared worker does not)
+        "INVENTORY_ALLOW_LOCAL_FILE_LIST": "true",
     }
     if "mlflow" in endpoints:
         env["INVENTORY_TRACKING_URI"] = endpoints["mlflow"]
