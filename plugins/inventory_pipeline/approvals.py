@@ -24,18 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.airflow_runner import DAG_ID, airflow_bin
+from inventory_pipeline.local_aws.stack import free_port
 
 log = logging.getLogger(__name__)
 WAITING_LINE = "Waiting for Human-in-the-loop input"
 MAX_FAILURES = 3
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Reviewer:
@@ -44,7 +37,7 @@ class Reviewer:
     def __init__(self, env: dict[str, str], answer: str = "Promote", user: str = "reviewer", dag_id: str = DAG_ID):
         self.env, self.answer, self.user, self.dag_id = env, answer, user, dag_id
         self.password = secrets.token_urlsafe(12)
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.answered: list[dict[str, Any]] = []
         self._proc: subprocess.Popen | None = None

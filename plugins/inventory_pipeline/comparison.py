@@ -5,7 +5,7 @@ count] for every test image it scored, the candidate's and the champion's):
 - `paired`: two models on the same images: how many each alone got right, and the exact one-sided McNemar test
   (a binomial test on the images where exactly one of them is right: under "no better", each such image is a
   fair coin);
-- `constant_baseline`: the trivial answer (always the same count) on those images, scored the same way;
+- `constant`: the trivial answer (always the same count) on those images, scored the same way;
 - `class_recall`: correct images per true count, for the per-class guard.
 Thresholds are compared exactly with `Fraction`s of image counts: "more than 1 % of 200 images" is "more than 2
 images", with no float edge where 0.93 - 0.92 > 0.01.
@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-COUNTS = (1, 2, 3, 4, 5)
+from inventory_pipeline.dataset.abid import CLASSES as COUNTS
+
 MIDDLE_COUNT = 3
 
 Answers = dict[str, tuple[int, int]]  # image name -> (true count, predicted count)

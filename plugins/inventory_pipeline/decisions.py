@@ -25,6 +25,7 @@ NEEDS_APPROVAL = "needs_approval"
 # When a would-be promotion waits for a person (GatePolicy.approval_when): the gain is better than the margins
 # but not significant; a non-blocking rule warned; every promotion.
 APPROVAL_CONDITIONS = ("not_significant", "rule_warned", "always")
+PROMOTE_ANSWER, KEEP_ANSWER = "Promote", "Do not promote"  # the review's options; no answer in time is KEEP
 SKIPPED_UNCHANGED, ROLLED_BACK = "skipped_unchanged", "rolled_back"
 STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED, FAILED, SKIPPED_UNCHANGED, ROLLED_BACK)
 ENDS_RUN_FAILED = (BLOCKED, FAILED)  # the run ends failed after the decision is recorded
@@ -251,7 +252,7 @@ def _with_approval(facts: RunFacts, policy: GatePolicy, better: bool, reason: st
         result = outcome(NEEDS_APPROVAL, f"{reason}. Waiting for a person: {asked}", champion)
         return {**result, "approval": {"required": why}}
     approval = {"required": why, **{k: review.get(k) for k in ("answer", "by", "at", "timed_out", "state")}}
-    if review.get("answer") == "Promote" and not review.get("timed_out"):
+    if review.get("answer") == PROMOTE_ANSWER and not review.get("timed_out"):
         by = review.get("by") or "a person"
         return {**outcome(PROMOTED, f"{reason}. Approved by {by} ({asked})", champion), "approval": approval}
     if review.get("timed_out"):

@@ -28,14 +28,14 @@ TRAINING_PARAMS = (
 JUDGED = ("not_better", "below_baseline", "blocked")
 
 
-def training_params(settings: Settings, pretrained_etag: str = "") -> dict[str, Any]:
+def training_params(settings: Settings, weights_etag: str = "") -> dict[str, Any]:
     params = {name: getattr(settings, name) for name in TRAINING_PARAMS}
     params["fail_on_rules"] = sorted(settings.fail_on_rules)
-    return {**params, "pretrained_etag": pretrained_etag}
+    return {**params, "pretrained_etag": weights_etag}
 
 
-def params_sha256(settings: Settings, pretrained_etag: str = "") -> str:
-    return hashlib.sha256(json.dumps(training_params(settings, pretrained_etag), sort_keys=True).encode()).hexdigest()
+def params_sha256(settings: Settings, weights_etag: str = "") -> str:
+    return hashlib.sha256(json.dumps(training_params(settings, weights_etag), sort_keys=True).encode()).hexdigest()
 
 
 def run_lineage(settings: Settings, dataset_version: str, code_sha256: str, weights_etag: str = "") -> dict[str, str]:
@@ -68,17 +68,9 @@ def unchanged_reason(
 def pretrained_etag(s3: Any, uri: str) -> str:
     """The S3 ETag of the pretrained checkpoint (new weights under the same URI are new inputs); '' when there is
     none, 'missing' when the URI names nothing (the train task then fails on it, saying so)."""
-    from botocore.exceptions import ClientError
-
-    from inventory_pipeline.dataset.s3io import is_missing
+    from inventory_pipeline.dataset.s3io import etag
     from inventory_pipeline.s3_paths import split_s3_uri
 
     if not uri:
         return ""
-    bucket, key = split_s3_uri(uri)
-    try:
-        return s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    except ClientError as exc:
-        if is_missing(exc):
-            return "missing"
-        raise
+    return etag(s3, *split_s3_uri(uri)) or "missing"

@@ -239,13 +239,14 @@ class PromotionReviewOperator(HITLOperator):
     promote". Its result (the answer, who gave it, when, whether it timed out) is what the gate records.
     """
 
-    PROMOTE, KEEP = "Promote", "Do not promote"
     ui_color = "#fff4d6"
 
     def __init__(self, **kwargs: Any) -> None:
+        from inventory_pipeline.decisions import KEEP_ANSWER, PROMOTE_ANSWER
+
         kwargs.setdefault("trigger_rule", "all_done")  # the gate runs after it whatever happened upstream
-        super().__init__(subject="Promote this run's model?", options=[self.PROMOTE, self.KEEP],
-                         defaults=[self.KEEP], multiple=False, **kwargs)  # fmt: skip
+        super().__init__(subject="Promote this run's model?", options=[PROMOTE_ANSWER, KEEP_ANSWER],
+                         defaults=[KEEP_ANSWER], multiple=False, **kwargs)  # fmt: skip
 
     def execute(self, context: Any) -> Any:
         from datetime import timedelta

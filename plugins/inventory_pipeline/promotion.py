@@ -162,20 +162,13 @@ def _decision_metrics(record: dict[str, Any]) -> dict[str, float]:
 def follow_registry(s3: Any, bucket: str, root: str, champion: ModelVersionInfo | None) -> None:
     """Make `models/champion/` (the deployable copy) the registry champion's model; metrics.json, written last,
     records which version and copy it is, so an interrupted copy is repaired on the next call."""
-    from botocore.exceptions import ClientError
-
-    from inventory_pipeline.dataset.s3io import is_missing
+    from inventory_pipeline.dataset.s3io import etag
 
     if champion is None:
         return
     prefix = f"{root}models/champion/"
     recorded = read_json(s3, bucket, f"{prefix}metrics.json") or {}
-    try:
-        current = s3.head_object(Bucket=bucket, Key=f"{prefix}model.tar.gz")["ETag"].strip('"')
-    except ClientError as exc:
-        if not is_missing(exc):
-            raise
-        current = None
+    current = etag(s3, bucket, f"{prefix}model.tar.gz")
     if recorded.get("version") == champion.version and current and recorded.get("model_etag") == current:
         return
     if recorded.get("version") not in (None, champion.version):

@@ -234,8 +234,10 @@ class Settings:
                     f"({', '.join(allowed)}), not from s3://{bucket}/")  # fmt: skip
         if self.allow_local_file_list:
             return None
-        return ("must be an s3:// URI: this deployment reads no file list from the worker's disk "
-                "(INVENTORY_ALLOW_LOCAL_FILE_LIST is for the embedded stack)")
+        return (
+            "must be an s3:// URI: this deployment reads no file list from the worker's disk "
+            "(INVENTORY_ALLOW_LOCAL_FILE_LIST is for the embedded stack)"
+        )
 
     @property
     def gate_policy(self) -> GatePolicy:

@@ -59,8 +59,11 @@ def finished_run(local_stack, tmp_path_factory):
                                            MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
             for message in messages:
                 sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-            ours = [m for m in messages  # the session's queue also gets other tests' announcements
-                    if m.get("MessageAttributes", {}).get("registered_model", {}).get("StringValue") == MODEL]
+            ours = [
+                m
+                for m in messages  # the session's queue also gets other tests' announcements
+                if m.get("MessageAttributes", {}).get("registered_model", {}).get("StringValue") == MODEL
+            ]
             weeks.append({"result": result, "run": json.loads(summary.stdout.strip().splitlines()[-1]),
                           "messages": ours, "answered": reviewer.answered[answered:]})  # fmt: skip
     return {

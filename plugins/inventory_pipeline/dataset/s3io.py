@@ -110,6 +110,18 @@ def put_json(s3: Any, bucket: str, key: str, document: Any) -> str:
     return response["ETag"].strip('"')
 
 
+def etag(s3: Any, bucket: str, key: str) -> str | None:
+    """The object's ETag (unquoted), or None when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
 def exists(s3: Any, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
 

@@ -39,11 +39,10 @@ def file_list_tag(s3: Any, location: str) -> str | None:
     if location.startswith("s3://"):
         try:
             bucket, key = s3io.split_s3_uri(location)
-            return "etag:" + s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-        except Exception as exc:
-            if isinstance(exc, ValueError) or s3io.is_missing(exc):
-                return None
-            raise
+        except ValueError:
+            return None
+        tag = s3io.etag(s3, bucket, key)
+        return f"etag:{tag}" if tag is not None else None
     path = Path(location)
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 

@@ -252,7 +252,7 @@ class ReportResult:
 def build_report(
     s3: Any, describe: dict[str, Any], manifest_key: str | None, bucket: str, out_dir: Path,
     fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
-    champion_data: dict[str, Any] | None = None, mix_threshold: float = 0.1,
+    champion_data: dict[str, Any] | None = None, *, mix_threshold: float,
 ) -> ReportResult:  # fmt: skip
     """The report of one job. `champion_data`: the champion's dataset (data_section.champion_dataset; None when
     there is no champion), which this run's class mix is compared with (ClassMixShift)."""

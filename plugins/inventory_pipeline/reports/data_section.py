@@ -84,14 +84,13 @@ def data_finding(manifest: dict[str, Any] | None, champion: dict[str, Any] | Non
 
 
 def data_summary(
-    manifest: dict[str, Any] | None, champion: dict[str, Any] | None = None, threshold: float | None = None
+    manifest: dict[str, Any] | None, champion: dict[str, Any] | None, threshold: float
 ) -> dict[str, Any] | None:
     """What the run summary shows: version, previous, added/removed per class against the previous version, each
     split's mix, and its move against the champion's dataset (with the flag)."""
     if not manifest:
         return None
     changes = manifest.get("changes") or {}
-    threshold = float(changes.get("threshold") or 0.1) if threshold is None else threshold
     moved = mix_against_champion(manifest, champion, threshold)
     return {
         "version": manifest.get("version"),
