@@ -53,7 +53,7 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         champion = (self.lineage if isinstance(self.lineage, dict) else {}).get("champion") or {}
         return build_training_request(
             settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
-            dag_id=dag_id, champion_model_uri=champion.get("source") or "",
+            dag_id=dag_id, champion_model_uri=champion.get("source") or "", counts=self.dataset.get("counts"),
         )  # fmt: skip
 
     def execute(self, context: Any) -> dict:

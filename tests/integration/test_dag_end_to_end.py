@@ -92,6 +92,11 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     assert sorted(s["RuleConfigurationName"] for s in statuses) == [
         "Overfit", "Overtraining", "PoorWeightInitialization", "ProfilerReport", "VanishingGradient"]  # fmt: skip
     assert all(s["RuleEvaluationStatus"] in ("IssuesFound", "NoIssuesFound") for s in statuses), statuses
+    # a healthy run: the debugger rules, sized to its schedule from the dataset's counts, stay quiet
+    sent = {r["RuleConfigurationName"]: r["RuleParameters"] for r in job["DebugRuleConfigurations"]}
+    assert sent["Overfit"]["ratio_threshold"] == "0.25" and int(sent["Overtraining"]["patience_train"]) > 5
+    debugger = {s["RuleConfigurationName"]: s["RuleEvaluationStatus"] for s in job["DebugRuleEvaluationStatuses"]}
+    assert set(debugger.values()) == {"NoIssuesFound"}, job["DebugRuleEvaluationStatuses"]
     report = xcom["parse_rule_reports"]
     html = open(report["html_path"]).read()
     assert job_name in html and "ProfilerReport" in html and "data:image/png;base64," in html

@@ -421,3 +421,35 @@ def test_self_hosted_rules_read_a_finished_job_from_s3_and_write_where_sagemaker
     assert {s["RuleEvaluationStatus"] for s in nothing["DebugRuleEvaluationStatuses"]} == {"Error"}
     assert nothing["ProfilerRuleEvaluationStatuses"][0]["RuleEvaluationStatus"] == "Error"
     assert "No debugging data" in nothing["DebugRuleEvaluationStatuses"][0]["StatusDetails"]
+
+
+def calibrated(rule: str, epochs: int, train_steps: int, eval_steps: int = 1) -> dict:
+    """The configuration the request builder sends for `rule` on this schedule (rules/calibration.py)."""
+    from inventory_pipeline.rules.calibration import Schedule, debugger_rule_parameters
+
+    parameters = debugger_rule_parameters(Schedule(epochs, train_steps, eval_steps))[rule]
+    return sdk_config(rule, **parameters)
+
+
+def test_the_calibrated_parameters_stay_quiet_on_a_healthy_run(healthy_trial):
+    # healthy(): 20 full-batch steps, an evaluation every 5: 4 "epochs" of 5 training steps
+    for rule in RULES:
+        outcome = evaluate_debugger_rule(calibrated(rule, 4, 5), healthy_trial)
+        assert outcome.status == "NoIssuesFound", (rule, outcome.details)
+
+
+def test_the_calibrated_parameters_catch_each_induced_fault(tmp_path):
+    memorised = record_trial(tmp_path / "o", Net(norm=True), dataset(16, 1, True), dataset(64, 2, True), 40, 0.5, 10)
+    outcome = evaluate_debugger_rule(calibrated("Overfit", 4, 10), memorised)
+    assert outcome.status == "IssuesFound" and "ratio_threshold=0.25" in outcome.details  # names its parameters
+    # 8 samples for 200 steps: learnt in a few dozen, then 20 "epochs" of 10 steps with nothing left to learn
+    converged = record_trial(tmp_path / "t", Net(norm=True), dataset(8, 1), dataset(64, 2), 200, 0.5, 10)
+    outcome = evaluate_debugger_rule(calibrated("Overtraining", 20, 10), converged)
+    assert outcome.status == "IssuesFound" and "has not improved by 0.01" in outcome.details
+    assert "patience_train=50" in outcome.details
+    outcome = evaluate_debugger_rule(calibrated("VanishingGradient", 2, 3), vanishing(tmp_path / "v"))
+    assert outcome.status == "IssuesFound" and "threshold=1e-07" in outcome.details
+    badly_scaled = record_trial(tmp_path / "p", Net(scale1=50.0, scale2=0.02), dataset(64, 1), dataset(64, 2), 6,
+                                0.05, 3)  # fmt: skip
+    outcome = evaluate_debugger_rule(calibrated("PoorWeightInitialization", 2, 3), badly_scaled)
+    assert outcome.status == "IssuesFound" and "activation-input variance ratio" in outcome.details

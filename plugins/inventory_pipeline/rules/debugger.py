@@ -124,6 +124,11 @@ class _Run:
             self.config_name, status, details, int(status == ISSUES_FOUND), checks, self.parameters
         )
 
+    def issue(self, evidence: str) -> RuleOutcome:
+        """IssuesFound, naming the parameters the rule ran with beside the values that crossed them."""
+        ran_with = ", ".join(f"{k}={v}" for k, v in self.parameters.items())
+        return self.outcome(ISSUES_FOUND, f"{evidence} [{self.rule_name} ran with {ran_with}]")
+
     def error(self, details: str) -> RuleOutcome:
         return self.outcome(ERROR, f"{self.rule_name}: {details}")
 
@@ -137,7 +142,7 @@ class _Run:
                 self.rule.invoke(step)
             except RuleEvaluationConditionMet:
                 self.evaluated.append(step)
-                return self.outcome(ISSUES_FOUND, self.rule.evidence)
+                return self.issue(self.rule.evidence)
             except (StepUnavailable, TensorUnavailable, TensorUnavailableForStep) as exc:
                 self.skipped += 1
                 log.debug("%s: step %s skipped: %s", self.rule_name, step, exc)
@@ -146,7 +151,7 @@ class _Run:
 
     def conclude(self) -> RuleOutcome:
         if self.rule.finish():
-            return self.outcome(ISSUES_FOUND, f"{self.rule.evidence} (at the end of the trial)")
+            return self.issue(f"{self.rule.evidence} (at the end of the trial)")
         try:
             self.rule.check_inputs()
         except MissingData as exc:

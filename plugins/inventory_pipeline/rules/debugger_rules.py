@@ -59,6 +59,16 @@ def mean_loss(trial: Any, step: int, patterns: list[re.Pattern] | None = None) -
     return float(np.mean(values)) if values else None
 
 
+def no_training_steps(trial: Any) -> str:
+    """Why a trial without a single training step has nothing for a rule to watch, or "" when it has steps."""
+    if trial.steps(mode=ModeKeys.TRAIN):
+        return ""
+    return (
+        ": the job took no training step (a head fitted in closed form, such as train.py's linear head, "
+        "takes none), so this rule has nothing to watch on this recipe"
+    )
+
+
 class BuiltInRule(Rule):
     """Shared bookkeeping: evidence of the trigger, checks made, and what the rule needs from the trial."""
 
@@ -78,6 +88,7 @@ class BuiltInRule(Rule):
                 raise MissingData(
                     f"{self.rule_name} needs tensors of the '{name}' collection; the hook saved "
                     f"tensors for none of them (collections configured: {', '.join(saved)})"
+                    + no_training_steps(self.base_trial)
                 )
 
     def finish(self) -> bool:
@@ -227,11 +238,13 @@ class Overtraining(BuiltInRule):
         )
         self.best = {"training": float("inf"), "validation": float("inf")}
         self.stale = {"training": 0, "validation": 0}
+        self.seen = {"training": 0, "validation": 0}
         self.valid: list[float] = []
         self.previous_mode: Any = None
 
     def _observe(self, which: str, loss: float, where: str) -> bool:
         self.checks += 1
+        self.seen[which] += 1
         if loss < self.best[which] - self.delta:
             self.best[which], self.stale[which] = loss, 0
             return False
@@ -271,9 +284,13 @@ class Overtraining(BuiltInRule):
 
     def summary(self) -> str:
         best = ", ".join(f"best {k} loss {v:.4f}" for k, v in self.best.items() if v != float("inf"))
-        return (
-            f"{best}; patience {self.patience_train} training steps / {self.patience_validation} evaluations"
-        )
+        text = f"{best}; patience {self.patience_train} training steps / {self.patience_validation} evaluations"
+        if self.seen["training"] < self.patience_train and self.seen["validation"] < self.patience_validation:
+            text += (
+                f" (the run, {self.seen['training']} training steps and {self.seen['validation']} evaluations, "
+                "is shorter than either patience: it cannot be called overtrained)"
+            )
+        return text
 
 
 class PoorWeightInitialization(BuiltInRule):
@@ -308,7 +325,7 @@ class PoorWeightInitialization(BuiltInRule):
         if not (has_activations or has_gradients or has_losses):
             raise MissingData(
                 f"PoorWeightInitialization found no activation inputs matching "
-                f"{self.regex!r}, no gradients and no losses in the trial"
+                f"{self.regex!r}, no gradients and no losses in the trial" + no_training_steps(self.base_trial)
             )
         for present, what in (
             (has_activations, f"activation inputs matching {self.regex!r}"),

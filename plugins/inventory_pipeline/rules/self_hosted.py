@@ -50,9 +50,12 @@ def rule_configurations(describe: Mapping[str, Any], rules: Any = None) -> tuple
             describe.get("ProfilerRuleConfigurations") or []
         )
     if not isinstance(rules, list | tuple):
+        from inventory_pipeline.rules.calibration import SCHEDULE_ENV, Schedule
         from inventory_pipeline.training.request import rule_objects
 
-        debug, profiler = rule_objects(rules)
+        # the schedule the request sized the parameters for (recorded in the job's Environment)
+        schedule = Schedule.decode((describe.get("Environment") or {}).get(SCHEDULE_ENV))
+        debug, profiler = rule_objects(rules, schedule)
         return (
             [r.to_debugger_rule_config_dict() for r in debug],
             [r.to_profiler_rule_config_dict() for r in profiler],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inventory_pipeline.rules.calibration import SCHEDULE_ENV, Schedule, debugger_rule_parameters
 from inventory_pipeline.settings import DEBUGGER_RULES, Settings
 from inventory_pipeline.training.naming import validate_job_name
 from inventory_pipeline.training.ownership import ownership_tags
@@ -116,11 +117,16 @@ def _py_version(framework_version: str) -> str:
     return sorted(versions["py_versions"], key=lambda v: int(v[2:] or 0))[-1]
 
 
-def rule_objects(settings: Settings) -> tuple[list[Any], list[Any]]:
-    """The SDK's Rule / ProfilerRule objects for the four debugger rules and the ProfilerReport."""
+def rule_objects(settings: Settings, schedule: Schedule | None = None) -> tuple[list[Any], list[Any]]:
+    """The SDK's Rule / ProfilerRule objects for the four debugger rules, with the parameters calibrated for
+    `schedule` (rules/calibration.py), and the ProfilerReport."""
     from sagemaker.core.debugger import ProfilerRule, Rule, get_rule_container_image_uri, rule_configs
 
-    rules = [Rule.sagemaker(getattr(rule_configs, _RULE_FACTORIES[name])()) for name in DEBUGGER_RULES]
+    parameters = debugger_rule_parameters(schedule)
+    rules = [
+        Rule.sagemaker(getattr(rule_configs, _RULE_FACTORIES[name])(), rule_parameters=parameters.get(name))
+        for name in DEBUGGER_RULES
+    ]
     profiler_rules = [ProfilerRule.sagemaker(rule_configs.ProfilerReport())]
     for rule in [*rules, *profiler_rules]:
         # What the SDK's estimator does before sending: the placeholder becomes the region's evaluator image.
@@ -168,13 +174,16 @@ def build_training_request(
     run_id: str = "",
     champion_model_uri: str = "",
     dag_id: str = "",
+    counts: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The full CreateTrainingJob request for one run (validated; raises RequestError naming the field).
 
     `champion_model_uri` (the current champion's model.tar.gz) becomes the `champion` channel: the job scores
     that model on this run's test images too, so the gate compares two numbers measured on the same images.
     `rules_mode="auto"` builds the managed request; the train task falls back to self_hosted when SageMaker
-    refuses managed rules for the account (`managed_rules_refused`)."""
+    refuses managed rules for the account (`managed_rules_refused`). `counts` (the dataset version's images per
+    split and count) size the debugger rules' parameters to the schedule; without them they keep SageMaker's
+    defaults for the step-based ones."""
     validate_job_name(job_name)
     missing = [c for c in CHANNELS if not channels.get(c, "").startswith("s3://")]
     if missing:
@@ -255,7 +264,8 @@ def build_training_request(
             "SecurityGroupIds": list(settings.security_group_ids),
         }
 
-    rules, profiler_rules = rule_objects(settings)
+    schedule = rule_schedule(settings, counts)
+    rules, profiler_rules = rule_objects(settings, schedule)
     hook = debug_hook_config(settings, rules)
     if settings.rules_mode != "self_hosted":
         request["DebugHookConfig"] = hook
@@ -278,9 +288,17 @@ def build_training_request(
                 ),
                 "INVENTORY_PROFILER_S3_OUTPUT": paths.profiler_output,
                 "INVENTORY_PROFILER_INTERVAL_MS": "500",
+                **({SCHEDULE_ENV: schedule.encode()} if schedule else {}),
             }
         )
     return validate_request(request)
+
+
+def rule_schedule(settings: Settings, counts: dict[str, dict[str, int]] | None) -> Schedule | None:
+    if not counts or "train" not in counts or "valid" not in counts:
+        return None
+    return Schedule.for_data(settings.epochs, settings.batch_size, settings.instance_count,
+                             sum(counts["train"].values()), sum(counts["valid"].values()))  # fmt: skip
 
 
 def spot_training(settings: Settings, paths: JobPaths) -> dict[str, Any]:
