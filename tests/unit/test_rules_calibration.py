@@ -32,11 +32,17 @@ def test_overfit_and_overtraining_are_sized_in_epochs_of_the_schedule():
     assert demo["Overfit"] == {"start_step": str(4 * (38 + 5)), "patience": "3", "ratio_threshold": "0.25"}
     # Overtraining: 5 epochs' worth of training steps without a new low, or 10 evaluations
     assert demo["Overtraining"] == {"patience_train": "190", "patience_validation": "10", "delta": "0.01"}
-    # PoorWeightInitialization's loss check: a new low within one epoch of the first two
-    assert demo["PoorWeightInitialization"]["patience"] == "38" and demo["PoorWeightInitialization"]["steps"] == "76"
+    # PoorWeightInitialization's loss check is off (patience = steps), its gradient and activation checks are not
+    assert demo["PoorWeightInitialization"] == {
+        "activation_inputs_regex": ".*relu_input",
+        "threshold": "10.0",
+        "distribution_range": "0.001",
+        "patience": "10",
+        "steps": "10",
+    }
     short = debugger_rule_parameters(Schedule(3, 19, 5))
     assert short["Overfit"]["patience"] == "1" and short["Overfit"]["start_step"] == "24"
-    # no schedule (dataset size unknown): SageMaker's defaults for the step-based rules, nothing invented
+    # no schedule (dataset size unknown): SageMaker's defaults for Overfit and Overtraining, nothing invented
     assert set(debugger_rule_parameters(None)) == {"VanishingGradient", "PoorWeightInitialization"}
 
 

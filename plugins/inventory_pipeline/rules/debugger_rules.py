@@ -402,6 +402,8 @@ class PoorWeightInitialization(BuiltInRule):
 
     def summary(self) -> str:
         parts = [f"{self.analysed} of the first {self.steps} training steps analysed"]
+        if self.patience >= self.steps:  # the first step sets the lowest loss: at most steps - 1 without a new one
+            parts.append(f"loss check off (patience {self.patience} >= steps {self.steps})")
         if self.largest_ratio is not None:
             parts.append(
                 f"largest activation variance ratio {self.largest_ratio:.3g} (threshold {self.threshold:g})"
