@@ -150,13 +150,14 @@ PARAMS = {
         "move through SageMaker).",
     ),
     "fail_on_rules": Param(
-        [],
+        None,
         type=["null", "array"],
         items={"type": "string", "enum": RULES},
         examples=RULES,
         title="Fail on rules",
         description="Rules that block promotion and fail the run when they find issues, cannot be evaluated "
-        "or leave no result; the others only warn. GPU rules need a GPU instance (refused otherwise).",
+        "or leave no result; the others only warn. None given: the deployment's INVENTORY_REQUIRED_BLOCKING_RULES "
+        "(a list given must include them). GPU rules need a GPU instance (refused otherwise).",
     ),
     "min_improvement": Param(
         0.0,

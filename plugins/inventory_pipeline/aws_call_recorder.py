@@ -27,7 +27,10 @@ PRINCIPAL_ENV = "INVENTORY_RECORD_AWS_PRINCIPAL"
 EXECUTION_ROLE = "execution_role"
 # Only what names a resource or changes which IAM actions a call needs: never bodies, never credentials.
 _KEPT_PARAMS = ("Bucket", "Key", "Prefix", "CopySource", "logGroupName", "logStreamName", "logStreamNamePrefix",
-                "TrainingJobName", "RoleArn", "Tags", "TargetArn", "TopicArn", "Namespace")  # fmt: skip
+                "TrainingJobName", "RoleArn", "Tags", "TargetArn", "TopicArn", "Namespace", "ResourceConfig",
+                "StoppingCondition")  # fmt: skip
+# Of these, only the fields IAM condition keys read (sagemaker:InstanceTypes, sagemaker:MaxRuntimeInSeconds).
+_CONDITION_FIELDS = {"ResourceConfig": ("InstanceType",), "StoppingCondition": ("MaxRuntimeInSeconds",)}
 _CONTEXT_KEY = "inventory_recorded_call"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _lock = threading.Lock()
@@ -71,6 +74,8 @@ def _remember_call(params: dict[str, Any], model: Any, context: dict[str, Any], 
 
 
 def _plain(name: str, value: Any) -> Any:
+    if name in _CONDITION_FIELDS and isinstance(value, dict):
+        return {field: value[field] for field in _CONDITION_FIELDS[name] if field in value}
     if name == "Tags":
         return bool(value)
     if name == "CopySource" and isinstance(value, dict):

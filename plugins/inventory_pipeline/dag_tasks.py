@@ -188,6 +188,7 @@ def parse_rule_reports(
         s3, describe, manifest.get("manifest_key"), settings.bucket,
         local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
         champion_data=champion, mix_threshold=settings.class_mix_threshold,
+        guardrails=settings.guardrails.to_dict(),
     )  # fmt: skip
     log.info("report: %s (%s)", result.html_path, result.s3_uri)
     for finding in result.findings:
@@ -274,7 +275,7 @@ def gather_run_facts(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: st
     inputs = GateInputs(
         dag_id=dag_id, run_id=run_id, model_uri=((describe or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         params=dict(params), image_uri=((describe or {}).get("AlgorithmSpecification") or {}).get("TrainingImage"),
-        report_uri=report_uri, report_link=_report_link(settings, job),
+        report_uri=report_uri, report_link=_report_link(settings, job), guardrails=settings.guardrails.to_dict(),
     )  # fmt: skip
     return GateContext(settings, s3, facts, inputs)
 

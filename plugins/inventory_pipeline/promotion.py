@@ -51,6 +51,7 @@ class GateInputs:
     report_html: bytes | None = None
     report_uri: str | None = None
     report_link: str | None = None
+    guardrails: dict[str, Any] | None = None  # the deployment's limits the run was checked against
 
 
 Checkpoint = Callable[[str], None]
@@ -78,7 +79,7 @@ def run_gate(
             "lineage": (facts.lineage or {}).get("lineage"), "model": inputs.model_uri,
             "report": {"s3_uri": inputs.report_uri, "link": inputs.report_link,
                        "policy": ((facts.report or {}).get("decision") or {}).get("message")},
-            "rules": (facts.report or {}).get("rules") or [], "decided": now_iso(),
+            "rules": (facts.report or {}).get("rules") or [], "guardrails": inputs.guardrails, "decided": now_iso(),
         }  # fmt: skip
         record, wrote = store.create(facts.job, record)
         log.info("decision for %s: %s (%s)%s", facts.job, record["status"], record["reason"],

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inventory_pipeline.decisions import APPROVAL_CONDITIONS, GatePolicy
+from inventory_pipeline.guardrails import Guardrails, RunShape
 from inventory_pipeline.rules.applicability import why_not_evaluable
 
 KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
@@ -133,6 +134,13 @@ class Settings:
     approval_when: tuple[str, ...] = ("not_significant",)
     approval_timeout_s: int = 86400
     force_retrain: bool = False  # train even when data, code and Params equal the champion's lineage
+    # Deployment guardrails (guardrails.py): environment or Variables only, never a Param, so no run crosses them.
+    allowed_instance_types: tuple[str, ...] = ()  # () = the types the shipped price table knows
+    max_instance_count: int = 4
+    runtime_limit_s: int = 86400
+    wait_limit_s: int = 2 * 86400
+    max_run_cost_usd: float = 100.0  # 0 = no cost limit
+    required_blocking_rules: tuple[str, ...] = ()  # a run's fail_on_rules may add to these, never remove them
     # tracking, registry, notifications (deployment)
     tracking_uri: str = ""  # an MLflow URI or a SageMaker managed MLflow tracking server ARN
     registered_model: str = "inventory-counting"
@@ -175,6 +183,20 @@ class Settings:
         _require("never" not in self.approval_when or len(self.approval_when) == 1, "approval_when",
                  "'never' cannot be combined with other conditions")  # fmt: skip
         _require(10 <= self.approval_timeout_s <= 28 * 86400, "approval_timeout_s", "must be between 10 s and 28 days")
+        _require(self.max_instance_count >= 1, "max_instance_count", "must be >= 1")
+        _require(self.max_run_cost_usd >= 0, "max_run_cost_usd", "must be >= 0 (0: no cost limit)")
+        unknown = sorted(set(self.required_blocking_rules) - set(KNOWN_RULES))
+        _require(not unknown, "required_blocking_rules", f"unknown rule(s) {unknown}; known: {', '.join(KNOWN_RULES)}")
+        run = RunShape(
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            max_runtime_s=self.max_runtime_s,
+            use_spot=self.use_spot,
+            max_wait_s=self.max_wait_s,
+            fail_on_rules=self.fail_on_rules,
+        )
+        for setting, why in self.guardrails.problems(run):  # the deployment's limits, which no Param crosses
+            _require(False, setting, why)
         for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
             why = why_not_evaluable(rule, self.instance_type, self.rules_mode)
             _require(why is None, "fail_on_rules", f"{why}: it would block every run; remove it from "
@@ -240,6 +262,17 @@ class Settings:
         )
 
     @property
+    def guardrails(self) -> Guardrails:
+        return Guardrails(
+            self.allowed_instance_types,
+            self.max_instance_count,
+            self.runtime_limit_s,
+            self.wait_limit_s,
+            self.max_run_cost_usd,
+            self.required_blocking_rules,
+        )
+
+    @property
     def gate_policy(self) -> GatePolicy:
         return GatePolicy(
             min_improvement=self.min_improvement, min_relative_improvement=self.min_relative_improvement,
@@ -288,6 +321,8 @@ class Settings:
             name = _PARAM_ALIASES.get(name, name)
             if name in _FIELD_TYPES and value is not None and value != "":
                 values[name] = value
+        if not values.get("fail_on_rules") and "required_blocking_rules" in values:  # a run that names none
+            values["fail_on_rules"] = values["required_blocking_rules"]
         isolated = env.get(_ENV_NAMES["enable_network_isolation"]) or False
         if _coerce("enable_network_isolation", isolated):  # a run may ask for isolation, never lift the deployment's
             values["enable_network_isolation"] = True
@@ -314,7 +349,9 @@ _FIELD_TYPES: dict[str, type] = {
         "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str, "source_recheck_minutes": int,
         "min_relative_improvement": float, "significance": float, "baseline_margin": float,
         "max_class_drop": float, "min_class_images": int, "approval_when": tuple, "approval_timeout_s": int,
-        "file_list_buckets": tuple, "allow_local_file_list": bool,
+        "file_list_buckets": tuple, "allow_local_file_list": bool, "allowed_instance_types": tuple,
+        "max_instance_count": int, "runtime_limit_s": int, "wait_limit_s": int, "max_run_cost_usd": float,
+        "required_blocking_rules": tuple,
     }.items()
 }  # fmt: skip
 
@@ -356,6 +393,12 @@ _ENV_NAMES = {
     "approval_timeout_s": "INVENTORY_APPROVAL_TIMEOUT_S",
     "file_list_buckets": "INVENTORY_FILE_LIST_BUCKETS",
     "allow_local_file_list": "INVENTORY_ALLOW_LOCAL_FILE_LIST",
+    "allowed_instance_types": "INVENTORY_ALLOWED_INSTANCE_TYPES",
+    "max_instance_count": "INVENTORY_MAX_INSTANCE_COUNT",
+    "runtime_limit_s": "INVENTORY_RUNTIME_LIMIT_S",
+    "wait_limit_s": "INVENTORY_WAIT_LIMIT_S",
+    "max_run_cost_usd": "INVENTORY_MAX_RUN_COST_USD",
+    "required_blocking_rules": "INVENTORY_REQUIRED_BLOCKING_RULES",
 }
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}

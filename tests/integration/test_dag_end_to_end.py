@@ -119,6 +119,10 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     key = f"abid/models/decisions/{job_name}/decision.json"
     record = json.loads(s3.get_object(Bucket="dag-project", Key=key)["Body"].read())
     assert record["status"] == "promoted" and record["lineage"]["dataset_version"] == xcom["split_dataset"]["version"]
+    # the deployment's limits the run was checked against are on the record and in the report
+    limits = record["guardrails"]
+    assert limits["max_instance_count"] == 4 and "ml.c5.xlarge" in limits["allowed_instance_types"]
+    assert "The deployment's limits this run stayed within: 4 instance(s)" in html
 
 
 def test_the_candidate_is_registered_tracked_and_announced(finished_run):

@@ -28,6 +28,11 @@ _STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
 _OPERATORS = {
     "StringEquals": lambda value, want: value == want,
     "StringLike": lambda value, want: _glob(want).fullmatch(value),
+    # a request carries one value per key here (one instance type per job), so ForAllValues is StringEquals
+    "ForAllValues:StringEquals": lambda value, want: value == want,
+    "NumericLessThanEquals": lambda value, want: float(value) <= float(want),
+    # reached only for a key the request carries (a missing key fails every condition here, as Null=false does)
+    "Null": lambda value, want: want == "false",
 }
 
 
@@ -65,7 +70,13 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
     if service == "sagemaker" and operation in _SAGEMAKER_JOB:
         job = f"arn:aws:sagemaker:{region}:{account}:training-job/{params['TrainingJobName'].lower()}"
         needed = [Permission(f"sagemaker:{operation}", job)]
-        if operation == "CreateTrainingJob":
+        if operation == "CreateTrainingJob":  # the condition keys SageMaker sets for the guardrails' statement
+            instance_type = (params.get("ResourceConfig") or {}).get("InstanceType")
+            runtime = (params.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+            keys = (("sagemaker:InstanceTypes", instance_type), ("sagemaker:MaxRuntimeInSeconds", runtime))
+            # a key the request does not carry is absent from the context, as in IAM
+            present = tuple((key, str(value)) for key, value in keys if value is not None)
+            needed[0] = Permission(f"sagemaker:{operation}", job, present)
             needed.append(Permission("iam:PassRole", params["RoleArn"],
                                      (("iam:PassedToService", "sagemaker.amazonaws.com"),)))  # fmt: skip
             if params.get("Tags"):  # tag-on-create is authorized as sagemaker:AddTags

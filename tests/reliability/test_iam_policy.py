@@ -47,7 +47,8 @@ def policy_values() -> dict[str, str]:
     """What docs/iam.md tells a deployment to fill in, here with the test run's names (moto's SNS account)."""
     return {"Bucket": BUCKET, "Prefix": PREFIX, "SourceBucket": SOURCE_BUCKET, "AccountId": ACCOUNT_ID,
             "Region": DEFAULT_REGION, "ExecutionRoleArn": Settings().role_arn,
-            "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}"}  # fmt: skip
+            "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}",
+            "RuntimeLimitSeconds": str(Settings().runtime_limit_s)}  # fmt: skip
 
 
 @dataclass
@@ -156,3 +157,14 @@ def test_the_evaluator_matches_wildcards_and_conditions_like_iam() -> None:
     assert policy.allows(Permission("iam:PassRole", role, (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
     assert not policy.allows(Permission("iam:PassRole", role))  # a missing condition key fails the condition
     assert not policy.allows(Permission("iam:PassRole", role, (("iam:PassedToService", "ec2.amazonaws.com"),)))
+    # the guardrails a second time: CreateTrainingJob only for the allowed types, up to the runtime limit
+    job = f"arn:aws:sagemaker:{DEFAULT_REGION}:{ACCOUNT_ID}:training-job/inventory-x"
+
+    def create(instance_type: str, runtime: int) -> Permission:
+        keys = (("sagemaker:InstanceTypes", instance_type), ("sagemaker:MaxRuntimeInSeconds", str(runtime)))
+        return Permission("sagemaker:CreateTrainingJob", job, keys)
+
+    assert policy.allows(create("ml.c5.xlarge", 3600))
+    assert not policy.allows(create("ml.p4d.24xlarge", 3600))
+    assert not policy.allows(create("ml.c5.xlarge", Settings().runtime_limit_s + 1))
+    assert not policy.allows(Permission("sagemaker:CreateTrainingJob", job))  # no instance type: denied

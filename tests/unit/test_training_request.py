@@ -73,7 +73,11 @@ def test_network_and_encryption_options_reach_the_request():
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"instance_type": "ml.c5.huge"}, "instance_type"), ({"framework_version": "0.1"}, "framework_version")],
+    [
+        # a type the deployment allows by mistake (a typo in INVENTORY_ALLOWED_INSTANCE_TYPES) is still refused
+        ({"instance_type": "ml.c5.huge", "allowed_instance_types": ("ml.c5.huge",)}, "instance_type"),
+        ({"framework_version": "0.1"}, "framework_version"),
+    ],
 )
 def test_invalid_settings_are_named(kwargs, field):
     with pytest.raises(RequestError, match=field):

@@ -215,6 +215,11 @@ RMSE of the count <b>{{ '%.3f' % metrics.rmse }}</b>.{% endif %}</p>
 billable {{ facts.BillableTimeInSeconds }} s of {{ facts.TrainingTimeInSeconds }} s training{% if facts.spot_savings
 is not none %}: Spot savings {{ '%.1f' % (100 * facts.spot_savings) }}% (1 - billable / training time){% endif %}.
 {% else %}On-demand instances.{% endif %}</p>
+{% if guardrails %}<p>The deployment's limits this run stayed within: {{ guardrails.max_instance_count }} instance(s)
+of {{ guardrails.allowed_instance_types | join(', ') }}; runtime {{ guardrails.runtime_limit_s }} s, Spot wait
+{{ guardrails.wait_limit_s }} s; {{ 'no cost limit' if not guardrails.max_run_cost_usd else
+'%.2f USD per job' % guardrails.max_run_cost_usd }}; always blocking:
+{{ guardrails.required_blocking_rules | join(', ') or 'none' }}.</p>{% endif %}
 <h2>Right-sizing and cost</h2><p>{{ advice.summary }}</p>
 {% if advice.run_cost is defined %}<p>This run: {{ advice.instance_count }} x {{ advice.instance_type }},
 estimated {{ '%.4f' % advice.run_cost }} USD at the list price recorded {{ advice.prices_recorded }}
@@ -252,7 +257,7 @@ class ReportResult:
 def build_report(
     s3: Any, describe: dict[str, Any], manifest_key: str | None, bucket: str, out_dir: Path,
     fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
-    champion_data: dict[str, Any] | None = None, *, mix_threshold: float,
+    champion_data: dict[str, Any] | None = None, *, mix_threshold: float, guardrails: dict[str, Any] | None = None,
 ) -> ReportResult:  # fmt: skip
     """The report of one job. `champion_data`: the champion's dataset (data_section.champion_dataset; None when
     there is no champion), which this run's class mix is compared with (ClassMixShift)."""
@@ -287,7 +292,7 @@ def build_report(
         decision=decision, findings=findings, curves=plot_curves(metrics.get("history", [])),
         usage=plot_utilisation(series), confusion=plot_confusion(metrics.get("confusion_matrix")),
         advice=advice, manifest=manifest, profiled_locally=profiled_locally, facts=job_facts(describe),
-        data_changes=Markup(data_section.render(manifest, champion_data, mix_threshold)),
+        data_changes=Markup(data_section.render(manifest, champion_data, mix_threshold)), guardrails=guardrails,
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
