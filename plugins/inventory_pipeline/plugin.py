@@ -25,6 +25,11 @@ def report_s3_uri(describe: dict) -> str:
     return f"{out}/{describe['TrainingJobName']}/report/report.html"
 
 
+# The report is HTML that sits next to a training job's output: the browser runs none of its scripts, submits
+# none of its forms, gives it no access to Airflow's origin (cookies, API) and never sniffs another type.
+REPORT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+
+
 def read_report(job_name: str, aws_conn_id: str) -> bytes:
     from inventory_pipeline.aws_clients import client_from_connection
     from inventory_pipeline.s3_paths import split_s3_uri
@@ -70,7 +75,7 @@ def _report_app():
             if is_missing(exc) or is_not_found(exc):
                 raise HTTPException(status_code=404, detail=f"no report for {job_name}") from exc
             raise
-        return Response(body, media_type="text/html")
+        return Response(body, media_type="text/html", headers=REPORT_HEADERS)
 
     return app
 

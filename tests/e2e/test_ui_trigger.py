@@ -198,8 +198,11 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         assert links["Rule report"] == route  # the plugin's link, pointing at the plugin's report route
         # The API server serves the report from S3: the copy the worker wrote to its own disk is not needed.
         shutil.rmtree(HOMES["airflow"] / "reports")
-        page.goto(airflow_ui + links["Rule report"])
+        served = page.goto(airflow_ui + links["Rule report"])
         expect(page.locator("body")).to_contain_text("ProfilerReport")
+        # sandboxed: no script of the report runs with Airflow's origin, and the type is never sniffed
+        assert served.headers["content-security-policy"] == "sandbox"
+        assert served.headers["x-content-type-options"] == "nosniff"
         page.screenshot(path=str(SCREENSHOTS / "05-report.png"), full_page=True)
 
         # The job waits were deferred to the triggerer, and the job's own log still reached the task log.
