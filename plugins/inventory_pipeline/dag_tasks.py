@@ -90,12 +90,14 @@ def check_run_conf(
     return {"conf_keys": sorted(conf or {})}
 
 
-def settings_from(params: Mapping[str, Any] | None) -> Settings:
+def settings_from(params: Mapping[str, Any] | None, *, enforce_guardrails: bool = True) -> Settings:
     """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
     declared = declared_params()
     # Airflow Variables are read inside a task; outside one (the CLI, scripts) the environment alone.
     deployment = DeploymentValues() if declared is not None else None
-    return Settings.from_sources(dict(params or {}), deployment, declared=declared)
+    return Settings.from_sources(
+        dict(params or {}), deployment, declared=declared, enforce_guardrails=enforce_guardrails
+    )
 
 
 def s3_client(settings: Settings):
@@ -260,7 +262,7 @@ def gather_run_facts(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: st
         settings = settings_from(params)
     except SettingsError as exc:  # the run was refused for its Params: its decision is still recorded
         log.warning("this run's Params are invalid (%s): recording its decision with the deployment's settings", exc)
-        settings = settings_from({})
+        settings = settings_from({}, enforce_guardrails=False)  # a limit below a default must not stop the record
     s3 = _s3(settings)
     states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t not in NOT_UPSTREAM}
     failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
 
 from inventory_pipeline.decisions import APPROVAL_CONDITIONS, GatePolicy
@@ -147,8 +147,11 @@ class Settings:
     sns_topic_arn: str = ""  # where decisions are announced ("" = nobody is told)
     report_base_url: str = ""  # e.g. the Airflow UI's address, for links in notifications
     extra: dict[str, Any] = field(default_factory=dict)
+    # False only to record the decision of a run already refused (gather_run_facts): nothing is started from it,
+    # and a deployment's limits below the settings' defaults must not stop that record.
+    enforce_guardrails: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, enforce_guardrails: bool = True) -> None:
         _require(bool(_BUCKET_RE.match(self.source_bucket)), "source_bucket", "not a valid S3 bucket name")
         _require(bool(_BUCKET_RE.match(self.bucket)), "bucket", "not a valid S3 bucket name")
         _require(not self.prefix.startswith("/"), "prefix", "must not start with '/'")
@@ -195,7 +198,7 @@ class Settings:
             max_wait_s=self.max_wait_s,
             fail_on_rules=self.fail_on_rules,
         )
-        for setting, why in self.guardrails.problems(run):  # the deployment's limits, which no Param crosses
+        for setting, why in self.guardrails.problems(run) if enforce_guardrails else []:  # no Param crosses them
             _require(False, setting, why)
         for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
             why = why_not_evaluable(rule, self.instance_type, self.rules_mode)
@@ -303,6 +306,7 @@ class Settings:
         env: Mapping[str, str] | None = None,
         *,
         declared: Iterable[str] | None = None,
+        enforce_guardrails: bool = True,
     ) -> Settings:
         """Settings from Params (per run) over the deployment's `INVENTORY_*` values (environment/Variables).
 
@@ -326,7 +330,8 @@ class Settings:
         isolated = env.get(_ENV_NAMES["enable_network_isolation"]) or False
         if _coerce("enable_network_isolation", isolated):  # a run may ask for isolation, never lift the deployment's
             values["enable_network_isolation"] = True
-        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+        coerced = {name: _coerce(name, value) for name, value in values.items()}
+        return cls(**coerced, enforce_guardrails=enforce_guardrails)
 
 
 def _require(ok: bool, field_name: str, problem: str) -> None:

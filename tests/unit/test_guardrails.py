@@ -77,3 +77,17 @@ def test_the_first_task_refuses_a_run_beyond_a_limit_before_any_work(monkeypatch
     monkeypatch.setenv("INVENTORY_MAX_INSTANCE_COUNT", "4")
     with pytest.raises(AirflowFailException, match="INVENTORY_MAX_INSTANCE_COUNT"):
         check_run_conf({"instance_count": 8}, DECLARED, {"instance_count": 8})
+
+
+def test_a_refused_runs_decision_can_still_be_recorded_under_limits_below_the_defaults():
+    # a deployment allowing 1 instance refuses every run asking for the default 2, and the gate then records the
+    # refused run's decision with the deployment's own settings: those must not be refused in turn
+    env = {"INVENTORY_MAX_INSTANCE_COUNT": "1"}
+    with pytest.raises(SettingsError, match="INVENTORY_MAX_INSTANCE_COUNT"):
+        Settings.from_sources({}, env)
+    recorded = Settings.from_sources({}, env, enforce_guardrails=False)
+    assert recorded.max_instance_count == 1 and recorded.instance_count == 2
+    with pytest.raises(SettingsError):  # dataclasses.replace (the train task's) checks them again
+        import dataclasses
+
+        dataclasses.replace(recorded, rules_mode="self_hosted")
