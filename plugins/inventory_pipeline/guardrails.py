@@ -9,18 +9,10 @@ they are not Params, so a run's conf cannot name them. Kept free of heavy import
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-PRICES_FILE = Path(__file__).parent / "reports" / "instance_prices.json"
-
-
-@cache
-def price_table() -> dict[str, Any]:
-    return json.loads(PRICES_FILE.read_text())
+from inventory_pipeline.reports.cost import price_table  # the shipped, dated table the report prices with
 
 
 @dataclass(frozen=True)

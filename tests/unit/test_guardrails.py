@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inventory_pipeline.guardrails import price_table
+from inventory_pipeline.reports.cost import price_table
 from inventory_pipeline.settings import Settings, SettingsError
 
 # the DAG's Params that bear on the limits: a run conf can set these, never the limits themselves

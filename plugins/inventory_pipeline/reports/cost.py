@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ PRICES_FILE = Path(__file__).with_name("instance_prices.json")
 TARGET_CPU_P95 = 70.0
 
 
+@cache  # read once per process: the settings' guardrails consult it on every validation; callers only read it
 def price_table() -> dict[str, Any]:
     return json.loads(PRICES_FILE.read_text())
 
