@@ -141,25 +141,41 @@ def compare_with_champion(
                "min_relative_improvement": policy.min_relative_improvement}  # fmt: skip
     scores = (f"{_of(pair.first_correct, pair.images)} right vs the champion's "
               f"{_of(pair.second_correct, pair.images)} on the same {pair.images} test images")  # fmt: skip
-    test = f"exact McNemar p {cmp.p_text(pair.p_value)}: {pair.only_first} image(s) only the candidate got right, " \
-           f"{pair.only_second} only the champion"
+    test = (
+        f"exact McNemar p {cmp.p_text(pair.p_value)}: {pair.only_first} image(s) only the candidate got right, "
+        f"{pair.only_second} only the champion"
+    )
     if pair.gain <= 0:
         return False, f"{scores}: not better ({test})", numbers
     if not cmp.more_than(pair.gain, policy.min_improvement, pair.images):
-        return False, f"{scores}: +{pair.gain} image(s) is not more than min_improvement " \
-                      f"{policy.min_improvement:g} of the images", numbers
+        return (
+            False,
+            f"{scores}: +{pair.gain} image(s) is not more than min_improvement "
+            f"{policy.min_improvement:g} of the images",
+            numbers,
+        )
     if not cmp.more_than(pair.gain, policy.min_relative_improvement, pair.second_correct):
-        return False, f"{scores}: +{pair.gain} image(s) is not more than min_relative_improvement " \
-                      f"{policy.min_relative_improvement:g} of the champion's right answers", numbers
+        return (
+            False,
+            f"{scores}: +{pair.gain} image(s) is not more than min_relative_improvement "
+            f"{policy.min_relative_improvement:g} of the champion's right answers",
+            numbers,
+        )
     drops = _class_drops((answers, champion_answers), policy)
     numbers["class_drops"] = drops
     if drops:
-        return False, f"{scores}, but it answers a count worse by more than {policy.max_class_drop:g}: " \
-                      f"{'; '.join(drops)}", numbers
+        return (
+            False,
+            f"{scores}, but it answers a count worse by more than {policy.max_class_drop:g}: {'; '.join(drops)}",
+            numbers,
+        )
     if pair.p_value >= policy.significance:
         numbers["borderline"] = True
-        return False, f"{scores}: +{pair.gain} image(s), which chance explains ({test}; needs p < " \
-                      f"{policy.significance:g})", numbers
+        return (
+            False,
+            f"{scores}: +{pair.gain} image(s), which chance explains ({test}; needs p < {policy.significance:g})",
+            numbers,
+        )
     return True, f"{scores}: +{pair.gain} image(s), {test}", numbers
 
 
@@ -315,5 +331,5 @@ class DecisionStore:
     def all(self) -> list[dict[str, Any]]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
         keys = [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith("/decision.json")]
-        records = [self.read(k[len(self.prefix):].rsplit("/", 1)[0]) for k in keys]
+        records = [self.read(k[len(self.prefix) :].rsplit("/", 1)[0]) for k in keys]
         return sorted((r for r in records if r), key=lambda r: r.get("decided", ""))

@@ -153,8 +153,7 @@ class TrainingJobOperator(SageMakerTrainingOperator):
             raise
         check_ownership(self.hook.conn, existing, self.config.get("Tags", []))
         self.log.info(
-            "Training job %s already exists for this run (status %s): re-attaching instead of creating a second "
-            "job.",
+            "Training job %s already exists for this run (status %s): re-attaching instead of creating a second job.",
             job_name,
             existing["TrainingJobStatus"],
         )

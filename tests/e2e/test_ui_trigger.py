@@ -140,9 +140,7 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         deadline = time.monotonic() + 180
         while True:
             page.goto(airflow_ui + "/dags/inventory_retraining")
-            if page.get_by_role("button", name="Trigger").count() and page.get_by_text(
-                "inventory_retraining"
-            ).count():
+            if page.get_by_role("button", name="Trigger").count() and page.get_by_text("inventory_retraining").count():
                 break
             if time.monotonic() > deadline:
                 pytest.fail("the DAG never appeared in the UI")

@@ -268,9 +268,7 @@ def test_bad_input_below_threshold_is_counted_and_reported(s3, buckets, abid_sam
     labels = upload_sample(s3, source, abid_sample)
     expected = _corrupt(s3, source, sorted(labels)[:7])
     s3.put_object(Bucket=source, Key="fl.json", Body=json.dumps(file_list_for(labels)).encode())
-    summary = build_dataset(
-        s3, settings_for(source, dest, file_list=f"s3://{source}/fl.json", reject_threshold=0.1)
-    )
+    summary = build_dataset(s3, settings_for(source, dest, file_list=f"s3://{source}/fl.json", reject_threshold=0.1))
     reasons = {r["key"].rsplit("/", 1)[-1].split(".")[0]: r["reason"] for r in summary["rejected"]}
     assert set(reasons) == set(expected)
     for image_id, fragment in expected.items():
@@ -304,9 +302,7 @@ def test_throttling_is_retried(s3, buckets, abid_sample):
     from botocore.awsrequest import AWSResponse
 
     source, dest = buckets
-    upload_sample(
-        s3, source, abid_sample, ids=sorted(p.stem for p in (abid_sample / "metadata").glob("*.json"))[:20]
-    )
+    upload_sample(s3, source, abid_sample, ids=sorted(p.stem for p in (abid_sample / "metadata").glob("*.json"))[:20])
     first_attempts, throttled, retried = [], [], []
 
     class _Raw:
@@ -469,9 +465,7 @@ def test_stages_report_what_is_new_and_latest_follows_the_newest_build(s3, bucke
     assert new["settings"]["reject_threshold"] == 0.05 and new["source"]["selection_key"]
 
     def latest():
-        return json.loads(s3.get_object(Bucket=dest, Key="proj/datasets/latest.json")["Body"].read())[
-            "version"
-        ]
+        return json.loads(s3.get_object(Bucket=dest, Key="proj/datasets/latest.json")["Body"].read())["version"]
 
     assert latest() == second["version"]
     _, copy, again = stages(small)  # the older selection again: reused with zero copies, and now the latest
@@ -525,18 +519,14 @@ def test_listing_rejects_unreadable_metadata_and_excludes_other_counts(s3, bucke
     assert manifest["source"]["excluded"] == 2
 
     # The same two unreadable files are too many for a 1% threshold: refused, nothing new published.
-    with pytest.raises(
-        errors.TooManyRejects, match=r"2 of 100 selected images were rejected \(2.0% > threshold"
-    ):
+    with pytest.raises(errors.TooManyRejects, match=r"2 of 100 selected images were rejected \(2.0% > threshold"):
         build_dataset(s3, settings_for(source, dest, reject_threshold=0.01, prefix="strict"))
     assert keys(s3, dest, "strict/raw/") == [] and keys(s3, dest, "strict/datasets/") == []
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     exe = str(Path(sys.executable).with_name("inventory-pipeline"))
-    return subprocess.run(
-        [exe, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([exe, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_seed_and_build(local_stack, s3, bucket_name):
@@ -565,9 +555,7 @@ def test_cli_seed_and_build(local_stack, s3, bucket_name):
     # 4 of 60 (6.7%) broken: above the 5% default, refused with the reject list, nothing published.
     for image_id in [k.rsplit("/", 1)[-1][:-5] for k in keys(s3, src, "metadata/")][:4]:
         s3.put_object(Bucket=src, Key=f"metadata/{image_id}.json", Body=b"{truncated")
-    too_many = _cli(
-        ["dataset", "build", "--source-bucket", src, "--bucket", dst, "--prefix", "y", "--json"], env
-    )
+    too_many = _cli(["dataset", "build", "--source-bucket", src, "--bucket", dst, "--prefix", "y", "--json"], env)
     assert too_many.returncode == 2
     refusal = json.loads(too_many.stdout.strip().splitlines()[-1])
     assert refusal["error"] == "TooManyRejects" and len(refusal["rejected"]) == 4

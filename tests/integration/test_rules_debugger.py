@@ -44,9 +44,7 @@ def sdk_config(rule: str, **parameters) -> dict:
 class Net(torch.nn.Module):
     """Two hidden layers whose ReLUs are named "..._relu": SageMaker's relu_input collection matches them."""
 
-    def __init__(
-        self, scale1: float = 1.0, scale2: float = 1.0, output_scale: float = 1.0, norm: bool = False
-    ):
+    def __init__(self, scale1: float = 1.0, scale2: float = 1.0, output_scale: float = 1.0, norm: bool = False):
         super().__init__()
         torch.manual_seed(0)  # the same initial weights whatever ran before: a rule's outcome must not vary by order
         self.fc1, self.fc2, self.fc3 = torch.nn.Linear(8, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 3)
@@ -173,9 +171,7 @@ def test_a_rule_that_cannot_run_is_an_error_never_no_issues(tmp_path, healthy_tr
     finished = {"job_finished": lambda: True}
     missing = evaluate_debugger_rule(sdk_config("Overfit"), str(tmp_path / "missing"), **finished)
     assert missing.status == "Error" and "No debugging data" in missing.details
-    never = evaluate_debugger_rule(
-        sdk_config("Overfit"), str(tmp_path / "missing"), timeout_s=0.3, poll_s=0.1
-    )
+    never = evaluate_debugger_rule(sdk_config("Overfit"), str(tmp_path / "missing"), timeout_s=0.3, poll_s=0.1)
     assert never.status == "Error" and "within 0.3 s" in never.details
     unknown = evaluate_debugger_rule(
         {"RuleConfigurationName": "X", "RuleParameters": {"rule_to_invoke": "Nope"}}, healthy_trial
@@ -347,20 +343,13 @@ def test_step_rules_time_the_steps_of_a_real_trial(tmp_path):
     assert reports["StepOutlier"]["Details"]["step_details"]["worker_0/TRAIN"]["steps"] == 159
     init = reports["MaxInitializationTime"]["Details"]["initialization_s"]
     assert reports["MaxInitializationTime"]["RuleTriggered"] == 1 and 1.0 <= init < 10
-    quiet = evaluate_profiler_report(
-        _report_config(StepOutlier_n_outliers=11), *args, tmp_path / "b", **kwargs
-    )
+    quiet = evaluate_profiler_report(_report_config(StepOutlier_n_outliers=11), *args, tmp_path / "b", **kwargs)
     reports = _profiler_reports(tmp_path / "b")
     assert quiet.status == "NoIssuesFound", quiet.details
-    assert (
-        reports["StepOutlier"]["RuleTriggered"] == 0
-        and reports["MaxInitializationTime"]["RuleTriggered"] == 0
-    )
+    assert reports["StepOutlier"]["RuleTriggered"] == 0 and reports["MaxInitializationTime"]["RuleTriggered"] == 0
 
 
-def test_self_hosted_rules_read_a_finished_job_from_s3_and_write_where_sagemaker_would(
-    s3, bucket_name, tmp_path
-):
+def test_self_hosted_rules_read_a_finished_job_from_s3_and_write_where_sagemaker_would(s3, bucket_name, tmp_path):
     import datetime as dt
 
     from sagemaker.core.debugger import ProfilerRule
@@ -391,15 +380,10 @@ def test_self_hosted_rules_read_a_finished_job_from_s3_and_write_where_sagemaker
         for s in [*statuses.values(), *result["ProfilerRuleEvaluationStatuses"]]
     )
     [profiler] = result["ProfilerRuleEvaluationStatuses"]
-    assert (
-        profiler["RuleConfigurationName"] == "ProfilerReport"
-        and profiler["RuleEvaluationStatus"] == "NoIssuesFound"
-    )
+    assert profiler["RuleConfigurationName"] == "ProfilerReport" and profiler["RuleEvaluationStatus"] == "NoIssuesFound"
     keys = {
         o["Key"]
-        for o in s3.list_objects_v2(Bucket=bucket_name, Prefix=f"abid/training-jobs/{job}/rule-output/")[
-            "Contents"
-        ]
+        for o in s3.list_objects_v2(Bucket=bucket_name, Prefix=f"abid/training-jobs/{job}/rule-output/")["Contents"]
     }
     prefix = f"abid/training-jobs/{job}/rule-output"
     assert f"{prefix}/VanishingGradient/outcome.json" in keys
@@ -411,9 +395,7 @@ def test_self_hosted_rules_read_a_finished_job_from_s3_and_write_where_sagemaker
 
     # the configurations may also come from the job itself, or from the Settings the request was built from
     from_describe = evaluate_job_rules(s3, {**describe, "DebugRuleConfigurations": rules[:1]})
-    assert [s["RuleEvaluationStatus"] for s in from_describe["DebugRuleEvaluationStatuses"]] == [
-        "IssuesFound"
-    ]
+    assert [s["RuleEvaluationStatus"] for s in from_describe["DebugRuleEvaluationStatuses"]] == ["IssuesFound"]
     from_settings = evaluate_job_rules(s3, describe, Settings())
     assert [s["RuleConfigurationName"] for s in from_settings["DebugRuleEvaluationStatuses"]] == list(RULES)
 

@@ -116,8 +116,11 @@ def test_dry_run_deletes_nothing_and_the_real_run_deletes_exactly_its_plan(s3, p
     assert "proj/training-jobs/job-1/output/model.tar.gz" in after  # only debug tensors of old jobs go
     for version in (v0, v2):
         assert f"proj/datasets/{version}/manifest.json" in after
-    indexed = {e["pack"] for k in keys(s3, dest, "proj/raw/index/")
-               for e in json.loads(s3.get_object(Bucket=dest, Key=k)["Body"].read())["entries"].values()}
+    indexed = {
+        e["pack"]
+        for k in keys(s3, dest, "proj/raw/index/")
+        for e in json.loads(s3.get_object(Bucket=dest, Key=k)["Body"].read())["entries"].values()
+    }
     assert {f"proj/{p}" for p in indexed} == set(keys(s3, dest, "proj/raw/packs/"))  # every photo still there
     assert collect(s3, dest, "proj/", 1, job_versions=job_versions, now=LATER).keys == []  # nothing left to do
 
@@ -137,5 +140,7 @@ def test_cli_dry_run_prints_the_plan_as_json(local_stack, s3, project):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dry_run"] and len(result["deleted_versions"]) == 2 and result["deleted"]["packs"] == 1
-    assert set(keys(s3, dest)) == set(before) - {"proj/models/champion/metrics.json",
-                                                 "proj/models/decisions/job-x/decision.json"}
+    assert set(keys(s3, dest)) == set(before) - {
+        "proj/models/champion/metrics.json",
+        "proj/models/decisions/job-x/decision.json",
+    }

@@ -900,11 +900,7 @@ def s3_internal_error_burst(env: FaultEnv) -> Row:
 
     def rule(proxy: FaultProxy) -> Callable[[Request], Action | None]:
         def answer(request: Request) -> Action | None:
-            if (
-                request.operation in ("PutObject", "GetObject")
-                and len(failed) < 8
-                and len(proxy.seen) % 3 == 0
-            ):
+            if request.operation in ("PutObject", "GetObject") and len(failed) < 8 and len(proxy.seen) % 3 == 0:
                 failed.append(request.operation)
                 return s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
             return None
@@ -1489,7 +1485,12 @@ def rule_evaluation_crashed(env: FaultEnv) -> Row:
                 from inventory_pipeline.reports.build import training_metrics
 
                 promotion = run_gate_for(
-                    env, bucket, name, names.run_id, report=report, metrics=training_metrics(env.s3, described),
+                    env,
+                    bucket,
+                    name,
+                    names.run_id,
+                    report=report,
+                    metrics=training_metrics(env.s3, described),
                     model_uri=(described.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
                 )
             summaries = sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]
@@ -1737,7 +1738,8 @@ def _gate_crash(env: FaultEnv, step: str, retried: bool) -> Row:
     if len(announced) != len(set(announced)):
         audit.problems.append(f"a decision was announced twice: {announced}")
     return audit.row(
-        f"{decision['status']}: {decision['reason'][:100]}", died and expected,
+        f"{decision['status']}: {decision['reason'][:100]}",
+        died and expected,
         f"registry versions {jobs}, champion v{registry.champion().version}; announced {announced}",
     )
 

@@ -24,6 +24,8 @@ NOT_OURS = {"mlflow_tracking_server"}
 
 def our_calls(run: RecordedRun) -> list[dict]:
     return [c for c in run.calls() if c["principal"] not in NOT_OURS]
+
+
 # Statements that only real AWS exercises (by Sid): the local stack runs the job without SageMaker's machinery.
 REAL_AWS_ONLY = {
     "execution_role": {

@@ -153,8 +153,6 @@ def test_progress_logs_at_intervals(caplog):
     assert lines == [f"copied: {n}/5000" for n in range(500, 5001, 500)]
 
 
-
-
 @pytest.mark.parametrize(
     "value", ["2026-11-30T01:29:48.000Z", "2026-11-30T01:29:48Z", "Mon, 30 Nov 2026 01:29:48 GMT", 1764466188.5,
               "1764466188", "2026-11-30T01:29:48"],  # the last two: not S3's forms, botocore's parser decides

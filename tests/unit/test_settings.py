@@ -25,9 +25,7 @@ def test_params_override_environment_and_are_coerced():
         "INVENTORY_OUTPUT_KMS_KEY_ID": "alias/inventory-output",
         "INVENTORY_ENABLE_NETWORK_ISOLATION": "true",
     }
-    s = Settings.from_sources(
-        {"epochs": "5", "lr": "0.01", "fail_on_rules": ["Overfit"], "bucket": None}, env
-    )
+    s = Settings.from_sources({"epochs": "5", "lr": "0.01", "fail_on_rules": ["Overfit"], "bucket": None}, env)
     assert s.bucket == "team-bucket" and s.root == "team/x/"
     assert s.epochs == 5 and s.lr == 0.01 and s.fail_on_rules == ("Overfit",)
     assert s.subnets == ("subnet-0a1b2c3d", "subnet-0a1b2c3e") and s.enable_network_isolation is True

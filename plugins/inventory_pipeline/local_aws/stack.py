@@ -87,7 +87,11 @@ def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: 
 # MLflow's server imports ~10 s of Python on a quiet 2-core machine: it gets a longer start-up allowance.
 # Its S3 calls (artifacts) are the tracking server's own: on AWS a managed server's role makes them, not ours.
 MLFLOW = ServerSpec(
-    name="mlflow", services=("mlflow",), command=_mlflow_command, health_path="/health", startup_timeout_s=300.0,
+    name="mlflow",
+    services=("mlflow",),
+    command=_mlflow_command,
+    health_path="/health",
+    startup_timeout_s=300.0,
     env={"INVENTORY_RECORD_AWS_PRINCIPAL": "mlflow_tracking_server"},
 )
 

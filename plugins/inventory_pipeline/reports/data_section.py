@@ -129,7 +129,13 @@ def render(manifest: dict[str, Any] | None, champion: dict[str, Any] | None, thr
     """The section's HTML (escaped), for reports.build's template."""
     from jinja2 import Environment
 
-    return Environment(autoescape=True).from_string(TEMPLATE).render(
-        data=data_summary(manifest, champion, threshold), finding=data_finding(manifest, champion, threshold),
-        classes=CLASSES, splits=SPLITS,
+    return (
+        Environment(autoescape=True)
+        .from_string(TEMPLATE)
+        .render(
+            data=data_summary(manifest, champion, threshold),
+            finding=data_finding(manifest, champion, threshold),
+            classes=CLASSES,
+            splits=SPLITS,
+        )
     )

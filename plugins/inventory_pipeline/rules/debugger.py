@@ -120,9 +120,7 @@ class _Run:
 
     def outcome(self, status: str, details: str) -> RuleOutcome:
         checks = self.rule.checks if self.rule else 0
-        return RuleOutcome(
-            self.config_name, status, details, int(status == ISSUES_FOUND), checks, self.parameters
-        )
+        return RuleOutcome(self.config_name, status, details, int(status == ISSUES_FOUND), checks, self.parameters)
 
     def issue(self, evidence: str) -> RuleOutcome:
         """IssuesFound, naming the parameters the rule ran with beside the values that crossed them."""

@@ -116,9 +116,7 @@ class VanishingGradient(BuiltInRule):
             if self.smallest is None or value < self.smallest[0]:
                 self.smallest = (value, name, step)
             if value < self.threshold:
-                self.evidence = (
-                    f"{name} has mean |gradient| {value:.3g} < threshold {self.threshold:g} at step {step}"
-                )
+                self.evidence = f"{name} has mean |gradient| {value:.3g} < threshold {self.threshold:g} at step {step}"
                 return True
         return False
 
@@ -227,9 +225,7 @@ class Overtraining(BuiltInRule):
 
     required_collections = ("losses",)
 
-    def __init__(
-        self, base_trial: Any, patience_train: int = 5, patience_validation: int = 10, delta: float = 0.01
-    ):
+    def __init__(self, base_trial: Any, patience_train: int = 5, patience_validation: int = 10, delta: float = 0.01):
         super().__init__(base_trial)
         self.patience_train, self.patience_validation, self.delta = (
             int(patience_train),
@@ -363,14 +359,9 @@ class PoorWeightInitialization(BuiltInRule):
             return ""
         self.checks += 1
         name = min(ranges, key=ranges.get)
-        self.smallest_range = (
-            ranges[name] if self.smallest_range is None else min(ranges[name], self.smallest_range)
-        )
+        self.smallest_range = ranges[name] if self.smallest_range is None else min(ranges[name], self.smallest_range)
         if ranges[name] < self.distribution_range:
-            return (
-                f"{name} 5th-95th percentile range {ranges[name]:.3g} < {self.distribution_range:g} "
-                f"at step {step}"
-            )
+            return f"{name} 5th-95th percentile range {ranges[name]:.3g} < {self.distribution_range:g} at step {step}"
         return ""
 
     def _loss_progress(self, step: int) -> str:
@@ -405,13 +396,10 @@ class PoorWeightInitialization(BuiltInRule):
         if self.patience >= self.steps:  # the first step sets the lowest loss: at most steps - 1 without a new one
             parts.append(f"loss check off (patience {self.patience} >= steps {self.steps})")
         if self.largest_ratio is not None:
-            parts.append(
-                f"largest activation variance ratio {self.largest_ratio:.3g} (threshold {self.threshold:g})"
-            )
+            parts.append(f"largest activation variance ratio {self.largest_ratio:.3g} (threshold {self.threshold:g})")
         if self.smallest_range is not None:
             parts.append(
-                f"smallest gradient p5-p95 range {self.smallest_range:.3g} "
-                f"(threshold {self.distribution_range:g})"
+                f"smallest gradient p5-p95 range {self.smallest_range:.3g} (threshold {self.distribution_range:g})"
             )
         return "; ".join(parts + self.notes)
 
@@ -439,9 +427,7 @@ def _convert(rule: str, name: str, default: Any, text: Any) -> Any:
         if isinstance(default, float):
             return float(text)
     except (TypeError, ValueError) as exc:
-        raise RuleConfigError(
-            f"{rule}: parameter {name}={text!r} is not a valid {type(default).__name__}"
-        ) from exc
+        raise RuleConfigError(f"{rule}: parameter {name}={text!r} is not a valid {type(default).__name__}") from exc
     return None if text is None else str(text)
 
 
@@ -457,9 +443,7 @@ def resolve_rule(rule_configuration: dict[str, Any]) -> tuple[str, type[BuiltInR
     defaults = rule_defaults(rule)
     unknown = sorted(set(parameters) - set(defaults))
     if unknown:
-        raise RuleConfigError(
-            f"{name} has no parameter(s) {', '.join(unknown)}; it takes {', '.join(defaults)}"
-        )
+        raise RuleConfigError(f"{name} has no parameter(s) {', '.join(unknown)}; it takes {', '.join(defaults)}")
     effective = dict(defaults)
     effective.update({k: _convert(name, k, defaults[k], v) for k, v in parameters.items()})
     return name, rule, effective

@@ -87,9 +87,7 @@ def evaluate_job_rules(s3: Any, describe: Mapping[str, Any], rules: Any = None) 
         trial, metrics = Path(tmp, "debug-output"), Path(tmp, "profiler-output")
         copied = mirror(S3Storage(s3, f"{hook_base}/{job}/debug-output"), trial)
         mirror(S3Storage(s3, f"{profiler_base}/{job}/profiler-output"), metrics)
-        log.info(
-            "%s: %d debug-output file(s) mirrored for %d debugger rule(s)", job, copied, len(debug_configs)
-        )
+        log.info("%s: %d debug-output file(s) mirrored for %d debugger rule(s)", job, copied, len(debug_configs))
         for config in debug_configs:
             outcome = _debugger(config, trial, copied)
             debug_statuses.append(_publish(s3, outcome, Path(tmp, "out", outcome.name), f"{hook_base}/{job}"))
@@ -111,9 +109,7 @@ def _debugger(config: dict[str, Any], trial: Path, copied: int) -> RuleOutcome:
     from inventory_pipeline.rules.debugger import NO_DATA, evaluate_debugger_rule
 
     if copied == 0:
-        return RuleOutcome(
-            config.get("RuleConfigurationName", "?"), ERROR, f"{NO_DATA} (no debug-output in S3)"
-        )
+        return RuleOutcome(config.get("RuleConfigurationName", "?"), ERROR, f"{NO_DATA} (no debug-output in S3)")
     # The job is over: evaluate what it saved, without waiting for an end marker a killed job never wrote.
     return evaluate_debugger_rule(config, str(trial), job_finished=lambda: True)
 
