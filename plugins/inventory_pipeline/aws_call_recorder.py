@@ -8,6 +8,11 @@ the Amazon provider's `AwsBaseHook` sessions, aiobotocore's) gets two event hand
 - `request-created` (after botocore's signer): writes one line per call with the principal and the access key
   the request was signed with (the same evidence a server would attribute the call by).
 
+Requests to a SageMaker managed MLflow tracking server are not botocore calls: the `sagemaker-mlflow` plugin
+signs them (SigV4, service `sagemaker-mlflow`) and `requests` sends them. `requests`' adapter is wrapped too, and
+each request signed for that service is written the same way (operation `<METHOD> <path>`, the tracking
+server's ARN), so the least-privilege test can check them against the policy like any other call.
+
 The principal is a label read from `INVENTORY_RECORD_AWS_PRINCIPAL` at call time ("airflow" for the DAG's
 tasks, "execution_role" for the local SageMaker runner and the training processes it starts).
 """
@@ -18,6 +23,7 @@ import functools
 import json
 import os
 import re
+import sys
 import threading
 import time
 from typing import Any
@@ -61,7 +67,29 @@ def install_from_env(principal: str | None = None) -> bool:
 
     session_class.__init__ = recording_init
     session_class._inventory_recording = True
+    _record_signed_mlflow_requests()
     return True
+
+
+def _record_signed_mlflow_requests() -> None:
+    from requests.adapters import HTTPAdapter
+
+    original_send = HTTPAdapter.send
+
+    @functools.wraps(original_send)
+    def recording_send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        authorization = _authorization(request.headers)
+        if "/sagemaker-mlflow/aws4_request" in authorization:
+            from urllib.parse import urlsplit
+
+            mlflow = sys.modules.get("mlflow")
+            arn = mlflow.get_tracking_uri() if mlflow is not None else ""
+            call = {"service": "sagemaker-mlflow", "operation": f"{request.method} {urlsplit(request.url).path}",
+                    "params": {"TrackingServerArn": arn}}  # fmt: skip
+            _write(call, authorization)
+        return original_send(self, request, *args, **kwargs)
+
+    HTTPAdapter.send = recording_send
 
 
 def _remember_call(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
@@ -87,9 +115,15 @@ def _record_call(request: Any, **_: Any) -> None:
     call = (getattr(request, "context", None) or {}).pop(_CONTEXT_KEY, None)
     if call is None:  # a retry of a call already recorded (or a request botocore made without an API call)
         return
-    authorization = request.headers.get("Authorization") or ""
-    if isinstance(authorization, bytes):
-        authorization = authorization.decode("ascii", "replace")
+    _write(call, _authorization(request.headers))
+
+
+def _authorization(headers: Any) -> str:
+    value = headers.get("Authorization") or ""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def _write(call: dict[str, Any], authorization: str) -> None:
     match = _CREDENTIAL.search(authorization)
     call.update(
         principal=os.environ.get(PRINCIPAL_ENV, "unknown"),

@@ -158,11 +158,14 @@ def _describe(settings: Settings, job_name: str) -> dict[str, Any]:
 
 
 def evaluate_rules_self_hosted(params: Mapping[str, Any], job_name: str) -> dict[str, Any]:
-    """rules_mode=self_hosted: our engine on the finished job's S3 output, results where SageMaker puts them."""
+    """rules_mode=self_hosted: our engine on the finished job's S3 output, its results under the verdicts prefix
+    (which the job's execution role cannot write)."""
     from inventory_pipeline.rules.self_hosted import evaluate_job_rules
+    from inventory_pipeline.s3_paths import verdicts_uri
 
     settings = settings_from(params)
-    statuses = evaluate_job_rules(_s3(settings), _describe(settings, job_name), settings)
+    statuses = evaluate_job_rules(_s3(settings), _describe(settings, job_name), settings,
+                                  output_base=verdicts_uri(settings.bucket, settings.root))  # fmt: skip
     for status in statuses["DebugRuleEvaluationStatuses"] + statuses["ProfilerRuleEvaluationStatuses"]:
         log.info("%s: %s (%s)", status["RuleConfigurationName"], status["RuleEvaluationStatus"],
                  status.get("StatusDetails", ""))  # fmt: skip
@@ -178,6 +181,7 @@ def parse_rule_reports(
     from inventory_pipeline.report_store import local_report_path
     from inventory_pipeline.reports.build import build_report
     from inventory_pipeline.reports.data_section import champion_dataset
+    from inventory_pipeline.s3_paths import verdicts_uri
 
     settings = settings_from(params)
     describe = _describe(settings, job_name)
@@ -190,7 +194,7 @@ def parse_rule_reports(
         s3, describe, manifest.get("manifest_key"), settings.bucket,
         local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
         champion_data=champion, mix_threshold=settings.class_mix_threshold,
-        guardrails=settings.guardrails.to_dict(),
+        guardrails=settings.guardrails.to_dict(), verdicts=verdicts_uri(settings.bucket, settings.root, job_name),
     )  # fmt: skip
     log.info("report: %s (%s)", result.html_path, result.s3_uri)
     for finding in result.findings:
@@ -200,9 +204,15 @@ def parse_rule_reports(
 
 
 def registry_for(settings: Settings):
-    from inventory_pipeline.tracking import Registry
+    """The registry, signed with (and writing `s3://` artifacts through) the settings' Airflow connection."""
+    from inventory_pipeline.tracking import Registry, is_sagemaker_arn
 
-    return Registry(settings.tracking_uri, settings.registered_model)
+    session = None
+    if is_sagemaker_arn(settings.tracking_uri):
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        session = AwsBaseHook(aws_conn_id=settings.aws_conn_id, client_type="sagemaker").get_session()
+    return Registry(settings.tracking_uri, settings.registered_model, session, lambda: _s3(settings))
 
 
 def check_lineage(params: Mapping[str, Any], manifest: Mapping[str, Any], code: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,12 +14,52 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator
 
 from inventory_pipeline.links import MlflowRunLink, ReportLink, TrainingJobLink
+
+
+class ChannelCheckingSageMakerHook(SageMakerHook):
+    """The provider's hook, with its pre-create check of each input URI telling "access denied" apart from
+    "does not exist": the provider reads S3's 403 on HeadBucket as a missing bucket and lets a 403 on HeadObject
+    out as a bare ClientError, which then reads as SageMaker refusing the job."""
+
+    def check_s3_url(self, s3url: str) -> bool:
+        """The provider's check (the bucket, then the key or else the prefix), each answer named."""
+        from airflow.sdk.exceptions import AirflowFailException
+        from botocore.exceptions import ClientError
+
+        from inventory_pipeline.s3_paths import is_missing, split_s3_uri
+
+        bucket, key = split_s3_uri(s3url, require_key=False)
+        s3 = self.s3_hook.get_conn()
+        try:
+            s3.head_bucket(Bucket=bucket)
+            if not key:
+                return True
+            try:
+                s3.head_object(Bucket=bucket, Key=key)
+                return True
+            except ClientError as exc:
+                if not is_missing(exc):
+                    raise
+            if s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0):
+                return True
+        except ClientError as exc:
+            if is_missing(exc):
+                raise AirflowFailException(f"the input bucket of {s3url} does not exist; not retrying") from exc
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+                raise AirflowFailException(
+                    f"access denied to {s3url} ({exc.operation_name}): the identity of the connection "
+                    f"{self.aws_conn_id!r} needs s3:ListBucket on s3://{bucket} and s3:GetObject on the keys "
+                    "(docs/iam.md, docs/airflow-policy.json); not retrying"
+                ) from exc
+            raise
+        raise AirflowFailException(f"the input {s3url} does not exist (no key, no key under it); not retrying")
 
 
 class TrainingJobOperator(SageMakerTrainingOperator):
@@ -33,6 +73,7 @@ class TrainingJobOperator(SageMakerTrainingOperator):
     # The request is built in execute from the run's settings, so `config` is not a template field here.
     template_fields: Sequence[str] = aws_template_fields("dataset", "code", "lineage")
     operator_extra_links = (TrainingJobLink(),)
+    aws_hook_class = ChannelCheckingSageMakerHook
 
     def __init__(self, *, dataset: Any, code: Any, lineage: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("wait_for_completion", False)  # wait_for_training waits (and tails the log)

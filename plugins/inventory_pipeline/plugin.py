@@ -3,8 +3,10 @@
 Airflow does not authenticate plugin apps for you: the report route asks Airflow's own auth manager (the
 dependency the core API uses) whether the caller may read the `inventory_retraining` DAG, so a logged-out
 caller gets 401 and a user without read access to the DAG gets 403. The report is read from S3 through the
-Airflow connection (where parse_rule_reports wrote it, next to the job's output), so the link works on
-whichever host serves the API, not only on the worker that wrote it.
+Airflow connection, from this deployment's verdicts prefix (where parse_rule_reports wrote it: the execution
+role cannot write there), so the link works on whichever host serves the API, and serves only this
+deployment's reports: a job name is looked up under this deployment's bucket and prefix, never by asking
+SageMaker where some job of the account put its output.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route and dependency annotations at runtime,
@@ -19,10 +21,28 @@ from inventory_pipeline.links import REPORT_ROUTE, MlflowRunLink, ReportLink, Tr
 DAG_ID = "inventory_retraining"
 
 
-def report_s3_uri(describe: dict) -> str:
+def deployment_value(name: str, default: str) -> str:
+    """A deployment setting as the API server sees it: its environment, else the Airflow Variable (the API
+    server reads Variables from the metadata database; it runs no task, so not through the Task SDK)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    try:
+        from airflow.models import Variable
+
+        return Variable.get(name, default_var=None) or default
+    except Exception:  # no metadata database here (a worker or a test importing the plugin)
+        return default
+
+
+def report_s3_uri(job_name: str) -> str:
     """Where parse_rule_reports stores a job's report (reports.build writes it there)."""
-    out = describe["OutputDataConfig"]["S3OutputPath"].rstrip("/")
-    return f"{out}/{describe['TrainingJobName']}/report/report.html"
+    from inventory_pipeline.s3_paths import verdicts_uri
+    from inventory_pipeline.settings import Settings
+
+    defaults = Settings.__dataclass_fields__
+    bucket = deployment_value("INVENTORY_BUCKET", defaults["bucket"].default)
+    prefix = deployment_value("INVENTORY_PREFIX", defaults["prefix"].default).strip("/")
+    return f"{verdicts_uri(bucket, f'{prefix}/' if prefix else '', job_name)}/report.html"
 
 
 # The report is HTML that sits next to a training job's output: the browser runs none of its scripts, submits
@@ -34,8 +54,7 @@ def read_report(job_name: str, aws_conn_id: str) -> bytes:
     from inventory_pipeline.aws_clients import client_from_connection
     from inventory_pipeline.s3_paths import split_s3_uri
 
-    describe = client_from_connection("sagemaker", aws_conn_id).describe_training_job(TrainingJobName=job_name)
-    bucket, key = split_s3_uri(report_s3_uri(describe))
+    bucket, key = split_s3_uri(report_s3_uri(job_name))
     return client_from_connection("s3", aws_conn_id).get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
@@ -62,17 +81,16 @@ def _report_app():
     def report(job_name: str) -> Response:
         from botocore.exceptions import ClientError
 
-        from inventory_pipeline.aws_errors import is_not_found
         from inventory_pipeline.report_store import local_report_path
         from inventory_pipeline.s3_paths import is_missing
 
         try:
             local_report_path(job_name)  # validates the name: nothing outside a job name reaches AWS
-            body = read_report(job_name, os.environ.get("INVENTORY_AWS_CONN_ID", "aws_default"))
+            body = read_report(job_name, deployment_value("INVENTORY_AWS_CONN_ID", "aws_default"))
         except ValueError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         except ClientError as exc:
-            if is_missing(exc) or is_not_found(exc):
+            if is_missing(exc):
                 raise HTTPException(status_code=404, detail=f"no report for {job_name}") from exc
             raise
         return Response(body, media_type="text/html", headers=REPORT_HEADERS)

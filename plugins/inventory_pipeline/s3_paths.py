@@ -16,6 +16,16 @@ def split_s3_uri(uri: str, *, require_key: bool = True) -> tuple[str, str]:
     return bucket, key
 
 
+# The pipeline's own judgement of a job (the report, self-hosted rule output) lives under `<root>verdicts/<job>/`,
+# outside `training-jobs/`: the execution role may write its job's output there, never here (docs/iam-policy.json).
+VERDICTS = "verdicts"
+
+
+def verdicts_uri(bucket: str, root: str, job: str = "") -> str:
+    """`s3://<bucket>/<root>verdicts[/<job>]`: where the DAG (never the job) writes what judges a job."""
+    return f"s3://{bucket}/{root}{VERDICTS}" + (f"/{job}" if job else "")
+
+
 def is_missing(exc: BaseException) -> bool:
     """True for a botocore ClientError saying the key does not exist."""
     response = getattr(exc, "response", None) or {}

@@ -1,15 +1,21 @@
 """Tracking and the model registry, on MLflow (AWS's recommended successor to Debugger's metric logging).
 
 The embedded stack runs a real MLflow server; on AWS the tracking URI is a SageMaker managed MLflow tracking
-server ARN (the `sagemaker-mlflow` plugin signs the requests) or any MLflow URI. Every write here is idempotent
-and keyed by the training job's name (tag `job`), so a retried task finds what an earlier try wrote instead of
-writing it twice.
+server ARN or any MLflow URI. With an ARN, the `sagemaker-mlflow` plugin signs each request with the boto3
+session it is given: the Airflow connection's (as every other AWS call of the DAG), never the worker's ambient
+credentials. Artifacts whose URI is `s3://` (a managed server's artifact store) are written with the
+connection's S3 client for the same reason (MLflow's own S3 client would use the ambient ones).
+
+Every write here is idempotent and keyed by the training job's name (tag `job`), so a retried task finds what
+an earlier try wrote instead of writing it twice.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,10 +74,41 @@ def _quiet_mlflow_logs() -> None:
     logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
 
 
-class Registry:
-    """One registered model and its experiment on one tracking server."""
+def is_sagemaker_arn(tracking_uri: str) -> bool:
+    return tracking_uri.startswith("arn:") and ":sagemaker:" in tracking_uri
 
-    def __init__(self, tracking_uri: str, model_name: str):
+
+class _SignedWith:
+    """The MLflow client with each call made inside `sagemaker_mlflow.use_session(session)`: the plugin's signer
+    takes its credentials from there (a context variable), else from boto3's default chain."""
+
+    def __init__(self, client: Any, session: Any):
+        self._client, self._session = client, session
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def signed(*args: Any, **kwargs: Any) -> Any:
+            from sagemaker_mlflow import use_session
+
+            with use_session(self._session):
+                return attr(*args, **kwargs)
+
+        return signed
+
+
+class Registry:
+    """One registered model and its experiment on one tracking server.
+
+    `aws_session`: the boto3 session requests to a SageMaker tracking server ARN are signed with; `s3`: a
+    factory of the S3 client `s3://` artifacts are written with (both from the Airflow connection)."""
+
+    def __init__(
+        self, tracking_uri: str, model_name: str, aws_session: Any = None, s3: Callable[[], Any] | None = None
+    ):
         if not tracking_uri:
             raise TrackingError(
                 "no tracking server: set INVENTORY_TRACKING_URI to an MLflow URI or a SageMaker managed MLflow "
@@ -80,8 +117,15 @@ class Registry:
         from mlflow import MlflowClient
 
         _quiet_mlflow_logs()
-        self.tracking_uri, self.model_name = tracking_uri, model_name
+        self.tracking_uri, self.model_name, self._s3 = tracking_uri, model_name, s3
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        if is_sagemaker_arn(tracking_uri):
+            import mlflow
+
+            # The plugin reads the server's region and kind from the global tracking URI, not the client's.
+            mlflow.set_tracking_uri(tracking_uri)
+            if aws_session is not None:
+                self.client = _SignedWith(self.client, aws_session)
 
     # --- runs ---------------------------------------------------------------------------------------------
 
@@ -128,14 +172,20 @@ class Registry:
             tags=[RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())],
         )  # fmt: skip
         for name, body in artifacts.items():
-            self._log_artifact(run_id, name, body)
+            self._log_artifact(run_id, run.info.artifact_uri or "", name, body)
         self.client.set_tag(run_id, "complete", "true")
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    def _log_artifact(self, run_id: str, name: str, body: bytes) -> None:
+    def _log_artifact(self, run_id: str, artifact_uri: str, name: str, body: bytes) -> None:
         import tempfile
 
+        if artifact_uri.startswith("s3://") and self._s3 is not None:
+            from inventory_pipeline.s3_paths import split_s3_uri
+
+            bucket, key = split_s3_uri(f"{artifact_uri.rstrip('/')}/{name}")
+            self._s3().put_object(Bucket=bucket, Key=key, Body=body)
+            return
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             path.write_bytes(body)

@@ -5,6 +5,7 @@ real trial, and the self-hosted mode against the local stack."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -398,6 +399,25 @@ def test_self_hosted_rules_read_a_finished_job_from_s3_and_write_where_sagemaker
     assert [s["RuleEvaluationStatus"] for s in from_describe["DebugRuleEvaluationStatuses"]] == ["IssuesFound"]
     from_settings = evaluate_job_rules(s3, describe, Settings())
     assert [s["RuleConfigurationName"] for s in from_settings["DebugRuleEvaluationStatuses"]] == list(RULES)
+
+    # The DAG passes its verdicts prefix: the output goes there, and the report reads the evaluation the
+    # statuses record, not a ProfilerReport-<larger number> folder the job wrote beside its own output.
+    from inventory_pipeline.reports.build import profiler_reports
+
+    verdicts = f"s3://{bucket_name}/abid/verdicts"
+    judged = evaluate_job_rules(s3, describe, rules, output_base=verdicts)
+    assert judged["RuleOutputPath"] == verdicts
+    real = f"abid/verdicts/{job}/rule-output/ProfilerReport/profiler-output/profiler-reports/OverallSystemUsage.json"
+    assert s3.head_object(Bucket=bucket_name, Key=real)
+    forged = {"RuleTriggered": 0, "Violations": 0, "Details": {"forged": True}}
+    for base in ("training-jobs", "verdicts"):
+        key = (
+            f"abid/{base}/{job}/rule-output/ProfilerReport-99999999/profiler-output/profiler-reports/CPUBottleneck.json"
+        )
+        s3.put_object(Bucket=bucket_name, Key=key, Body=json.dumps(forged).encode())
+    read = profiler_reports(s3, {**describe, **judged})
+    assert {"CPUBottleneck", "OverallSystemUsage"} <= set(read)
+    assert "forged" not in json.dumps(read)
 
     nothing = evaluate_job_rules(s3, {**describe, "TrainingJobName": "job-that-saved-nothing"}, rules)
     assert {s["RuleEvaluationStatus"] for s in nothing["DebugRuleEvaluationStatuses"]} == {"Error"}

@@ -23,7 +23,13 @@ from inventory_pipeline.airflow_runner import DagTestResult, airflow_env, dags_t
 from inventory_pipeline.aws_call_recorder import PRINCIPAL_ENV, RECORD_ENV
 from inventory_pipeline.aws_clients import make_client
 from inventory_pipeline.dataset.seed import seed_synthetic
-from inventory_pipeline.local_aws.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, LocalStack
+from inventory_pipeline.local_aws.stack import (
+    DEFAULT_REGION,
+    LOCAL_ACCESS_KEY,
+    LOCAL_SECRET_KEY,
+    MLFLOW_ARTIFACTS_ENV,
+    LocalStack,
+)
 
 SITE_DIR = Path(__file__).resolve().parent / "recording_site"
 BUCKET, PREFIX, SOURCE_BUCKET = "reliability-project", "abid", "reliability-source"
@@ -38,6 +44,9 @@ WORKER_ACCESS_KEY, WORKER_SECRET = "AKIAWORKERAMBIENT01", "worker-ambient-secret
 # self_hosted needs a superset of managed's grants (the DAG's rule engine reads the job's output and writes
 # rule-output; the training processes upload their own debug output), so one run covers both modes.
 RULES_MODE = "self_hosted"
+PRETRAINED_PREFIX = f"{PREFIX}/pretrained/0123456789abcdef/"
+TRACKING_SERVER_NAME = "inventory-tracking"
+TRACKING_SERVER_ARN = f"arn:aws:sagemaker:{DEFAULT_REGION}:{ACCOUNT_ID}:mlflow-tracking-server/{TRACKING_SERVER_NAME}"
 
 
 @dataclass
@@ -48,12 +57,18 @@ class RecordedRun:
     stack_dir: Path
     calls_path: Path
     clients: dict[str, Any]
+    calls_in_run: int  # lines of calls_path when the DAG run ended: later tests' calls are not the run's
 
     @property
     def job_name(self) -> str:
         return self.summary["xcom"]["train"]["Training"]["TrainingJobName"]
 
     def calls(self) -> list[dict[str, Any]]:
+        """The DAG run's calls."""
+        return self.all_calls()[: self.calls_in_run]
+
+    def all_calls(self) -> list[dict[str, Any]]:
+        """Every call recorded on this stack, those of tests run after the DAG included."""
         return [json.loads(line) for line in self.calls_path.read_text().splitlines() if line.strip()]
 
 
@@ -70,7 +85,8 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedR
     calls_path, home, stack_dir = root / "aws-calls.jsonl", root / "airflow-home", root / "stack"
     pythonpath = os.pathsep.join(p for p in (str(SITE_DIR), os.environ.get("PYTHONPATH", "")) if p)
     recording = {RECORD_ENV: str(calls_path), "PYTHONPATH": pythonpath}
-    with mock.patch.dict(os.environ, recording):  # only while the servers start: they inherit it
+    # MLflow as a SageMaker managed tracking server: s3:// artifact URIs the client writes itself.
+    with mock.patch.dict(os.environ, {**recording, MLFLOW_ARTIFACTS_ENV: "s3"}):  # the servers inherit it
         stack = LocalStack(stack_dir).start()
     try:
         creds = {"aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
@@ -78,12 +94,19 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedR
                    for svc in ("s3", "sagemaker", "logs")}  # fmt: skip
         clients["s3"].create_bucket(Bucket=BUCKET)
         seed_synthetic(clients["s3"], SOURCE_BUCKET, images=200, seed=11)
+        # A `pretrained` channel (no checkpoint in it: small_cnn has no pretrained weights), so both policies'
+        # grants on the prefix `inventory-pipeline pretrained upload` writes are exercised.
+        clients["s3"].put_object(Bucket=BUCKET, Key=f"{PRETRAINED_PREFIX}README.txt", Body=b"no checkpoint here")
         env = airflow_env(home, {
             **stack.env(), **recording, PRINCIPAL_ENV: "airflow",
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(_connection(stack)),
             "AWS_ACCESS_KEY_ID": WORKER_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": WORKER_SECRET,
             "INVENTORY_BUCKET": BUCKET, "INVENTORY_PREFIX": PREFIX, "INVENTORY_POKE_INTERVAL_S": "3",
             "INVENTORY_REPORT_DIR": str(home / "reports"),
+            "INVENTORY_PRETRAINED_S3_URI": f"s3://{BUCKET}/{PRETRAINED_PREFIX}",
+            # A SageMaker MLflow tracking server ARN, which the sagemaker-mlflow plugin resolves to the local one.
+            "INVENTORY_TRACKING_URI": TRACKING_SERVER_ARN,
+            "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": stack.endpoints["mlflow"],
         })  # fmt: skip
         db_migrate(env)
         conf = {"source_bucket": SOURCE_BUCKET, "file_list": f"s3://{SOURCE_BUCKET}/file_list.json",
@@ -91,7 +114,8 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedR
         result = dags_test(env, conf, log_path=home / "dags-test.log")
         summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env,
                                  capture_output=True, text=True, check=True)  # fmt: skip
+        calls_in_run = len([line for line in calls_path.read_text().splitlines() if line.strip()])
         yield RecordedRun(result, json.loads(summary.stdout.strip().splitlines()[-1]), home, stack_dir, calls_path,
-                          clients)  # fmt: skip
+                          clients, calls_in_run)  # fmt: skip
     finally:
         stack.stop()

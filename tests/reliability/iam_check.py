@@ -1,4 +1,5 @@
-"""Which IAM permissions a recorded AWS API call needs, and a tiny evaluator of the project's Allow-only policies.
+"""Which IAM permissions a recorded AWS API call needs, and a tiny evaluator of the project's policies
+(Allow statements, and unconditional Deny statements that win over them).
 
 Operation names are mapped to IAM actions as AWS authorizes them (HeadObject is s3:GetObject, CopyObject is
 s3:GetObject on the source plus s3:PutObject on the destination, CreateTrainingJob also needs iam:PassRole on
@@ -24,6 +25,21 @@ _S3_BUCKET = {"HeadBucket": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "
 _LOGS_GROUP = ("CreateLogGroup", "CreateLogStream", "DescribeLogStreams")
 _LOGS_STREAM = ("PutLogEvents", "GetLogEvents")
 _SAGEMAKER_JOB = ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob")
+# SageMaker managed MLflow authorizes each MLflow REST call as `sagemaker-mlflow:<Operation>` on the tracking
+# server's ARN (Service Authorization Reference, "Amazon SageMaker with MLflow"): (method, path) -> operation.
+_MLFLOW = {
+    ("GET", "experiments/get-by-name"): "GetExperimentByName", ("GET", "experiments/get"): "GetExperiment",
+    ("POST", "experiments/create"): "CreateExperiment", ("POST", "experiments/search"): "SearchExperiments",
+    ("POST", "runs/create"): "CreateRun", ("GET", "runs/get"): "GetRun", ("POST", "runs/search"): "SearchRuns",
+    ("POST", "runs/log-batch"): "LogBatch", ("POST", "runs/set-tag"): "SetTag",
+    ("POST", "runs/update"): "UpdateRun", ("GET", "registered-models/get"): "GetRegisteredModel",
+    ("POST", "registered-models/create"): "CreateRegisteredModel",
+    ("GET", "model-versions/search"): "SearchModelVersions", ("POST", "model-versions/create"): "CreateModelVersion",
+    ("GET", "model-versions/get"): "GetModelVersion", ("POST", "model-versions/set-tag"): "SetModelVersionTag",
+    ("POST", "registered-models/alias"): "SetRegisteredModelAlias",
+    ("GET", "registered-models/alias"): "GetModelVersionByAlias",
+    ("DELETE", "registered-models/alias"): "DeleteRegisteredModelAlias",
+}  # fmt: skip
 _STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
 _OPERATORS = {
     "StringEquals": lambda value, want: value == want,
@@ -88,6 +104,12 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
         return [Permission("sagemaker:ListTrainingJobs", "*")]
     if service == "cloudwatch" and operation == "PutMetricData":  # no resource ARN; scoped by namespace
         return [Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", params["Namespace"]),))]
+    if service == "sagemaker-mlflow":
+        method, _, path = operation.partition(" ")
+        name = _MLFLOW.get((method, path.split("/mlflow/", 1)[-1]))
+        if name is None:
+            raise UnmappedCall(f"{service}:{operation}")
+        return [Permission(f"sagemaker-mlflow:{name}", params["TrackingServerArn"])]
     if service == "sns" and operation == "Publish":
         return [Permission("sns:Publish", params.get("TargetArn") or params["TopicArn"])]
     raise UnmappedCall(f"{service}:{operation}")
@@ -115,20 +137,27 @@ class Policy:
         for statement in document["Statement"]:
             # Only what this evaluator understands: anything else would make its verdict meaningless.
             assert set(statement) <= _STATEMENT_KEYS and "Sid" in statement, statement
-            assert statement["Effect"] == "Allow" and set(statement.get("Condition", {})) <= set(_OPERATORS), statement
+            assert statement["Effect"] in ("Allow", "Deny"), statement
+            assert set(statement.get("Condition", {})) <= set(_OPERATORS), statement
+            assert statement["Effect"] == "Allow" or "Condition" not in statement, statement  # unconditional denies
         return cls(path.name, document["Statement"])
 
     def allows(self, permission: Permission) -> bool:
-        """True when some statement grants it; marks every granting statement's action and resource as used."""
-        granted = False
+        """True when some Allow statement grants it and no Deny statement names it (an explicit deny wins, as in
+        IAM); marks every granting statement's action and resource as used."""
+        granted, denied = False, False
         for statement in self.statements:
             actions = [a for a in _listed(statement["Action"]) if _glob(a.lower()).fullmatch(permission.action.lower())]
             resources = [r for r in _listed(statement["Resource"]) if _glob(r).fullmatch(permission.resource)]
-            if actions and resources and self._conditions_hold(statement, dict(permission.context)):
-                granted = True
-                sid = statement["Sid"]
-                self.used |= {(sid, "action", a) for a in actions} | {(sid, "resource", r) for r in resources}
-        return granted
+            if not (actions and resources and self._conditions_hold(statement, dict(permission.context))):
+                continue
+            if statement["Effect"] == "Deny":
+                denied = True
+                continue
+            granted = True
+            sid = statement["Sid"]
+            self.used |= {(sid, "action", a) for a in actions} | {(sid, "resource", r) for r in resources}
+        return granted and not denied
 
     @staticmethod
     def _conditions_hold(statement: dict[str, Any], context: dict[str, str]) -> bool:
@@ -144,7 +173,7 @@ class Policy:
         gaps = []
         for statement in self.statements:
             sid = statement["Sid"]
-            if sid in allowlist:
+            if sid in allowlist or statement["Effect"] == "Deny":  # a deny grants nothing
                 continue
             gaps += [f"{self.name} {sid}: {kind} {value} is granted but never needed"
                      for kind in ("action", "resource") for value in _listed(statement[kind.title()])

@@ -10,10 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dag_run_recording import ACCOUNT_ID, BUCKET, CONN_ACCESS_KEY, PREFIX, SOURCE_BUCKET, RecordedRun
+from dag_run_recording import (
+    ACCOUNT_ID,
+    BUCKET,
+    CONN_ACCESS_KEY,
+    PREFIX,
+    SOURCE_BUCKET,
+    TRACKING_SERVER_NAME,
+    RecordedRun,
+)
 from iam_check import Permission, Policy, UnmappedCall, required_permissions
+from support import tar_archive
 
-from inventory_pipeline.local_aws.stack import DEFAULT_REGION, LOCAL_ACCESS_KEY, NOTIFY_TOPIC
+from inventory_pipeline.local_aws.stack import DEFAULT_REGION, LOCAL_ACCESS_KEY, MLFLOW_ARTIFACT_BUCKET, NOTIFY_TOPIC
 from inventory_pipeline.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -34,10 +43,14 @@ REAL_AWS_ONLY = {
         "LogAgentFindsItsStream": "SageMaker's log agent looks its stream up; the local runner creates it directly",
         "PullImagesAuth": "SageMaker pulls the training/rule images from ECR; locally training_code/ runs as is",
         "PullTrainingAndRuleImages": "the same image pull (layers)",
+        "SpotCheckpoints": "only use_spot jobs sync checkpoints (the Spot fault scenario in fault_scenarios.py "
+        "runs one); the recorded run is on-demand",
     },
     "airflow": {
         "StopJobWhenTaskIsKilled": "only on_kill of a task stops its (paid) job; a good run never stops it",
         "AdoptOnlyOwnJobOnRetry": "only a retried train task meeting its run's job name reads the job's tags",
+        "PromoteInRegistry": "the recorded run's one-epoch model registers no earlier version to search, tag or move "
+        "the alias from; tests/integration/test_dag_end_to_end.py promotes through the same Registry calls",
         "StorageGcDeletesOldData": "storage_gc deletes only what is older than its grace period and not kept; a "
         "single fresh run has nothing to delete (tests/integration/test_storage_gc.py deletes)",
     },
@@ -50,7 +63,8 @@ def policy_values() -> dict[str, str]:
     return {"Bucket": BUCKET, "Prefix": PREFIX, "SourceBucket": SOURCE_BUCKET, "AccountId": ACCOUNT_ID,
             "Region": DEFAULT_REGION, "ExecutionRoleArn": Settings().role_arn,
             "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}",
-            "RuntimeLimitSeconds": str(Settings().runtime_limit_s)}  # fmt: skip
+            "RuntimeLimitSeconds": str(Settings().runtime_limit_s), "TrackingServerName": TRACKING_SERVER_NAME,
+            "MlflowArtifactStore": MLFLOW_ARTIFACT_BUCKET}  # fmt: skip
 
 
 @dataclass
@@ -127,6 +141,68 @@ def test_every_grant_is_needed_by_some_call(evaluation: Evaluation) -> None:
     assert not stale, f"allowlisted statements that are missing or used after all: {stale}"
 
 
+# --- a training job that tries to change what judges it ---------------------------------------------------
+
+# Runs as a training job's entry point, with the execution role's credentials: forges a ProfilerReport folder
+# beside the judged job's output (a later "newest" name) and overwrites that job's report.
+HOSTILE = """
+import json, os, sys
+import boto3
+bucket, prefix, victim = sys.argv[sys.argv.index("--target") + 1].split(",")
+s3 = boto3.client("s3")
+forged = json.dumps({"RuleTriggered": 0, "Violations": 0, "Details": {"forged": True}}).encode()
+writes = {
+    f"{prefix}/training-jobs/{victim}/rule-output/ProfilerReport-99999999/profiler-output/profiler-reports/"
+    "CPUBottleneck.json": forged,
+    f"{prefix}/verdicts/{victim}/report.html": b"<p>all rules passed</p>",
+}
+for key, body in writes.items():
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+os.makedirs(os.environ["SM_MODEL_DIR"], exist_ok=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_calls(recorded_run: RecordedRun) -> list[dict]:
+    """The S3 writes a hostile job made against the recorded run's job, as the recorder attributed them."""
+    s3, sm = recorded_run.clients["s3"], recorded_run.clients["sagemaker"]
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/code/hostile.tar.gz", Body=tar_archive({"hostile.py": HOSTILE}))
+    name = "inventory-hostile-job"
+    sm.create_training_job(
+        TrainingJobName=name, RoleArn=Settings().role_arn,
+        AlgorithmSpecification={"TrainingImage": "pytorch-training:2.1-cpu-py310", "TrainingInputMode": "File"},
+        HyperParameters={"sagemaker_program": '"hostile.py"', "target": f'"{BUCKET},{PREFIX},{recorded_run.job_name}"',
+                         "sagemaker_submit_directory": f'"s3://{BUCKET}/{PREFIX}/code/hostile.tar.gz"'},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/{PREFIX}/training-jobs"},
+        ResourceConfig={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+    )  # fmt: skip
+    sm.get_waiter("training_job_completed_or_stopped").wait(
+        TrainingJobName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
+    )
+    described = sm.describe_training_job(TrainingJobName=name)
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    later = recorded_run.all_calls()[recorded_run.calls_in_run :]
+    return [c for c in later if c["operation"] == "PutObject" and recorded_run.job_name in c["params"].get("Key", "")]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_training_job_cannot_write_what_judges_it(recorded_run: RecordedRun, hostile_calls: list[dict]) -> None:
+    from inventory_pipeline.reports.build import profiler_reports
+
+    assert {c["principal"] for c in hostile_calls} == {"execution_role"} and len(hostile_calls) == 2, hostile_calls
+    role = Policy.load(DOCS / POLICIES["execution_role"], policy_values())
+    for call in hostile_calls:
+        [permission] = required_permissions(call, DEFAULT_REGION, ACCOUNT_ID)
+        assert not role.allows(permission), f"the execution role may write {permission}: a job can forge its verdict"
+    # What the report reads is the evaluation our engine recorded (under verdicts/), not the forged folder.
+    statuses = recorded_run.summary["xcom"]["wait_for_rules"]
+    describe = {"TrainingJobName": recorded_run.job_name, **statuses}
+    read = profiler_reports(recorded_run.clients["s3"], describe)
+    assert read and "forged" not in str(read), read
+
+
 # --- the evaluator itself (no DAG run) --------------------------------------------------------------------
 
 
@@ -152,9 +228,9 @@ def test_operations_map_to_the_iam_actions_aws_authorizes() -> None:
 
 def test_the_evaluator_matches_wildcards_and_conditions_like_iam() -> None:
     policy = Policy.load(DOCS / "airflow-policy.json", policy_values())
-    key = f"arn:aws:s3:::{BUCKET}/{PREFIX}/training-jobs/job-1/report/report.html"
+    key = f"arn:aws:s3:::{BUCKET}/{PREFIX}/verdicts/job-1/report.html"
     assert policy.allows(Permission("s3:PutObject", key))
-    assert not policy.allows(Permission("s3:PutObject", key.replace("/report/", "/output/")))
+    assert not policy.allows(Permission("s3:PutObject", f"arn:aws:s3:::{BUCKET}/{PREFIX}/training-jobs/job-1/x"))
     role = Settings().role_arn
     assert policy.allows(Permission("iam:PassRole", role, (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
     assert not policy.allows(Permission("iam:PassRole", role))  # a missing condition key fails the condition

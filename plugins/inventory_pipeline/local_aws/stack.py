@@ -73,13 +73,21 @@ def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_di
 SAGEMAKER = ServerSpec(name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping")
 
 
+# "proxied" (default): clients send artifacts through the server. "s3": as a SageMaker managed tracking server,
+# the server hands out s3:// artifact URIs and clients write the store themselves (the IAM test's stack).
+MLFLOW_ARTIFACTS_ENV = "INVENTORY_LOCAL_MLFLOW_ARTIFACTS"
+
+
 def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
     store = state_dir / "mlflow"
     store.mkdir(parents=True, exist_ok=True)
+    artifacts = (["--default-artifact-root", f"s3://{MLFLOW_ARTIFACT_BUCKET}/", "--no-serve-artifacts"]
+                 if os.environ.get(MLFLOW_ARTIFACTS_ENV) == "s3"
+                 else ["--artifacts-destination", f"s3://{MLFLOW_ARTIFACT_BUCKET}/"])  # fmt: skip
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{(store / 'mlflow.db').resolve()}",
-        "--artifacts-destination", f"s3://{MLFLOW_ARTIFACT_BUCKET}/",
+        *artifacts,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
 

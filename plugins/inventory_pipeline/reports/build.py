@@ -1,7 +1,7 @@
 """The run's report: one self-contained HTML file people want to read, plus a compact summary for XCom.
 
-Inputs, all read from S3 where SageMaker (or the local runner) left them: the job's description, the
-ProfilerReport's rule files (the folder may carry a `-<epoch>` suffix), the system metrics, metrics.json
+Inputs, all read from S3 where SageMaker (or the local runner) left them: the job's description, the rule
+files of the ProfilerReport evaluation its statuses record, the system metrics, metrics.json
 inside output.tar.gz, and the dataset manifest. Every number shown comes from those inputs.
 """
 
@@ -31,21 +31,18 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
 
 
 def profiler_reports(s3: Any, describe: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """`<Rule>.json` of the newest ProfilerReport folder (`ProfilerReport` or `ProfilerReport-<epoch>`)."""
-    base = (describe.get("ProfilerConfig") or {}).get("S3OutputPath")
-    if not base:
+    """`<Rule>.json` of the ProfilerReport evaluation recorded for this job: the configuration named in its
+    ProfilerRuleEvaluationStatuses (SageMaker's, or our engine's), read under the base that evaluation wrote to
+    (`RuleOutputPath` for our engine, beside the job's output for SageMaker's). Never "the newest folder": a
+    folder the job wrote itself (`ProfilerReport-99999999`) is not an evaluation anyone recorded."""
+    base = describe.get("RuleOutputPath") or (describe.get("ProfilerConfig") or {}).get("S3OutputPath")
+    recorded = [s.get("RuleConfigurationName", "") for s in describe.get("ProfilerRuleEvaluationStatuses") or []]
+    names = [n for n in recorded if n == "ProfilerReport" or n.startswith("ProfilerReport-")]
+    if not base or not names:
         return {}
-    bucket, prefix = split_s3_uri(f"{base.rstrip('/')}/{describe['TrainingJobName']}/rule-output/")
+    bucket, prefix = split_s3_uri(f"{base.rstrip('/')}/{describe['TrainingJobName']}/rule-output/{names[-1]}/")
     keys = [k for k in _list(s3, bucket, prefix) if "/profiler-output/profiler-reports/" in k and k.endswith(".json")]
-    folders = sorted({k[len(prefix):].split("/", 1)[0] for k in keys if k[len(prefix):].startswith("ProfilerReport")},
-                     key=lambda f: (int(f.rsplit("-", 1)[1]) if f.rsplit("-", 1)[-1].isdigit() else 0, f))  # fmt: skip
-    if not folders:
-        return {}
-    newest = folders[-1]
-    return {
-        Path(k).stem: json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read())
-        for k in keys if k[len(prefix):].startswith(newest + "/")
-    }  # fmt: skip
+    return {Path(k).stem: json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys}
 
 
 def training_metrics(s3: Any, describe: dict[str, Any]) -> dict[str, Any]:
@@ -258,9 +255,11 @@ def build_report(
     s3: Any, describe: dict[str, Any], manifest_key: str | None, bucket: str, out_dir: Path,
     fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
     champion_data: dict[str, Any] | None = None, *, mix_threshold: float, guardrails: dict[str, Any] | None = None,
+    verdicts: str,
 ) -> ReportResult:  # fmt: skip
-    """The report of one job. `champion_data`: the champion's dataset (data_section.champion_dataset; None when
-    there is no champion), which this run's class mix is compared with (ClassMixShift)."""
+    """The report of one job, written to `<verdicts>/report.html` (s3_paths.verdicts_uri: out of the job's
+    reach). `champion_data`: the champion's dataset (data_section.champion_dataset; None when there is no
+    champion), which this run's class mix is compared with (ClassMixShift)."""
     from jinja2 import Environment
     from markupsafe import Markup
 
@@ -297,8 +296,7 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
     html_path.write_text(html)
-    out = (describe.get("OutputDataConfig") or {}).get("S3OutputPath", f"s3://{bucket}")
-    report_bucket, report_prefix = split_s3_uri(f"{out.rstrip('/')}/{job}/report/report.html")
+    report_bucket, report_prefix = split_s3_uri(f"{verdicts.rstrip('/')}/report.html")
     s3.put_object(Bucket=report_bucket, Key=report_prefix, Body=html.encode(), ContentType="text/html")
     rules = [{"name": f.rule, "kind": f.kind, "status": f.status} for f in findings]
     summary = {

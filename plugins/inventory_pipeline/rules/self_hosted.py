@@ -5,7 +5,9 @@ Accounts without SageMaker Debugger (closed to new customers since 2026-07-30) s
 the training code saves the same smdebug tensors and our sampler's system metrics to the S3 locations
 SageMaker uses (`<S3OutputPath>/<job>/debug-output`, `.../profiler-output`). This module mirrors them once
 through the storage seam, runs the same engine as the local runner, writes the rule output to
-`<S3OutputPath>/<job>/rule-output/<RuleConfigurationName>/` and answers in DescribeTrainingJob's shape.
+`<output_base>/<job>/rule-output/<RuleConfigurationName>/` and answers in DescribeTrainingJob's shape. The DAG
+passes the verdicts prefix (`s3_paths.verdicts_uri`) as `output_base`: a place the job's execution role cannot
+write, so nothing a training job writes can stand in for the evaluation of its rules.
 """
 
 from __future__ import annotations
@@ -70,17 +72,21 @@ def _epoch(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
-def evaluate_job_rules(s3: Any, describe: Mapping[str, Any], rules: Any = None) -> dict[str, Any]:
-    """Evaluate a finished job's rules from S3 and write their output where SageMaker would.
+def evaluate_job_rules(
+    s3: Any, describe: Mapping[str, Any], rules: Any = None, output_base: str | None = None
+) -> dict[str, Any]:
+    """Evaluate a finished job's rules from S3 and write their output under `output_base` (default: where
+    SageMaker would, beside the job's output).
 
     `describe` is a DescribeTrainingJob response (TrainingJobName, OutputDataConfig, and DebugHookConfig /
     ProfilerConfig when the request had them); `rules` as in `rule_configurations`. Returns
     {"DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"} in DescribeTrainingJob's shape, plus the
-    configurations evaluated and the ProfilerConfig the report reader needs."""
+    configurations evaluated and `RuleOutputPath`, the base the rule output was written under."""
     job = describe["TrainingJobName"]
     output = describe["OutputDataConfig"]["S3OutputPath"].rstrip("/")
     hook_base = ((describe.get("DebugHookConfig") or {}).get("S3OutputPath") or output).rstrip("/")
     profiler_base = ((describe.get("ProfilerConfig") or {}).get("S3OutputPath") or output).rstrip("/")
+    rule_base = (output_base or output).rstrip("/")
     debug_configs, profiler_configs = rule_configurations(describe, rules)
     debug_statuses, profiler_statuses = [], []
     with tempfile.TemporaryDirectory(prefix=f"rules-{job[:40]}-") as tmp:
@@ -90,18 +96,19 @@ def evaluate_job_rules(s3: Any, describe: Mapping[str, Any], rules: Any = None) 
         log.info("%s: %d debug-output file(s) mirrored for %d debugger rule(s)", job, copied, len(debug_configs))
         for config in debug_configs:
             outcome = _debugger(config, trial, copied)
-            debug_statuses.append(_publish(s3, outcome, Path(tmp, "out", outcome.name), f"{hook_base}/{job}"))
+            debug_statuses.append(_publish(s3, outcome, Path(tmp, "out", outcome.name), f"{rule_base}/{job}"))
         for config in profiler_configs:
             name = config.get("RuleConfigurationName") or "ProfilerReport"
             out_dir = Path(tmp, "out", name)
             outcome = _profiler(config, metrics, out_dir, trial if copied else None, describe, job)
-            profiler_statuses.append(_publish(s3, outcome, out_dir, f"{profiler_base}/{job}"))
+            profiler_statuses.append(_publish(s3, outcome, out_dir, f"{rule_base}/{job}"))
     return {
         "DebugRuleEvaluationStatuses": debug_statuses,
         "ProfilerRuleEvaluationStatuses": profiler_statuses,
         "DebugRuleConfigurations": debug_configs,
         "ProfilerRuleConfigurations": profiler_configs,
         "ProfilerConfig": {"S3OutputPath": profiler_base},
+        "RuleOutputPath": rule_base,
     }
 
 
