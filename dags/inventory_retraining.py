@@ -59,12 +59,15 @@ INSTANCE_TYPES = [
 ]  # fmt: skip
 
 PARAMS = {
+    # A Param left empty (None) takes the deployment's setting (INVENTORY_*: Airflow Variable, else environment,
+    # else the default): the form's defaults never override what the deployment set (docs/settings.md).
     "source_bucket": Param(
-        os.environ.get("INVENTORY_SOURCE_BUCKET", "aft-vbi-pds"),
-        type="string",
+        None,
+        type=["null", "string"],
         minLength=3,
         title="Source bucket",
-        description="Bucket holding bin-images/<id>.jpg and metadata/<id>.json.",
+        description="Bucket holding bin-images/<id>.jpg and metadata/<id>.json. Empty: the deployment's "
+        "INVENTORY_SOURCE_BUCKET (default aft-vbi-pds).",
     ),
     # Optional fields accept null, which is also what makes the UI form treat them as not required.
     "source_prefix": Param(
@@ -74,11 +77,12 @@ PARAMS = {
         description="Key prefix before bin-images/ and metadata/ in the source bucket (usually empty).",
     ),
     "file_list": Param(
-        os.environ.get("INVENTORY_FILE_LIST", ""),
+        None,
         type=["null", "string"],
         title="File list",
         description="s3:// URI of a file_list.json ({'1': ['metadata/<id>.json', ...], ...}) in the source bucket "
-        "(or a bucket the deployment allows). Empty: list metadata/ and read EXPECTED_QUANTITY.",
+        "(or a bucket the deployment allows). Empty: the deployment's INVENTORY_FILE_LIST, else list metadata/ "
+        "and read EXPECTED_QUANTITY.",
     ),
     "per_class_limit": Param(
         0,
@@ -113,41 +117,46 @@ PARAMS = {
         description="resnet50 is the study's model; small_cnn is for quick synthetic runs.",
     ),
     "rules_mode": Param(
-        os.environ.get("INVENTORY_RULES_MODE", "auto"),
-        type="string",
-        enum=list(RULES_MODES),
+        None,
+        type=["null", "string"],
+        enum=[None, *RULES_MODES],
         title="Rules mode",
         description="managed: SageMaker Debugger evaluates the rules. self_hosted: our rule engine does "
         "(for accounts without Debugger, closed to new customers since 2026-07-30). auto: managed unless "
-        "SageMaker refuses Debugger rules for the account, then self_hosted.",
+        "SageMaker refuses Debugger rules for the account, then self_hosted. Empty: the deployment's "
+        "INVENTORY_RULES_MODE (default auto).",
     ),
     "max_runtime_s": Param(
-        int(os.environ.get("INVENTORY_MAX_RUNTIME_S", "3600")),
-        type="integer",
+        None,
+        type=["null", "integer"],
         minimum=60,
         maximum=28 * 86400,
         title="Maximum runtime (s)",
-        description="StoppingCondition.MaxRuntimeInSeconds: SageMaker stops the job after this much training.",
+        description="StoppingCondition.MaxRuntimeInSeconds: SageMaker stops the job after this much training. "
+        "Empty: the deployment's INVENTORY_MAX_RUNTIME_S (default 3600).",
     ),
     "use_spot": Param(
-        os.environ.get("INVENTORY_USE_SPOT", "false").lower() == "true",
+        False,
         type="boolean",
         title="Managed Spot training",
-        description="Train on Spot capacity (cheaper; may be interrupted and resumed from per-epoch checkpoints).",
+        description="Train on Spot capacity (cheaper; may be interrupted and resumed from per-epoch checkpoints). "
+        "Off: the deployment's INVENTORY_USE_SPOT (a run can ask for Spot, not refuse the deployment's).",
     ),
     "max_wait_s": Param(
-        int(os.environ.get("INVENTORY_MAX_WAIT_S", str(4 * 3600))),
-        type="integer",
+        None,
+        type=["null", "integer"],
         minimum=60,
         title="Spot: maximum wait (s)",
-        description="MaxWaitTimeInSeconds: training plus waiting for Spot capacity; at least the maximum runtime.",
+        description="MaxWaitTimeInSeconds: training plus waiting for Spot capacity; at least the maximum runtime. "
+        "Empty: the deployment's INVENTORY_MAX_WAIT_S (default 14400).",
     ),
     "network_isolation": Param(
-        os.environ.get("INVENTORY_ENABLE_NETWORK_ISOLATION", "false").lower() == "true",
+        False,
         type="boolean",
         title="Network isolation",
         description="EnableNetworkIsolation: the training container has no network (inputs and outputs still "
-        "move through SageMaker).",
+        "move through SageMaker). Off: the deployment's INVENTORY_ENABLE_NETWORK_ISOLATION (a run can switch "
+        "isolation on, never off).",
     ),
     "fail_on_rules": Param(
         None,

@@ -8,7 +8,7 @@ function's return value is small and JSON-serialisable: it becomes the task's XC
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,25 +38,35 @@ def failing_fast_on_bad_input() -> Iterator[None]:
 
 
 class DeploymentValues(Mapping[str, str]):
-    """The deployment's `INVENTORY_*` values: the environment first, else the Airflow Variable of that name."""
+    """The deployment's `INVENTORY_*` values: the Airflow Variable of that name, else the environment variable
+    (Settings.from_sources puts a Param given in the run above both, and the field's default below). Each name
+    is looked up once per instance: one settings_from call asks the Variables once."""
+
+    def __init__(self, variable_get: Callable[[str], str | None] | None = None):
+        self._variable_get = variable_get or _airflow_variable
+        self._seen: dict[str, str | None] = {}
 
     def __getitem__(self, name: str) -> str:
         import os
 
-        if name in os.environ:
-            return os.environ[name]
-        from airflow.sdk import Variable
-
-        value = Variable.get(name, default=None)
-        if value is None:
+        if name not in self._seen:
+            value = self._variable_get(name)
+            self._seen[name] = str(value) if value is not None else os.environ.get(name)
+        if self._seen[name] is None:
             raise KeyError(name)
-        return str(value)
+        return self._seen[name]
 
     def __iter__(self) -> Iterator[str]:  # only looked up by name; never listed
         return iter(())
 
     def __len__(self) -> int:
         return 0
+
+
+def _airflow_variable(name: str) -> str | None:
+    from airflow.sdk import Variable
+
+    return Variable.get(name, default=None)
 
 
 def declared_params() -> frozenset[str] | None:
@@ -86,7 +96,13 @@ def check_run_conf(
 
         raise AirflowFailException(str(exc)) from exc
     with failing_fast_on_bad_input():
-        settings_from(params)
+        settings = settings_from(params)
+        if not settings.tracking_uri:  # the gate records every decision there: refuse before any work
+            from inventory_pipeline.settings import SettingsError
+
+            raise SettingsError("tracking_uri", "INVENTORY_TRACKING_URI is not set: the gate records each "
+                                "decision in an MLflow registry (an MLflow URI or a SageMaker MLflow tracking "
+                                "server ARN; the embedded stack sets it)")  # fmt: skip
     return {"conf_keys": sorted(conf or {})}
 
 
@@ -330,7 +346,8 @@ def evaluate_and_promote(
     settings, s3, facts, inputs = gathered.settings, gathered.s3, gathered.facts, gathered.inputs
     facts.review = review_outcome(ti, dag_id, run_id)
     inputs.report_html = _read_s3_uri(s3, inputs.report_uri)
-    record = run_gate(s3, settings.bucket, settings.root, registry_for(settings), facts, inputs,
+    registry = registry_for(settings) if settings.tracking_uri else None  # none: check_run_conf failed the run
+    record = run_gate(s3, settings.bucket, settings.root, registry, facts, inputs,
                       settings.gate_policy, notify=_notifier(settings))  # fmt: skip
     ti.xcom_push(key="decision", value=record)
     if on_recorded is not None:

@@ -21,6 +21,7 @@ from inventory_pipeline.comparison import p_text
 from inventory_pipeline.decisions import (
     BELOW_BASELINE,
     BLOCKED,
+    FAILED,
     NOT_BETTER,
     PROMOTED,
     DecisionStore,
@@ -31,7 +32,7 @@ from inventory_pipeline.decisions import (
     read_json,
 )
 from inventory_pipeline.s3_paths import split_s3_uri
-from inventory_pipeline.tracking import ModelVersionInfo, Registry, summary_tags
+from inventory_pipeline.tracking import ModelVersionInfo, Registry, TrackingError, summary_tags
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,20 @@ def _no_checkpoint(step: str) -> None:
 
 
 def run_gate(
-    s3: Any, bucket: str, root: str, registry: Registry, facts: RunFacts, inputs: GateInputs, policy: GatePolicy,
-    notify: Callable[[dict[str, Any]], None] | None = None, checkpoint: Checkpoint = _no_checkpoint,
+    s3: Any, bucket: str, root: str, registry: Registry | None, facts: RunFacts, inputs: GateInputs,
+    policy: GatePolicy, notify: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Checkpoint = _no_checkpoint,
 ) -> dict[str, Any]:  # fmt: skip
     """Decide once (or read the decision an earlier try made), apply it, announce it; returns the record.
 
+    `registry` is None only when no tracking server is configured, which check_run_conf refuses: the run's
+    `failed` decision is then recorded and announced, with nothing to apply to a registry.
     `checkpoint(step)` is called after each write: the fault suite crashes there to prove every retry ends
     in the same state."""
     store = DecisionStore(s3, bucket, root)
     record = store.read(facts.job)
     if record is None:
-        champion = registry.champion()
+        champion = registry.champion() if registry is not None else None
         facts.champion_now = champion.to_dict() if champion else None
         record = {
             "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, policy),
@@ -88,8 +92,14 @@ def run_gate(
     else:
         log.info("decision for %s already recorded: %s (%s); completing it", facts.job, record["status"],
                  record["reason"])  # fmt: skip
-    applied = store.read(facts.job, "applied") or apply_decision(s3, bucket, root, registry, record, facts, inputs,
-                                                                 store, checkpoint)  # fmt: skip
+    if registry is None:
+        if record["status"] != FAILED:
+            raise TrackingError(f"no tracking server to apply the decision {record['status']!r} to")
+        log.warning("no tracking server (INVENTORY_TRACKING_URI): the decision is recorded in S3 only")
+        applied: dict[str, Any] = {}
+    else:
+        applied = store.read(facts.job, "applied") or apply_decision(s3, bucket, root, registry, record, facts,
+                                                                     inputs, store, checkpoint)  # fmt: skip
     record = {**record, "tracking": applied.get("tracking"), "registry": applied.get("registry")}
     if notify is not None and store.read(facts.job, "notified") is None:
         try:

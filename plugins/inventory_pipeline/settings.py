@@ -308,7 +308,9 @@ class Settings:
         declared: Iterable[str] | None = None,
         enforce_guardrails: bool = True,
     ) -> Settings:
-        """Settings from Params (per run) over the deployment's `INVENTORY_*` values (environment/Variables).
+        """The one precedence: a Param given in the run > the deployment's `INVENTORY_*` value (`env`: the
+        Airflow Variable, else the environment, see dag_tasks.DeploymentValues) > the field's default. A Param
+        left empty (None or "") is not given; `_SWITCH_ON_ONLY` Params given as false are not given either.
 
         `declared`: the DAG's Param names; only those are read from `params` (Airflow merges undeclared run-conf
         keys into a task's params). None means every key of `params` is the caller's own choice (the CLI, tests).
@@ -323,13 +325,13 @@ class Settings:
             if name not in readable:
                 continue
             name = _PARAM_ALIASES.get(name, name)
-            if name in _FIELD_TYPES and value is not None and value != "":
-                values[name] = value
+            if name not in _FIELD_TYPES or value is None or value == "":
+                continue  # an empty Param: the deployment's value
+            if name in _SWITCH_ON_ONLY and not _coerce(name, value):
+                continue  # off in the run: the deployment's value (a run may switch these on, never off)
+            values[name] = value
         if not values.get("fail_on_rules") and "required_blocking_rules" in values:  # a run that names none
             values["fail_on_rules"] = values["required_blocking_rules"]
-        isolated = env.get(_ENV_NAMES["enable_network_isolation"]) or False
-        if _coerce("enable_network_isolation", isolated):  # a run may ask for isolation, never lift the deployment's
-            values["enable_network_isolation"] = True
         coerced = {name: _coerce(name, value) for name, value in values.items()}
         return cls(**coerced, enforce_guardrails=enforce_guardrails)
 
@@ -360,8 +362,8 @@ _FIELD_TYPES: dict[str, type] = {
     }.items()
 }  # fmt: skip
 
-# Deployment settings: environment variables, or Airflow Variables of the same names (see
-# `deployment_sources`). A field that is also a declared Param (source_bucket) takes the Param over these.
+# Deployment settings: Airflow Variables of these names, else environment variables (dag_tasks.DeploymentValues).
+# A field that is also a declared Param (source_bucket, rules_mode, ...) takes a Param given in the run over these.
 _ENV_NAMES = {
     "bucket": "INVENTORY_BUCKET",
     "prefix": "INVENTORY_PREFIX",
@@ -370,6 +372,8 @@ _ENV_NAMES = {
     "copy_workers": "INVENTORY_COPY_WORKERS",
     "reject_threshold": "INVENTORY_REJECT_THRESHOLD",
     "source_bucket": "INVENTORY_SOURCE_BUCKET",
+    "file_list": "INVENTORY_FILE_LIST",
+    "rules_mode": "INVENTORY_RULES_MODE",
     "subnets": "INVENTORY_SUBNETS",
     "security_group_ids": "INVENTORY_SECURITY_GROUP_IDS",
     "output_kms_key_id": "INVENTORY_OUTPUT_KMS_KEY_ID",
@@ -405,6 +409,8 @@ _ENV_NAMES = {
     "max_run_cost_usd": "INVENTORY_MAX_RUN_COST_USD",
     "required_blocking_rules": "INVENTORY_REQUIRED_BLOCKING_RULES",
 }
+# Booleans a run may switch on but never off: false in a run means "the deployment's value".
+_SWITCH_ON_ONLY = frozenset({"enable_network_isolation", "use_spot"})
 # Params whose form name differs from the setting's.
 _PARAM_ALIASES = {"network_isolation": "enable_network_isolation"}
 

@@ -21,10 +21,10 @@ import importlib, json, sys
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.bases.sensor import BaseSensorOperator
 from airflow.utils.file import iter_airflow_imports
-for module in iter_airflow_imports({str(ROOT / 'dags' / 'inventory_retraining.py')!r}):
+for module in iter_airflow_imports({str(ROOT / "dags" / "inventory_retraining.py")!r}):
     importlib.import_module(module)
 pre_imported = {{m.split('.')[0] for m in sys.modules}}
-bag = DagBag({str(ROOT / 'dags')!r})
+bag = DagBag({str(ROOT / "dags")!r})
 dag = bag.dags.get("inventory_retraining")
 heavy = sorted(({{m.split('.')[0] for m in sys.modules}} - pre_imported) & set({HEAVY!r}))
 print(json.dumps({{
@@ -72,9 +72,26 @@ def test_params_have_the_documented_names_titles_and_types(parsed):
         assert schema.get("type"), f"{name} has no type"
     assert parsed["params"]["instance_type"] == "ml.c5.xlarge"
     assert parsed["params"]["instance_count"] == 2
-    assert parsed["schema"]["rules_mode"]["enum"] == ["auto", "managed", "self_hosted"]
-    assert parsed["params"]["rules_mode"] == "auto"  # works for accounts with and without Debugger
+    assert parsed["schema"]["rules_mode"]["enum"] == [None, "auto", "managed", "self_hosted"]
     assert (parsed["params"]["use_spot"], parsed["params"]["network_isolation"]) == (False, False)
+
+
+def test_params_that_are_also_deployment_settings_default_to_the_deployments_value(parsed):
+    """An untouched form (or a scheduled run) must not override what the deployment set: these Params default to
+    "not given" (None; the two switches to off, which a run may only turn on), and the settings then take the
+    Airflow Variable, else the environment, else the default (Settings.from_sources)."""
+    from inventory_pipeline.dag_tasks import DeploymentValues
+    from inventory_pipeline.settings import Settings
+
+    for name in ("source_bucket", "file_list", "rules_mode", "max_runtime_s", "max_wait_s"):
+        assert parsed["params"][name] is None, name
+    variables = {"INVENTORY_USE_SPOT": "true", "INVENTORY_MAX_RUNTIME_S": "7200", "INVENTORY_MAX_WAIT_S": "9000",
+                 "INVENTORY_SOURCE_BUCKET": "team-mirror", "INVENTORY_RULES_MODE": "managed",
+                 "INVENTORY_ENABLE_NETWORK_ISOLATION": "true"}  # fmt: skip
+    settings = Settings.from_sources(parsed["params"], DeploymentValues(variables.get), declared=parsed["params"])
+    assert (settings.use_spot, settings.max_runtime_s, settings.max_wait_s) == (True, 7200, 9000)
+    assert (settings.source_bucket, settings.rules_mode, settings.enable_network_isolation) == (
+        "team-mirror", "managed", True)  # fmt: skip
 
 
 def test_every_sensor_has_a_timeout_below_airflows_week(parsed):

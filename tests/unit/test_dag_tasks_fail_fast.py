@@ -42,8 +42,10 @@ def test_transient_and_unknown_errors_keep_their_retries():
             raise ConnectionError("reset by peer")
 
 
-def test_the_first_task_refuses_params_the_settings_refuse_once_without_retries():
+def test_the_first_task_refuses_params_the_settings_refuse_once_without_retries(monkeypatch):
     from inventory_pipeline.dag_tasks import check_run_conf
+
+    monkeypatch.setenv("INVENTORY_TRACKING_URI", "http://127.0.0.1:5000")
 
     declared = frozenset({"epochs", "fail_on_rules", "instance_type"})
     with pytest.raises(AirflowFailException, match="'epochs'.*not retrying"):
@@ -52,3 +54,12 @@ def test_the_first_task_refuses_params_the_settings_refuse_once_without_retries(
     with pytest.raises(AirflowFailException, match="LowGPUUtilization.*ml.c5.xlarge has no GPU"):
         check_run_conf(gpu_rule, declared, gpu_rule)
     assert check_run_conf({"epochs": 2}, declared, {"epochs": 2}) == {"conf_keys": ["epochs"]}
+
+
+def test_the_first_task_refuses_a_deployment_without_a_tracking_server(monkeypatch):
+    """Without it the gate could record no decision in a registry: refused before any work, naming the setting."""
+    from inventory_pipeline.dag_tasks import check_run_conf
+
+    monkeypatch.delenv("INVENTORY_TRACKING_URI", raising=False)
+    with pytest.raises(AirflowFailException, match="INVENTORY_TRACKING_URI is not set.*not retrying"):
+        check_run_conf({}, frozenset(), {})

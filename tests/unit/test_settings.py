@@ -119,3 +119,37 @@ def test_a_file_list_comes_only_from_where_the_deployment_reads_them():
     assert allowed.file_list_buckets == ("lists", "other")
     local = Settings.from_sources({"file_list": "/data/file_list.json"}, {"INVENTORY_ALLOW_LOCAL_FILE_LIST": "true"})
     assert local.file_list == "/data/file_list.json"
+
+
+def test_one_precedence_param_then_variable_then_environment_then_default(monkeypatch):
+    from inventory_pipeline.dag_tasks import DeploymentValues
+
+    monkeypatch.setenv("INVENTORY_MAX_RUNTIME_S", "1800")
+    monkeypatch.setenv("INVENTORY_MAX_WAIT_S", "5400")
+    variables = {"INVENTORY_MAX_RUNTIME_S": "7200"}
+    asked: list[str] = []
+
+    def variable(name: str) -> str | None:
+        asked.append(name)
+        return variables.get(name)
+
+    deployment = DeploymentValues(variable)
+    settings = Settings.from_sources({"max_runtime_s": None}, deployment, declared={"max_runtime_s"})
+    assert settings.max_runtime_s == 7200  # the Variable over the environment
+    assert settings.max_wait_s == 5400  # no Variable: the environment
+    assert settings.epochs == Settings().epochs  # neither: the default
+    assert len(asked) == len(set(asked))  # each name asked once per DeploymentValues
+    given = Settings.from_sources({"max_runtime_s": 900}, deployment, declared={"max_runtime_s"})
+    assert given.max_runtime_s == 900  # a Param given in the run over everything
+
+
+def test_a_run_may_switch_spot_and_isolation_on_but_not_off():
+    from inventory_pipeline.dag_tasks import DeploymentValues
+
+    on = DeploymentValues({"INVENTORY_USE_SPOT": "true", "INVENTORY_ENABLE_NETWORK_ISOLATION": "true"}.get)
+    params = {"use_spot": False, "network_isolation": False}
+    settings = Settings.from_sources(params, on, declared=set(params))
+    assert settings.use_spot and settings.enable_network_isolation
+    off = DeploymentValues({}.get)
+    asked = Settings.from_sources({"use_spot": True, "network_isolation": True}, off, declared=set(params))
+    assert asked.use_spot and asked.enable_network_isolation
