@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--advertise-host", default=None, help="host name clients use (a compose service name)")
     up.add_argument("--moto-port", type=int, default=0, help="fixed port for moto (default: a free one)")
     up.add_argument("--sagemaker-port", type=int, default=0, help="fixed port for the local SageMaker server")
+    up.add_argument("--mlflow-port", type=int, default=0, help="fixed port for the MLflow tracking server")
     up.add_argument("--foreground", action="store_true", help="stay attached; stop everything on SIGTERM")
     stack_sub.choices["up"].set_defaults(handler=_stack_up)
     stack_sub.choices["down"].set_defaults(handler=_stack_down)
@@ -67,7 +68,15 @@ def _stack_up(args: argparse.Namespace) -> int:
     options = {
         "bind_host": args.host,
         "advertise_host": args.advertise_host,
-        "ports": {name: port for name, port in (("moto", args.moto_port), ("sagemaker", args.sagemaker_port)) if port},
+        "ports": {
+            name: port
+            for name, port in (
+                ("moto", args.moto_port),
+                ("sagemaker", args.sagemaker_port),
+                ("mlflow", args.mlflow_port),
+            )
+            if port
+        },
     }
     if args.foreground:
         return _stack_foreground(args, options)

@@ -51,3 +51,23 @@ def test_up_is_idempotent_and_env_prints_what_a_shell_needs(tmp_path):
         down = _cli("down", "--state-dir", str(state_dir), cwd=elsewhere)
     assert "moto" in down.stdout and "sagemaker" in down.stdout
     assert _cli("env", "--state-dir", str(state_dir), cwd=elsewhere).returncode == 1  # nothing running now
+
+
+def test_the_compose_setup_writes_the_connection_and_variables_airflow_then_reads(tmp_path):
+    """compose_setup's write into Airflow's database, read back the way a task and the CLI read them."""
+    from inventory_pipeline.airflow_runner import airflow_bin, airflow_env, db_migrate
+
+    env = airflow_env(tmp_path / "airflow")
+    db_migrate(env)
+    script = (
+        "from inventory_pipeline.local_aws import compose_setup as c\n"
+        "c._write_to_airflow(*c.airflow_settings('arn:aws:sns:us-east-1:1:t'))\n"
+        "c._write_to_airflow(*c.airflow_settings('arn:aws:sns:us-east-1:1:t'))\n"  # again: idempotent
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=300)
+    got = subprocess.run([airflow_bin(), "variables", "get", "INVENTORY_TRACKING_URI"], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert got.stdout.strip().splitlines()[-1] == "http://local-aws:5002", got.stderr[-2000:]
+    conn = subprocess.run([airflow_bin(), "connections", "get", "aws_default", "-o", "json"], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "http://local-aws:5001" in conn.stdout and "local-aws:5000" in conn.stdout, conn.stderr[-2000:]

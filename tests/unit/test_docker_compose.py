@@ -52,24 +52,49 @@ def test_airflow_services_wait_for_init_and_backing_stores(compose):
 
 
 def test_local_profile_adds_the_stack_and_points_aws_default_at_it(compose):
-    import json
+    from inventory_pipeline.local_aws import compose_setup
 
     services = compose["services"]
     local = services["local-aws"]
     assert local["profiles"] == ["local"]
     command = " ".join(local["entrypoint"])
     assert "local-stack up --foreground --host 0.0.0.0 --advertise-host local-aws" in command
+    # the ports the setup's endpoints use are the ones the stack listens on and publishes
+    for name, port in compose_setup.PORTS.items():
+        assert f"--{name}-port {port}" in command and f"{port}:{port}" in local["ports"], name
     assert local["healthcheck"]["test"][-1].endswith(":5001/ping")
-    conn = services["local-aws-connection"]
-    assert conn["profiles"] == ["local"]
-    assert conn["depends_on"]["local-aws"]["condition"] == "service_healthy"
-    payload = json.loads(conn["command"][conn["command"].index("--conn-json") + 1])
-    endpoints = {svc: cfg["endpoint_url"] for svc, cfg in payload["extra"]["service_config"].items()}
-    assert endpoints == {
-        "s3": "http://local-aws:5000", "logs": "http://local-aws:5000", "sagemaker": "http://local-aws:5001",
-    }  # fmt: skip
+    setup = services["local-aws-setup"]
+    assert setup["profiles"] == ["local"]
+    assert setup["command"] == ["python", "-m", "inventory_pipeline.local_aws.compose_setup"]
+    assert setup["depends_on"]["local-aws"]["condition"] == "service_healthy"
+    assert setup["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     # Everything else runs without the profile (real AWS).
     assert all("profiles" not in s for n, s in services.items() if not n.startswith("local-aws"))
+
+
+def test_the_local_profile_gives_the_dag_what_an_end_to_end_run_needs():
+    """The connection reaches every service a run calls, and the Variables name a tracking server, the decisions
+    topic and a seeded source: what `make demo` gives its runs (stack.client_env), on the compose host names."""
+    import json
+
+    from inventory_pipeline.local_aws import compose_setup
+    from inventory_pipeline.local_aws.stack import client_env
+    from inventory_pipeline.settings import Settings
+
+    topic = "arn:aws:sns:us-east-1:123456789012:inventory-retraining-decisions"
+    connection, variables = compose_setup.airflow_settings(topic)
+    endpoints = {svc: cfg["endpoint_url"] for svc, cfg in connection["extra"]["service_config"].items()}
+    assert endpoints == {"s3": "http://local-aws:5000", "logs": "http://local-aws:5000",
+                         "cloudwatch": "http://local-aws:5000", "sns": "http://local-aws:5000",
+                         "sqs": "http://local-aws:5000", "sagemaker": "http://local-aws:5001"}  # fmt: skip
+    assert variables["INVENTORY_TRACKING_URI"] == "http://local-aws:5002"
+    assert variables["INVENTORY_SNS_TOPIC_ARN"] == topic
+    assert variables["INVENTORY_FILE_LIST"] == f"s3://{compose_setup.SOURCE_BUCKET}/file_list.json"
+    demo = client_env(compose_setup.endpoints(), provisioned={"topic_arn": topic})
+    assert json.loads(demo["AIRFLOW_CONN_AWS_DEFAULT"]) == connection  # the demo's connection, on other hosts
+    # the settings a run reads from those Variables pass check_run_conf's checks
+    settings = Settings.from_sources({}, variables)
+    assert settings.tracking_uri and settings.sns_topic_arn == topic and settings.source_bucket != "aft-vbi-pds"
 
 
 def test_image_builds_from_the_pinned_set():

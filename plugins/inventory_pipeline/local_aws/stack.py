@@ -261,6 +261,10 @@ class LocalStack:
         url = f"http://{host}:{port}"
         log_path = self.state_dir / f"{spec.name}.log"
         env = {**os.environ, **self._child_env(), **spec.env}
+        if self.advertise_host:  # MLflow refuses Host headers other than localhost and IPs unless told
+            env["MLFLOW_SERVER_ALLOWED_HOSTS"] = (
+                f"{self.advertise_host},{self.advertise_host}:*,localhost:*,127.0.0.1:*"
+            )
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 spec.command(self.bind_host, port, self.local_endpoints, self.state_dir),
