@@ -298,7 +298,16 @@ with DAG(
 
         return run_gc(params)
 
-    # A teardown: it runs whatever happened upstream, and the run's state stays the decision's (a blocked or
+    @task(retries=3)
+    def stop_unwatched_job(params=None, ti=None, dag=None, run_id=None) -> dict:
+        """Teardown of train: this run's job, still running when the run is over, is stopped (no orphaned cost)."""
+        from inventory_pipeline import dag_tasks
+
+        return dag_tasks.stop_unwatched_job(params, ti, dag.dag_id, run_id)
+
+    # Teardowns: they run whatever happened upstream, and the run's state stays the decision's (a blocked or
     # failed run must not read as a success because the housekeeping after it succeeded).
     gc = storage_gc().as_teardown()
-    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> review_promotion >> evaluate_and_promote >> gc
+    stop_job = stop_unwatched_job().as_teardown(setups=train)
+    train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> review_promotion >> evaluate_and_promote
+    evaluate_and_promote >> [stop_job, gc]

@@ -263,7 +263,8 @@ def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
 
 GATE_TASK = "evaluate_and_promote"
 REVIEW_TASK = "review_promotion"
-NOT_UPSTREAM = (GATE_TASK, REVIEW_TASK, "storage_gc")  # tasks that run after the facts are gathered
+STOP_TASK = "stop_unwatched_job"
+NOT_UPSTREAM = (GATE_TASK, REVIEW_TASK, "storage_gc", STOP_TASK)  # tasks that run after the facts are gathered
 
 
 @dataclass
@@ -413,3 +414,26 @@ def _notifier(settings: Settings):
         log.info("announced %s on %s", record["status"], settings.sns_topic_arn)
 
     return notify
+
+
+def stop_unwatched_job(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Teardown: this run's job, if it is still running when every task of the run is over (the wait timed out
+    or failed, the run was marked failed), is stopped, so no instance keeps billing for a run nobody waits for.
+    Only this deployment's job for this run (its ownership tags) is ever stopped."""
+    from inventory_pipeline.aws_clients import client_from_connection
+    from inventory_pipeline.training.ownership import check_ownership, ownership_tags
+    from inventory_pipeline.training.stop import RUNNING, stop_if_running
+
+    started = ti.xcom_pull(task_ids="train")
+    job = ((started or {}).get("Training") or {}).get("TrainingJobName") if isinstance(started, dict) else None
+    if not job:
+        return {"job": None, "stopped": False, "reason": "the run started no job"}
+    settings = settings_from(params, enforce_guardrails=False)
+    sagemaker = client_from_connection("sagemaker", settings.aws_conn_id)
+    described = sagemaker.describe_training_job(TrainingJobName=job)
+    if described["TrainingJobStatus"] not in RUNNING:
+        return {"job": job, "stopped": False, "status": described["TrainingJobStatus"]}
+    check_ownership(sagemaker, described, ownership_tags(settings.effective_deployment_id, dag_id, run_id))
+    wait = _task_states(ti, dag_id, run_id).get("wait_for_training", "none")
+    status = stop_if_running(sagemaker, job, f"the run is over and nothing waits for it (wait_for_training {wait})")
+    return {"job": job, "stopped": status in RUNNING, "status": status, "wait_for_training": wait}

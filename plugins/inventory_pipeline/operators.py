@@ -206,12 +206,10 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         name = (self.config or {}).get("TrainingJobName")
         if not name:
             return
+        from inventory_pipeline.training.stop import stop_if_running
+
         try:
-            status = self.hook.describe_training_job(name)["TrainingJobStatus"]
-            if status in self.hook.non_terminal_states:
-                self.log.info("Stopping training job %s (was %s) because the task %r that started it was killed.",
-                              name, status, self.task_id)  # fmt: skip
-                self.hook.conn.stop_training_job(TrainingJobName=name)
+            stop_if_running(self.hook.conn, name, f"the task {self.task_id!r} that started it was killed")
         except Exception:  # on_kill must not raise; say what happened instead
             self.log.exception("Could not stop training job %s", name)
 

@@ -3,11 +3,15 @@
 - `TrainingJobSensor` is the provider's `SageMakerTrainingSensor`. In reschedule mode every poke is a new
   process, and the provider's log position (per CloudWatch stream: last timestamp read, events read at it)
   would start empty each time, re-printing the whole job log. The position is kept in the project bucket
-  between pokes of one try, so each log line reaches the task log once. Killing or clearing it never stops the
-  job: only the train task, which started the job, does.
+  between pokes of one try, so each log line reaches the task log once. Its timeout is the job's own limit
+  (MaxWaitTimeInSeconds with Spot, else MaxRuntimeInSeconds) plus a margin, read from the job: it never gives up
+  on a job SageMaker would still let run. Killing or clearing it stops the job only where the deployment says
+  so (`INVENTORY_STOP_JOB_WHEN_WAIT_KILLED`: a cleared wait would otherwise stop the job it meant to re-attach
+  to); the `stop_unwatched_job` teardown stops a job nobody waits for any more.
 - Both defer to `triggers.TrainingJobTrigger` where the deployment runs a triggerer (`deferrable=True`).
 - `RuleEvaluationSensor` is a `SageMakerBaseSensor` answering the provider's five questions for the rule
-  evaluations, which outlive the training job and which the provider does not wait for.
+  evaluations, which outlive the training job and which the provider does not wait for. When it times out, the
+  rules still running are reported `NotEvaluated` (blocking only when the run lists them), not a failed run.
 
 See `operators` for why importing the provider here keeps the DAG processor's parse cheap.
 """
@@ -15,6 +19,7 @@ See `operators` for why importing the provider here keeps the DAG processor's pa
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -26,6 +31,16 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 RULE_NON_TERMINAL_STATES = frozenset({"InProgress", "Stopping"})
 RULES_PENDING = "RulesInProgress"
 RULES_DONE = "RulesComplete"
+# On top of the job's own limit: provisioning, downloading the channels, uploading the model and SageMaker's stop
+# window. The wait ends this long after the latest moment SageMaker itself would have ended the job.
+JOB_WAIT_MARGIN_S = 2 * 3600
+
+
+def job_wait_timeout_s(description: dict[str, Any]) -> int:
+    """How long to wait for a job: its StoppingCondition (the Spot wait when it has one) plus the margin."""
+    stop = description.get("StoppingCondition") or {}
+    limit = stop.get("MaxWaitTimeInSeconds") or stop.get("MaxRuntimeInSeconds") or 86400
+    return int(limit) + JOB_WAIT_MARGIN_S
 
 
 class DeferrableWait:
@@ -34,6 +49,10 @@ class DeferrableWait:
     more poke reads what happened (and, for the job, its log from where the last read stopped)."""
 
     wait_for = "job"
+    # True: the trigger ends the wait at the timeout with an event (execute_complete decides); False: Airflow
+    # fails the task when the deferral times out.
+    timeout_ends_wait = False
+    stop_job_on_kill = False
 
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
@@ -42,12 +61,16 @@ class DeferrableWait:
             return None
         from inventory_pipeline.triggers import TrainingJobTrigger
 
-        self.defer(
-            trigger=TrainingJobTrigger(job_name=self.job_name, wait_for=self.wait_for,
-                                       poll_interval_s=self.poke_interval, aws_conn_id=self.aws_conn_id),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
-        )  # fmt: skip
+        trigger = TrainingJobTrigger(
+            job_name=self.job_name,
+            wait_for=self.wait_for,
+            poll_interval_s=self.poke_interval,
+            aws_conn_id=self.aws_conn_id,
+            deadline=time.time() + self.timeout if self.timeout_ends_wait else None,
+            stop_job_on_kill=self.stop_job_on_kill,
+        )
+        timeout = None if self.timeout_ends_wait else timedelta(seconds=self.timeout)
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
         from airflow.sdk.exceptions import AirflowException
@@ -63,6 +86,19 @@ class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
     def __init__(self, *, deferrable: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
+
+    def execute(self, context: Any) -> Any:
+        from inventory_pipeline.dag_tasks import settings_from
+
+        self.stop_job_on_kill = settings_from(context["params"]).stop_job_when_wait_killed
+        self.timeout = job_wait_timeout_s(self.hook.describe_training_job(self.job_name))
+        self.log.info(
+            "waiting up to %d s for %s (its stopping condition plus %d s)",
+            self.timeout,
+            self.job_name,
+            JOB_WAIT_MARGIN_S,
+        )
+        return super().execute(context)
 
     def poke(self, context: Any) -> bool:
         if not self.print_log:
@@ -81,10 +117,19 @@ class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
         return f"job {response.get('TrainingJobStatus')} ({response.get('SecondaryStatus', 'no detail')})"
 
     def on_kill(self) -> None:
-        self.log.info(
-            "Stopped waiting for training job %s; the job keeps running (only killing the train task stops it).",
-            self.job_name,
-        )
+        if not self.stop_job_on_kill:
+            self.log.info(
+                "Stopped waiting for training job %s; the job keeps running (INVENTORY_STOP_JOB_WHEN_"
+                "WAIT_KILLED is off; the stop_unwatched_job teardown stops it if nobody waits).",
+                self.job_name,
+            )
+            return
+        from inventory_pipeline.training.stop import stop_if_running
+
+        try:
+            stop_if_running(self.hook.conn, self.job_name, f"the task {self.task_id!r} waiting for it was killed")
+        except Exception:  # on_kill must not raise; say what happened instead
+            self.log.exception("Could not stop training job %s", self.job_name)
 
 
 class LogPositionStore:
@@ -140,12 +185,39 @@ class RuleEvaluationSensor(DeferrableWait, SageMakerBaseSensor):
         self.rules_mode = rules_mode
         self.deferrable = deferrable
 
+    timeout_ends_wait = True
+
     def execute(self, context: Any) -> Any:
         if self.rules_mode == "self_hosted":
             from inventory_pipeline.dag_tasks import evaluate_rules_self_hosted
 
             return evaluate_rules_self_hosted(context["params"], self.job_name)
-        return super().execute(context)
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout:
+            self.unfinished_are_not_evaluated()
+            return None
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        if (event or {}).get("timed_out"):
+            self.unfinished_are_not_evaluated()
+            return None
+        return super().execute_complete(context, event)
+
+    def unfinished_are_not_evaluated(self) -> None:
+        """The wait is over: what still runs has no result, which the report reads as NotEvaluated."""
+        statuses = rule_statuses(self.hook.describe_training_job(self.job_name))
+        pending = [
+            s["RuleConfigurationName"] for s in statuses if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL_STATES
+        ]
+        self.log.warning(
+            "rule evaluations still running after %d s: %s; they are reported NotEvaluated (which "
+            "blocks only the rules the run lists in fail_on_rules)",
+            self.timeout,
+            ", ".join(pending) or "none",
+        )
 
     def non_terminal_states(self) -> set[str]:
         return {RULES_PENDING}

@@ -108,6 +108,9 @@ class Settings:
     max_wait_s: int = 4 * 3600
     wheelhouse: str = ""  # local dir of wheels for training_code/requirements.txt, shipped in sourcedir.tar.gz
     deployment_id: str = ""  # tags each job; '' = "<bucket>/<prefix>" (what the deployment's runs share)
+    # Killing (or clearing) wait_for_training stops the job it waited for. Off by default: clearing the wait to
+    # re-attach would stop the job; the stop_unwatched_job teardown stops a job no wait watches any more.
+    stop_job_when_wait_killed: bool = False
     framework_version: str = "2.1"  # the SageMaker PyTorch training container
     volume_size_gb: int = 30
     pretrained_s3_uri: str = ""  # optional `pretrained` channel (a checkpoint file; no download in the job)
@@ -358,7 +361,7 @@ _FIELD_TYPES: dict[str, type] = {
         "max_class_drop": float, "min_class_images": int, "approval_when": tuple, "approval_timeout_s": int,
         "file_list_buckets": tuple, "allow_local_file_list": bool, "allowed_instance_types": tuple,
         "max_instance_count": int, "runtime_limit_s": int, "wait_limit_s": int, "max_run_cost_usd": float,
-        "required_blocking_rules": tuple,
+        "required_blocking_rules": tuple, "stop_job_when_wait_killed": bool,
     }.items()
 }  # fmt: skip
 
@@ -408,6 +411,7 @@ _ENV_NAMES = {
     "wait_limit_s": "INVENTORY_WAIT_LIMIT_S",
     "max_run_cost_usd": "INVENTORY_MAX_RUN_COST_USD",
     "required_blocking_rules": "INVENTORY_REQUIRED_BLOCKING_RULES",
+    "stop_job_when_wait_killed": "INVENTORY_STOP_JOB_WHEN_WAIT_KILLED",
 }
 # Booleans a run may switch on but never off: false in a run means "the deployment's value".
 _SWITCH_ON_ONLY = frozenset({"enable_network_isolation", "use_spot"})

@@ -9,6 +9,7 @@ own reason, which the provider's waiter trigger would swallow (it raises in the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,19 +24,28 @@ class TrainingJobTrigger(BaseTrigger):
     """Fire when the job (`wait_for="job"`) or all its rule evaluations (`wait_for="rules"`) are terminal."""
 
     def __init__(
-        self, job_name: str, wait_for: str = "job", poll_interval_s: float = 60, aws_conn_id: str | None = "aws_default"
+        self,
+        job_name: str,
+        wait_for: str = "job",
+        poll_interval_s: float = 60,
+        aws_conn_id: str | None = "aws_default",
+        deadline: float | None = None,
+        stop_job_on_kill: bool = False,
     ) -> None:
+        """`deadline` (epoch seconds): fire `{"timed_out": True, ...}` then, instead of waiting on. `stop_job_on_kill`:
+        a user killing the deferred task (mark failed, clear) stops the job it waited for."""
         super().__init__()
         if wait_for not in WAIT_FOR:
             raise ValueError(f"wait_for must be one of {WAIT_FOR}, not {wait_for!r}")
         self.job_name, self.wait_for = job_name, wait_for
         self.poll_interval_s, self.aws_conn_id = poll_interval_s, aws_conn_id
+        self.deadline, self.stop_job_on_kill = deadline, stop_job_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"job_name": self.job_name, "wait_for": self.wait_for, "poll_interval_s": self.poll_interval_s,
-             "aws_conn_id": self.aws_conn_id},
+             "aws_conn_id": self.aws_conn_id, "deadline": self.deadline, "stop_job_on_kill": self.stop_job_on_kill},
         )  # fmt: skip
 
     def pending(self, description: dict[str, Any]) -> list[str]:
@@ -57,5 +67,20 @@ class TrainingJobTrigger(BaseTrigger):
                 yield TriggerEvent({"job_name": self.job_name, "wait_for": self.wait_for,
                                     "status": description["TrainingJobStatus"]})  # fmt: skip
                 return
+            if self.deadline is not None and time.time() >= self.deadline:
+                yield TriggerEvent({"job_name": self.job_name, "wait_for": self.wait_for, "timed_out": True,
+                                    "pending": pending, "status": description["TrainingJobStatus"]})  # fmt: skip
+                return
             self.log.info("%s: waiting for %s (%s)", self.job_name, self.wait_for, ", ".join(pending))
             await asyncio.sleep(self.poll_interval_s)
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred wait (Airflow 3.3 calls this, not on a timeout or a triggerer restart)."""
+        if self.wait_for != "job" or not self.stop_job_on_kill:
+            return
+        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+        from inventory_pipeline.training.stop import stop_if_running
+
+        sagemaker = SageMakerHook(aws_conn_id=self.aws_conn_id).conn
+        await asyncio.to_thread(stop_if_running, sagemaker, self.job_name, "its deferred wait was killed")

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
 TASKS = ["check_run_conf", "select_source", "copy_images", "split_dataset", "package_code", "check_lineage",
          "train", "wait_for_training", "wait_for_rules", "parse_rule_reports", "review_promotion",
-         "evaluate_and_promote", "storage_gc"]  # fmt: skip
+         "evaluate_and_promote", "storage_gc", "stop_unwatched_job"]  # fmt: skip
 MODEL = "inventory-counting-dag-e2e"
 TRAINING = ["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"]
 

@@ -39,9 +39,10 @@ def start_job(local_stack):
     channels = {c: f"s3://{bucket}/data/{c}/" for c in ("train", "valid", "test")}
     params = {"bucket": bucket, "model": "small_cnn", "instance_count": 1}
 
-    def start() -> SimpleNamespace:
+    def start(run_id: str = "") -> SimpleNamespace:
         name = f"sensor-{uuid.uuid4().hex[:12]}"
-        request = build_training_request(settings, name, channels, f"s3://{bucket}/code/ticker.tar.gz")
+        request = build_training_request(settings, name, channels, f"s3://{bucket}/code/ticker.tar.gz",
+                                         run_id=run_id, dag_id="inventory_retraining")  # fmt: skip
         sm.create_training_job(**request)
         return SimpleNamespace(name=name, sm=sm, s3=s3, bucket=bucket, params=params)
 
@@ -141,3 +142,64 @@ def test_a_deferred_wait_resumes_reading_the_log_where_it_stopped(start_job, loc
     rest = _ticks([str(e.get("event", "")) for e in after])
     assert first and rest, (first, rest)
     assert first + rest == [f"tick-line {i}" for i in range(LINES)]
+
+
+def _status(job: SimpleNamespace, want: set[str], timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job.sm.describe_training_job(TrainingJobName=job.name)["TrainingJobStatus"]
+        if status in want:
+            return status
+        time.sleep(0.5)
+    return status
+
+
+def test_the_teardown_stops_this_runs_job_when_nothing_waits_for_it(start_job, local_stack, monkeypatch):
+    """The run is over (its wait timed out) and its job still runs: the teardown stops it; a finished job, or a
+    job of another run with the same name's owner tags differing, is left alone."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from inventory_pipeline.dag_tasks import stop_unwatched_job
+    from inventory_pipeline.training.ownership import ForeignJobError
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    job = start_job(run_id="run-orphaned")
+
+    def ti(name: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            xcom_pull=lambda task_ids: {"Training": {"TrainingJobName": name}},
+            get_task_states=lambda dag_id, run_ids: {run_ids[0]: {"wait_for_training": "failed"}},
+        )
+
+    with pytest.raises((ForeignJobError, AirflowFailException)):  # another run's job: never stopped
+        stop_unwatched_job(job.params, ti(job.name), "inventory_retraining", "run-someone-else")
+    assert job.sm.describe_training_job(TrainingJobName=job.name)["TrainingJobStatus"] == "InProgress"
+    result = stop_unwatched_job(job.params, ti(job.name), "inventory_retraining", "run-orphaned")
+    assert result["stopped"] and result["wait_for_training"] == "failed", result
+    assert _status(job, {"Stopped"}) == "Stopped"
+    again = stop_unwatched_job(job.params, ti(job.name), "inventory_retraining", "run-orphaned")
+    assert not again["stopped"] and again["status"] == "Stopped"  # a retry changes nothing
+    assert stop_unwatched_job(job.params, SimpleNamespace(xcom_pull=lambda task_ids: None), "d", "r")["job"] is None
+
+
+def test_a_deferred_wait_ends_at_its_deadline_and_a_killed_one_stops_its_job_when_told(start_job, local_stack,
+                                                                                       monkeypatch):  # fmt: skip
+    import asyncio
+
+    from inventory_pipeline.triggers import TrainingJobTrigger
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    job = start_job()
+
+    async def first_event(trigger: TrainingJobTrigger):
+        async for event in trigger.run():
+            return event
+
+    past = TrainingJobTrigger(job_name=job.name, poll_interval_s=1, deadline=time.time() - 1)
+    event = asyncio.run(asyncio.wait_for(first_event(past), timeout=60))
+    assert event.payload["timed_out"] and event.payload["status"] == "InProgress"
+    asyncio.run(TrainingJobTrigger(job_name=job.name, stop_job_on_kill=False).on_kill())
+    assert job.sm.describe_training_job(TrainingJobName=job.name)["TrainingJobStatus"] == "InProgress"
+    kwargs = TrainingJobTrigger(job_name=job.name, stop_job_on_kill=True).serialize()[1]
+    asyncio.run(TrainingJobTrigger(**kwargs).on_kill())  # as the triggerer rebuilds it
+    assert _status(job, {"Stopped"}) == "Stopped"

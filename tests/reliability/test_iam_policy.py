@@ -47,8 +47,10 @@ REAL_AWS_ONLY = {
         "runs one); the recorded run is on-demand",
     },
     "airflow": {
-        "StopJobWhenTaskIsKilled": "only on_kill of a task stops its (paid) job; a good run never stops it",
-        "AdoptOnlyOwnJobOnRetry": "only a retried train task meeting its run's job name reads the job's tags",
+        "StopJobWhenTaskIsKilled": "only a killed task, or the teardown of a run whose wait ended with the job still "
+        "running, stops its (paid) job; a good run never stops it (tests/integration/test_sensors.py stops one)",
+        "AdoptOnlyOwnJobOnRetry": "only a retried train task meeting its run's job name, or the teardown about to "
+        "stop a job, reads the job's tags",
         "PromoteInRegistry": "the recorded run's one-epoch model registers no earlier version to search, tag or move "
         "the alias from; tests/integration/test_dag_end_to_end.py promotes through the same Registry calls",
         "StorageGcDeletesOldData": "storage_gc deletes only what is older than its grace period and not kept; a "
