@@ -62,6 +62,11 @@ class ChannelCheckingSageMakerHook(SageMakerHook):
         raise AirflowFailException(f"the input {s3url} does not exist (no key, no key under it); not retrying")
 
 
+# A cleared train meets its run's earlier job: re-attached unless it ended this way, then the next attempt's job.
+ENDED_UNSUCCESSFULLY = frozenset({"Failed", "Stopped"})
+MAX_JOB_ATTEMPTS = 10
+
+
 class TrainingJobOperator(SageMakerTrainingOperator):
     """Create this run's SageMaker training job (or re-attach to it on a retry); push its description.
 
@@ -85,12 +90,12 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         self.code = code
         self.lineage = lineage
 
-    def build_request(self, context: Any, settings: Any) -> dict:
+    def build_request(self, context: Any, settings: Any, attempt: int = 1) -> dict:
         from inventory_pipeline.training.naming import job_name_for_run
         from inventory_pipeline.training.request import build_training_request
 
         dag_id = context["dag"].dag_id
-        job_name = job_name_for_run(dag_id, context["run_id"])
+        job_name = job_name_for_run(dag_id, context["run_id"], attempt=attempt)
         champion = (self.lineage if isinstance(self.lineage, dict) else {}).get("champion") or {}
         return build_training_request(
             settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
@@ -152,12 +157,25 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         return result
 
     def _create_or_attach(self, context: Any, settings: Any) -> dict:
-        """Re-attach to this run's job if it exists (a retry, a lost answer), else create it."""
+        """Re-attach to this run's job if it exists and is running or done (a retry, a lost answer); start the
+        next attempt's job if it ended Failed or Stopped (the task was cleared to try again); else create it."""
+        for attempt in range(1, MAX_JOB_ATTEMPTS + 1):
+            self.config = self.build_request(context, settings, attempt)
+            attached = self._attach_or_create(context, settings)
+            status = attached.get("Training", {}).get("TrainingJobStatus")
+            if status not in ENDED_UNSUCCESSFULLY:
+                return attached
+            self.log.warning("training job %s ended %s (%s): starting attempt %d", self.config["TrainingJobName"],
+                             status, attached["Training"].get("FailureReason", "no reason given"), attempt + 1)
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"this run's last {MAX_JOB_ATTEMPTS} training jobs all ended Failed or Stopped")
+
+    def _attach_or_create(self, context: Any, settings: Any) -> dict:
         from botocore.exceptions import ClientError
 
         from inventory_pipeline.aws_errors import is_resource_in_use
 
-        self.config = self.build_request(context, settings)
         job_name = self.config["TrainingJobName"]
         TrainingJobLink.persist(
             context,
