@@ -87,3 +87,8 @@ def accuracy_metrics(accuracy: float, champion_accuracy: float | None = None, im
         metrics["champion"] = {**{k: champion[k] for k in ("accuracy", "rmse", "test_images", "answers")},
                                "images_digest": "d"}  # fmt: skip
     return metrics
+
+
+def collect(sent: list[dict[str, Any]]) -> Callable[[str, dict[str, Any]], None]:
+    """A gate notifier that keeps each announced decision record (the outbox's send(message_id, record))."""
+    return lambda message_id, record: sent.append(record)

@@ -401,14 +401,16 @@ def _notifier(settings: Settings):
         log.info("no SNS topic configured (INVENTORY_SNS_TOPIC_ARN): decisions are not announced")
         return None
 
-    def notify(record: dict[str, Any]) -> None:
+    def notify(message_id: str, record: dict[str, Any]) -> None:
         from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 
         from inventory_pipeline.promotion import notification_text
 
         subject, message = notification_text(record)
-        # Attributes subscribers can filter on (SNS filter policies): what was decided, for which model, by which job.
-        attributes = {"decision": record["status"], "registered_model": settings.registered_model, "job": record["job"]}
+        # Attributes subscribers can filter on (SNS filter policies): what was decided, for which model, by which
+        # job; `message_id` is the outbox entry's, the same on a resend, so a consumer can drop a duplicate.
+        attributes = {"decision": record["status"], "registered_model": settings.registered_model,
+                      "job": record["job"], "message_id": message_id}  # fmt: skip
         SnsNotifier(aws_conn_id=settings.aws_conn_id, target_arn=settings.sns_topic_arn, message=message,
                     subject=subject, message_attributes=attributes).notify({})  # fmt: skip
         log.info("announced %s on %s", record["status"], settings.sns_topic_arn)

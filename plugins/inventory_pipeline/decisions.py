@@ -27,7 +27,14 @@ NEEDS_APPROVAL = "needs_approval"
 APPROVAL_CONDITIONS = ("not_significant", "rule_warned", "always")
 PROMOTE_ANSWER, KEEP_ANSWER = "Promote", "Do not promote"  # the review's options; no answer in time is KEEP
 SKIPPED_UNCHANGED, ROLLED_BACK = "skipped_unchanged", "rolled_back"
-STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED, FAILED, SKIPPED_UNCHANGED, ROLLED_BACK)
+# A would-be promotion while a version is held as champion (`inventory-pipeline model rollback`): recorded, kept
+# in the registry, never promoted. RELEASED: the hold ended (`model release`).
+HELD, RELEASED = "held", "released"
+# What applying a promotion found: the champion had moved (a rollback, another run) or a hold began since the
+# decision, so the alias was left alone (the decision stays recorded; `superseded` records what was found).
+SUPERSEDED = "superseded"
+STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED, FAILED, SKIPPED_UNCHANGED, ROLLED_BACK, HELD, RELEASED,
+            SUPERSEDED)  # fmt: skip
 ENDS_RUN_FAILED = (BLOCKED, FAILED)  # the run ends failed after the decision is recorded
 BAD_STATES = ("failed", "upstream_failed")
 
@@ -56,6 +63,7 @@ class RunFacts:
     report: dict[str, Any] | None = None  # parse_rule_reports' summary
     metrics: dict[str, Any] | None = None  # the job's metrics.json (with `champion` when it scored one)
     champion_now: dict[str, Any] | None = None  # the registry's champion as the gate decides
+    hold: dict[str, Any] | None = None  # the hold in force as the gate decides (champion_lock.read_hold)
     # the review task's outcome: {"state": its task state, "answer", "by", "at", "timed_out"}; None: no review ran
     review: dict[str, Any] | None = None
 
@@ -181,8 +189,19 @@ def compare_with_champion(
 
 def decide(facts: RunFacts, policy: GatePolicy | None = None) -> dict[str, Any]:
     """The decision's status, reason, and the numbers it rests on: the candidate's, the trivial answer's and the
-    champion's, all measured on the same test images."""
-    policy = policy or GatePolicy()
+    champion's, all measured on the same test images. While a version is held, what would be promoted (or asked
+    about) is `held`."""
+    decided = _decide(facts, policy or GatePolicy())
+    hold = facts.hold
+    if hold and decided["status"] in (PROMOTED, NEEDS_APPROVAL):
+        decided = {**decided, "status": HELD, "hold": hold,
+                   "reason": f"{decided['reason']}. Held: v{hold['version']} is held as champion by {hold.get('by')} "
+                             f"since {hold.get('at')} (`inventory-pipeline model release` ends the hold)"}  # fmt: skip
+        decided.pop("approval", None)
+    return decided
+
+
+def _decide(facts: RunFacts, policy: GatePolicy) -> dict[str, Any]:
     lineage = facts.lineage or {}
     dataset_version = (lineage.get("lineage") or {}).get("dataset_version")
     candidate = _candidate(facts, dataset_version)
@@ -299,7 +318,11 @@ def now_iso() -> str:
 
 
 class DecisionStore:
-    """Decision records and their progress markers under `<root>models/decisions/<key>/` in the project bucket."""
+    """Decision records and their progress markers under `<root>models/decisions/<key>/` in the project bucket.
+
+    `decision.json` is created once. Only a `failed` decision is ever replaced, and only by a later gate attempt
+    whose run now got further (`supersede`): the failed one is kept as `attempt-<n>.json` and the new one links
+    to it. Markers (`applied`, `superseded`) belong to one attempt: `marker(record, name)`."""
 
     def __init__(self, s3: Any, bucket: str, root: str):
         self.s3, self.bucket, self.prefix = s3, bucket, f"{root}models/decisions/"
@@ -310,26 +333,53 @@ class DecisionStore:
     def read(self, key: str, name: str = "decision") -> dict[str, Any] | None:
         return read_json(self.s3, self.bucket, self._key(key, name))
 
+    @staticmethod
+    def marker(record: dict[str, Any], name: str) -> str:
+        attempt = int(record.get("attempt") or 1)
+        return name if attempt == 1 else f"{name}-{attempt}"
+
     def create(self, key: str, record: dict[str, Any], name: str = "decision") -> tuple[dict[str, Any], bool]:
         """Write `record` unless one exists; returns (the stored record, whether this call wrote it)."""
-        from botocore.exceptions import ClientError
-
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=self._key(key, name), IfNoneMatch="*",
-                               Body=json.dumps(record, indent=1, default=str).encode(),
-                               ContentType="application/json")  # fmt: skip
+        if self._put(key, name, record, IfNoneMatch="*"):
             return record, True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412",
-                                                                 "ConditionalRequestConflict"):  # fmt: skip
-                raise
         existing = self.read(key, name)
         if existing is None:
             raise RuntimeError(f"decision {key}/{name} exists and cannot be read")
         return existing, False
 
+    def supersede(self, key: str, failed: dict[str, Any], record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Replace the `failed` decision with `record` (attempt n+1), unless another attempt replaced it first;
+        returns (the decision now recorded, whether this call wrote it)."""
+        attempt = int(failed.get("attempt") or 1)
+        self.create(key, failed, f"attempt-{attempt}")  # history keeps the failed one
+        record = {**record, "attempt": attempt + 1,
+                  "supersedes": {k: failed.get(k) for k in ("attempt", "status", "reason", "decided")}}  # fmt: skip
+        current = self.s3.get_object(Bucket=self.bucket, Key=self._key(key, "decision"))
+        stored = json.loads(current["Body"].read())
+        if stored.get("status") != FAILED or int(stored.get("attempt") or 1) != attempt:
+            return stored, False
+        if self._put(key, "decision", record, IfMatch=current["ETag"]):
+            return record, True
+        return self.read(key) or record, False
+
+    def _put(self, key: str, name: str, record: dict[str, Any], **condition: str) -> bool:
+        """A conditional write: False when the condition failed (someone else wrote first)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(key, name), ContentType="application/json",
+                               Body=json.dumps(record, indent=1, default=str).encode(), **condition)  # fmt: skip
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412",
+                                                                 "ConditionalRequestConflict"):  # fmt: skip
+                raise
+        return False
+
     def all(self) -> list[dict[str, Any]]:
+        """Every decision, superseded attempts included, oldest first."""
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        keys = [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith("/decision.json")]
-        records = [self.read(k[len(self.prefix) :].rsplit("/", 1)[0]) for k in keys]
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])
+                if o["Key"].endswith("/decision.json") or "/attempt-" in o["Key"]]  # fmt: skip
+        records = [read_json(self.s3, self.bucket, k) for k in keys]
         return sorted((r for r in records if r), key=lambda r: r.get("decided", ""))

@@ -17,13 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inventory_pipeline.champion_lock import ChampionLease, read_hold
 from inventory_pipeline.comparison import p_text
 from inventory_pipeline.decisions import (
     BELOW_BASELINE,
     BLOCKED,
     FAILED,
+    HELD,
     NOT_BETTER,
     PROMOTED,
+    SUPERSEDED,
     DecisionStore,
     GatePolicy,
     RunFacts,
@@ -31,13 +34,14 @@ from inventory_pipeline.decisions import (
     now_iso,
     read_json,
 )
+from inventory_pipeline.outbox import Outbox, Send
 from inventory_pipeline.s3_paths import split_s3_uri
 from inventory_pipeline.tracking import ModelVersionInfo, Registry, TrackingError, summary_tags
 
 log = logging.getLogger(__name__)
 
 # a model exists and is worth keeping in the registry
-REGISTERED_STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED)
+REGISTERED_STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED, HELD)
 
 
 @dataclass
@@ -64,28 +68,27 @@ def _no_checkpoint(step: str) -> None:
 
 def run_gate(
     s3: Any, bucket: str, root: str, registry: Registry | None, facts: RunFacts, inputs: GateInputs,
-    policy: GatePolicy, notify: Callable[[dict[str, Any]], None] | None = None,
-    checkpoint: Checkpoint = _no_checkpoint,
+    policy: GatePolicy, notify: Send | None = None, checkpoint: Checkpoint = _no_checkpoint,
 ) -> dict[str, Any]:  # fmt: skip
     """Decide once (or read the decision an earlier try made), apply it, announce it; returns the record.
 
+    A final decision is replayed by every later try. A `failed` one records that attempt: a later attempt whose
+    run got further (its tasks were cleared and now succeed) decides again and supersedes it (history keeps
+    both). Applying holds the champion lease (champion_lock): one writer of the champion at a time.
     `registry` is None only when no tracking server is configured, which check_run_conf refuses: the run's
     `failed` decision is then recorded and announced, with nothing to apply to a registry.
     `checkpoint(step)` is called after each write: the fault suite crashes there to prove every retry ends
     in the same state."""
     store = DecisionStore(s3, bucket, root)
     record = store.read(facts.job)
-    if record is None:
-        champion = registry.champion() if registry is not None else None
-        facts.champion_now = champion.to_dict() if champion else None
-        record = {
-            "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, policy),
-            "lineage": (facts.lineage or {}).get("lineage"), "model": inputs.model_uri,
-            "report": {"s3_uri": inputs.report_uri, "link": inputs.report_link,
-                       "policy": ((facts.report or {}).get("decision") or {}).get("message")},
-            "rules": (facts.report or {}).get("rules") or [], "guardrails": inputs.guardrails, "decided": now_iso(),
-        }  # fmt: skip
-        record, wrote = store.create(facts.job, record)
+    if record is None or record["status"] == FAILED:
+        decided = _new_record(s3, bucket, root, registry, facts, inputs, policy)
+        if record is None:
+            record, wrote = store.create(facts.job, decided)
+        elif decided["status"] != FAILED:
+            record, wrote = store.supersede(facts.job, record, decided)
+        else:
+            wrote = False  # failing again: the first failure of this attempt stands
         log.info("decision for %s: %s (%s)%s", facts.job, record["status"], record["reason"],
                  "" if wrote else " [recorded by an earlier try]")  # fmt: skip
         checkpoint("decision")
@@ -98,24 +101,50 @@ def run_gate(
         log.warning("no tracking server (INVENTORY_TRACKING_URI): the decision is recorded in S3 only")
         applied: dict[str, Any] = {}
     else:
-        applied = store.read(facts.job, "applied") or apply_decision(s3, bucket, root, registry, record, facts,
-                                                                     inputs, store, checkpoint)  # fmt: skip
+        applied = store.read(facts.job, store.marker(record, "applied"))
+        if applied is None:
+            with ChampionLease(s3, bucket, root, f"gate {facts.job}"):
+                applied = store.read(facts.job, store.marker(record, "applied")) or apply_decision(
+                    s3, bucket, root, registry, record, facts, inputs, store, checkpoint
+                )
     record = {**record, "tracking": applied.get("tracking"), "registry": applied.get("registry")}
-    if notify is not None and store.read(facts.job, "notified") is None:
-        try:
-            notify(record)
-        except Exception as exc:  # announcing must never fail the run or lose the decision
-            log.warning("could not send the notification for %s: %s: %s", facts.job, type(exc).__name__, exc)
-        else:
-            store.create(facts.job, {"notified": now_iso()}, "notified")
+    if applied.get("superseded"):
+        record = {**record, "decided_status": record["status"], "status": SUPERSEDED,
+                  "superseded": applied["superseded"],
+                  "reason": f"{record['reason']}. Not applied: {applied['superseded']['why']}"}  # fmt: skip
+    if notify is not None:  # no topic, no outbox: configuring one later must not announce the past
+        outbox = Outbox(s3, bucket, root)
+        attempt = int(record.get("attempt") or 1)
+        outbox.add(facts.job if attempt == 1 else f"{facts.job}-attempt-{attempt}", record)
+        checkpoint("queued")
+        outbox.flush(notify)
     return record
+
+
+def _new_record(
+    s3: Any, bucket: str, root: str, registry: Registry | None, facts: RunFacts, inputs: GateInputs,
+    policy: GatePolicy,
+) -> dict[str, Any]:  # fmt: skip
+    champion = registry.champion() if registry is not None else None
+    facts.champion_now = champion.to_dict() if champion else None
+    facts.hold = read_hold(s3, bucket, root)
+    return {
+        "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, policy),
+        "lineage": (facts.lineage or {}).get("lineage"), "model": inputs.model_uri,
+        "report": {"s3_uri": inputs.report_uri, "link": inputs.report_link,
+                   "policy": ((facts.report or {}).get("decision") or {}).get("message")},
+        "rules": (facts.report or {}).get("rules") or [], "guardrails": inputs.guardrails, "decided": now_iso(),
+    }  # fmt: skip
 
 
 def apply_decision(
     s3: Any, bucket: str, root: str, registry: Registry, record: dict[str, Any], facts: RunFacts,
     inputs: GateInputs, store: DecisionStore, checkpoint: Checkpoint,
 ) -> dict[str, Any]:  # fmt: skip
+    """Log the run, register the model, and move the alias only if it still names the champion the decision was
+    compared with and no hold began since (compare-and-swap, under the caller's champion lease)."""
     job, status, metrics = record["job"], record["status"], facts.metrics or {}
+    attempt = int(record.get("attempt") or 1)
     lineage = record.get("lineage") or {}
     run_id = registry.log_run(
         job, params=inputs.params or {}, history=metrics.get("history") or [],
@@ -129,6 +158,7 @@ def apply_decision(
         artifacts={name: body for name, body in (
             ("report.html", inputs.report_html), ("decision.json", json.dumps(record, indent=1).encode()),
             ("metrics.json", json.dumps(metrics, indent=1).encode() if metrics else None)) if body},
+        attempt=attempt,
     )  # fmt: skip
     checkpoint("tracking")
     version: ModelVersionInfo | None = None
@@ -137,9 +167,15 @@ def apply_decision(
                 **summary_tags(metrics)}  # fmt: skip
         version = registry.register(job, record["model"], run_id, tags)
         checkpoint("registry")
+    superseded = None
     if status == PROMOTED and version is not None:
-        registry.set_champion(version.version)
-        checkpoint("alias")
+        superseded = _moved_since(registry.champion(), version, record, read_hold(s3, bucket, root))
+        if superseded is None:
+            registry.set_champion(version.version)
+            checkpoint("alias")
+        else:
+            log.warning("not applying the promotion of %s: %s", job, superseded["why"])
+            registry.tag_version(version.version, "decision", SUPERSEDED)
     champion = registry.champion()
     follow_registry(s3, bucket, root, champion)
     checkpoint("champion_copy")
@@ -149,10 +185,29 @@ def apply_decision(
         "registry": {"name": registry.model_name, "version": version.version if version else None,
                      "aliases": list(registry.version_aliases(version.version)) if version else [],
                      "champion": champion.version if champion else None},
+        **({"superseded": superseded} if superseded else {}),
     }  # fmt: skip
-    applied, _ = store.create(job, applied, "applied")
+    applied, _ = store.create(job, applied, store.marker(record, "applied"))
     checkpoint("applied")
     return applied
+
+
+def _moved_since(
+    now: ModelVersionInfo | None, candidate: ModelVersionInfo, record: dict[str, Any], hold: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Why the promotion must not be applied now (None: apply it). The alias already naming the candidate is
+    this decision applied by an earlier try."""
+    if now is not None and now.version == candidate.version:
+        return None
+    compared = (record.get("champion") or {}).get("version")
+    current = now.version if now else None
+    if hold and str(hold.get("version")) != candidate.version:
+        return {"why": f"v{hold['version']} has been held as champion by {hold.get('by')} since {hold.get('at')}",
+                "champion_now": current, "hold": hold}  # fmt: skip
+    if (str(compared) if compared is not None else None) != current:
+        return {"why": f"the champion is v{current or 'none'} now, not v{compared or 'none'} it was compared with "
+                       "(a rollback or another run moved it since the decision)", "champion_now": current}  # fmt: skip
+    return None
 
 
 def _decision_metrics(record: dict[str, Any]) -> dict[str, float]:

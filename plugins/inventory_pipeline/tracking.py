@@ -141,23 +141,26 @@ class Registry:
                 raise
             return found.experiment_id
 
-    def find_run(self, job: str) -> Any | None:
-        runs = self.client.search_runs([self._experiment_id()], filter_string=f"tags.job = '{job}'", max_results=1)
-        return runs[0] if runs else None
+    def find_run(self, job: str, attempt: int = 1) -> Any | None:
+        """The run of this job's decision attempt (a run without an `attempt` tag is attempt 1's)."""
+        runs = self.client.search_runs([self._experiment_id()], filter_string=f"tags.job = '{job}'", max_results=50)
+        return next((r for r in runs if r.data.tags.get("attempt", "1") == str(attempt)), None)
 
     def log_run(
         self, job: str, params: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, float],
-        tags: dict[str, str], artifacts: dict[str, bytes],
+        tags: dict[str, str], artifacts: dict[str, bytes], attempt: int = 1,
     ) -> str:  # fmt: skip
-        """The MLflow run of this job, created once; params, per-epoch metrics, final metrics, tags and
-        artifacts are logged once (a run tagged `complete` is left as it is)."""
+        """The MLflow run of this job's decision attempt, created once; params, per-epoch metrics, final
+        metrics, tags and artifacts are logged once (a run tagged `complete` is left as it is)."""
         from mlflow.entities import Metric, Param, RunTag
 
-        run = self.find_run(job)
+        run = self.find_run(job, attempt)
         if run is not None and run.data.tags.get("complete") == "true":
             return run.info.run_id
         if run is None:
-            run = self.client.create_run(self._experiment_id(), run_name=job, tags={"job": job})
+            name = job if attempt == 1 else f"{job}-attempt-{attempt}"
+            run = self.client.create_run(self._experiment_id(), run_name=name,
+                                         tags={"job": job, "attempt": str(attempt)})  # fmt: skip
         run_id = run.info.run_id
         logged = run.data.metrics if hasattr(run, "data") and run.data else {}
         stamp = int(run.info.start_time or 0)

@@ -9,7 +9,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from support import accuracy_metrics, free_port, tar_archive
+from support import accuracy_metrics, collect, free_port, tar_archive
 
 from inventory_pipeline.decisions import GatePolicy, RunFacts
 from inventory_pipeline.promotion import GateInputs, run_gate
@@ -90,9 +90,9 @@ def test_a_crash_after_any_write_then_a_retry_ends_in_one_consistent_decision(en
             raise Crash(step)
 
     with pytest.raises(Crash):
-        gate(env, "j2", 0.8, champion_accuracy=0.6, notify=sent.append, checkpoint=crash_at)
-    retried = gate(env, "j2", 0.8, champion_accuracy=0.6, notify=sent.append)
-    again = gate(env, "j2", 0.1, champion_accuracy=0.6, notify=sent.append)  # a late retry with other numbers
+        gate(env, "j2", 0.8, champion_accuracy=0.6, notify=collect(sent), checkpoint=crash_at)
+    retried = gate(env, "j2", 0.8, champion_accuracy=0.6, notify=collect(sent))
+    again = gate(env, "j2", 0.1, champion_accuracy=0.6, notify=collect(sent))  # a late retry with other numbers
     assert retried["status"] == again["status"] == "promoted" and again["candidate"]["accuracy"] == 0.8
     registry = env["registry"]
     assert [v.tags["job"] for v in registry.versions()] == ["j1", "j2"]  # one version per job
@@ -105,13 +105,13 @@ def test_a_crash_after_any_write_then_a_retry_ends_in_one_consistent_decision(en
 
 
 def test_a_failed_notification_never_loses_the_decision(env):
-    def broken(record):
+    def broken(message_id, record):
         raise ConnectionError("SNS is down")
 
     record = gate(env, "j1", 0.6, notify=broken)
     assert record["status"] == "promoted" and env["registry"].champion().version == "1"
     sent = []
-    gate(env, "j1", 0.6, notify=sent.append)  # a retry announces what was not announced
+    gate(env, "j1", 0.6, notify=collect(sent))  # a retry announces what was not announced
     assert [r["status"] for r in sent] == ["promoted"]
 
 
@@ -194,3 +194,109 @@ def test_a_registry_that_cannot_be_asked_is_not_an_empty_one_and_no_decision_is_
     with pytest.raises(RegistryUnavailable):
         gate({**env, "registry": registry}, "j-unasked", 0.8)
     assert DecisionStore(env["s3"], env["bucket"], "p/").read("j-unasked") is None
+
+
+# --- day-2 operations (issue 25) ---------------------------------------------------------------------------
+
+
+def test_a_rollback_holds_until_released(env):
+    """Issue 25 (5): after a rollback, a better run is recorded `held` (registered, never promoted), and the
+    listing says which version is held by whom; `model release` lets the next run promote."""
+    from inventory_pipeline.champion_lock import read_hold
+    from inventory_pipeline.model_cli import list_versions, release, rollback
+
+    s3, bucket, registry = env["s3"], env["bucket"], env["registry"]
+    gate(env, "j1", 0.6)
+    gate(env, "j2", 0.8, champion_accuracy=0.6)
+    rollback(s3, bucket, "p/", registry, "1", who="oncall")
+    held = gate(env, "j3", 0.9, champion_accuracy=0.6)
+    assert held["status"] == "held" and "held as champion by oncall" in held["reason"]
+    assert registry.champion().version == "1" and deployable(env)[0] == "j1"
+    assert registry.version_for_job("j3").tags["decision"] == "held"
+    listed = {v["version"]: v for v in list_versions(registry, read_hold(s3, bucket, "p/"))}
+    assert listed["1"]["aliases"] == ["champion"] and listed["1"]["held"]["by"] == "oncall"
+    assert not listed["2"]["held"]
+    released = release(s3, bucket, "p/", registry, who="oncall")
+    assert released["status"] == "released" and read_hold(s3, bucket, "p/") is None
+    assert gate(env, "j4", 0.9, champion_accuracy=0.6)["status"] == "promoted"
+    assert registry.champion().tags["job"] == "j4"
+
+
+def test_a_promotion_is_not_applied_over_a_champion_that_moved_since_the_decision(env):
+    """Issue 25 (3): decided `promoted` against v2, the gate dies before the alias; a rollback to v1 happens; the
+    retry must not undo the rollback: the promotion is `superseded`, recorded with what the champion is now."""
+    from inventory_pipeline.model_cli import release, rollback
+
+    s3, bucket, registry = env["s3"], env["bucket"], env["registry"]
+    gate(env, "j1", 0.6)
+    gate(env, "j2", 0.8, champion_accuracy=0.6)
+
+    def crash_at(reached: str) -> None:
+        if reached == "registry":
+            raise Crash(reached)
+
+    with pytest.raises(Crash):
+        gate(env, "j3", 0.9, champion_accuracy=0.8, checkpoint=crash_at)
+    rollback(s3, bucket, "p/", registry, "1", who="oncall")
+    release(s3, bucket, "p/", registry, who="oncall")  # even with the hold over, v1 is not what j3 beat
+    sent = []
+    retried = gate(env, "j3", 0.9, champion_accuracy=0.8, notify=collect(sent))
+    assert retried["status"] == "superseded" and retried["decided_status"] == "promoted"
+    assert "the champion is v1 now, not v2" in retried["reason"]
+    assert registry.champion().version == "1" and deployable(env)[0] == "j1"
+    assert [r["status"] for r in sent] == ["superseded"]
+
+
+def test_a_failed_decision_is_superseded_when_a_cleared_run_gets_further(env):
+    """Issue 25 (1): the first attempt failed upstream (copy_images), the engineer clears the run, the job trains:
+    the gate decides again instead of replaying `failed`, and history keeps both."""
+    from inventory_pipeline.decisions import DecisionStore
+
+    broken = {**DONE, "copy_images": "failed", "train": "upstream_failed"}
+    first = gate(env, "j1", 0.6, report=None, states=broken)
+    assert first["status"] == "failed"
+    again = gate(env, "j1", 0.6, report=None, states=broken)  # a retry on the same facts: the failure stands
+    assert again["status"] == "failed" and again.get("attempt") is None
+    cleared = gate(env, "j1", 0.6)
+    assert cleared["status"] == "promoted" and cleared["attempt"] == 2
+    assert cleared["supersedes"]["status"] == "failed" and env["registry"].champion().tags["job"] == "j1"
+    assert gate(env, "j1", 0.1)["status"] == "promoted"  # final now: replayed
+    history = DecisionStore(env["s3"], env["bucket"], "p/").all()
+    assert [r["status"] for r in history if r["job"] == "j1"] == ["failed", "promoted"]
+
+
+def test_two_gate_attempts_at_once_make_one_run_and_one_version(env):
+    """Issue 25 (7): a zombie try and its retry apply the same decision concurrently; the champion lease makes
+    one of them write and the other find it written."""
+    gate(env, "j1", 0.6)
+    results, errors = [], []
+
+    def attempt() -> None:
+        try:
+            results.append(gate(env, "j2", 0.8, champion_accuracy=0.6))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and [r["status"] for r in results] == ["promoted", "promoted"], errors
+    registry = env["registry"]
+    assert [v.tags["job"] for v in registry.versions()] == ["j1", "j2"]
+    runs = registry.client.search_runs([registry._experiment_id()], filter_string="tags.job = 'j2'")
+    assert len(runs) == 1
+
+
+def test_an_announcement_that_failed_goes_out_with_the_next_gate_under_its_own_id(env):
+    """Issue 25 (7): SNS was down when j1 was decided; j2's gate sends j1's announcement too, each once, each
+    with a stable message id a consumer can drop duplicates by."""
+    def broken(message_id, record):
+        raise ConnectionError("SNS is down")
+
+    gate(env, "j1", 0.6, notify=broken)
+    ids = []
+    gate(env, "j2", 0.5, champion_accuracy=0.6, notify=lambda message_id, record: ids.append(message_id))
+    gate(env, "j2", 0.5, champion_accuracy=0.6, notify=lambda message_id, record: ids.append(message_id))
+    assert ids == ["j1", "j2"]

@@ -45,7 +45,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fault_proxy import DROP, DROP_RESPONSE, HOLD, Action, FaultProxy, Request, json_error, s3_error
-from support import accuracy_metrics, tar_archive, wait_until
+from support import accuracy_metrics, collect, tar_archive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "inventory_retraining"
@@ -439,15 +439,17 @@ def seed_champion(env: FaultEnv, bucket: str, accuracy: float = 0.5) -> dict[str
 def run_gate_for(
     env: FaultEnv, bucket: str, job: str, run_id: str, *, report: dict[str, Any] | None, metrics: dict[str, Any],
     model_uri: str | None, checkpoint: Callable[[str], None] | None = None,
-    notify: Callable[[dict[str, Any]], None] | None = None,
+    notify: Callable[[str, dict[str, Any]], None] | None = None, registry: Any = None,
+    states: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report."""
+    """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report (unless
+    `states` says otherwise); `registry`: another client of the scenario's registry (through a proxy)."""
     from inventory_pipeline.decisions import GatePolicy, RunFacts
     from inventory_pipeline.promotion import GateInputs, run_gate
 
-    registry = registry_for(env, bucket)
+    registry = registry or registry_for(env, bucket)
     champion = registry.champion()
-    states = dict.fromkeys(("train", "wait_for_training", "wait_for_rules", "parse_rule_reports"), "success")
+    states = states or dict.fromkeys(("train", "wait_for_training", "wait_for_rules", "parse_rule_reports"), "success")
     if report and report["decision"]["failed"]:
         states["parse_rule_reports"] = "failed"
     facts = RunFacts(job=job, task_states=states, report=report, metrics=metrics,
@@ -1719,16 +1721,17 @@ def _gate_crash(env: FaultEnv, step: str, retried: bool) -> Row:
     job = "fault-better-job"
     run = _better_job(env, names, job, 0.8, 0.5)
     died, _ = expect_error(lambda: run_gate_for(env, names.bucket, job, names.run_id, **run, checkpoint=die,
-                                                notify=sent.append), Died)  # fmt: skip
+                                                notify=collect(sent)), Died)  # fmt: skip
     audit = Audit(env, fault)
     if retried:
-        decision = run_gate_for(env, names.bucket, job, names.run_id, **run, notify=sent.append)
+        decision = run_gate_for(env, names.bucket, job, names.run_id, **run, notify=collect(sent))
         expected = decision["status"] == "promoted" and registry_for(env, names.bucket).champion().tags["job"] == job
     else:
         # the next job scores whichever model the registry names champion now (0.8 once the alias moved)
         moved = registry_for(env, names.bucket).champion().tags.get("job") == job
         nxt = _better_job(env, names, "fault-next-job", 0.4, 0.8 if moved else 0.5)
-        decision = run_gate_for(env, names.bucket, "fault-next-job", f"{names.run_id}-next", **nxt, notify=sent.append)
+        decision = run_gate_for(env, names.bucket, "fault-next-job", f"{names.run_id}-next", **nxt,
+                                notify=collect(sent))
         expected = decision["status"] == "not_better"
     audit.champion(names.bucket, before)
     registry = registry_for(env, names.bucket)
@@ -1752,3 +1755,7 @@ def _register_gate_crashes() -> None:
 
 
 _register_gate_crashes()
+
+
+# The day-2 operations scenarios (issue 25) live in their own module; importing it registers them here.
+import fault_scenarios_operations  # noqa: E402, F401
