@@ -9,7 +9,9 @@ ABID-like data in the public bucket's layout, and runs `airflow dags test invent
 Each run's summary goes to build/demo/summary.json (`weeks`, in order; the last run's fields at the top). The
 demo stops at the first failed run and exits non-zero; it stops what it started either way.
 
-`DEMO_CONF='{"epochs": 5}' make demo` merges that JSON into every week's conf; `DEMO_WEEKS=1` runs week 1 only.
+`DEMO_CONF='{"epochs": 5}' make demo` merges that JSON into every week's conf; `DEMO_WEEKS=1` runs week 1 only;
+`DEMO_ROLLBACK=1` adds the on-call story: `model rollback --to 1`, a forced retrain that ends `held`, `model
+release`, and a forced retrain that may promote again.
 Where the policy asks a person (a gain the paired test cannot call significant, by default), the demo answers as
 that person through Airflow's REST API (`approvals.Reviewer`): `DEMO_APPROVAL="Do not promote"` answers no.
 """
@@ -97,6 +99,29 @@ def read_run_summary(env: dict[str, str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# DEMO_ROLLBACK=1: after the weeks, an on-call engineer rolls back to v1 with the real CLI; a forced retrain then
+# ends `held`; `model release`; the next forced retrain may promote again (docs/operations.md).
+ROLLBACK_DATES = ("2026-01-26", "2026-02-02")
+
+
+def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
+    def cli(*args: str) -> None:
+        log.info("$ inventory-pipeline %s", " ".join(args))
+        done = subprocess.run([sys.executable, "-m", "inventory_pipeline.cli", *args], env=env, text=True,
+                              capture_output=True)  # fmt: skip
+        print(done.stdout, end="")
+        if done.returncode != 0:
+            raise SystemExit(f"inventory-pipeline {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+
+    forced = {**conf, "force_retrain": True}
+    cli("model", "rollback", "--to", "1")
+    cli("model", "list")
+    if not run(4, forced, ROLLBACK_DATES[0]):
+        return False
+    cli("model", "release")
+    return run(5, forced, ROLLBACK_DATES[1])
+
+
 def main() -> int:
     from inventory_pipeline.approvals import Reviewer
     from inventory_pipeline.aws_clients import make_client
@@ -133,6 +158,22 @@ def main() -> int:
         db_migrate(env)
         # answers approval requests as a person would, through the REST API (an API server only if one is needed)
         reviewer = Reviewer(env, answer=os.environ.get("DEMO_APPROVAL", "Promote"), user="demo-reviewer")
+
+        def run(week: int, run_conf: dict[str, Any], logical_date: str) -> bool:
+            log.info("week %d: airflow dags test inventory_retraining %s -c '%s'", week, logical_date,
+                     json.dumps(run_conf))  # fmt: skip
+            result = dags_test(env, run_conf, log_path=BUILD_DIR / f"dags-test-week{week}.log", echo=True,
+                               logical_date=logical_date, on_line=reviewer.on_line)  # fmt: skip
+            summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=run_conf)
+            summary.update(week=week, notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
+                           run_log=str(result.log_path))  # fmt: skip
+            summaries.append(summary)
+            print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
+            if not (result.ok and summary.get("state") == "success"):
+                log.error("week %d ended %s: stopping the story here", week, summary.get("state"))
+                return False
+            return True
+
         try:
             for week in range(1, weeks + 1):
                 if week == 1:
@@ -144,19 +185,11 @@ def main() -> int:
                     log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
                 else:
                     log.info("week %d: nothing changed in s3://%s", week, SOURCE_BUCKET)
-                log.info("week %d: airflow dags test inventory_retraining %s -c '%s'", week, WEEK_DATES[week - 1],
-                         json.dumps(conf))  # fmt: skip
-                result = dags_test(env, conf, log_path=BUILD_DIR / f"dags-test-week{week}.log", echo=True,
-                                   logical_date=WEEK_DATES[week - 1], on_line=reviewer.on_line)  # fmt: skip
-                summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=conf)
-                summary.update(week=week, notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
-                               run_log=str(result.log_path))  # fmt: skip
-                summaries.append(summary)
-                print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
-                if not (result.ok and summary.get("state") == "success"):
-                    ok = False
-                    log.error("week %d ended %s: stopping the story here", week, summary.get("state"))
+                ok = run(week, conf, WEEK_DATES[week - 1])
+                if not ok:
                     break
+            if ok and os.environ.get("DEMO_ROLLBACK"):
+                ok = rollback_story(env, conf, run)
         finally:
             reviewer.stop()
     final = {**summaries[-1], "weeks": summaries, "wall_time_s": round(time.monotonic() - started, 1)}
