@@ -45,7 +45,8 @@ class ModelSpec:
     lr_schedule: str = "constant"
     # "mlp": Linear-ReLU-Linear trained by Adam over epochs (the study's); "linear": one linear layer fitted in
     # closed form on the frozen backbone's features, its L2 strength chosen by cross-validation on the train
-    # channel (linear_head.py). Not for a network trained from scratch (small_cnn keeps its own classifier).
+    # channel (linear_head.py); "ordinal": one linear layer too, a ridge regression of the count answered by the
+    # nearest count (ordinal_head.py). Not for a network trained from scratch (small_cnn keeps its own classifier).
     head: str = "mlp"
     # Test-time augmentation: "none", or "hflip" (the mean of the outputs on the photo and its mirror image).
     tta: str = "none"
@@ -67,7 +68,9 @@ SPECS = {
     ),
 }
 LR_SCHEDULES = ("constant", "onecycle")
-HEADS = ("mlp", "linear")
+HEADS = ("mlp", "linear", "ordinal")
+# Heads fitted in closed form on frozen features (one feature pass, no epochs), each one nn.Linear(width, 5).
+FEATURE_HEADS = ("linear", "ordinal")
 # Pretrained weights torchvision can download by name (efficientnet_lite0's come only from a checkpoint).
 DOWNLOADABLE = {"resnet50": "IMAGENET1K_V1", "resnet18": "IMAGENET1K_V1"}
 TTAS = ("none", "hflip")
@@ -255,6 +258,16 @@ def head_slot(model: nn.Module) -> tuple[nn.Module, str]:
     return net, "_fc" if isinstance(net, EfficientNetLite0) else "fc"
 
 
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The layer whose outputs are the 5 class logits: its bias is where a correction to a class prior goes."""
+    net = backbone_of(model)
+    head = net.fc if isinstance(net, SmallCNN) else getattr(*head_slot(model))
+    layer = head[-1] if isinstance(head, nn.Sequential) else head
+    if not isinstance(layer, nn.Linear) or layer.out_features != NUM_CLASSES:
+        raise TypeError(f"{type(net).__name__}'s classifier does not end in a {NUM_CLASSES}-way linear layer")
+    return layer
+
+
 def build_model(
     name: str,
     checkpoint: Path | None = None,
@@ -277,7 +290,7 @@ def build_model(
             for param in net.parameters():
                 param.requires_grad = False
         attribute, width = _HEADS[name]
-        if head == "linear":
+        if head in FEATURE_HEADS:
             classifier: nn.Module = nn.Linear(width, NUM_CLASSES)
         else:  # the study's head
             classifier = nn.Sequential(nn.Linear(width, 128), nn.ReLU(inplace=True), nn.Linear(128, NUM_CLASSES))
