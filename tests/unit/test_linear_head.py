@@ -110,15 +110,15 @@ def test_a_network_trained_from_scratch_has_no_linear_head():
         build_model("small_cnn", head="linear")
 
 
-def test_efficientnet_lite0_defaults_to_the_linear_head_and_the_study_models_keep_their_recipe():
+def test_efficientnet_lite0_defaults_to_the_ordinal_head_and_the_study_models_keep_their_recipe():
     from train import parse_config
 
     lite = parse_config(["--model", "efficientnet_lite0"], env={}).spec
-    assert (lite.head, lite.view, lite.input_size, lite.tta) == ("linear", "full", 416, "none")
+    assert (lite.head, lite.view, lite.input_size, lite.tta) == ("ordinal", "full", 416, "none")
     study = parse_config(["--model", "resnet50"], env={}).spec
     assert (study.head, study.view, study.input_size, study.tta) == ("mlp", "crop", 224, "none")
     assert parse_config(["--model", "efficientnet_lite0", "--head", "mlp"], env={}).spec.head == "mlp"
-    for refused in (["--model", "small_cnn", "--head", "linear"],
+    for refused in (["--model", "small_cnn", "--head", "linear"], ["--model", "small_cnn", "--head", "ordinal"],
                     ["--model", "efficientnet_lite0", "--freeze-backbone", "false"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parse_config(refused, env={})
