@@ -1,20 +1,32 @@
-"""How well does training count real bin photos it has never seen? Nested cross-validation on the 100 ABID photos.
+"""How well does training count real bin photos it has never seen, at the class mix real bins have? Nested
+cross-validation on the 100 ABID photos, scored at the study's mix.
+
+The 100 photos are balanced (20 per count); real bins are not (the study's file list: 11.8 / 22.0 / 25.5 / 22.7 /
+18.0 % of counts 1..5). Every figure is re-weighted to a target mix (default: the study's file_list.json): each
+outer-test photo weighs target share / sample share of its count (importance weighting), so accuracy at the mix is
+sum_k target_k * recall_k and the squared error likewise. The trivial answers are scored the same way: always the
+target's commonest count (accuracy) and always the middle count, 3 (RMSE).
 
 Outer loop: 5 stratified folds. Each holds out 4 photos per count as the test channel and lays the other 80 out
 as train (13 per count) and valid (3 per count) channels. Every recipe choice is made inside the fold, from its
-train channel only:
-- the recipe (view, image size, test-time augmentation) among CANDIDATES, by the held-out log loss of
-  `linear_head.select_penalty`'s cross-validation on the train channel's features. Features are extracted once
-  per photo per view/size (and per mirror image) by the code train.py runs (linear_head.extract on
-  CountingImageFolder with train.py's evaluation transform);
-- the head's L2 strength, by train.py itself (the same cross-validation, inside the job).
+train channel only, at the target mix:
+- the recipe: head (linear_head's classifier, or ordinal_head's count regression), view, image size and
+  test-time augmentation among CANDIDATES, by the lowest importance-weighted ranked probability score (a proper
+  score for ordered outcomes: mass on 4 for a 5 costs less than mass on 1) of the held-out predictions of the
+  head's own cross-validation on the train channel. Features are extracted once per photo per view/size (and per
+  mirror image) by the code train.py runs (linear_head.extract on CountingImageFolder with train.py's evaluation
+  transform);
+- the head's L2 strength, by train.py itself (the same cross-validation, at the same mix, inside the job);
+- the prior: none to choose. The job corrects its answers to the mix it will meet (`--population-counts`, the
+  target's counts, as the pipeline passes the source's), which is what is scored.
 Then `training_code/train.py` runs as a subprocess under the SM_* contract (the code path a job runs) with the
 chosen recipe and the offline ImageNet checkpoint (`make pretrained`) as its `pretrained` channel, and scores the
-outer test channel. Reported: accuracy over the 100 outer-test predictions with a 95% Wilson interval beside the
-majority class of those photos; the same for train.py's default recipe (one more run per fold where the fold
-chose another); whether train.py's predictions equal the in-process ones; and the accuracy expected on photos in
-the study's class mix (per-count recall weighted by 1228/2299/2666/2373/1875), without and with logit
-adjustment (`--class-prior study`). The photos are referenced from ../shared, never copied into the project.
+outer test channel. Reported: at the target mix, accuracy and RMSE with 95% intervals (a stratified bootstrap of
+the outer-test answers: the test photos' sampling, not the recipe choice's) beside the trivial answers; the same
+for each head with only the view chosen inside the folds (in-process, the same functions); train.py's default
+recipe (one more run per fold where the fold chose another); the accuracy over the photos as sampled (balanced),
+with a Wilson interval; whether train.py's predictions equal the in-process ones; and the recipe the same
+selection picks on all 100 photos. The photos are referenced from ../shared, never copied into the project.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import math
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +47,26 @@ from script_mode import metrics, run_train, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "abid-sample"
+STUDY_FILE_LIST = ROOT.parent / "shared" / "data" / "file_list.json"
 sys.path.insert(0, str(ROOT / "training_code"))
 
 import linear_head  # noqa: E402
+import ordinal_head  # noqa: E402
+from class_prior import Prior, importance_weights  # noqa: E402
 from data import CountingImageFolder, eval_decode_side, eval_transform  # noqa: E402
 from model import build_model, find_checkpoint  # noqa: E402
+from scoring import ranked_probability_score  # noqa: E402
 from train import _loader, parse_config  # noqa: E402
 
 MODEL = "efficientnet_lite0"
-# (view, image size, TTA): the whole bin at three resolutions, and the study's centre crop; each with and
-# without averaging over the mirror image.
-CANDIDATES = [(view, size, tta) for view, size in (("full", 224), ("full", 320), ("full", 416), ("crop", 224))
-              for tta in ("none", "hflip")]  # fmt: skip
+HEADS = ("linear", "ordinal")
+# (view, image size, TTA, head): the whole bin at three resolutions, and the study's centre crop; each with and
+# without averaging over the mirror image; each with the classifier and with the ordinal head.
+CANDIDATES = [(view, size, tta, head) for view, size in (("full", 224), ("full", 320), ("full", 416), ("crop", 224))
+              for tta in ("none", "hflip") for head in HEADS]  # fmt: skip
 PER_COUNT = {"test": 4, "valid": 3}  # per outer fold; train gets the rest (13)
+BOOTSTRAP = 10_000
+MIDDLE = 2  # class index of count 3, the middle count
 
 
 def photos_by_count(sample: Path) -> dict[int, list[Path]]:
@@ -80,9 +100,19 @@ def link_channels(splits: dict[str, dict[int, list[Path]]], out: Path) -> dict[s
     return {split: out / split for split in splits}
 
 
-def recipe_args(recipe: tuple[str, int, str]) -> list[str]:
-    view, size, tta = recipe
-    return ["--view", view, "--image-size", str(size), "--tta", tta]
+def recipe_args(recipe: tuple[str, int, str, str]) -> list[str]:
+    view, size, tta, head = recipe
+    return ["--view", view, "--image-size", str(size), "--tta", tta, "--head", head]
+
+
+def name(recipe: tuple) -> str:
+    return "/".join(map(str, recipe))
+
+
+def target_mix(file_list: Path) -> np.ndarray:
+    """Counts of 1..5 in a file_list.json ({"1": [paths], ...})."""
+    document = json.loads(file_list.read_text())
+    return np.array([len(document[str(c)]) for c in range(1, 6)], dtype=float)
 
 
 def wilson(correct: int, total: int, z: float = 1.96) -> list[float]:
@@ -130,8 +160,8 @@ class FeatureBank:
         self.memo[key] = found
         return found
 
-    def features(self, recipe: tuple[str, int, str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        view, size, tta = recipe
+    def features(self, recipe: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        view, size, tta = recipe[:3]
         x, y, names = self.get(view, size, False)
         if tta == "hflip":  # FlipAveraged's mean of the outputs = the mean of the features for a linear head
             x = (x + self.get(view, size, True)[0]) / 2
@@ -142,40 +172,92 @@ def rows_of(split: dict[int, list[Path]], index: dict[str, int]) -> np.ndarray:
     return np.array([index[p.name] for photos in split.values() for p in photos])
 
 
-def select_recipe(bank: FeatureBank, train_split: dict[int, list[Path]], seed: int) -> tuple[tuple, dict]:
-    """The candidate whose train-channel CV log loss (at its best L2 strength) is lowest: train photos only."""
-    scores = {}
-    for recipe in CANDIDATES:
-        x, y, index = bank.features(recipe)
-        rows = rows_of(train_split, index)
-        scores[recipe] = linear_head.select_penalty(x[rows], y[rows], seed).best_log_loss
-    best = min(CANDIDATES, key=lambda r: (scores[r], CANDIDATES.index(r)))
-    return best, {"/".join(map(str, r)): round(s, 4) for r, s in scores.items()}
+def head_module(head: str):
+    return ordinal_head if head == "ordinal" else linear_head
 
 
-def in_process_predictions(bank: FeatureBank, recipe, splits, seed: int, prior: str) -> tuple[np.ndarray, np.ndarray]:
-    """(true, predicted) class indices on the fold's test photos, fitted as train.py fits (same functions)."""
-    x, y, index = bank.features(recipe)
-    train, test = rows_of(splits["train"], index), rows_of(splits["test"], index)
-    fit, _, _ = linear_head.fit_head(x[train], y[train], prior, seed)
+def held_out_rps(bank: FeatureBank, recipe: tuple, rows: np.ndarray, target: np.ndarray, seed: int) -> float:
+    """The candidate's importance-weighted ranked probability score over its head's own CV on `rows` (the
+    held-out predictions at the penalty that CV chose, as train.py chooses it)."""
+    x, y, _ = bank.features(recipe)
+    module = head_module(recipe[3])
+    selection = module.select_penalty(x[rows], y[rows], seed=seed, target=target)
+    return ranked_probability_score(selection.held_out, y[rows], importance_weights(y[rows], target))
+
+
+def select_recipe(scores: dict[tuple, float], heads: tuple[str, ...] = HEADS) -> tuple:
+    """The candidate (of these heads) with the lowest score; ties to the earlier candidate."""
+    pool = [r for r in CANDIDATES if r[3] in heads]
+    return min(pool, key=lambda r: (scores[r], CANDIDATES.index(r)))
+
+
+def predictions(bank: FeatureBank, recipe: tuple, train: np.ndarray, test: np.ndarray, prior: Prior,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(true, predicted) class indices on `test`, fitted on `train` as train.py fits (same functions)."""
+    x, y, _ = bank.features(recipe)
+    fit, _, _ = head_module(recipe[3]).fit_head(x[train], y[train], prior, seed)
     return y[test], fit.logits(x[test]).argmax(1)
 
 
-def run_job(channels: dict[str, Path], pretrained: Path, work: Path, recipe, seed: int) -> dict:
+def run_job(channels: dict[str, Path], pretrained: Path, work: Path, recipe: tuple | None, seed: int,
+            population: str) -> dict:  # fmt: skip
     env = script_env({**channels, "pretrained": pretrained}, work)
-    argv = ["--model", MODEL, "--batch-size", "16", "--seed", str(seed), *recipe_args(recipe)]
+    argv = ["--model", MODEL, "--batch-size", "16", "--seed", str(seed), "--population-counts", population,
+            *(recipe_args(recipe) if recipe else [])]  # fmt: skip
     proc = run_train(argv, env)
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return metrics(work)
 
 
-def summary(confusion: np.ndarray) -> dict:
+def confusion_of(truth: np.ndarray, guess: np.ndarray) -> np.ndarray:
+    confusion = np.zeros((5, 5), int)
+    np.add.at(confusion, (truth, guess), 1)
+    return confusion
+
+
+def at_mix(confusion: np.ndarray, mix: np.ndarray) -> tuple[float, float]:
+    """(accuracy, RMSE) of these answers re-weighted to `mix`: each count's photos weigh mix_k / their share."""
+    per_count = confusion / confusion.sum(1, keepdims=True)
+    squared = (np.arange(5)[:, None] - np.arange(5)[None, :]) ** 2
+    return float(mix @ np.diag(per_count)), float(math.sqrt(mix @ (per_count * squared).sum(1)))
+
+
+def bootstrap_at_mix(confusion: np.ndarray, mix: np.ndarray, seed: int) -> dict[str, list[float]]:
+    """95% percentile intervals of at_mix over a stratified bootstrap: each count's test photos resampled with
+    replacement, as many as there were (the design's balance kept)."""
+    rng = np.random.default_rng(seed)
+    draws = np.zeros((BOOTSTRAP, 5, 5))
+    for truth, row in enumerate(confusion):
+        draws[:, truth, :] = rng.multinomial(row.sum(), row / row.sum(), size=BOOTSTRAP)
+    per_count = draws / draws.sum(2, keepdims=True)
+    squared = (np.arange(5)[:, None] - np.arange(5)[None, :]) ** 2
+    accuracy = np.einsum("k,bkk->b", mix, per_count)
+    rmse = np.sqrt(np.einsum("k,bkj,kj->b", mix, per_count, squared))
+    return {name: [round(float(v), 3) for v in np.percentile(values, [2.5, 97.5])]
+            for name, values in (("accuracy", accuracy), ("rmse", rmse))}  # fmt: skip
+
+
+def trivial_at_mix(confusion: np.ndarray, mix: np.ndarray) -> dict:
+    """The trivial answers on the same test photos, re-weighted the same way."""
+    truths = confusion.sum(1)
+    majority = int(np.argmax(mix))
+    always = {answer: np.outer(truths, np.eye(5, dtype=int)[answer]) for answer in (majority, MIDDLE)}
+    return {"majority_answer": majority + 1, "majority_accuracy": round(at_mix(always[majority], mix)[0], 4),
+            "majority_rmse": round(at_mix(always[majority], mix)[1], 4),
+            "middle_rmse": round(at_mix(always[MIDDLE], mix)[1], 4)}  # fmt: skip
+
+
+def summary(confusion: np.ndarray, mix: np.ndarray, seed: int) -> dict:
+    """Figures at the target mix (with bootstrap intervals) and as sampled (Wilson interval)."""
     correct, total = int(np.trace(confusion)), int(confusion.sum())
-    recall = np.diag(confusion) / confusion.sum(1)
-    study = np.array(linear_head.STUDY_CLASS_COUNTS) / sum(linear_head.STUDY_CLASS_COUNTS)
-    return {"accuracy": round(correct / total, 3), "ci95": wilson(correct, total), "correct": correct,
-            "evaluated": total, "study_mix_accuracy": round(float(recall @ study), 3),
+    accuracy, rmse = at_mix(confusion, mix)
+    interval = bootstrap_at_mix(confusion, mix, seed)
+    sampled_rmse = at_mix(confusion, confusion.sum(1) / total)[1]
+    return {"accuracy": round(accuracy, 3), "accuracy_ci95": interval["accuracy"], "rmse": round(rmse, 3),
+            "rmse_ci95": interval["rmse"],
+            "as_sampled": {"accuracy": round(correct / total, 3), "ci95": wilson(correct, total),
+                           "correct": correct, "evaluated": total, "rmse": round(sampled_rmse, 3)},
             "confusion_matrix": confusion.tolist()}  # fmt: skip
 
 
@@ -185,6 +267,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42, help="train.py's --seed (its CV folds); also used here")
     parser.add_argument("--pretrained", type=Path, default=ROOT / "build" / "pretrained")
     parser.add_argument("--cache", type=Path, default=None, help="keep extracted features here between runs")
+    parser.add_argument("--target-mix", type=Path, default=STUDY_FILE_LIST,
+                        help="a file_list.json whose class counts are the mix to score at")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.folds != 5:  # 4 test + 3 valid per count per fold leave 13 to train only with 20 photos and 5 folds
@@ -194,48 +278,67 @@ def main() -> int:
         parser.error(f"no checkpoint in {args.pretrained}: run `make pretrained` first")
     torch.set_num_threads(2)
     started = time.perf_counter()
+    counts = target_mix(args.target_mix)
+    mix, population = counts / counts.sum(), ",".join(str(int(c)) for c in counts)
+    prior = Prior(mix, "population")  # what train.py resolves from --population-counts
     by_count = photos_by_count(SAMPLE)
     default = parse_config(["--model", MODEL], env={}).spec
-    default_recipe = (default.view, default.input_size, default.tta)
-    confusion = {"nested": np.zeros((5, 5), int), "default": np.zeros((5, 5), int)}
-    in_process = {"train": np.zeros((5, 5), int), "study": np.zeros((5, 5), int)}
-    rows, agree = [], True
+    default_recipe = (default.view, default.input_size, default.tta, default.head)
+    confusion = {key: np.zeros((5, 5), int) for key in ("nested", "default", *HEADS)}
+    rows, agree, chosen = [], True, {head: [] for head in HEADS}
     with tempfile.TemporaryDirectory() as tmp:
         bank = FeatureBank(by_count, checkpoint, Path(tmp) / "bank", args.cache)
+        index = bank.features(CANDIDATES[0])[2]
         for fold in range(args.folds):
             splits = fold_split(by_count, fold, args.folds)
-            recipe, scores = select_recipe(bank, splits["train"], args.seed)
+            train, test = rows_of(splits["train"], index), rows_of(splits["test"], index)
+            scores = {r: held_out_rps(bank, r, train, mix, args.seed) for r in CANDIDATES}
+            recipe = select_recipe(scores)
             channels = link_channels(splits, Path(tmp) / f"fold-{fold}" / "data")
-            row = {"fold": fold, "selected": "/".join(map(str, recipe)), "cv_log_loss": scores}
-            for name, chosen in (("nested", recipe), ("default", default_recipe)):
-                if name == "default" and chosen == recipe:
+            row = {"fold": fold, "selected": name(recipe), "cv_rps": {name(r): round(v, 4) for r, v in scores.items()}}
+            for key, wanted in (("nested", recipe), ("default", default_recipe)):
+                if key == "default" and wanted == recipe:
                     job = row["nested"]
                 else:
-                    job = run_job(channels, args.pretrained, Path(tmp) / f"fold-{fold}" / name, chosen, args.seed)
-                confusion[name] += np.array(job["confusion_matrix"])
-                row[name] = job
-            truth, guess = in_process_predictions(bank, recipe, splits, args.seed, "train")
-            mine = np.zeros((5, 5), int)
-            np.add.at(mine, (truth, guess), 1)
+                    # the default recipe runs as train.py's defaults: no recipe arguments
+                    job = run_job(channels, args.pretrained, Path(tmp) / f"fold-{fold}" / key,
+                                  wanted if key == "nested" else None, args.seed, population)  # fmt: skip
+                confusion[key] += np.array(job["confusion_matrix"])
+                row[key] = job
+            mine = confusion_of(*predictions(bank, recipe, train, test, prior, args.seed))
             agree &= mine.tolist() == row["nested"]["confusion_matrix"]
-            in_process["train"] += mine
-            truth, guess = in_process_predictions(bank, recipe, splits, args.seed, "study")
-            np.add.at(in_process["study"], (truth, guess), 1)
-            for name in ("nested", "default"):
-                row[name] = {"test_accuracy": round(row[name]["accuracy"], 3),
-                             "penalty": row[name]["head_fit"]["penalty"]}  # fmt: skip
+            for head in HEADS:  # each head alone, its view chosen inside the fold by the same score
+                own = select_recipe(scores, (head,))
+                chosen[head].append(name(own))
+                confusion[head] += confusion_of(*predictions(bank, own, train, test, prior, args.seed))
+            for key in ("nested", "default"):
+                row[key] = {"test_accuracy": round(row[key]["accuracy"], 3), "head": row[key]["head_fit"]["head"],
+                            "penalty": row[key]["head_fit"]["penalty"],
+                            "class_prior": row[key]["class_prior"]["source"]}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
-    nested, default_summary = summary(confusion["nested"]), summary(confusion["default"])
+        everything = np.arange(len(index))
+        on_all = select_recipe({r: held_out_rps(bank, r, everything, mix, args.seed) for r in CANDIDATES})
+    nested = summary(confusion["nested"], mix, args.seed)
+    trivial = trivial_at_mix(confusion["nested"], mix)
     result = {
         "model": MODEL, "photos": sum(len(p) for p in by_count.values()), "folds": args.folds,
         "layout_per_count": {"train": 13, **PER_COUNT},
-        "candidates": ["/".join(map(str, r)) for r in CANDIDATES],
+        "candidates": [name(r) for r in CANDIDATES],
+        "target_mix": {"mix": [round(float(m), 4) for m in mix], "from": str(args.target_mix.name),
+                       "counts": [int(c) for c in counts], "accuracy": nested["accuracy"],
+                       "accuracy_ci95": nested["accuracy_ci95"], "rmse": nested["rmse"],
+                       "rmse_ci95": nested["rmse_ci95"], **trivial,
+                       "ci_method": f"stratified bootstrap of the outer-test answers ({BOOTSTRAP} draws, "
+                                    "percentile); covers the test photos' sampling, not the recipe choice",
+                       "selection": "importance-weighted ranked probability score of each head's own CV on the "
+                                    "fold's train channel"},
         "nested_cv": nested,
-        "default_recipe": {"recipe": "/".join(map(str, default_recipe)), **default_summary},
-        "majority_baseline": round(int(confusion["nested"].sum(1).max()) / int(confusion["nested"].sum()), 3),
+        "recipe_votes": dict(Counter(row["selected"] for row in rows)),
+        "selected_on_all_photos": name(on_all),
+        "heads": {head: {**summary(confusion[head], mix, args.seed), "selected": chosen[head]} for head in HEADS},
+        "default_recipe": {"recipe": name(default_recipe), **summary(confusion["default"], mix, args.seed)},
         "train_py_matches_in_process": agree,
-        "study_mix_accuracy_with_logit_adjustment": summary(in_process["study"])["study_mix_accuracy"],
         "wall_s": round(time.perf_counter() - started, 1),
         "rows": rows,
     }  # fmt: skip

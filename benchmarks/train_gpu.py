@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "training_code"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
 import linear_head  # noqa: E402
-from model import build_model, spec_for  # noqa: E402
+from model import FEATURE_HEADS, build_model, spec_for  # noqa: E402
 from precision import choose_precision  # noqa: E402
 from train import run_epoch  # noqa: E402
 
@@ -40,8 +40,18 @@ from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
 CASES = {
     "small_cnn": ["--model", "small_cnn", "--epochs", "12", "--batch-size", "64"],
     "efficientnet_lite0": ["--model", "efficientnet_lite0", "--batch-size", "64"],  # the default: feature pass
-    "efficientnet_lite0_finetune": ["--model", "efficientnet_lite0", "--head", "mlp", "--freeze-backbone", "false",
-                                    "--epochs", "3", "--batch-size", "64"],  # fmt: skip
+    "efficientnet_lite0_finetune": [
+        "--model",
+        "efficientnet_lite0",
+        "--head",
+        "mlp",
+        "--freeze-backbone",
+        "false",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+    ],  # fmt: skip
     "resnet50": ["--model", "resnet50", "--epochs", "3", "--batch-size", "64"],  # the study's frozen backbone
 }
 
@@ -86,7 +96,7 @@ def compute_rate(argv: list[str], amp: str, device: torch.device, steps: int = 2
 
     def seconds(count: int) -> float:  # each batch ends in a host read (.item(), .cpu()), as in the job
         started = time.perf_counter()
-        if head == "linear":
+        if head in FEATURE_HEADS:
             linear_head.extract(model, [batch_of] * count, device, precision)
         else:
             run_epoch(model, [batch_of] * count, criterion, device, optimizer, precision=precision)

@@ -2,8 +2,8 @@
 
 (a) the training loop train.py runs: JPEG decode + augmentation in DataLoader workers + forward/backward;
 (b) forward/backward alone on tensors decoded and augmented beforehand.
-For a model whose head is fitted on frozen features (`--head linear`, efficientnet_lite0's default) train.py's
-training work is one feature pass over the train channel instead: (a) is that pass (decode + resize where
+For a model whose head is fitted on frozen features (`--head ordinal|linear`, efficientnet_lite0's default)
+train.py's training work is one feature pass over the train channel instead: (a) is that pass (decode + resize where
 train.py does them: in the main process on the CPU, see train.loader_workers; a fresh dataset each time so
 nothing comes from the decode cache, as in the job's single pass) and (b) the backbone's forward alone on the
 same inputs prepared beforehand. --workers N measures another choice.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 import linear_head  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
 from data import CountingImageFolder, eval_decode_side, eval_transform  # noqa: E402
-from model import build_model, hold_frozen_norms  # noqa: E402
+from model import FEATURE_HEADS, HEADS, build_model, hold_frozen_norms  # noqa: E402
 from train import _loader, loader_workers, parse_config, run_epoch, training_set  # noqa: E402
 
 from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=5, help="measured epochs of each, interleaved")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="loader workers; default: what train.py uses")
-    parser.add_argument("--head", choices=("mlp", "linear"), default=None, help="default: the model's")
+    parser.add_argument("--head", choices=HEADS, default=None, help="default: the model's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -82,7 +82,7 @@ def main() -> int:
     spec = config.spec
     if args.workers is None:  # train.py's choice on this machine's CPU (SM_NUM_CPUS = its cores)
         args.workers = loader_workers(config, torch.device("cpu"))
-    if spec.head == "linear":
+    if spec.head in FEATURE_HEADS:
         result = feature_pass(args, spec)
         print(json.dumps(result) if args.json else json.dumps(result, indent=2))
         return 0

@@ -253,8 +253,9 @@ with DAG(
     dataset = split_dataset(copy_images(source))
     lineage = check_lineage(dataset, code)
     train = TrainingJobOperator(
-        task_id="train", dataset=dataset, code=code, lineage=lineage, aws_conn_id=AWS_CONN_ID, retries=3
-    )
+        task_id="train", dataset=dataset, code=code, lineage=lineage, aws_conn_id=AWS_CONN_ID, retries=3,
+        selection=source,  # the source's class counts: the prior the job corrects its answers to
+    )  # fmt: skip
     job_name = "{{ ti.xcom_pull(task_ids='train')['Training']['TrainingJobName'] }}"
     wait_for_training = TrainingJobSensor(
         task_id="wait_for_training",

@@ -7,9 +7,9 @@ loss), then refitted on the whole channel. It is solved by Newton's method in th
 features (the L2 solution lies there), so a fit takes milliseconds and the same photos always give the same head.
 
 Logit adjustment: logistic regression learns the class mix of its training photos. When the photos it will
-count follow another mix (the study's 10k photos: 1228/2299/2666/2373/1875 for counts 1..5, while a quick run
-selects a balanced sample), adding log(target prior) - log(training mix) to the logits predicts for that mix.
-The target defaults to the training mix (no adjustment).
+count follow another mix (class_prior.py: by default the population's), adding log(target prior) - log(training
+mix) to the logits predicts for that mix. The penalty's cross-validation scores the held-out photos at that mix
+too (adjusted logits, importance weights), so the strength is chosen for the photos the head will meet.
 
 The fitted head is an ordinary nn.Linear on the raw features (standardisation folded in), so the saved model is
 the backbone plus that layer and `inference.py` serves it unchanged.
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from class_prior import Prior, importance_weights, mix, resolve_prior
 from model import head_slot
 from precision import FP32, Precision
+from scoring import accuracy, log_loss, softmax
 from torch import nn
 
 log = logging.getLogger("train.linear_head")
 
 NUM_CLASSES = 5
-# Counts 1..5 in the study's 10,441 photos (file_list.json of the original project).
-STUDY_CLASS_COUNTS = (1228, 2299, 2666, 2373, 1875)
 # L2 strengths tried (penalty * ||W||^2 / 2 added to the mean log loss over standardised features).
 PENALTIES = tuple(float(10.0**e) for e in np.arange(-1.0, 3.01, 0.5))
 MAX_FOLDS = 5
@@ -69,39 +69,6 @@ def extract(model: nn.Module, loader, device, precision: Precision = FP32) -> tu
     return np.concatenate(features), np.concatenate(labels).astype(int), skipped
 
 
-def parse_prior(text: str | None, train_counts: np.ndarray) -> np.ndarray:
-    """The class mix to predict for: "train" (the training photos' own mix; the default), "study" (the study's
-    10k photos), "uniform", or five comma-separated non-negative weights for counts 1..5."""
-    text = (text or "train").strip().lower()
-    if text == "train":
-        weights = np.asarray(train_counts, dtype=float)
-    elif text == "study":
-        weights = np.asarray(STUDY_CLASS_COUNTS, dtype=float)
-    elif text == "uniform":
-        weights = np.ones(NUM_CLASSES)
-    else:
-        try:
-            weights = np.asarray([float(v) for v in text.split(",")])
-        except ValueError:
-            weights = np.asarray([])
-        if weights.shape != (NUM_CLASSES,) or (weights < 0).any() or not np.isfinite(weights).all():
-            raise ValueError(f"class prior must be train, study, uniform or 5 weights like 1,2,3,2,1; got {text!r}")
-    if (weights <= 0).any():
-        raise ValueError(f"every count needs a positive prior weight, got {weights.tolist()}")
-    return weights / weights.sum()
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
-
-
-def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
-    shifted = logits - logits.max(1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    return float(-log_p[np.arange(len(y)), y].mean())
-
-
 def _newton_logistic(x: np.ndarray, y: np.ndarray, penalty: float, start: np.ndarray | None = None,
                      iterations: int = 50) -> np.ndarray:  # fmt: skip
     """Multinomial logistic regression, mean log loss + penalty/2 ||W||^2 (+ a vanishing penalty on the bias that
@@ -118,7 +85,7 @@ def _newton_logistic(x: np.ndarray, y: np.ndarray, penalty: float, start: np.nda
 
     current = objective(theta)
     for _ in range(iterations):
-        p = _softmax(xb @ theta.T)
+        p = softmax(xb @ theta.T)
         grad = (p - onehot).T @ xb / n + reg * theta
         if np.abs(grad).max() < 1e-9:
             break
@@ -161,7 +128,7 @@ class LinearFit:
 
 
 @dataclass
-class _Projection:
+class Projection:
     """Standardisation on the fitting photos, then coordinates in the span of their features: the L2 solution
     lies in that span, so solving in r <= n dimensions instead of d gives the same head, much faster."""
 
@@ -170,7 +137,7 @@ class _Projection:
     basis: np.ndarray  # [d, r]
 
     @classmethod
-    def of(cls, features: np.ndarray) -> _Projection:
+    def of(cls, features: np.ndarray) -> Projection:
         mean, std = features.mean(0), features.std(0)
         std[std < 1e-8] = 1.0  # a feature constant on these photos carries nothing; it keeps zero weight
         _, singular, vt = np.linalg.svd((features - mean) / std, full_matrices=False)
@@ -184,7 +151,7 @@ class _Projection:
         return LinearFit(weight, theta[:, -1] - weight @ self.mean)
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Tiny matrices: one BLAS thread is several times faster than many fighting over busy cores."""
     try:
         from threadpoolctl import threadpool_limits
@@ -194,8 +161,8 @@ def _one_blas_thread():
 
 
 def fit_logistic(features: np.ndarray, y: np.ndarray, penalty: float) -> LinearFit:
-    with _one_blas_thread():
-        projection = _Projection.of(features)
+    with one_blas_thread():
+        projection = Projection.of(features)
         return projection.to_raw(_newton_logistic(projection(features), y, penalty))
 
 
@@ -216,8 +183,10 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
 class HeadSelection:
     penalty: float
     folds: int
-    cv_log_loss: dict[str, float] = field(default_factory=dict)  # penalty -> mean held-out log loss
+    cv_log_loss: dict[str, float] = field(default_factory=dict)  # penalty -> held-out log loss at the target mix
     cv_accuracy: dict[str, float] = field(default_factory=dict)
+    # held-out logits of every photo at the chosen penalty, adjusted to the target mix (None without CV)
+    held_out: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def best_log_loss(self) -> float:
@@ -228,50 +197,57 @@ class HeadSelection:
                 "cv_accuracy": self.cv_accuracy}  # fmt: skip
 
 
-def select_penalty(features: np.ndarray, y: np.ndarray, seed: int = 0,
-                   penalties: tuple[float, ...] = PENALTIES) -> HeadSelection:  # fmt: skip
-    """The L2 strength with the lowest mean held-out log loss in stratified k-fold CV on these photos only
-    (ties go to the stronger penalty). Too few photos per class for two folds: the middle of the grid."""
-    folds = min(MAX_FOLDS, int(np.bincount(y, minlength=NUM_CLASSES).min()))
+def cv_folds(y: np.ndarray) -> int:
+    """Stratified folds the photos allow: at most MAX_FOLDS, at least one photo of each class per fold."""
+    return min(MAX_FOLDS, int(np.bincount(y, minlength=NUM_CLASSES).min()))
+
+
+def select_penalty(features: np.ndarray, y: np.ndarray, seed: int = 0, penalties: tuple[float, ...] = PENALTIES,
+                   target: np.ndarray | None = None) -> HeadSelection:  # fmt: skip
+    """The L2 strength with the lowest held-out log loss in stratified k-fold CV on these photos only (ties go
+    to the stronger penalty). With a `target` mix, each fold's held-out logits are adjusted to it and the photos
+    weighted to it (class_prior.importance_weights): the loss expected on photos drawn with that mix. Too few
+    photos per class for two folds: the middle of the grid."""
+    folds = cv_folds(y)
     if folds < 2:
         middle = penalties[len(penalties) // 2]
         log.warning("a class has fewer than 2 training photos: no cross-validation, L2 penalty %g", middle)
         return HeadSelection(middle, 0)
-    held_out = stratified_folds(y, folds, seed)
-    selection = HeadSelection(penalties[0], folds)
-    losses = dict.fromkeys(penalties, 0.0)
-    correct = dict.fromkeys(penalties, 0)
-    with _one_blas_thread():
-        for test in held_out:
+    weights = importance_weights(y, target) if target is not None else None
+    held = {penalty: np.zeros((len(y), NUM_CLASSES)) for penalty in penalties}
+    with one_blas_thread():
+        for test in stratified_folds(y, folds, seed):
             train = np.setdiff1d(np.arange(len(y)), test)
-            projection = _Projection.of(features[train])
+            projection = Projection.of(features[train])
             z_train, z_test = projection(features[train]), projection(features[test])
+            shift = np.log(target) - np.log(mix(y[train])) if target is not None else 0.0
             theta = None
             for penalty in sorted(penalties, reverse=True):  # strong to weak: each solution starts the next
                 theta = _newton_logistic(z_train, y[train], penalty, theta)
-                logits = z_test @ theta[:, :-1].T + theta[:, -1]
-                losses[penalty] += log_loss(logits, y[test]) * len(test)
-                correct[penalty] += int((logits.argmax(1) == y[test]).sum())
+                held[penalty][test] = z_test @ theta[:, :-1].T + theta[:, -1] + shift
+    selection = HeadSelection(penalties[0], folds)
     for penalty in penalties:
-        selection.cv_log_loss[f"{penalty:g}"] = round(losses[penalty] / len(y), 5)
-        selection.cv_accuracy[f"{penalty:g}"] = round(correct[penalty] / len(y), 4)
+        selection.cv_log_loss[f"{penalty:g}"] = round(log_loss(held[penalty], y, weights), 5)
+        selection.cv_accuracy[f"{penalty:g}"] = round(accuracy(held[penalty], y, weights), 4)
     best = min(selection.cv_log_loss.values())
     selection.penalty = max(p for p in penalties if selection.cv_log_loss[f"{p:g}"] == best)
+    selection.held_out = held[selection.penalty]
     if selection.penalty in (penalties[0], penalties[-1]):
         log.warning("the chosen L2 penalty %g is at the edge of the grid %s", selection.penalty, penalties)
     return selection
 
 
-def fit_head(features: np.ndarray, y: np.ndarray, prior: str | None = "train", seed: int = 0,
+def fit_head(features: np.ndarray, y: np.ndarray, prior: Prior | str | None = "train", seed: int = 0,
              selection: HeadSelection | None = None) -> tuple[LinearFit, HeadSelection, np.ndarray]:  # fmt: skip
-    """Choose the penalty by CV (unless given), refit on all these photos, adjust the logits from their class
-    mix to `prior`'s. Returns (fit, selection, the target prior)."""
-    selection = selection or select_penalty(features, y, seed)
+    """Choose the penalty by CV at the target mix (unless given), refit on all these photos, adjust the logits
+    from their class mix to the target's. `prior`: a class_prior.Prior or its `--class-prior` text. Returns
+    (fit, selection, the target prior)."""
+    if not isinstance(prior, Prior):
+        prior = resolve_prior(prior, np.bincount(y, minlength=NUM_CLASSES))
+    selection = selection or select_penalty(features, y, seed, target=prior.weights)
     fit = fit_logistic(features, y, selection.penalty)
-    counts = np.bincount(y, minlength=NUM_CLASSES)
-    target = parse_prior(prior, counts)
-    fit.bias = fit.bias + np.log(target) - np.log(counts / counts.sum())
-    return fit, selection, target
+    fit.bias = fit.bias + np.log(prior.weights) - np.log(mix(y))
+    return fit, selection, prior.weights
 
 
 def install(model: nn.Module, fit: LinearFit) -> None:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import debugger  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
 from champion import images_digest, score_champion, test_images  # noqa: E402
+from class_prior import Prior, parse_counts, resolve_prior  # noqa: E402
 from data import (  # noqa: E402
     COUNTS,
     VIEWS,
@@ -44,6 +45,7 @@ from data import (  # noqa: E402
 )
 from model import (  # noqa: E402
     DOWNLOADABLE,
+    FEATURE_HEADS,
     HEADS,
     LR_SCHEDULES,
     TTAS,
@@ -51,6 +53,7 @@ from model import (  # noqa: E402
     build_model,
     find_checkpoint,
     hold_frozen_norms,
+    output_layer,
     spec_for,
 )
 from precision import AMP_CHOICES, FP32, Precision, choose_precision  # noqa: E402
@@ -93,7 +96,8 @@ class JobConfig:
     master_port: int
     offline: bool
     checkpoint_dir: Path | None = None  # CheckpointConfig.LocalPath (Managed Spot): per-epoch state, resumed
-    class_prior: str = "train"
+    class_prior: str = "auto"
+    population_counts: str | None = None  # the source's class counts before per_class_limit (the pipeline's)
     head_penalty: float | None = None
     allow_random_backbone: bool = False
     amp: str = "auto"
@@ -127,9 +131,12 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     parser.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=None)
     parser.add_argument("--head", choices=HEADS, default=None)
     parser.add_argument("--tta", choices=TTAS, default=None)
-    # The class mix the linear head predicts for (linear_head.parse_prior): train, study, uniform or 5 weights.
-    parser.add_argument("--class-prior", "--class_prior", dest="class_prior", default="train")
-    # A fixed L2 strength for the linear head instead of the one cross-validation chooses.
+    # The class mix the answers are corrected to (class_prior.py): auto (the population's: --population-counts,
+    # else ABID's), train (no correction), study, uniform or 5 weights.
+    parser.add_argument("--class-prior", "--class_prior", dest="class_prior", default="auto")
+    # The source's counts of 1..5 before per_class_limit subsampled them, as the pipeline passes them.
+    parser.add_argument("--population-counts", "--population_counts", dest="population_counts", default=None)
+    # A fixed L2 strength for a feature head instead of the one cross-validation chooses.
     parser.add_argument("--head-penalty", "--head_penalty", dest="head_penalty", type=float, default=None)
     # A pretrained model with no weights to load fails unless this is true (then it trains on a random backbone).
     parser.add_argument("--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone",
@@ -151,9 +158,13 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     spec = dataclasses.replace(spec, view=view, input_size=size, resize=resize,
                                lr_schedule=args.lr_schedule or spec.lr_schedule, head=args.head or spec.head,
                                tta=args.tta or spec.tta)  # fmt: skip
-    if spec.head == "linear" and (not spec.pretrained_by_default or not args.freeze_backbone):
-        parser.error(f"--head linear is fitted on a frozen pretrained backbone ({args.model}, "
+    if spec.head in FEATURE_HEADS and (not spec.pretrained_by_default or not args.freeze_backbone):
+        parser.error(f"--head {spec.head} is fitted on a frozen pretrained backbone ({args.model}, "
                      f"freeze-backbone {args.freeze_backbone}): use --head mlp")  # fmt: skip
+    try:  # a bad prior fails here, before any work
+        resolve_prior(args.class_prior, np.ones(5), parse_counts(args.population_counts))
+    except ValueError as exc:
+        parser.error(str(exc))
     hosts = json.loads(env.get("SM_HOSTS", '["algo-1"]'))
     num_cpus = int(env.get("SM_NUM_CPUS", os.cpu_count() or 1))
     return JobConfig(
@@ -179,6 +190,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         offline=env.get("INVENTORY_OFFLINE", "") == "1",
         checkpoint_dir=Path(env["INVENTORY_CHECKPOINT_DIR"]) if env.get("INVENTORY_CHECKPOINT_DIR") else None,
         class_prior=args.class_prior,
+        population_counts=args.population_counts,
         head_penalty=args.head_penalty,
         allow_random_backbone=args.allow_random_backbone,
         amp=args.amp,
@@ -352,7 +364,7 @@ def loader_workers(config: JobConfig, device: torch.device) -> int:
     cores from the compute threads (benchmarks/train_throughput.py, EfficientNet-Lite0 on 2 cores: input
     efficiency 0.947 without, 0.51 with 2 workers, which also fork from a heap grown to the step's peak). A training
     loop's augmentations, and any GPU, keep them."""
-    if config.workers_given or device.type == "cuda" or config.spec.head != "linear":
+    if config.workers_given or device.type == "cuda" or config.spec.head not in FEATURE_HEADS:
         return config.num_workers
     return 0
 
@@ -394,6 +406,7 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
             log.warning("channel %r has no image of count(s) %s", dataset.channel, dataset.missing)
     sizes = (len(train_set), train_set.class_counts(), len(valid_set), len(test_set))
     log.info("images: train %d %s, valid %d, test %d", *sizes)
+    prior = job_prior(config, train_set.class_counts())
     log.info("inputs: %s view at %d px, lr schedule %s", spec.view, spec.input_size, spec.lr_schedule)
 
     pretrained_dir = Path(config.channels["pretrained"]) if config.channels["pretrained"] else None
@@ -405,7 +418,8 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
              sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
 
     hook = debugger.create_hook()
-    precision = choose_precision(config.amp, device, debugger_hook=hook is not None, one_pass=spec.head == "linear")
+    one_pass = spec.head in FEATURE_HEADS
+    precision = choose_precision(config.amp, device, debugger_hook=hook is not None, one_pass=one_pass)
     if precision.warning:
         warnings.append(precision.warning)
     model = precision.prepare(model)
@@ -430,8 +444,8 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
     train_images, train_seconds, stale, stopped = 0, 0.0, 0, False
     head_fit = None
-    if spec.head == "linear":  # fitted in closed form on frozen features: one pass, no epochs
-        head_fit, row, fitted = fit_linear_head(model, train_set, valid_set, config, device, precision)
+    if spec.head in FEATURE_HEADS:  # fitted in closed form on frozen features: one pass, no epochs
+        head_fit, row, fitted = fit_feature_head(model, train_set, valid_set, config, prior, device, precision)
         skipped += fitted.skipped
         train_images, train_seconds = fitted.images, fitted.seconds
         history.append(row)
@@ -480,10 +494,12 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
             raise
         stopped = True
     if stopped:
-        return save_on_stop(model, config, spec, best, history, is_main)
+        return save_on_stop(model, config, spec, best, history, is_main, (prior, train_set.class_counts()))
 
     if best["state"] is not None:
         model.load_state_dict(best["state"])
+    if head_fit is None:  # an epoch-trained head learned the training mix: correct it (a feature head already is)
+        adjust_to_prior(model, prior, train_set.class_counts())
     result = {}
     if is_main:
         # float32, as inference.py serves it (precision.py): the champion is scored the same way
@@ -497,9 +513,15 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
         result = {
             **test,
             "model": config.model,
-            "inputs": {"view": spec.view, "image_size": spec.input_size, "lr_schedule": spec.lr_schedule,
-                       "head": spec.head, "tta": spec.tta},
+            "inputs": {
+                "view": spec.view,
+                "image_size": spec.input_size,
+                "lr_schedule": spec.lr_schedule,
+                "head": spec.head,
+                "tta": spec.tta,
+            },
             "head_fit": head_fit,
+            "class_prior": {**prior.as_dict(), "argument": config.class_prior},
             "pretrained_checkpoint": checkpoint.name if checkpoint else None,
             "warnings": warnings,
             "class_counts": {
@@ -537,14 +559,17 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
 CHECKPOINT_FILE = "training-state.pt"
 
 
-def save_on_stop(model, config: JobConfig, spec, best: dict, history: list, is_main: bool) -> dict:
-    """The best model of the finished epochs (or the current weights before the first one) into the model dir."""
+def save_on_stop(model, config: JobConfig, spec, best: dict, history: list, is_main: bool,
+                 prior: tuple[Prior, dict[str, int]]) -> dict:  # fmt: skip
+    """The best model of the finished epochs (or the current weights before the first one), corrected to the
+    prior (`prior`: it and the training counts), into the model dir. Only an epoch-trained head stops here."""
     log.warning("SIGTERM: stopping after %d finished epoch(s); saving the model of epoch %d, skipping the test",
                 len(history), best["epoch"])  # fmt: skip
     if best["state"] is not None:
         model.load_state_dict(best["state"])
+    adjust_to_prior(model, *prior)
     result = {"stopped": True, "stopped_by": "SIGTERM", "model": config.model, "epochs_run": len(history),
-              "best_epoch": best["epoch"], "history": history}  # fmt: skip
+              "best_epoch": best["epoch"], "history": history, "class_prior": prior[0].as_dict()}  # fmt: skip
     if is_main:
         save(model, config, spec, result)
     return result
@@ -593,6 +618,7 @@ def load_training_state(config: JobConfig, model, optimizer, scheduler, loader) 
     log.info("resumed from checkpoint %s: %d of %d epochs already done", path, len(state["history"]), config.epochs)
     return state
 
+
 def random_backbone_warnings(config: JobConfig, checkpoint: Path | None) -> list[str]:
     """A pretrained model that would start from random weights (offline, no checkpoint in the pretrained
     channel) is an error: its frozen backbone would compute noise and the head would learn nothing real. With
@@ -605,8 +631,10 @@ def random_backbone_warnings(config: JobConfig, checkpoint: Path | None) -> list
     message = (f"{config.model} has no pretrained weights: {why} and no checkpoint in the pretrained channel "
                f"({config.channels['pretrained'] or 'not given'}), so its backbone is random")  # fmt: skip
     if not config.allow_random_backbone:
-        raise RuntimeError(f"{message}. Give the pretrained channel a checkpoint (`make pretrained` for "
-                           "efficientnet_lite0), or pass --allow-random-backbone true to train on it anyway")
+        raise RuntimeError(
+            f"{message}. Give the pretrained channel a checkpoint (`make pretrained` for "
+            "efficientnet_lite0), or pass --allow-random-backbone true to train on it anyway"
+        )
     log.warning("%s: training anyway (--allow-random-backbone true); the model will not generalise", message)
     return [f"{message} (--allow-random-backbone true)"]
 
@@ -618,12 +646,15 @@ class FeaturePass:
     skipped: list[dict]
 
 
-def fit_linear_head(model, train_set, valid_set, config: JobConfig, device,
-                    precision: Precision = FP32) -> tuple[dict, dict, FeaturePass]:  # fmt: skip
-    """linear_head's recipe: features of the train channel (no augmentation: the photos as evaluation sees
-    them), L2 strength by CV on those, logits adjusted to --class-prior, weights installed into the model.
+def fit_feature_head(model, train_set, valid_set, config: JobConfig, prior: Prior, device,
+                     precision: Precision = FP32) -> tuple[dict, dict, FeaturePass]:  # fmt: skip
+    """A feature head's recipe (linear_head.py's classifier or ordinal_head.py's regression): features of the
+    train channel (no augmentation: the photos as evaluation sees them), L2 strength by CV on those at the
+    prior's mix, output corrected to the prior, weights installed into the model.
     Returns (what was chosen, the epoch-like metric row, the feature pass's cost)."""
     import linear_head
+    import ordinal_head
+    from scoring import log_loss
 
     spec = config.spec
     plain = eval_transform(spec.input_size, spec.resize, spec.normalization, spec.view)
@@ -634,21 +665,47 @@ def fit_linear_head(model, train_set, valid_set, config: JobConfig, device,
     x, y, skipped = linear_head.extract(model, _loader(train_plain, config.batch_size, workers, False,
                                                        pin_memory=pin), device, precision)  # fmt: skip
     seconds = time.perf_counter() - started
-    fixed = linear_head.HeadSelection(config.head_penalty, 0) if config.head_penalty else None
-    fit, selection, prior = linear_head.fit_head(x, y, config.class_prior, config.seed, fixed)
+    if spec.head == "ordinal":  # a fixed strength still needs CV for the count's spread around the score
+        fixed = (ordinal_head.select_penalty(x, y, prior.weights, config.seed, (config.head_penalty,))
+                 if config.head_penalty else None)  # fmt: skip
+        fit, selection, _ = ordinal_head.fit_head(x, y, prior, config.seed, fixed)
+        cv = f"held-out squared error {selection.cv_mse.get(f'{selection.penalty:g}', math.nan):.4f}"
+    else:
+        fixed = linear_head.HeadSelection(config.head_penalty, 0) if config.head_penalty else None
+        fit, selection, _ = linear_head.fit_head(x, y, prior, config.seed, fixed)
+        cv = f"held-out log loss {selection.best_log_loss:.4f}"
     linear_head.install(model, fit)
     vx, vy, valid_skipped = linear_head.extract(model, _loader(valid_set, config.batch_size, workers,
                                                                False, pin_memory=pin), device, precision)  # fmt: skip
     train_logits, valid_logits = fit.logits(x), fit.logits(vx)
-    row = {"epoch": 1, "train_loss": linear_head.log_loss(train_logits, y),
+    row = {"epoch": 1, "train_loss": log_loss(train_logits, y),
            "train_accuracy": float((train_logits.argmax(1) == y).mean()),
-           "valid_loss": linear_head.log_loss(valid_logits, vy),
+           "valid_loss": log_loss(valid_logits, vy),
            "valid_accuracy": float((valid_logits.argmax(1) == vy).mean())}  # fmt: skip
-    log.info("linear head: L2 penalty %g by %d-fold CV on %d train photos (held-out log loss %.4f), class prior %s",
-             selection.penalty, selection.folds, len(y), selection.best_log_loss, np.round(prior, 3).tolist())
-    chosen = {**selection.as_dict(), "class_prior": config.class_prior, "target_prior": prior.round(4).tolist(),
-              "feature_dim": int(x.shape[1])}  # fmt: skip
+    log.info("%s head: L2 penalty %g by %d-fold CV on %d train photos at the %s prior (%s)", spec.head,
+             selection.penalty, selection.folds, len(y), prior.source, cv)  # fmt: skip
+    chosen = {"head": spec.head, **selection.as_dict(), "class_prior": prior.source,
+              "target_prior": prior.as_dict()["weights"], "feature_dim": int(x.shape[1])}  # fmt: skip
     return chosen, row, FeaturePass(len(y), seconds, skipped + valid_skipped)
+
+
+def job_prior(config: JobConfig, train_counts: dict[str, int]) -> Prior:
+    """The class mix this job's answers are corrected to (class_prior.py), logged with where it came from."""
+    counts = np.array([train_counts[str(c)] for c in COUNTS], dtype=float)
+    prior = resolve_prior(config.class_prior, counts, parse_counts(config.population_counts))
+    log.info("class prior %s (--class-prior %s): answers corrected from the training mix %s", prior.as_dict(),
+             config.class_prior, np.round(counts / counts.sum(), 4).tolist())  # fmt: skip
+    return prior
+
+
+def adjust_to_prior(model: nn.Module, prior: Prior, train_counts: dict[str, int]) -> None:
+    """Logit adjustment of an epoch-trained head, which learned its training photos' mix: add log target -
+    log training mix to the output layer's bias (the saved model answers for the target mix)."""
+    counts = np.array([train_counts[str(c)] for c in COUNTS], dtype=float)
+    shift = np.log(prior.weights) - np.log(counts / counts.sum())
+    bias = output_layer(model).bias
+    with torch.no_grad():
+        bias += torch.as_tensor(shift, dtype=bias.dtype, device=bias.device)
 
 
 def save(model: nn.Module, config: JobConfig, spec, metrics: dict) -> None:

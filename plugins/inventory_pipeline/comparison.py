@@ -6,7 +6,9 @@ count] for every test image it scored, the candidate's and the champion's):
   (a binomial test on the images where exactly one of them is right: under "no better", each such image is a
   fair coin);
 - `constant`: the trivial answer (always the same count) on those images, scored the same way;
-- `class_recall`: correct images per true count, for the per-class guard.
+- `class_recall`: correct images per true count, for the per-class guard;
+- `at_prior`: accuracy and squared error re-weighted to the class mix the job corrected its answers to (its
+  `class_prior`), so the trivial answers are judged on the mix the model will meet, not the test split's.
 Thresholds are compared exactly with `Fraction`s of image counts: "more than 1 % of 200 images" is "more than 2
 images", with no float edge where 0.93 - 0.92 > 0.01.
 """
@@ -23,6 +25,7 @@ from inventory_pipeline.dataset.abid import CLASSES as COUNTS
 MIDDLE_COUNT = 3
 
 Answers = dict[str, tuple[int, int]]  # image name -> (true count, predicted count)
+Prior = dict[int, Fraction]  # count -> its share of the photos a model will meet (they sum to 1)
 
 
 class AnswersError(ValueError):
@@ -111,12 +114,44 @@ def constant(answers: Answers, count: int) -> Answers:
     return {name: (truth, count) for name, (truth, _) in answers.items()}
 
 
+def most_common(weights: dict[int, Any]) -> int:
+    """The count with the largest weight (ties: the one nearer the middle, then the smaller)."""
+    return min(weights, key=lambda c: (-weights[c], abs(c - MIDDLE_COUNT), c))
+
+
 def majority_count(train_counts: dict[str, int] | None) -> int | None:
     """The train split's most common count (ties: the one nearer the middle, then the smaller); None if unknown."""
     counts = {int(c): int(n) for c, n in (train_counts or {}).items() if str(c).isdigit() and int(c) in COUNTS}
     if not counts or max(counts.values()) == 0:
         return None
-    return min(counts, key=lambda c: (-counts[c], abs(c - MIDDLE_COUNT), c))
+    return most_common(counts)
+
+
+def read_prior(raw: Any) -> Prior | None:
+    """metrics.json's `class_prior` ({"source", "weights": [w1, ..., w5]}) as exact shares; None when the job
+    recorded none (then the test images are judged as they are)."""
+    weights = raw.get("weights") if isinstance(raw, dict) else None
+    if not isinstance(weights, list) or len(weights) != len(COUNTS):
+        return None
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf for w in weights):
+        return None
+    shares = [Fraction(str(w)) for w in weights]  # the decimals the job wrote, exactly
+    return {count: share / sum(shares) for count, share in zip(COUNTS, shares, strict=True)}
+
+
+def at_prior(answers: Answers, prior: Prior) -> tuple[Fraction, Fraction]:
+    """(accuracy, mean squared error) at the prior's mix: each image weighs prior[its count] / the share of its
+    count among these images. A count with no test image has no answer to weigh: its share goes to the others
+    in proportion (the figure is then at the prior restricted to the counts tested)."""
+    right, squared, images = dict.fromkeys(COUNTS, 0), dict.fromkeys(COUNTS, 0), dict.fromkeys(COUNTS, 0)
+    for truth, guess in answers.values():
+        images[truth] += 1
+        right[truth] += truth == guess
+        squared[truth] += (truth - guess) ** 2
+    tested = [c for c in COUNTS if images[c]]
+    mass = sum(prior[c] for c in tested)
+    accuracy = sum(prior[c] * Fraction(right[c], images[c]) for c in tested) / mass
+    return accuracy, sum(prior[c] * Fraction(squared[c], images[c]) for c in tested) / mass
 
 
 def class_recall(answers: Answers) -> dict[int, tuple[int, int]]:

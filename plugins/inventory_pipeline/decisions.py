@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from inventory_pipeline import comparison as cmp
@@ -91,12 +93,15 @@ def _of(correct: int, images: int) -> str:
     return f"{correct}/{images} ({correct / images:.3f})" if images else f"{correct}/0"
 
 
-def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, policy: GatePolicy) -> dict[str, Any]:
-    """Does the candidate beat the trivial answers on its own test images? The train split's most common count
-    (accuracy: more right by the margin, and significantly, by the paired test on the same images; RMSE: lower)
-    and always the middle count (RMSE: lower). Returns the numbers and `passed`, with `why` when it did not."""
+def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, policy: GatePolicy,
+                   prior: cmp.Prior | None = None) -> dict[str, Any]:  # fmt: skip
+    """Does the candidate beat the trivial answers on its own test images? The most common count (accuracy: more
+    right by the margin, and significantly, by the paired test on the same images; RMSE: lower) and always the
+    middle count (RMSE: lower). With the class `prior` the job corrected its answers to, the most common count is
+    the prior's, and accuracy (by the margin) and RMSE are also compared at the prior's mix (cmp.at_prior): the
+    mix the model will meet. Without one, the train split's. Returns the numbers and `passed`, with `why`."""
     images = len(answers)
-    majority = cmp.majority_count(train_counts)
+    majority = cmp.most_common(prior) if prior else cmp.majority_count(train_counts)
     if majority is None:
         return {"passed": False, "why": "the job recorded no train-split class counts: the trivial answer is unknown"}
     always_majority, always_middle = cmp.constant(answers, majority), cmp.constant(answers, cmp.MIDDLE_COUNT)
@@ -111,7 +116,8 @@ def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, po
     }  # fmt: skip
     why = []
     if not cmp.more_than(pair.gain, policy.baseline_margin, images):
-        why.append(f"answers {_of(pair.first_correct, images)} right, always {majority} (the train split's most "
+        whose = "class prior" if prior else "train split"
+        why.append(f"answers {_of(pair.first_correct, images)} right, always {majority} (the {whose}'s most "
                    f"common count) {_of(pair.second_correct, images)}"
                    + (f", needs more than {policy.baseline_margin:g} of the images above it"
                       if policy.baseline_margin else ""))  # fmt: skip
@@ -119,11 +125,21 @@ def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, po
         why.append(f"answers {pair.gain} more image(s) right than always {majority}, which chance explains "
                    f"(exact McNemar p {cmp.p_text(pair.p_value)} on {pair.only_first} vs {pair.only_second} images "
                    f"only one of them got right; needs p < {policy.significance:g})")  # fmt: skip
+    scale, scope = images, ""
+    if prior:  # at the mix the model will meet: scored as the job's answers were corrected
+        at = {name: cmp.at_prior(a, prior) for name, a in
+              (("candidate", answers), ("majority", always_majority), ("middle", always_middle))}  # fmt: skip
+        result["at_prior"] = {name: {"accuracy": float(acc), "rmse": math.sqrt(mse)} for name, (acc, mse) in at.items()}
+        errors, scale, scope = {name: mse for name, (_, mse) in at.items()}, 1, " at the job's class prior"
+        if at["candidate"][0] - at["majority"][0] <= Fraction(str(policy.baseline_margin)):
+            why.append(f"at the job's class prior it answers {float(at['candidate'][0]):.3f} right, always "
+                       f"{majority} {float(at['majority'][0]):.3f}")  # fmt: skip
     for name in ("majority", "middle"):
         if errors["candidate"] >= errors[name]:
             answer = majority if name == "majority" else cmp.MIDDLE_COUNT
-            why.append(f"RMSE {cmp.rmse(answers):.3f} is no lower than always answering {answer} "
-                       f"({result[name]['rmse']:.3f})")  # fmt: skip
+            shown = {who: math.sqrt(errors[who] / scale) for who in ("candidate", name)}
+            why.append(f"RMSE{scope} {shown['candidate']:.3f} is no lower than always answering {answer} "
+                       f"({shown[name]:.3f})")  # fmt: skip
     return {**result, "passed": not why, **({"why": "; ".join(dict.fromkeys(why))} if why else {})}
 
 
@@ -225,7 +241,8 @@ def _decide(facts: RunFacts, policy: GatePolicy) -> dict[str, Any]:
     except cmp.AnswersError as exc:
         return outcome(NOT_BETTER, f"{exc}: the candidate cannot be checked against the trivial answer or the "
                                    "champion, and what cannot be checked is not promoted")  # fmt: skip
-    extra["baseline"] = check_baseline(answers, (metrics.get("class_counts") or {}).get("train"), policy)
+    extra["baseline"] = check_baseline(answers, (metrics.get("class_counts") or {}).get("train"), policy,
+                                       cmp.read_prior(metrics.get("class_prior")))  # fmt: skip
     if not extra["baseline"]["passed"]:
         return outcome(BELOW_BASELINE, f"no better than the trivial answer: {extra['baseline']['why']}")
     scored_against = lineage.get("champion")

@@ -73,14 +73,16 @@ class TrainingJobOperator(SageMakerTrainingOperator):
     :param dataset: the `split_dataset` result (its `channels` become the train/valid/test inputs)
     :param code: the `package_code` result (`s3_uri` of sourcedir.tar.gz)
     :param lineage: the `check_lineage` result: skip when unchanged; the champion the job also scores
+    :param selection: the `select_source` result: its `source_counts` (the source's class mix before
+        per_class_limit) are the prior the job corrects its answers to
     """
 
     # The request is built in execute from the run's settings, so `config` is not a template field here.
-    template_fields: Sequence[str] = aws_template_fields("dataset", "code", "lineage")
+    template_fields: Sequence[str] = aws_template_fields("dataset", "code", "lineage", "selection")
     operator_extra_links = (TrainingJobLink(),)
     aws_hook_class = ChannelCheckingSageMakerHook
 
-    def __init__(self, *, dataset: Any, code: Any, lineage: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, dataset: Any, code: Any, lineage: Any = None, selection: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("wait_for_completion", False)  # wait_for_training waits (and tails the log)
         kwargs.setdefault("print_log", False)
         # Should a same-named job appear between our check and the create, fail rather than create a twin.
@@ -89,6 +91,7 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         self.dataset = dataset
         self.code = code
         self.lineage = lineage
+        self.selection = selection
 
     def build_request(self, context: Any, settings: Any, attempt: int = 1) -> dict:
         from inventory_pipeline.training.naming import job_name_for_run
@@ -97,9 +100,11 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         dag_id = context["dag"].dag_id
         job_name = job_name_for_run(dag_id, context["run_id"], attempt=attempt)
         champion = (self.lineage if isinstance(self.lineage, dict) else {}).get("champion") or {}
+        selection = self.selection if isinstance(self.selection, dict) else {}
         return build_training_request(
             settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
             dag_id=dag_id, champion_model_uri=champion.get("source") or "", counts=self.dataset.get("counts"),
+            population_counts=selection.get("source_counts"),
         )  # fmt: skip
 
     def execute(self, context: Any) -> dict:

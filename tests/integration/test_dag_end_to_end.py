@@ -109,6 +109,12 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     assert decision["status"] == "promoted" and decision["reason"].startswith("first model")
     # it beat the trivial answer, waited for a person, and the reviewer's REST answer is on the record
     assert decision["baseline"]["passed"] and decision["baseline"]["paired"]["p_value"] < 0.05
+    # the source's class counts reached the job as its prior, and the floor was judged at that prior (issue 24)
+    source = xcom["select_source"]["source_counts"]
+    population = ",".join(str(source[str(c)]) for c in range(1, 6))
+    assert json.loads(job["HyperParameters"]["population-counts"]) == population
+    at_prior = decision["baseline"]["at_prior"]
+    assert at_prior["candidate"]["accuracy"] > at_prior["majority"]["accuracy"]
     assert decision["approval"]["answer"] == "Promote" and decision["approval"]["by"] == "reviewer"
     assert "Approved by reviewer" in decision["reason"] and not decision["approval"]["timed_out"]
     assert finished_run["answered"] == [{"run_id": finished_run["run"]["dag_run_id"], "task_id": "review_promotion",

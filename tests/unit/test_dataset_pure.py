@@ -13,7 +13,7 @@ from inventory_pipeline.dataset.abid import (
     image_id_from_metadata_path,
 )
 from inventory_pipeline.dataset.errors import InvalidFileList
-from inventory_pipeline.dataset.select import limit_per_class, parse_file_list
+from inventory_pipeline.dataset.select import limit_per_class, parse_file_list, select_source
 from inventory_pipeline.dataset.split import assign_split, counts_by_split, dataset_version
 
 
@@ -135,6 +135,17 @@ def test_per_class_limit_keeps_the_lowest_ids():
     limited = limit_per_class(pairs, 2)
     assert limited == [Pair("000", 1), Pair("001", 2), Pair("002", 1), Pair("003", 2)]
     assert limit_per_class(pairs, 0) == sorted(pairs)
+
+
+def test_the_selection_keeps_the_sources_class_counts_from_before_the_per_class_limit(tmp_path):
+    file_list = tmp_path / "file_list.json"
+    sizes = {1: 3, 2: 5, 3: 8, 4: 6, 5: 4}
+    file_list.write_text(
+        json.dumps({str(c): [f"metadata/{c}{i:03d}.json" for i in range(n)] for c, n in sizes.items()})
+    )
+    selection = select_source(None, "source", file_list=str(file_list), per_class_limit=2)
+    assert selection.counts == dict.fromkeys(sizes, 2)
+    assert selection.source_counts == sizes  # the population the job corrects its answers to
 
 
 def test_check_splits_refuses_a_training_split_without_every_count():

@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training_code"))
 
+import class_prior  # noqa: E402
 import linear_head  # noqa: E402
 from model import FlipAveraged, build_model  # noqa: E402
 
@@ -60,7 +61,8 @@ def test_logit_adjustment_moves_predictions_to_the_target_class_mix():
     as_trained, _, prior = linear_head.fit_head(x, y, "train")
     assert np.allclose(prior, 0.2)
     study, _, study_prior = linear_head.fit_head(x, y, "study")
-    assert np.allclose(study_prior, np.array(linear_head.STUDY_CLASS_COUNTS) / sum(linear_head.STUDY_CLASS_COUNTS))
+    abid = np.array(class_prior.ABID_CLASS_COUNTS)
+    assert np.allclose(study_prior, abid / abid.sum())
     shift = (study.bias - as_trained.bias) - np.log(study_prior / 0.2)
     assert np.allclose(shift, shift[0])  # the bias moved by log(target) - log(training mix), nothing else
     assert np.bincount(study.logits(x).argmax(1), minlength=5).argmax() == 2  # count 3, the study's commonest
@@ -68,10 +70,17 @@ def test_logit_adjustment_moves_predictions_to_the_target_class_mix():
     assert custom[4] == pytest.approx(8 / 12)
 
 
-@pytest.mark.parametrize("text", ["1,2,3", "0,1,1,1,1", "a,b,c,d,e", "-1,1,1,1,1", "zipf"])
-def test_a_bad_class_prior_is_a_clear_error(text):
-    with pytest.raises(ValueError, match="prior"):
-        linear_head.parse_prior(text, np.ones(5))
+def test_the_penalty_is_chosen_at_the_target_mix_with_held_out_logits_adjusted_to_it():
+    x, y = blobs(12, 60, 0.2, seed=4)
+    target = np.array([0.1, 0.2, 0.4, 0.2, 0.1])
+    plain, at_target = linear_head.select_penalty(x, y), linear_head.select_penalty(x, y, target=target)
+    assert plain.cv_log_loss != at_target.cv_log_loss  # scored at another mix
+    from scoring import log_loss
+
+    weights = class_prior.importance_weights(y, target)
+    assert at_target.best_log_loss == pytest.approx(log_loss(at_target.held_out, y, weights), abs=1e-5)
+    # the held-out answers lean to the target's commonest count, as the refitted head's will
+    assert np.bincount(at_target.held_out.argmax(1), minlength=5)[2] > np.bincount(plain.held_out.argmax(1))[2]
 
 
 def test_the_fitted_head_is_installed_and_serves_the_logits_it_was_chosen_with():
@@ -101,15 +110,15 @@ def test_a_network_trained_from_scratch_has_no_linear_head():
         build_model("small_cnn", head="linear")
 
 
-def test_efficientnet_lite0_defaults_to_the_linear_head_and_the_study_models_keep_their_recipe():
+def test_efficientnet_lite0_defaults_to_the_ordinal_head_and_the_study_models_keep_their_recipe():
     from train import parse_config
 
     lite = parse_config(["--model", "efficientnet_lite0"], env={}).spec
-    assert (lite.head, lite.view, lite.input_size, lite.tta) == ("linear", "full", 416, "none")
+    assert (lite.head, lite.view, lite.input_size, lite.tta) == ("ordinal", "full", 416, "none")
     study = parse_config(["--model", "resnet50"], env={}).spec
     assert (study.head, study.view, study.input_size, study.tta) == ("mlp", "crop", 224, "none")
     assert parse_config(["--model", "efficientnet_lite0", "--head", "mlp"], env={}).spec.head == "mlp"
-    for refused in (["--model", "small_cnn", "--head", "linear"],
+    for refused in (["--model", "small_cnn", "--head", "linear"], ["--model", "small_cnn", "--head", "ordinal"],
                     ["--model", "efficientnet_lite0", "--freeze-backbone", "false"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parse_config(refused, env={})

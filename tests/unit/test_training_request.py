@@ -158,3 +158,14 @@ def test_a_dataset_versions_channels_are_manifest_files_in_a_request_botocore_ac
     request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataType"] = "Manifest"
     with pytest.raises(RequestError):
         validate_request(request)
+
+
+def test_the_sources_class_counts_reach_the_job_as_its_population_prior():
+    counts = {"1": 1228, "2": 2299, "3": 2666, "4": 2373, "5": 1875}
+    request = build_training_request(Settings(), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, population_counts=counts)
+    assert json.loads(request["HyperParameters"]["population-counts"]) == "1228,2299,2666,2373,1875"
+    # unknown, or a count the source lacks: no hyperparameter (the job falls back to ABID's mix)
+    assert "population-counts" not in build()["HyperParameters"]
+    lacking = build_training_request(Settings(), "inventory-run-1", CHANNEL_URIS, SOURCEDIR,
+                                     population_counts={**counts, "5": 0})  # fmt: skip
+    assert "population-counts" not in lacking["HyperParameters"]

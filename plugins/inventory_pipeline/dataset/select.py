@@ -5,7 +5,8 @@ or, without one, by listing `metadata/` and reading each file's EXPECTED_QUANTIT
 outside 1-5 (empty bins, crowded ones) is excluded and counted: it is data, just not ours. Metadata that
 cannot give a count (not JSON, no EXPECTED_QUANTITY, not an int) is bad input: a reject, counted against the
 copy stage's threshold. An optional per-class limit keeps the lowest ids of each class so the same limit
-always selects the same images.
+always selects the same images; the source's own class counts, before that limit, are kept (`source_counts`): the
+population mix the training job corrects its answers to.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Selection:
     excluded: list[dict[str, str]] = field(default_factory=list)  # counted, not errors (e.g. count 0 or 12)
     rejects: list[dict[str, str]] = field(default_factory=list)  # unreadable metadata found while listing
     metadata_listing: dict[str, s3io.ObjectInfo] | None = None  # selection by listing: `metadata/` as listed
+    source_counts: dict[int, int] = field(default_factory=dict)  # per class in the source, before the limit
 
     @property
     def counts(self) -> dict[int, int]:
@@ -164,6 +166,7 @@ def select_source(
         selection = Selection(parse_file_list(load_file_list(s3, file_list)))
     else:
         selection = select_by_listing(s3, source_bucket, source_prefix, workers)
+    selection.source_counts = selection.counts
     selection.pairs = limit_per_class(selection.pairs, per_class_limit)
     if not selection.pairs:
         where = file_list or f"s3://{source_bucket}/{source_prefix}metadata/"

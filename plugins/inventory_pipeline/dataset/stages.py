@@ -143,6 +143,8 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
         "selection_key": key,
         "total": len(pinned),
         "counts": {str(label): counts.get(label, 0) for label in CLASSES},
+        # the population's mix, before per_class_limit: the training job corrects its answers to it
+        "source_counts": {str(label): selection.source_counts.get(label, 0) for label in CLASSES},
         "excluded": len(selection.excluded),
         "rejected": len(rejects),
         "source_bucket": source_bucket,
@@ -167,9 +169,7 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
         raw_index = list_raw(s3, settings.bucket, root, settings.copy_workers)
         stored = {image_id for image_id, _ in raw_index.stored}
         new = sum(1 for p in pinned if p.pair.image_id not in stored)
-    log.info(
-        "selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects)
-    )
+    log.info("selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects))
     summary = {**summary, "new": new, "source_listed_at": listed_at.isoformat(timespec="seconds"),
                "source_listing": "listed"}  # fmt: skip
     return Staged(key, document, summary, published), raw_index
@@ -246,8 +246,9 @@ def _read_staged(s3: Any, settings: Settings, key: str) -> dict[str, Any]:
 
 def run_select(s3: Any, settings: Settings) -> dict[str, Any]:
     """The (image id, label) pairs pinned to their source objects, written to
-    `<root>staging/selections/<hash>.json`. Returns: selection_key, total, counts {label: n}, new (not yet in
-    the raw area), excluded (counts outside 1-5), rejected (missing or unreadable), source_bucket.
+    `<root>staging/selections/<hash>.json`. Returns: selection_key, total, counts {label: n}, source_counts
+    {label: n} (in the source, before per_class_limit), new (not yet in the raw area), excluded (counts outside
+    1-5), rejected (missing or unreadable), source_bucket.
     """
     return _select(s3, settings)[0].summary
 

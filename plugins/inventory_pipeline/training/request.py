@@ -175,6 +175,7 @@ def build_training_request(
     champion_model_uri: str = "",
     dag_id: str = "",
     counts: dict[str, dict[str, int]] | None = None,
+    population_counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The full CreateTrainingJob request for one run (validated; raises RequestError naming the field).
 
@@ -183,7 +184,9 @@ def build_training_request(
     `rules_mode="auto"` builds the managed request; the train task falls back to self_hosted when SageMaker
     refuses managed rules for the account (`managed_rules_refused`). `counts` (the dataset version's images per
     split and count) size the debugger rules' parameters to the schedule; without them they keep SageMaker's
-    defaults for the step-based ones."""
+    defaults for the step-based ones. `population_counts` (the selection's `source_counts`: counts 1..5 in the
+    source before per_class_limit) become the `population-counts` hyperparameter, the class mix the job corrects
+    its answers to; without them the job uses ABID's population mix (training_code/class_prior.py)."""
     validate_job_name(job_name)
     missing = [c for c in CHANNELS if not channels.get(c, "").startswith("s3://")]
     if missing:
@@ -202,6 +205,9 @@ def build_training_request(
         "sagemaker_region": settings.region,
         "sagemaker_container_log_level": 20,
     }
+    population = population_hyperparameter(population_counts)
+    if population:
+        hyperparameters["population-counts"] = population
     input_channels = {**{c: channels[c] for c in CHANNELS}}
     if settings.pretrained_s3_uri:
         input_channels["pretrained"] = settings.pretrained_s3_uri
@@ -292,6 +298,13 @@ def build_training_request(
             }
         )
     return validate_request(request)
+
+
+def population_hyperparameter(counts: dict[str, int] | None) -> str | None:
+    """`n1,n2,n3,n4,n5` for train.py's --population-counts; None when unknown or a count is absent from the
+    source (no positive prior for it: the job falls back to ABID's mix rather than fail)."""
+    values = [int((counts or {}).get(str(c), 0) or 0) for c in range(1, 6)]
+    return ",".join(map(str, values)) if all(v > 0 for v in values) else None
 
 
 def rule_schedule(settings: Settings, counts: dict[str, dict[str, int]] | None) -> Schedule | None:
