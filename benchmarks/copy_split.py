@@ -46,6 +46,7 @@ from inventory_pipeline.settings import Settings
 SOURCE, DEST, STUDY = "bench-source", "bench-project", "bench-study"
 log = logging.getLogger("benchmark")
 
+
 class Network:
     """Sleeps before each request is sent (a round trip) and counts requests per operation."""
 
@@ -108,18 +109,19 @@ def main() -> int:
         log.info("seeding %d synthetic images", args.images)
         seed_synthetic(setup, SOURCE, images=args.images, seed=3)
         setup.create_bucket(Bucket=DEST)
-        setup.create_bucket(
-            Bucket=STUDY
-        )  # its own bucket: the study's objects do not slow moto's listings of DEST
-        pairs = parse_file_list(
-            json.loads(setup.get_object(Bucket=SOURCE, Key="file_list.json")["Body"].read())
-        )
+        setup.create_bucket(Bucket=STUDY)  # its own bucket: the study's objects do not slow moto's listings of DEST
+        pairs = parse_file_list(json.loads(setup.get_object(Bucket=SOURCE, Key="file_list.json")["Body"].read()))
 
         network = Network(args.latency_ms)
         s3 = client()
         network.attach(s3)
-        settings = Settings(source_bucket=SOURCE, file_list=f"s3://{SOURCE}/file_list.json", bucket=DEST,
-                            prefix="pipeline", copy_workers=args.workers)  # fmt: skip
+        settings = Settings(
+            source_bucket=SOURCE,
+            file_list=f"s3://{SOURCE}/file_list.json",
+            bucket=DEST,
+            prefix="pipeline",
+            copy_workers=args.workers,
+        )
 
         measured = pairs[: args.sequential_images] if args.sequential_images else pairs
         measured_s = study_way(s3, measured)

@@ -42,8 +42,10 @@ OBSERVER_POLL_S = 5.0
 def phases(job: dict) -> dict[str, float]:
     """Where a runner job's time went: each secondary status's seconds, and how long its rules ran past it."""
     rules = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
-    seconds = {t["Status"]: round((t.get("EndTime", t["StartTime"]) - t["StartTime"]).total_seconds(), 2)
-               for t in job["SecondaryStatusTransitions"]}  # fmt: skip
+    seconds = {
+        t["Status"]: round((t.get("EndTime", t["StartTime"]) - t["StartTime"]).total_seconds(), 2)
+        for t in job["SecondaryStatusTransitions"]
+    }
     last_rule = max((r["LastModifiedTime"] for r in rules), default=job["TrainingEndTime"])
     seconds["rules_after_job"] = round(max(0.0, (last_rule - job["TrainingEndTime"]).total_seconds()), 2)
     return seconds
@@ -63,9 +65,16 @@ def main() -> int:
         sm = make_client("sagemaker", stack.endpoints["sagemaker"], stack.region, **creds)
         seed_synthetic(s3, "bench-src", images=args.images, seed=2)
         s3.create_bucket(Bucket="bench")
-        settings = Settings(source_bucket="bench-src", file_list="s3://bench-src/file_list.json", bucket="bench",
-                            model="small_cnn", epochs=args.epochs, instance_count=1, use_spot=args.job_features,
-                            enable_network_isolation=args.job_features)  # fmt: skip
+        settings = Settings(
+            source_bucket="bench-src",
+            file_list="s3://bench-src/file_list.json",
+            bucket="bench",
+            model="small_cnn",
+            epochs=args.epochs,
+            instance_count=1,
+            use_spot=args.job_features,
+            enable_network_isolation=args.job_features,
+        )
         dataset = build_dataset(s3, settings)
         code_uri = upload_sourcedir(s3, "bench", settings.root).s3_uri
 
@@ -84,13 +93,18 @@ def main() -> int:
         hook_config.write_text(json.dumps({**request["DebugHookConfig"], "LocalPath": str(local / "tensors")}))
         for channel in request["InputDataConfig"]:  # laid out as the runner (and SageMaker) lay them out
             source = channel["DataSource"]["S3DataSource"]
-            download_channel(s3, channel["ChannelName"], source["S3Uri"], local / channel["ChannelName"],
-                             data_type=source["S3DataType"])  # fmt: skip
+            download_channel(
+                s3,
+                channel["ChannelName"],
+                source["S3Uri"],
+                local / channel["ChannelName"],
+                data_type=source["S3DataType"],
+            )
         hp = {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
         env = script_env({s: local / s for s in ("train", "valid", "test")}, local, hook_config)
         if args.job_features:  # train.py checkpoints every epoch in both; only the runner syncs them to S3
             env["INVENTORY_CHECKPOINT_DIR"] = str(local / "checkpoints")
-        argv = [a for k, v in hp.items() for a in (f"--{k}", str(v))]  # fmt: skip
+        argv = [a for k, v in hp.items() for a in (f"--{k}", str(v))]
 
         def direct() -> float:
             shutil.rmtree(local / "tensors", ignore_errors=True)  # smdebug refuses an existing trial
@@ -127,13 +141,21 @@ def main() -> int:
     direct_s, runner_s = statistics.median(direct_runs), statistics.median(runner_runs)
     job = jobs[runner_runs.index(sorted(runner_runs)[len(runner_runs) // 2])]
     rules = job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", [])
-    result = {"images": args.images, "epochs": args.epochs, "repeats": args.repeats, "job_features": args.job_features,
-              "job_statuses": sorted({j["TrainingJobStatus"] for j in jobs}),
-              "rule_statuses": {r["RuleConfigurationName"]: r["RuleEvaluationStatus"] for r in rules},
-              "direct_runs_s": [round(x, 2) for x in direct_runs], "runner_runs_s": [round(x, 2) for x in runner_runs],
-              "direct_s": round(direct_s, 2), "runner_s": round(runner_s, 2),
-              "overhead_ratio": round(runner_s / direct_s, 3), "runner_phases_s": phases(job),
-              "runner_runs_phases_s": [phases(j) for j in jobs]}  # fmt: skip
+    result = {
+        "images": args.images,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "job_features": args.job_features,
+        "job_statuses": sorted({j["TrainingJobStatus"] for j in jobs}),
+        "rule_statuses": {r["RuleConfigurationName"]: r["RuleEvaluationStatus"] for r in rules},
+        "direct_runs_s": [round(x, 2) for x in direct_runs],
+        "runner_runs_s": [round(x, 2) for x in runner_runs],
+        "direct_s": round(direct_s, 2),
+        "runner_s": round(runner_s, 2),
+        "overhead_ratio": round(runner_s / direct_s, 3),
+        "runner_phases_s": phases(job),
+        "runner_runs_phases_s": [phases(j) for j in jobs],
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

@@ -62,8 +62,12 @@ MODEL = "efficientnet_lite0"
 HEADS = ("linear", "ordinal")
 # (view, image size, TTA, head): the whole bin at three resolutions, and the study's centre crop; each with and
 # without averaging over the mirror image; each with the classifier and with the ordinal head.
-CANDIDATES = [(view, size, tta, head) for view, size in (("full", 224), ("full", 320), ("full", 416), ("crop", 224))
-              for tta in ("none", "hflip") for head in HEADS]  # fmt: skip
+CANDIDATES = [
+    (view, size, tta, head)
+    for view, size in (("full", 224), ("full", 320), ("full", 416), ("crop", 224))
+    for tta in ("none", "hflip")
+    for head in HEADS
+]
 PER_COUNT = {"test": 4, "valid": 3}  # per outer fold; train gets the rest (13)
 BOOTSTRAP = 10_000
 MIDDLE = 2  # class index of count 3, the middle count
@@ -191,19 +195,30 @@ def select_recipe(scores: dict[tuple, float], heads: tuple[str, ...] = HEADS) ->
     return min(pool, key=lambda r: (scores[r], CANDIDATES.index(r)))
 
 
-def predictions(bank: FeatureBank, recipe: tuple, train: np.ndarray, test: np.ndarray, prior: Prior,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def predictions(
+    bank: FeatureBank, recipe: tuple, train: np.ndarray, test: np.ndarray, prior: Prior, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(true, predicted) class indices on `test`, fitted on `train` as train.py fits (same functions)."""
     x, y, _ = bank.features(recipe)
     fit, _, _ = head_module(recipe[3]).fit_head(x[train], y[train], prior, seed)
     return y[test], fit.logits(x[test]).argmax(1)
 
 
-def run_job(channels: dict[str, Path], pretrained: Path, work: Path, recipe: tuple | None, seed: int,
-            population: str) -> dict:  # fmt: skip
+def run_job(
+    channels: dict[str, Path], pretrained: Path, work: Path, recipe: tuple | None, seed: int, population: str
+) -> dict:
     env = script_env({**channels, "pretrained": pretrained}, work)
-    argv = ["--model", MODEL, "--batch-size", "16", "--seed", str(seed), "--population-counts", population,
-            *(recipe_args(recipe) if recipe else [])]  # fmt: skip
+    argv = [
+        "--model",
+        MODEL,
+        "--batch-size",
+        "16",
+        "--seed",
+        str(seed),
+        "--population-counts",
+        population,
+        *(recipe_args(recipe) if recipe else []),
+    ]
     proc = run_train(argv, env)
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -234,8 +249,10 @@ def bootstrap_at_mix(confusion: np.ndarray, mix: np.ndarray, seed: int) -> dict[
     squared = (np.arange(5)[:, None] - np.arange(5)[None, :]) ** 2
     accuracy = np.einsum("k,bkk->b", mix, per_count)
     rmse = np.sqrt(np.einsum("k,bkj,kj->b", mix, per_count, squared))
-    return {name: [round(float(v), 3) for v in np.percentile(values, [2.5, 97.5])]
-            for name, values in (("accuracy", accuracy), ("rmse", rmse))}  # fmt: skip
+    return {
+        name: [round(float(v), 3) for v in np.percentile(values, [2.5, 97.5])]
+        for name, values in (("accuracy", accuracy), ("rmse", rmse))
+    }
 
 
 def trivial_at_mix(confusion: np.ndarray, mix: np.ndarray) -> dict:
@@ -243,9 +260,12 @@ def trivial_at_mix(confusion: np.ndarray, mix: np.ndarray) -> dict:
     truths = confusion.sum(1)
     majority = int(np.argmax(mix))
     always = {answer: np.outer(truths, np.eye(5, dtype=int)[answer]) for answer in (majority, MIDDLE)}
-    return {"majority_answer": majority + 1, "majority_accuracy": round(at_mix(always[majority], mix)[0], 4),
-            "majority_rmse": round(at_mix(always[majority], mix)[1], 4),
-            "middle_rmse": round(at_mix(always[MIDDLE], mix)[1], 4)}  # fmt: skip
+    return {
+        "majority_answer": majority + 1,
+        "majority_accuracy": round(at_mix(always[majority], mix)[0], 4),
+        "majority_rmse": round(at_mix(always[majority], mix)[1], 4),
+        "middle_rmse": round(at_mix(always[MIDDLE], mix)[1], 4),
+    }
 
 
 def summary(confusion: np.ndarray, mix: np.ndarray, seed: int) -> dict:
@@ -254,11 +274,20 @@ def summary(confusion: np.ndarray, mix: np.ndarray, seed: int) -> dict:
     accuracy, rmse = at_mix(confusion, mix)
     interval = bootstrap_at_mix(confusion, mix, seed)
     sampled_rmse = at_mix(confusion, confusion.sum(1) / total)[1]
-    return {"accuracy": round(accuracy, 3), "accuracy_ci95": interval["accuracy"], "rmse": round(rmse, 3),
-            "rmse_ci95": interval["rmse"],
-            "as_sampled": {"accuracy": round(correct / total, 3), "ci95": wilson(correct, total),
-                           "correct": correct, "evaluated": total, "rmse": round(sampled_rmse, 3)},
-            "confusion_matrix": confusion.tolist()}  # fmt: skip
+    return {
+        "accuracy": round(accuracy, 3),
+        "accuracy_ci95": interval["accuracy"],
+        "rmse": round(rmse, 3),
+        "rmse_ci95": interval["rmse"],
+        "as_sampled": {
+            "accuracy": round(correct / total, 3),
+            "ci95": wilson(correct, total),
+            "correct": correct,
+            "evaluated": total,
+            "rmse": round(sampled_rmse, 3),
+        },
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 def main() -> int:
@@ -267,8 +296,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42, help="train.py's --seed (its CV folds); also used here")
     parser.add_argument("--pretrained", type=Path, default=ROOT / "build" / "pretrained")
     parser.add_argument("--cache", type=Path, default=None, help="keep extracted features here between runs")
-    parser.add_argument("--target-mix", type=Path, default=STUDY_FILE_LIST,
-                        help="a file_list.json whose class counts are the mix to score at")  # fmt: skip
+    parser.add_argument(
+        "--target-mix",
+        type=Path,
+        default=STUDY_FILE_LIST,
+        help="a file_list.json whose class counts are the mix to score at",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.folds != 5:  # 4 test + 3 valid per count per fold leave 13 to train only with 20 photos and 5 folds
@@ -301,8 +334,14 @@ def main() -> int:
                     job = row["nested"]
                 else:
                     # the default recipe runs as train.py's defaults: no recipe arguments
-                    job = run_job(channels, args.pretrained, Path(tmp) / f"fold-{fold}" / key,
-                                  wanted if key == "nested" else None, args.seed, population)  # fmt: skip
+                    job = run_job(
+                        channels,
+                        args.pretrained,
+                        Path(tmp) / f"fold-{fold}" / key,
+                        wanted if key == "nested" else None,
+                        args.seed,
+                        population,
+                    )
                 confusion[key] += np.array(job["confusion_matrix"])
                 row[key] = job
             mine = confusion_of(*predictions(bank, recipe, train, test, prior, args.seed))
@@ -312,9 +351,12 @@ def main() -> int:
                 chosen[head].append(name(own))
                 confusion[head] += confusion_of(*predictions(bank, own, train, test, prior, args.seed))
             for key in ("nested", "default"):
-                row[key] = {"test_accuracy": round(row[key]["accuracy"], 3), "head": row[key]["head_fit"]["head"],
-                            "penalty": row[key]["head_fit"]["penalty"],
-                            "class_prior": row[key]["class_prior"]["source"]}  # fmt: skip
+                row[key] = {
+                    "test_accuracy": round(row[key]["accuracy"], 3),
+                    "head": row[key]["head_fit"]["head"],
+                    "penalty": row[key]["head_fit"]["penalty"],
+                    "class_prior": row[key]["class_prior"]["source"],
+                }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
         everything = np.arange(len(index))
@@ -322,17 +364,25 @@ def main() -> int:
     nested = summary(confusion["nested"], mix, args.seed)
     trivial = trivial_at_mix(confusion["nested"], mix)
     result = {
-        "model": MODEL, "photos": sum(len(p) for p in by_count.values()), "folds": args.folds,
+        "model": MODEL,
+        "photos": sum(len(p) for p in by_count.values()),
+        "folds": args.folds,
         "layout_per_count": {"train": 13, **PER_COUNT},
         "candidates": [name(r) for r in CANDIDATES],
-        "target_mix": {"mix": [round(float(m), 4) for m in mix], "from": str(args.target_mix.name),
-                       "counts": [int(c) for c in counts], "accuracy": nested["accuracy"],
-                       "accuracy_ci95": nested["accuracy_ci95"], "rmse": nested["rmse"],
-                       "rmse_ci95": nested["rmse_ci95"], **trivial,
-                       "ci_method": f"stratified bootstrap of the outer-test answers ({BOOTSTRAP} draws, "
-                                    "percentile); covers the test photos' sampling, not the recipe choice",
-                       "selection": "importance-weighted ranked probability score of each head's own CV on the "
-                                    "fold's train channel"},
+        "target_mix": {
+            "mix": [round(float(m), 4) for m in mix],
+            "from": str(args.target_mix.name),
+            "counts": [int(c) for c in counts],
+            "accuracy": nested["accuracy"],
+            "accuracy_ci95": nested["accuracy_ci95"],
+            "rmse": nested["rmse"],
+            "rmse_ci95": nested["rmse_ci95"],
+            **trivial,
+            "ci_method": f"stratified bootstrap of the outer-test answers ({BOOTSTRAP} draws, "
+            "percentile); covers the test photos' sampling, not the recipe choice",
+            "selection": "importance-weighted ranked probability score of each head's own CV on the "
+            "fold's train channel",
+        },
         "nested_cv": nested,
         "recipe_votes": dict(Counter(row["selected"] for row in rows)),
         "selected_on_all_photos": name(on_all),
@@ -341,7 +391,7 @@ def main() -> int:
         "train_py_matches_in_process": agree,
         "wall_s": round(time.perf_counter() - started, 1),
         "rows": rows,
-    }  # fmt: skip
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

@@ -69,25 +69,51 @@ REAL_MLP = ["--model", "efficientnet_lite0", "--head", "mlp", "--epochs", "3", "
 RUNS = [
     Run("demo recipe, seed 7", HEALTHY, ("synthetic", 1500, 7), [*SMALL_CNN, "--epochs", "12", "--lr", "0.004"]),
     Run("demo recipe, seed 2", HEALTHY, ("synthetic", 1500, 2), [*SMALL_CNN, "--epochs", "12", "--lr", "0.004"]),
-    Run("DAG tests' recipe (500 photos, 8 epochs)", HEALTHY, ("synthetic", 500, 5),
-        [*SMALL_CNN, "--epochs", "8", "--lr", "0.004"]),
+    Run(
+        "DAG tests' recipe (500 photos, 8 epochs)",
+        HEALTHY,
+        ("synthetic", 500, 5),
+        [*SMALL_CNN, "--epochs", "8", "--lr", "0.004"],
+    ),
     Run("real photos, DAG default schedule, MLP head", HEALTHY, ("real", 0), REAL_MLP),
     Run("real photos, linear head (closed form)", NOT_APPLICABLE, ("real", 1), ["--model", "efficientnet_lite0"]),
     Run("memorised: 80 photos, 40 epochs", "Overfit", ("synthetic", 80, 5), [*SMALL_CNN, "--epochs", "40"]),
     Run("memorised: 120 photos, 30 epochs", "Overfit", ("synthetic", 120, 8), [*SMALL_CNN, "--epochs", "30"]),
-    Run("past convergence: 400 photos, 60 epochs", "Overtraining", ("synthetic", 400, 3),
-        [*SMALL_CNN, "--epochs", "60"]),
-    Run("past convergence: 300 photos, 50 epochs", "Overtraining", ("synthetic", 300, 9),
-        [*SMALL_CNN, "--epochs", "50"]),
-    Run("saturated output, seed 4", "VanishingGradient", ("synthetic", 200, 4), [*SMALL_CNN, "--epochs", "3"],
-        "vanishing_gradient"),
-    Run("saturated output, seed 6", "VanishingGradient", ("synthetic", 200, 6), [*SMALL_CNN, "--epochs", "3"],
-        "vanishing_gradient"),
-    Run("convolutions x1000, seed 4", "PoorWeightInitialization", ("synthetic", 200, 4),
-        [*SMALL_CNN, "--epochs", "3"], "poor_weight_initialization"),
-    Run("convolutions x1000, seed 6", "PoorWeightInitialization", ("synthetic", 200, 6),
-        [*SMALL_CNN, "--epochs", "3"], "poor_weight_initialization"),
-]  # fmt: skip
+    Run(
+        "past convergence: 400 photos, 60 epochs", "Overtraining", ("synthetic", 400, 3), [*SMALL_CNN, "--epochs", "60"]
+    ),
+    Run(
+        "past convergence: 300 photos, 50 epochs", "Overtraining", ("synthetic", 300, 9), [*SMALL_CNN, "--epochs", "50"]
+    ),
+    Run(
+        "saturated output, seed 4",
+        "VanishingGradient",
+        ("synthetic", 200, 4),
+        [*SMALL_CNN, "--epochs", "3"],
+        "vanishing_gradient",
+    ),
+    Run(
+        "saturated output, seed 6",
+        "VanishingGradient",
+        ("synthetic", 200, 6),
+        [*SMALL_CNN, "--epochs", "3"],
+        "vanishing_gradient",
+    ),
+    Run(
+        "convolutions x1000, seed 4",
+        "PoorWeightInitialization",
+        ("synthetic", 200, 4),
+        [*SMALL_CNN, "--epochs", "3"],
+        "poor_weight_initialization",
+    ),
+    Run(
+        "convolutions x1000, seed 6",
+        "PoorWeightInitialization",
+        ("synthetic", 200, 6),
+        [*SMALL_CNN, "--epochs", "3"],
+        "poor_weight_initialization",
+    ),
+]
 
 
 def lay_out(data: tuple, out: Path) -> dict[str, Path]:
@@ -125,8 +151,9 @@ def execute(run: Run, work: Path) -> dict:
     if run.data[0] == "real":
         channels["pretrained"] = PRETRAINED
     epochs, batch = int(option(run.args, "--epochs", "3")), int(option(run.args, "--batch-size", "32"))
-    settings = Settings(model=option(run.args, "--model", "resnet50"), epochs=epochs, batch_size=batch,
-                        instance_count=1)  # fmt: skip
+    settings = Settings(
+        model=option(run.args, "--model", "resnet50"), epochs=epochs, batch_size=batch, instance_count=1
+    )
     schedule = Schedule.for_data(epochs, batch, 1, images_in(channels["train"]), images_in(channels["valid"]))
     calibrated, _ = rule_objects(settings, schedule)
     defaults, _ = rule_objects(settings, None)
@@ -135,8 +162,9 @@ def execute(run: Run, work: Path) -> dict:
     program = [str(FAULTS), "--fault", run.fault] if run.fault else [str(TRAIN)]
     started = time.perf_counter()
     # no --seed: train.py's default, as the DAG sends none (the DAG tests' run is then this benchmark's third)
-    proc = subprocess.run([sys.executable, *program, *run.args], env=script_env(channels, work, hook),
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, *program, *run.args], env=script_env(channels, work, hook), capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{run.name}: train.py failed\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -145,10 +173,16 @@ def execute(run: Run, work: Path) -> dict:
         "calibrated": judge(work / "tensors", [r.to_debugger_rule_config_dict() for r in calibrated]),
         "sagemaker_defaults": judge(work / "tensors", [r.to_debugger_rule_config_dict() for r in defaults]),
     }
-    return {"name": run.name, "kind": run.kind, "fault": run.fault or None, "seconds": round(seconds, 1),
-            "schedule": schedule.encode(), "test_accuracy": round(scored["accuracy"], 3),
-            "calibrated": {k: v["status"] for k, v in run.outcomes["calibrated"].items()},
-            "sagemaker_defaults": {k: v["status"] for k, v in run.outcomes["sagemaker_defaults"].items()}}  # fmt: skip
+    return {
+        "name": run.name,
+        "kind": run.kind,
+        "fault": run.fault or None,
+        "seconds": round(seconds, 1),
+        "schedule": schedule.encode(),
+        "test_accuracy": round(scored["accuracy"], 3),
+        "calibrated": {k: v["status"] for k, v in run.outcomes["calibrated"].items()},
+        "sagemaker_defaults": {k: v["status"] for k, v in run.outcomes["sagemaker_defaults"].items()},
+    }
 
 
 def tally(runs: list[Run], which: str) -> dict[str, dict[str, int]]:
@@ -183,23 +217,37 @@ def main() -> int:
             row = execute(run, work)
             rows.append(row)
             shown = " ".join(f"{rule}={status}" for rule, status in row["calibrated"].items())
-            print(f"[{i + 1}/{len(RUNS)}] {run.name} ({run.kind}, {row['seconds']} s, test accuracy "
-                  f"{row['test_accuracy']}): {shown}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"[{i + 1}/{len(RUNS)}] {run.name} ({run.kind}, {row['seconds']} s, test accuracy "
+                f"{row['test_accuracy']}): {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
             if args.verbose:
                 for rule, outcome in run.outcomes["calibrated"].items():
                     print(f"    {rule}: {outcome['details']}", file=sys.stderr)
             shutil.rmtree(work, ignore_errors=True)
     calibrated, defaults = tally(RUNS, "calibrated"), tally(RUNS, "sagemaker_defaults")
-    print(f"{'rule':26} {'calibrated: healthy FP':>24} {'induced caught':>15} {'SageMaker defaults: FP':>24} "
-          f"{'caught':>7}", file=sys.stderr)  # fmt: skip
+    print(
+        f"{'rule':26} {'calibrated: healthy FP':>24} {'induced caught':>15} {'SageMaker defaults: FP':>24} "
+        f"{'caught':>7}",
+        file=sys.stderr,
+    )
     for rule in DEBUGGER_RULES:
         c, d = calibrated[rule], defaults[rule]
-        print(f"{rule:26} {c['false_positives']:>17}/{c['healthy_runs']:<6} {c['detections']:>10}/"
-              f"{c['induced_runs']:<4} {d['false_positives']:>17}/{d['healthy_runs']:<6} {d['detections']:>3}/"
-              f"{d['induced_runs']}", file=sys.stderr)  # fmt: skip
-    result = {"rules": calibrated, "sagemaker_defaults": defaults, "runs": rows,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "seconds": round(time.perf_counter() - started)}  # fmt: skip
+        print(
+            f"{rule:26} {c['false_positives']:>17}/{c['healthy_runs']:<6} {c['detections']:>10}/"
+            f"{c['induced_runs']:<4} {d['false_positives']:>17}/{d['healthy_runs']:<6} {d['detections']:>3}/"
+            f"{d['induced_runs']}",
+            file=sys.stderr,
+        )
+    result = {
+        "rules": calibrated,
+        "sagemaker_defaults": defaults,
+        "runs": rows,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "seconds": round(time.perf_counter() - started),
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

@@ -42,8 +42,18 @@ def main() -> int:
             (folder / f"{item.image_id}.jpg").write_bytes(item.jpeg)
             labels[assign_split(item.image_id), item.label] += 1
         env = script_env({s: work / "data" / s for s in ("train", "valid", "test")}, work)
-        argv = ["--model", "small_cnn", "--epochs", str(args.epochs), "--lr", str(args.lr),
-                "--batch-size", str(args.batch_size), "--seed", "1"]  # fmt: skip
+        argv = [
+            "--model",
+            "small_cnn",
+            "--epochs",
+            str(args.epochs),
+            "--lr",
+            str(args.lr),
+            "--batch-size",
+            str(args.batch_size),
+            "--seed",
+            "1",
+        ]
         started = time.perf_counter()
         proc = run_train(argv, env)
         wall = time.perf_counter() - started
@@ -53,12 +63,19 @@ def main() -> int:
         scored = metrics(work)
     test_counts = [n for (split, _), n in labels.items() if split == "test"]
     result = {
-        "model": "small_cnn", "images": args.images, "epochs": args.epochs, "lr": args.lr,
-        "test_images": scored["test_images"], "test_accuracy": round(scored["accuracy"], 3),
-        "rmse": round(scored["rmse"], 3), "majority_baseline": round(max(test_counts) / sum(test_counts), 3),
-        "epochs_run": scored["epochs_run"], "best_epoch": scored["best_epoch"], "wall_s": round(wall, 1),
+        "model": "small_cnn",
+        "images": args.images,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "test_images": scored["test_images"],
+        "test_accuracy": round(scored["accuracy"], 3),
+        "rmse": round(scored["rmse"], 3),
+        "majority_baseline": round(max(test_counts) / sum(test_counts), 3),
+        "epochs_run": scored["epochs_run"],
+        "best_epoch": scored["best_epoch"],
+        "wall_s": round(wall, 1),
         "train_images_per_s": scored["images_per_s"],
-    }  # fmt: skip
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

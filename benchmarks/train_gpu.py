@@ -51,7 +51,7 @@ CASES = {
         "3",
         "--batch-size",
         "64",
-    ],  # fmt: skip
+    ],
     "resnet50": ["--model", "resnet50", "--epochs", "3", "--batch-size", "64"],  # the study's frozen backbone
 }
 
@@ -72,11 +72,22 @@ def job(argv: list[str], channels: dict[str, Path], amp: str, work: Path) -> dic
     env.update(SM_NUM_CPUS=str(os.cpu_count() or 1), SM_NUM_GPUS=str(torch.cuda.device_count()))
     proc = run_train([*argv, "--amp", amp, "--allow-random-backbone", "true"], env)
     if proc.returncode != 0:
-        raise RuntimeError(f"train.py {' '.join(argv)} --amp {amp} failed:\n{proc.stdout[-2000:]}\n"
-                           f"{proc.stderr[-2000:]}")  # fmt: skip
+        raise RuntimeError(
+            f"train.py {' '.join(argv)} --amp {amp} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     found = metrics(work)
-    return {key: found.get(key) for key in ("precision", "device", "images_per_s", "wall_time_s", "accuracy",
-                                            "gpu_peak_memory_mb", "epochs_run")}  # fmt: skip
+    return {
+        key: found.get(key)
+        for key in (
+            "precision",
+            "device",
+            "images_per_s",
+            "wall_time_s",
+            "accuracy",
+            "gpu_peak_memory_mb",
+            "epochs_run",
+        )
+    }
 
 
 def compute_rate(argv: list[str], amp: str, device: torch.device, steps: int = 20) -> float:
@@ -115,8 +126,12 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "images": args.images, "cases": {}}  # fmt: skip
+    result: dict = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "images": args.images,
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         channels = write_channels(Path(tmp) / "channels", args.images)
@@ -128,8 +143,12 @@ def main() -> int:
                 for amp in ("off", "bf16"):
                     case[f"job_{amp}"] = job(argv, channels, amp, Path(tmp) / f"{name}-{amp}")
                     case[f"compute_{amp}_img_s"] = round(compute_rate(argv, amp, device, args.steps), 1)
-                    print(f"{name} --amp {amp}: {json.dumps(case[f'job_{amp}'])}, compute "
-                          f"{case[f'compute_{amp}_img_s']} img/s", file=sys.stderr, flush=True)  # fmt: skip
+                    print(
+                        f"{name} --amp {amp}: {json.dumps(case[f'job_{amp}'])}, compute "
+                        f"{case[f'compute_{amp}_img_s']} img/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             except Exception as exc:  # one case's failure is reported; the others still run
                 case["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
                 print(f"{name}: {case['error']}", file=sys.stderr, flush=True)

@@ -125,11 +125,18 @@ def main() -> int:
             compute_rates.append(count / seconds)
     full, compute = statistics.median(full_rates), statistics.median(compute_rates)
     result = {
-        "model": args.model, "images": args.images, "epochs": args.epochs, "workers": args.workers,
-        "torch_threads": torch.get_num_threads(), "full_loop_img_s": round(full, 1),
-        "compute_only_img_s": round(compute, 1), "input_efficiency": round(full / compute, 3),
-        "cpu_busy": round(sum(busy) / max(1, len(busy)), 3), "head": spec.head, "image_size": spec.input_size,
-    }  # fmt: skip
+        "model": args.model,
+        "images": args.images,
+        "epochs": args.epochs,
+        "workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "full_loop_img_s": round(full, 1),
+        "compute_only_img_s": round(compute, 1),
+        "input_efficiency": round(full / compute, 3),
+        "cpu_busy": round(sum(busy) / max(1, len(busy)), 3),
+        "head": spec.head,
+        "image_size": spec.input_size,
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -145,11 +152,15 @@ def feature_pass(args: argparse.Namespace, spec) -> dict:
         write_images(Path(tmp), args.images)
 
         def loader():
-            return _loader(CountingImageFolder("train", tmp, transform, decode_side=side), args.batch_size,
-                           args.workers, False)  # fmt: skip
+            return _loader(
+                CountingImageFolder("train", tmp, transform, decode_side=side), args.batch_size, args.workers, False
+            )
 
-        batches = list(_loader(CountingImageFolder("train", tmp, transform, decode_side=side, cache_mb=0),
-                               args.batch_size, 0, False))  # fmt: skip
+        batches = list(
+            _loader(
+                CountingImageFolder("train", tmp, transform, decode_side=side, cache_mb=0), args.batch_size, 0, False
+            )
+        )
         linear_head.extract(model, loader(), device)  # warm-up: allocator, kernels
         full_rates, compute_rates, busy = [], [], []
         for _ in range(args.epochs):
@@ -163,12 +174,20 @@ def feature_pass(args: argparse.Namespace, spec) -> dict:
             compute_rates.append(seen / (time.perf_counter() - started))
     full, compute = statistics.median(full_rates), statistics.median(compute_rates)
     return {
-        "model": args.model, "head": spec.head, "image_size": spec.input_size, "view": spec.view,
-        "tta": spec.tta, "images": args.images, "epochs": args.epochs, "workers": args.workers,
-        "torch_threads": torch.get_num_threads(), "full_loop_img_s": round(full, 1),
-        "compute_only_img_s": round(compute, 1), "input_efficiency": round(full / compute, 3),
+        "model": args.model,
+        "head": spec.head,
+        "image_size": spec.input_size,
+        "view": spec.view,
+        "tta": spec.tta,
+        "images": args.images,
+        "epochs": args.epochs,
+        "workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "full_loop_img_s": round(full, 1),
+        "compute_only_img_s": round(compute, 1),
+        "input_efficiency": round(full / compute, 3),
         "cpu_busy": round(sum(busy) / max(1, len(busy)), 3),
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

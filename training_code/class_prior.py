@@ -40,8 +40,9 @@ def _weights(text: str, what: str) -> np.ndarray:
     except ValueError:
         weights = np.asarray([])
     if weights.shape != (NUM_CLASSES,) or not np.isfinite(weights).all() or (weights <= 0).any():
-        raise ValueError(f"{what} must be train, study, uniform, auto or 5 positive weights like 1,2,3,2,1; "
-                         f"got {text!r}")  # fmt: skip
+        raise ValueError(
+            f"{what} must be train, study, uniform, auto or 5 positive weights like 1,2,3,2,1; got {text!r}"
+        )
     return weights
 
 

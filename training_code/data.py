@@ -71,8 +71,9 @@ def train_transform(size: int, norm: dict, augmentation: str = "study", view: st
     crop = T.RandomResizedCrop(size, scale=(0.8, 1.0))
     if augmentation == "light":
         return T.Compose([crop, T.RandomHorizontalFlip(), *normalize])
-    return T.Compose([crop, T.RandomHorizontalFlip(), T.RandomRotation(10), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
-                      *normalize])  # fmt: skip
+    return T.Compose(
+        [crop, T.RandomHorizontalFlip(), T.RandomRotation(10), T.ColorJitter(0.4, 0.4, 0.4, 0.1), *normalize]
+    )
 
 
 def train_decode_side(size: int, view: str = "crop") -> int:

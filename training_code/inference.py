@@ -28,8 +28,14 @@ def model_fn(model_dir: str):
     model_dir = Path(model_dir)
     info = json.loads((model_dir / "model_info.json").read_text())
     # models saved before heads/TTA were choices carry the study's MLP head and no TTA
-    net = build_model(info["architecture"], checkpoint=None, download_weights=False, freeze_backbone=False,
-                      head=info.get("head", "mlp"), tta=info.get("tta", "none"))  # fmt: skip
+    net = build_model(
+        info["architecture"],
+        checkpoint=None,
+        download_weights=False,
+        freeze_backbone=False,
+        head=info.get("head", "mlp"),
+        tta=info.get("tta", "none"),
+    )
     state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     net.eval()

@@ -69,8 +69,9 @@ def extract(model: nn.Module, loader, device, precision: Precision = FP32) -> tu
     return np.concatenate(features), np.concatenate(labels).astype(int), skipped
 
 
-def _newton_logistic(x: np.ndarray, y: np.ndarray, penalty: float, start: np.ndarray | None = None,
-                     iterations: int = 50) -> np.ndarray:  # fmt: skip
+def _newton_logistic(
+    x: np.ndarray, y: np.ndarray, penalty: float, start: np.ndarray | None = None, iterations: int = 50
+) -> np.ndarray:
     """Multinomial logistic regression, mean log loss + penalty/2 ||W||^2 (+ a vanishing penalty on the bias that
     pins softmax's free constant). x [n, r]; returns theta [K, r + 1], the bias last. `start`: a warm start."""
     n, r = x.shape
@@ -193,8 +194,12 @@ class HeadSelection:
         return self.cv_log_loss.get(f"{self.penalty:g}", math.nan)
 
     def as_dict(self) -> dict:
-        return {"penalty": self.penalty, "folds": self.folds, "cv_log_loss": self.cv_log_loss,
-                "cv_accuracy": self.cv_accuracy}  # fmt: skip
+        return {
+            "penalty": self.penalty,
+            "folds": self.folds,
+            "cv_log_loss": self.cv_log_loss,
+            "cv_accuracy": self.cv_accuracy,
+        }
 
 
 def cv_folds(y: np.ndarray) -> int:
@@ -202,8 +207,13 @@ def cv_folds(y: np.ndarray) -> int:
     return min(MAX_FOLDS, int(np.bincount(y, minlength=NUM_CLASSES).min()))
 
 
-def select_penalty(features: np.ndarray, y: np.ndarray, seed: int = 0, penalties: tuple[float, ...] = PENALTIES,
-                   target: np.ndarray | None = None) -> HeadSelection:  # fmt: skip
+def select_penalty(
+    features: np.ndarray,
+    y: np.ndarray,
+    seed: int = 0,
+    penalties: tuple[float, ...] = PENALTIES,
+    target: np.ndarray | None = None,
+) -> HeadSelection:
     """The L2 strength with the lowest held-out log loss in stratified k-fold CV on these photos only (ties go
     to the stronger penalty). With a `target` mix, each fold's held-out logits are adjusted to it and the photos
     weighted to it (class_prior.importance_weights): the loss expected on photos drawn with that mix. Too few
@@ -237,8 +247,13 @@ def select_penalty(features: np.ndarray, y: np.ndarray, seed: int = 0, penalties
     return selection
 
 
-def fit_head(features: np.ndarray, y: np.ndarray, prior: Prior | str | None = "train", seed: int = 0,
-             selection: HeadSelection | None = None) -> tuple[LinearFit, HeadSelection, np.ndarray]:  # fmt: skip
+def fit_head(
+    features: np.ndarray,
+    y: np.ndarray,
+    prior: Prior | str | None = "train",
+    seed: int = 0,
+    selection: HeadSelection | None = None,
+) -> tuple[LinearFit, HeadSelection, np.ndarray]:
     """Choose the penalty by CV at the target mix (unless given), refit on all these photos, adjust the logits
     from their class mix to the target's. `prior`: a class_prior.Prior or its `--class-prior` text. Returns
     (fit, selection, the target prior)."""

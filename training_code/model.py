@@ -146,8 +146,15 @@ class MBConvBlock(nn.Module):
 
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage, from the EfficientNet-Lite0 definition.
-_LITE0_STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-                 (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # fmt: skip
+_LITE0_STAGES = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
 
 
 class EfficientNetLite0(nn.Module):

@@ -43,8 +43,13 @@ class OrdinalSelection:
     held_out: np.ndarray | None = field(default=None, repr=False)  # held-out count logits at the chosen penalty
 
     def as_dict(self) -> dict:
-        return {"penalty": self.penalty, "folds": self.folds, "sigma2": round(self.sigma2, 5),
-                "cv_mse": self.cv_mse, "cv_accuracy": self.cv_accuracy}  # fmt: skip
+        return {
+            "penalty": self.penalty,
+            "folds": self.folds,
+            "sigma2": round(self.sigma2, 5),
+            "cv_mse": self.cv_mse,
+            "cv_accuracy": self.cv_accuracy,
+        }
 
 
 def count_logits(score: np.ndarray, sigma2: float) -> np.ndarray:
@@ -72,8 +77,13 @@ def _ridge_path(z: np.ndarray, target: np.ndarray, weights: np.ndarray, penaltie
     return path
 
 
-def select_penalty(features: np.ndarray, y: np.ndarray, target: np.ndarray | None = None, seed: int = 0,
-                   penalties: tuple[float, ...] = PENALTIES) -> OrdinalSelection:  # fmt: skip
+def select_penalty(
+    features: np.ndarray,
+    y: np.ndarray,
+    target: np.ndarray | None = None,
+    seed: int = 0,
+    penalties: tuple[float, ...] = PENALTIES,
+) -> OrdinalSelection:
     """The L2 strength with the lowest held-out squared error of the count in stratified k-fold CV on these
     photos only, each photo weighted to the `target` mix (None: as they are); ties go to the stronger
     penalty. Too few photos per class for two folds: the middle of the grid, sigma^2 FALLBACK_SIGMA2."""
@@ -116,8 +126,13 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, penalty: float, weights: np.n
         return projection.to_raw(np.append(beta, intercept)[None, :])
 
 
-def fit_head(features: np.ndarray, y: np.ndarray, prior: Prior | str | None = "train", seed: int = 0,
-             selection: OrdinalSelection | None = None) -> tuple[LinearFit, OrdinalSelection, np.ndarray]:  # fmt: skip
+def fit_head(
+    features: np.ndarray,
+    y: np.ndarray,
+    prior: Prior | str | None = "train",
+    seed: int = 0,
+    selection: OrdinalSelection | None = None,
+) -> tuple[LinearFit, OrdinalSelection, np.ndarray]:
     """Choose the penalty by CV at the target mix (unless given), refit on all these photos with the target's
     importance weights, and turn the score into the 5 count logits. Returns (fit, selection, target prior)."""
     if not isinstance(prior, Prior):

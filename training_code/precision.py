@@ -75,8 +75,10 @@ def choose_precision(requested: str, device: torch.device, debugger_hook: bool, 
             log.info("precision float32: a single feature pass does not repay mixed precision's setup")
         return Precision(device.type)
     if debugger_hook:
-        reason = ("the debugger hook is on: its tensors (numpy, no bfloat16) and the rules' gradients (float16 "
-                  "loss scaling) need float32")  # fmt: skip
+        reason = (
+            "the debugger hook is on: its tensors (numpy, no bfloat16) and the rules' gradients (float16 "
+            "loss scaling) need float32"
+        )
         if requested == "auto":
             log.info("precision float32: %s", reason)
             return Precision(device.type)
@@ -88,6 +90,10 @@ def choose_precision(requested: str, device: torch.device, debugger_hook: bool, 
     dtype = _DTYPES[requested]
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     precision = Precision(device.type, dtype, channels_last=device.type == "cuda", scaler=scaler)
-    log.info("precision %s autocast on %s%s", precision.name, device.type,
-             ", channels-last" if precision.channels_last else "")  # fmt: skip
+    log.info(
+        "precision %s autocast on %s%s",
+        precision.name,
+        device.type,
+        ", channels-last" if precision.channels_last else "",
+    )
     return precision

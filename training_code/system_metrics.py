@@ -128,9 +128,7 @@ class SystemMetricsSampler:
         for index, times in enumerate(psutil.cpu_times_percent(percpu=True)):
             busy = max(0.0, 100.0 - times.idle - getattr(times, "iowait", 0.0))
             records.append(self._record("cpu", f"cpu{index}", "CPUUtilization", busy, now))
-            records.append(
-                self._record("cpu", f"cpu{index}", "I/OWaitPercentage", getattr(times, "iowait", 0.0), now)
-            )
+            records.append(self._record("cpu", f"cpu{index}", "I/OWaitPercentage", getattr(times, "iowait", 0.0), now))
         records.append(self._record("memory", "MemoryUsedPercent", "", psutil.virtual_memory().percent, now))
         last_time, last_disk, last_net = self._last
         elapsed = max(now - last_time, 1e-6)
@@ -249,9 +247,7 @@ class SystemMetricsSampler:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="sample system metrics in SageMaker Debugger's format")
-    parser.add_argument(
-        "--out", required=True, help="profiler output directory (system/incremental/... inside)"
-    )
+    parser.add_argument("--out", required=True, help="profiler output directory (system/incremental/... inside)")
     parser.add_argument("--interval-ms", type=int, default=500)
     parser.add_argument("--node-id", default="algo-1")
     parser.add_argument("--pid", type=int, default=0, help="stop when this process exits")

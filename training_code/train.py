@@ -123,8 +123,7 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=None)
     parser.add_argument("--freeze-backbone", "--freeze_backbone", dest="freeze_backbone", type=_bool, default=True)
-    parser.add_argument("--early-stopping-patience", "--early_stopping_patience", dest="patience", type=int,
-                        default=0)  # fmt: skip
+    parser.add_argument("--early-stopping-patience", "--early_stopping_patience", dest="patience", type=int, default=0)
     # Defaults come from the model (model.SPECS); these override them.
     parser.add_argument("--view", choices=VIEWS, default=None)
     parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
@@ -139,8 +138,9 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
     # A fixed L2 strength for a feature head instead of the one cross-validation chooses.
     parser.add_argument("--head-penalty", "--head_penalty", dest="head_penalty", type=float, default=None)
     # A pretrained model with no weights to load fails unless this is true (then it trains on a random backbone).
-    parser.add_argument("--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone",
-                        type=_bool, default=False)  # fmt: skip
+    parser.add_argument(
+        "--allow-random-backbone", "--allow_random_backbone", dest="allow_random_backbone", type=_bool, default=False
+    )
     # Mixed precision (precision.py): auto = bf16 autocast for a training loop on a GPU; float32 on the CPU, under
     # the debugger hook and for a linear head's single feature pass.
     parser.add_argument("--amp", choices=AMP_CHOICES, default="auto")
@@ -155,12 +155,20 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
         resize = spec.resize
     else:  # another crop: the study's 256:224 resize ratio
         resize = round(size * 256 / 224)
-    spec = dataclasses.replace(spec, view=view, input_size=size, resize=resize,
-                               lr_schedule=args.lr_schedule or spec.lr_schedule, head=args.head or spec.head,
-                               tta=args.tta or spec.tta)  # fmt: skip
+    spec = dataclasses.replace(
+        spec,
+        view=view,
+        input_size=size,
+        resize=resize,
+        lr_schedule=args.lr_schedule or spec.lr_schedule,
+        head=args.head or spec.head,
+        tta=args.tta or spec.tta,
+    )
     if spec.head in FEATURE_HEADS and (not spec.pretrained_by_default or not args.freeze_backbone):
-        parser.error(f"--head {spec.head} is fitted on a frozen pretrained backbone ({args.model}, "
-                     f"freeze-backbone {args.freeze_backbone}): use --head mlp")  # fmt: skip
+        parser.error(
+            f"--head {spec.head} is fitted on a frozen pretrained backbone ({args.model}, "
+            f"freeze-backbone {args.freeze_backbone}): use --head mlp"
+        )
     try:  # a bad prior fails here, before any work
         resolve_prior(args.class_prior, np.ones(5), parse_counts(args.population_counts))
     except ValueError as exc:
@@ -220,8 +228,9 @@ class EpochResult:
     stopped: bool = False  # SIGTERM: the epoch ended early
 
 
-def run_epoch(model, loader, criterion, device, optimizer=None, hook=None, scheduler=None,
-              stop=None, precision: Precision = FP32) -> EpochResult:  # fmt: skip
+def run_epoch(
+    model, loader, criterion, device, optimizer=None, hook=None, scheduler=None, stop=None, precision: Precision = FP32
+) -> EpochResult:
     training = optimizer is not None
     model.train(training)
     if training:
@@ -311,8 +320,9 @@ def score_champion_on_test(config: JobConfig) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="champion-") as work:
-        return score_champion(Path(config.channels["champion"]), Path(config.channels["test"]), Path(work),
-                              summarise, own_code=CODE_DIR)  # fmt: skip
+        return score_champion(
+            Path(config.channels["champion"]), Path(config.channels["test"]), Path(work), summarise, own_code=CODE_DIR
+        )
 
 
 def training_set(spec, root) -> CountingImageFolder:
@@ -339,11 +349,18 @@ def _loader(dataset, batch_size, workers, shuffle, sampler=None, seed=0, pin_mem
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-        num_workers=workers, collate_fn=collate_skipping, persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, generator=generator, worker_init_fn=_lower_priority,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skipping,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=generator,
+        worker_init_fn=_lower_priority,
         pin_memory=pin_memory,
-    )  # fmt: skip
+    )
     return NormalizingLoader(loader, getattr(dataset, "normalize", None))
 
 
@@ -385,9 +402,11 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
-            backend, init_method=f"tcp://{config.master_addr}:{config.master_port}",
-            rank=config.rank, world_size=config.world_size,
-        )  # fmt: skip
+            backend,
+            init_method=f"tcp://{config.master_addr}:{config.master_port}",
+            rank=config.rank,
+            world_size=config.world_size,
+        )
         log.info("distributed: rank %d of %d (%s)", config.rank, config.world_size, backend)
     if device.type == "cuda":
         torch.cuda.set_device(0)
@@ -397,10 +416,12 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     train_set = training_set(spec, config.channels["train"])
     eval_tf = eval_transform(spec.input_size, spec.resize, spec.normalization, spec.view)
     side = eval_decode_side(spec.input_size, spec.resize, spec.view)
-    valid_set = CountingImageFolder("valid", config.channels["valid"], eval_tf, require_all_classes=False,
-                                    decode_side=side)  # fmt: skip
-    test_set = CountingImageFolder("test", config.channels["test"], eval_tf, require_all_classes=False,
-                                   decode_side=side)  # fmt: skip
+    valid_set = CountingImageFolder(
+        "valid", config.channels["valid"], eval_tf, require_all_classes=False, decode_side=side
+    )
+    test_set = CountingImageFolder(
+        "test", config.channels["test"], eval_tf, require_all_classes=False, decode_side=side
+    )
     for dataset in (valid_set, test_set):
         if dataset.missing:
             log.warning("channel %r has no image of count(s) %s", dataset.channel, dataset.missing)
@@ -414,8 +435,12 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     download = spec.pretrained_by_default and checkpoint is None and not config.offline
     warnings = random_backbone_warnings(config, checkpoint)
     model = build_model(config.model, checkpoint, download, config.freeze_backbone, spec.head, spec.tta).to(device)
-    log.info("model %s (checkpoint %s, trainable parameters %d)", config.model, checkpoint,
-             sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+    log.info(
+        "model %s (checkpoint %s, trainable parameters %d)",
+        config.model,
+        checkpoint,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
 
     hook = debugger.create_hook()
     one_pass = spec.head in FEATURE_HEADS
@@ -437,8 +462,9 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     train_loader = _loader(train_set, config.batch_size, workers, True, sampler, config.seed, pin)
     scheduler = None
     if spec.lr_schedule == "onecycle":  # planned over every epoch asked for; early stopping ends it sooner
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
-                                                        steps_per_epoch=len(train_loader))  # fmt: skip
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=len(train_loader)
+        )
     valid_loader = _loader(valid_set, config.batch_size, workers, False, pin_memory=pin)
 
     history, skipped, best = [], [], {"loss": float("inf"), "state": None, "epoch": 0}
@@ -462,8 +488,7 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
                 break
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop,
-                                precision)  # fmt: skip
+            trained = run_epoch(wrapped, train_loader, criterion, device, optimizer, hook, scheduler, stop, precision)
             if trained.stopped:  # SIGTERM on any host: every rank leaves at this same step
                 stopped = True
                 break
@@ -471,8 +496,13 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
             skipped += trained.skipped + validated.skipped
             train_images += trained.images
             train_seconds += trained.seconds
-            row = {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
-                   "valid_loss": validated.loss, "valid_accuracy": validated.accuracy}  # fmt: skip
+            row = {
+                "epoch": epoch,
+                "train_loss": trained.loss,
+                "train_accuracy": trained.accuracy,
+                "valid_loss": validated.loss,
+                "valid_accuracy": validated.accuracy,
+            }
             history.append(row)
             print(metric_line(**row), flush=True)
             if validated.loss < best["loss"]:
@@ -482,10 +512,21 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
                 stale += 1
             stop_early = bool(config.early_stopping_patience and stale >= config.early_stopping_patience)
             if is_main:
-                save_training_state(config, model, optimizer, scheduler, train_loader, {
-                    "history": history, "best": best, "stale": stale, "train_images": train_images,
-                    "train_seconds": train_seconds, "stopped_early": stop_early,
-                })  # fmt: skip
+                save_training_state(
+                    config,
+                    model,
+                    optimizer,
+                    scheduler,
+                    train_loader,
+                    {
+                        "history": history,
+                        "best": best,
+                        "stale": stale,
+                        "train_images": train_images,
+                        "train_seconds": train_seconds,
+                        "stopped_early": stop_early,
+                    },
+                )
             if stop_early:
                 log.info("early stopping: valid loss has not improved for %d epochs", stale)
                 break
@@ -503,8 +544,9 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
     result = {}
     if is_main:
         # float32, as inference.py serves it (precision.py): the champion is scored the same way
-        test = evaluate(model, _loader(test_set, config.batch_size, workers, False, pin_memory=pin), device,
-                        test_set.sample_names())  # fmt: skip
+        test = evaluate(
+            model, _loader(test_set, config.batch_size, workers, False, pin_memory=pin), device, test_set.sample_names()
+        )
         skipped += test.pop("skipped")
         unique_skips = sorted({s["skipped"]: s for s in skipped}.values(), key=lambda s: s["skipped"])
         for skip in unique_skips:
@@ -528,7 +570,7 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
                 "train": train_set.class_counts(),
                 "valid": valid_set.class_counts(),
                 "test": test_set.class_counts(),
-            },  # fmt: skip
+            },
             "skipped_images": {"count": len(unique_skips), "images": unique_skips},
             "epochs_run": len(history),
             "resumed_after_epoch": start_epoch - 1,
@@ -559,17 +601,28 @@ def _train(config: JobConfig, stop: StopSignal) -> dict:
 CHECKPOINT_FILE = "training-state.pt"
 
 
-def save_on_stop(model, config: JobConfig, spec, best: dict, history: list, is_main: bool,
-                 prior: tuple[Prior, dict[str, int]]) -> dict:  # fmt: skip
+def save_on_stop(
+    model, config: JobConfig, spec, best: dict, history: list, is_main: bool, prior: tuple[Prior, dict[str, int]]
+) -> dict:
     """The best model of the finished epochs (or the current weights before the first one), corrected to the
     prior (`prior`: it and the training counts), into the model dir. Only an epoch-trained head stops here."""
-    log.warning("SIGTERM: stopping after %d finished epoch(s); saving the model of epoch %d, skipping the test",
-                len(history), best["epoch"])  # fmt: skip
+    log.warning(
+        "SIGTERM: stopping after %d finished epoch(s); saving the model of epoch %d, skipping the test",
+        len(history),
+        best["epoch"],
+    )
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     adjust_to_prior(model, *prior)
-    result = {"stopped": True, "stopped_by": "SIGTERM", "model": config.model, "epochs_run": len(history),
-              "best_epoch": best["epoch"], "history": history, "class_prior": prior[0].as_dict()}  # fmt: skip
+    result = {
+        "stopped": True,
+        "stopped_by": "SIGTERM",
+        "model": config.model,
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"],
+        "history": history,
+        "class_prior": prior[0].as_dict(),
+    }
     if is_main:
         save(model, config, spec, result)
     return result
@@ -628,8 +681,10 @@ def random_backbone_warnings(config: JobConfig, checkpoint: Path | None) -> list
     if not config.offline and config.model in DOWNLOADABLE:
         return []  # torchvision downloads them (SageMaker)
     why = "offline (INVENTORY_OFFLINE=1)" if config.model in DOWNLOADABLE else "no download source for it"
-    message = (f"{config.model} has no pretrained weights: {why} and no checkpoint in the pretrained channel "
-               f"({config.channels['pretrained'] or 'not given'}), so its backbone is random")  # fmt: skip
+    message = (
+        f"{config.model} has no pretrained weights: {why} and no checkpoint in the pretrained channel "
+        f"({config.channels['pretrained'] or 'not given'}), so its backbone is random"
+    )
     if not config.allow_random_backbone:
         raise RuntimeError(
             f"{message}. Give the pretrained channel a checkpoint (`make pretrained` for "
@@ -646,8 +701,9 @@ class FeaturePass:
     skipped: list[dict]
 
 
-def fit_feature_head(model, train_set, valid_set, config: JobConfig, prior: Prior, device,
-                     precision: Precision = FP32) -> tuple[dict, dict, FeaturePass]:  # fmt: skip
+def fit_feature_head(
+    model, train_set, valid_set, config: JobConfig, prior: Prior, device, precision: Precision = FP32
+) -> tuple[dict, dict, FeaturePass]:
     """A feature head's recipe (linear_head.py's classifier or ordinal_head.py's regression): features of the
     train channel (no augmentation: the photos as evaluation sees them), L2 strength by CV on those at the
     prior's mix, output corrected to the prior, weights installed into the model.
@@ -662,12 +718,16 @@ def fit_feature_head(model, train_set, valid_set, config: JobConfig, prior: Prio
     train_plain = CountingImageFolder("train", train_set.root, plain, decode_side=side)
     started = time.perf_counter()
     pin, workers = device.type == "cuda", loader_workers(config, device)
-    x, y, skipped = linear_head.extract(model, _loader(train_plain, config.batch_size, workers, False,
-                                                       pin_memory=pin), device, precision)  # fmt: skip
+    x, y, skipped = linear_head.extract(
+        model, _loader(train_plain, config.batch_size, workers, False, pin_memory=pin), device, precision
+    )
     seconds = time.perf_counter() - started
     if spec.head == "ordinal":  # a fixed strength still needs CV for the count's spread around the score
-        fixed = (ordinal_head.select_penalty(x, y, prior.weights, config.seed, (config.head_penalty,))
-                 if config.head_penalty else None)  # fmt: skip
+        fixed = (
+            ordinal_head.select_penalty(x, y, prior.weights, config.seed, (config.head_penalty,))
+            if config.head_penalty
+            else None
+        )
         fit, selection, _ = ordinal_head.fit_head(x, y, prior, config.seed, fixed)
         cv = f"held-out squared error {selection.cv_mse.get(f'{selection.penalty:g}', math.nan):.4f}"
     else:
@@ -675,17 +735,33 @@ def fit_feature_head(model, train_set, valid_set, config: JobConfig, prior: Prio
         fit, selection, _ = linear_head.fit_head(x, y, prior, config.seed, fixed)
         cv = f"held-out log loss {selection.best_log_loss:.4f}"
     linear_head.install(model, fit)
-    vx, vy, valid_skipped = linear_head.extract(model, _loader(valid_set, config.batch_size, workers,
-                                                               False, pin_memory=pin), device, precision)  # fmt: skip
+    vx, vy, valid_skipped = linear_head.extract(
+        model, _loader(valid_set, config.batch_size, workers, False, pin_memory=pin), device, precision
+    )
     train_logits, valid_logits = fit.logits(x), fit.logits(vx)
-    row = {"epoch": 1, "train_loss": log_loss(train_logits, y),
-           "train_accuracy": float((train_logits.argmax(1) == y).mean()),
-           "valid_loss": log_loss(valid_logits, vy),
-           "valid_accuracy": float((valid_logits.argmax(1) == vy).mean())}  # fmt: skip
-    log.info("%s head: L2 penalty %g by %d-fold CV on %d train photos at the %s prior (%s)", spec.head,
-             selection.penalty, selection.folds, len(y), prior.source, cv)  # fmt: skip
-    chosen = {"head": spec.head, **selection.as_dict(), "class_prior": prior.source,
-              "target_prior": prior.as_dict()["weights"], "feature_dim": int(x.shape[1])}  # fmt: skip
+    row = {
+        "epoch": 1,
+        "train_loss": log_loss(train_logits, y),
+        "train_accuracy": float((train_logits.argmax(1) == y).mean()),
+        "valid_loss": log_loss(valid_logits, vy),
+        "valid_accuracy": float((valid_logits.argmax(1) == vy).mean()),
+    }
+    log.info(
+        "%s head: L2 penalty %g by %d-fold CV on %d train photos at the %s prior (%s)",
+        spec.head,
+        selection.penalty,
+        selection.folds,
+        len(y),
+        prior.source,
+        cv,
+    )
+    chosen = {
+        "head": spec.head,
+        **selection.as_dict(),
+        "class_prior": prior.source,
+        "target_prior": prior.as_dict()["weights"],
+        "feature_dim": int(x.shape[1]),
+    }
     return chosen, row, FeaturePass(len(y), seconds, skipped + valid_skipped)
 
 
@@ -693,8 +769,12 @@ def job_prior(config: JobConfig, train_counts: dict[str, int]) -> Prior:
     """The class mix this job's answers are corrected to (class_prior.py), logged with where it came from."""
     counts = np.array([train_counts[str(c)] for c in COUNTS], dtype=float)
     prior = resolve_prior(config.class_prior, counts, parse_counts(config.population_counts))
-    log.info("class prior %s (--class-prior %s): answers corrected from the training mix %s", prior.as_dict(),
-             config.class_prior, np.round(counts / counts.sum(), 4).tolist())  # fmt: skip
+    log.info(
+        "class prior %s (--class-prior %s): answers corrected from the training mix %s",
+        prior.as_dict(),
+        config.class_prior,
+        np.round(counts / counts.sum(), 4).tolist(),
+    )
     return prior
 
 
@@ -750,8 +830,7 @@ def write_failure(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     try:
         config = parse_config(argv)
         keep_freed_memory()

@@ -67,12 +67,15 @@ class Reviewer:
             self.answer_pending()
         except Exception:  # the run keeps waiting (and its log says so); the caller sees nothing answered
             self.failures += 1
-            log.exception("the reviewer could not answer the approval request (%d of %d tries)", self.failures,
-                          MAX_FAILURES)  # fmt: skip
+            log.exception(
+                "the reviewer could not answer the approval request (%d of %d tries)", self.failures, MAX_FAILURES
+            )
             if self.failures >= MAX_FAILURES:
-                log.error("the reviewer gives up: answer the request in the Airflow UI's 'Required actions' or with "
-                          "PATCH /api/v2/dags/<dag>/dagRuns/<run>/taskInstances/review_promotion/-1/hitlDetails "
-                          "from an api-server on this Airflow home, or stop the run")  # fmt: skip
+                log.error(
+                    "the reviewer gives up: answer the request in the Airflow UI's 'Required actions' or with "
+                    "PATCH /api/v2/dags/<dag>/dagRuns/<run>/taskInstances/review_promotion/-1/hitlDetails "
+                    "from an api-server on this Airflow home, or stop the run"
+                )
         finally:
             with self._lock:
                 self._busy = False
@@ -91,11 +94,20 @@ class Reviewer:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         }
         log_path = home / "reviewer-api-server.log"
-        log.info("starting airflow api-server on %s to answer approval requests as %r (log: %s)", self.base,
-                 self.user, log_path)  # fmt: skip
+        log.info(
+            "starting airflow api-server on %s to answer approval requests as %r (log: %s)",
+            self.base,
+            self.user,
+            log_path,
+        )
         with open(log_path, "w") as out:
-            self._proc = subprocess.Popen([airflow_bin(), "api-server", "--port", str(self.port)], env=env,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self._proc = subprocess.Popen(
+                [airflow_bin(), "api-server", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -140,11 +152,18 @@ class Reviewer:
         for _ in range(attempts):
             for detail in self.pending(token):
                 ti = detail["task_instance"]
-                path = (f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
-                        f"{ti.get('map_index', -1)}/hitlDetails")  # fmt: skip
+                path = (
+                    f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
+                    f"{ti.get('map_index', -1)}/hitlDetails"
+                )
                 response = self._request("PATCH", path, {"chosen_options": [self.answer]}, token=token)
-                log.info("answered %r to %r (%s, run %s) through the REST API", self.answer, detail.get("subject"),
-                         ti["task_id"], ti["dag_run_id"])  # fmt: skip
+                log.info(
+                    "answered %r to %r (%s, run %s) through the REST API",
+                    self.answer,
+                    detail.get("subject"),
+                    ti["task_id"],
+                    ti["dag_run_id"],
+                )
                 answered.append(
                     {
                         "run_id": ti["dag_run_id"],

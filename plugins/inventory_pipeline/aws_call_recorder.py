@@ -32,9 +32,23 @@ RECORD_ENV = "INVENTORY_RECORD_AWS_CALLS"
 PRINCIPAL_ENV = "INVENTORY_RECORD_AWS_PRINCIPAL"
 EXECUTION_ROLE = "execution_role"
 # Only what names a resource or changes which IAM actions a call needs: never bodies, never credentials.
-_KEPT_PARAMS = ("Bucket", "Key", "Prefix", "CopySource", "logGroupName", "logStreamName", "logStreamNamePrefix",
-                "TrainingJobName", "RoleArn", "Tags", "TargetArn", "TopicArn", "Namespace", "ResourceConfig",
-                "StoppingCondition")  # fmt: skip
+_KEPT_PARAMS = (
+    "Bucket",
+    "Key",
+    "Prefix",
+    "CopySource",
+    "logGroupName",
+    "logStreamName",
+    "logStreamNamePrefix",
+    "TrainingJobName",
+    "RoleArn",
+    "Tags",
+    "TargetArn",
+    "TopicArn",
+    "Namespace",
+    "ResourceConfig",
+    "StoppingCondition",
+)
 # Of these, only the fields IAM condition keys read (sagemaker:InstanceTypes, sagemaker:MaxRuntimeInSeconds).
 _CONDITION_FIELDS = {"ResourceConfig": ("InstanceType",), "StoppingCondition": ("MaxRuntimeInSeconds",)}
 _CONTEXT_KEY = "inventory_recorded_call"
@@ -84,8 +98,11 @@ def _record_signed_mlflow_requests() -> None:
 
             mlflow = sys.modules.get("mlflow")
             arn = mlflow.get_tracking_uri() if mlflow is not None else ""
-            call = {"service": "sagemaker-mlflow", "operation": f"{request.method} {urlsplit(request.url).path}",
-                    "params": {"TrackingServerArn": arn}}  # fmt: skip
+            call = {
+                "service": "sagemaker-mlflow",
+                "operation": f"{request.method} {urlsplit(request.url).path}",
+                "params": {"TrackingServerArn": arn},
+            }
             _write(call, authorization)
         return original_send(self, request, *args, **kwargs)
 

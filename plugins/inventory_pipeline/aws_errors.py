@@ -19,13 +19,27 @@ def is_not_found(exc: Exception) -> bool:
 # What retrying can fix: throttling, a server-side 5xx, a connection that failed. (botocore has already
 # retried these a few times when they reach us; a task retry minutes later often succeeds.) Anything else from
 # SageMaker (ValidationException, AccessDenied, ResourceLimitExceeded, ...) fails the same way every time.
-TRANSIENT_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "RequestThrottled", "SlowDown", "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException", "TransactionInProgressException", "PriorRequestNotComplete",
-    "RequestTimeout", "RequestTimeoutException", "InternalFailure", "InternalError", "InternalServerError",
-    "ServiceUnavailable",
-})  # fmt: skip
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "SlowDown",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "PriorRequestNotComplete",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -62,18 +62,24 @@ class ChampionLease:
             current = self._current()
             if current is not None and current[0].get("expires", 0) < time.time():
                 try:  # expired: take it over, unless another taker did first
-                    self.etag = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(),
-                                                   IfMatch=current[1])["ETag"]  # fmt: skip
-                    log.warning("took over the champion lease of %s, expired at %s", current[0].get("purpose"),
-                                current[0].get("expires"))  # fmt: skip
+                    self.etag = self.s3.put_object(
+                        Bucket=self.bucket, Key=self.key, Body=self._body(), IfMatch=current[1]
+                    )["ETag"]
+                    log.warning(
+                        "took over the champion lease of %s, expired at %s",
+                        current[0].get("purpose"),
+                        current[0].get("expires"),
+                    )
                     return
                 except Exception as exc:
                     if not _conflict(exc) and "NoSuchKey" not in str(exc):
                         raise
             if time.monotonic() > deadline:
                 held = current[0] if current else {}
-                raise LeaseBusy(f"the champion lease is held by {held.get('purpose')} ({held.get('host')}, since "
-                                f"{held.get('since')}): not changing the champion beside it; retry later")  # fmt: skip
+                raise LeaseBusy(
+                    f"the champion lease is held by {held.get('purpose')} ({held.get('host')}, since "
+                    f"{held.get('since')}): not changing the champion beside it; retry later"
+                )
             time.sleep(1.0)
 
     def _current(self) -> tuple[dict[str, Any], str] | None:
@@ -117,8 +123,9 @@ def read_hold(s3: Any, bucket: str, root: str) -> dict[str, Any] | None:
 
 def set_hold(s3: Any, bucket: str, root: str, version: str, by: str, reason: str) -> dict[str, Any]:
     hold = {"version": str(version), "by": by, "at": now_iso(), "reason": reason}
-    s3.put_object(Bucket=bucket, Key=hold_key(root), Body=json.dumps(hold, indent=1).encode(),
-                  ContentType="application/json")  # fmt: skip
+    s3.put_object(
+        Bucket=bucket, Key=hold_key(root), Body=json.dumps(hold, indent=1).encode(), ContentType="application/json"
+    )
     return hold
 
 
@@ -126,6 +133,7 @@ def clear_hold(s3: Any, bucket: str, root: str, by: str) -> dict[str, Any] | Non
     """End the hold (recorded: who released which version, and when); returns the hold that was in force."""
     hold = read_hold(s3, bucket, root)
     released = {"version": None, "released": hold, "by": by, "at": now_iso()}
-    s3.put_object(Bucket=bucket, Key=hold_key(root), Body=json.dumps(released, indent=1).encode(),
-                  ContentType="application/json")  # fmt: skip
+    s3.put_object(
+        Bucket=bucket, Key=hold_key(root), Body=json.dumps(released, indent=1).encode(), ContentType="application/json"
+    )
     return hold

@@ -127,9 +127,13 @@ def local_stack_env(state: dict[str, Any]) -> dict[str, str]:
     from inventory_pipeline.local_aws.stack import client_env
 
     stack_env = client_env(state["endpoints"], state["region"])
-    s3 = make_client("s3", endpoint_url=state["endpoints"]["s3"], region_name=state["region"],
-                     aws_access_key_id=stack_env["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=stack_env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    s3 = make_client(
+        "s3",
+        endpoint_url=state["endpoints"]["s3"],
+        region_name=state["region"],
+        aws_access_key_id=stack_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=stack_env["AWS_SECRET_ACCESS_KEY"],
+    )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if LOCAL_PROJECT_BUCKET not in existing:
         s3.create_bucket(Bucket=LOCAL_PROJECT_BUCKET)
@@ -143,8 +147,14 @@ def local_stack_env(state: dict[str, Any]) -> dict[str, str]:
     if not (LOCAL_AIRFLOW_HOME / "airflow.db").exists():
         logging.getLogger(__name__).info("migrating Airflow's database in %s", LOCAL_AIRFLOW_HOME)
         db_migrate(env)
-    names = [*extra, "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
-             "AIRFLOW__CORE__LOAD_EXAMPLES", "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"]  # fmt: skip
+    names = [
+        *extra,
+        "AIRFLOW_HOME",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__CORE__PLUGINS_FOLDER",
+        "AIRFLOW__CORE__LOAD_EXAMPLES",
+        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION",
+    ]
     return {name: env[name] for name in names}
 
 
@@ -162,17 +172,22 @@ def _stack_ui(args: argparse.Namespace) -> int:
         return 1
     user, password = "admin", "admin"
     env = {**os.environ, **local_stack_env(state)}
-    env.update({
-        "PATH": f"{Path(airflow_bin()).parent}:{os.environ.get('PATH', '')}",  # standalone starts `airflow ...`
-        "AIRFLOW__API__PORT": str(args.port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{args.port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "INVENTORY_DEFERRABLE": "true",  # standalone runs a triggerer
-    })  # fmt: skip
+    env.update(
+        {
+            "PATH": f"{Path(airflow_bin()).parent}:{os.environ.get('PATH', '')}",  # standalone starts `airflow ...`
+            "AIRFLOW__API__PORT": str(args.port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{args.port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "INVENTORY_DEFERRABLE": "true",  # standalone runs a triggerer
+        }
+    )
     (LOCAL_AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({user: password}))
-    print(f"Airflow UI: http://127.0.0.1:{args.port}  login: {user} / {password}  (Ctrl-C stops Airflow; "
-          "`inventory-pipeline local-stack down` stops the stack)", flush=True)  # fmt: skip
+    print(
+        f"Airflow UI: http://127.0.0.1:{args.port}  login: {user} / {password}  (Ctrl-C stops Airflow; "
+        "`inventory-pipeline local-stack down` stops the stack)",
+        flush=True,
+    )
     try:
         return subprocess.run([airflow_bin(), "standalone"], env=env).returncode
     except KeyboardInterrupt:
@@ -186,8 +201,11 @@ def _stack_env(args: argparse.Namespace) -> int:
 
     state = stack.running_state(args.state_dir)
     if state is None:
-        print(f"no local stack is running (state dir {args.state_dir}): start it with "
-              "`inventory-pipeline local-stack up`", file=sys.stderr)  # fmt: skip
+        print(
+            f"no local stack is running (state dir {args.state_dir}): start it with "
+            "`inventory-pipeline local-stack up`",
+            file=sys.stderr,
+        )
         return 1
     for name, value in local_stack_env(state).items():
         print(f"export {name}={shlex.quote(value)}")

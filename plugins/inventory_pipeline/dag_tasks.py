@@ -100,9 +100,12 @@ def check_run_conf(
         if not settings.tracking_uri:  # the gate records every decision there: refuse before any work
             from inventory_pipeline.settings import SettingsError
 
-            raise SettingsError("tracking_uri", "INVENTORY_TRACKING_URI is not set: the gate records each "
-                                "decision in an MLflow registry (an MLflow URI or a SageMaker MLflow tracking "
-                                "server ARN; the embedded stack sets it)")  # fmt: skip
+            raise SettingsError(
+                "tracking_uri",
+                "INVENTORY_TRACKING_URI is not set: the gate records each "
+                "decision in an MLflow registry (an MLflow URI or a SageMaker MLflow tracking "
+                "server ARN; the embedded stack sets it)",
+            )
     return {"conf_keys": sorted(conf or {})}
 
 
@@ -143,8 +146,11 @@ def copy_images(params: Mapping[str, Any], selection: Mapping[str, Any]) -> dict
     result = run_copy(_s3(settings), settings, selection["selection_key"])
     log.info(
         "%d new images; copied %d objects, skipped %d (already there), rejected %d",
-        result["new"], result["copied"], result["skipped"], result["rejected"],
-    )  # fmt: skip
+        result["new"],
+        result["copied"],
+        result["skipped"],
+        result["rejected"],
+    )
     return result
 
 
@@ -163,8 +169,7 @@ def package_code(params: Mapping[str, Any]) -> dict[str, Any]:
     settings = settings_from(params)
     wheelhouse = Path(settings.wheelhouse) if settings.wheelhouse else None  # None: the job pip-installs them
     packaged = upload_sourcedir(_s3(settings), settings.bucket, settings.root, wheelhouse=wheelhouse)
-    return {"s3_uri": packaged.s3_uri, "sha256": packaged.sha256, "size": packaged.size,
-            "uploaded": packaged.uploaded}  # fmt: skip
+    return {"s3_uri": packaged.s3_uri, "sha256": packaged.sha256, "size": packaged.size, "uploaded": packaged.uploaded}
 
 
 def _describe(settings: Settings, job_name: str) -> dict[str, Any]:
@@ -180,18 +185,26 @@ def evaluate_rules_self_hosted(params: Mapping[str, Any], job_name: str) -> dict
     from inventory_pipeline.s3_paths import verdicts_uri
 
     settings = settings_from(params)
-    statuses = evaluate_job_rules(_s3(settings), _describe(settings, job_name), settings,
-                                  output_base=verdicts_uri(settings.bucket, settings.root))  # fmt: skip
+    statuses = evaluate_job_rules(
+        _s3(settings), _describe(settings, job_name), settings, output_base=verdicts_uri(settings.bucket, settings.root)
+    )
     for status in statuses["DebugRuleEvaluationStatuses"] + statuses["ProfilerRuleEvaluationStatuses"]:
-        log.info("%s: %s (%s)", status["RuleConfigurationName"], status["RuleEvaluationStatus"],
-                 status.get("StatusDetails", ""))  # fmt: skip
+        log.info(
+            "%s: %s (%s)",
+            status["RuleConfigurationName"],
+            status["RuleEvaluationStatus"],
+            status.get("StatusDetails", ""),
+        )
     return statuses
 
 
 def parse_rule_reports(
-    params: Mapping[str, Any], job_name: str, manifest: Mapping[str, Any], self_hosted: Mapping[str, Any] | None,
+    params: Mapping[str, Any],
+    job_name: str,
+    manifest: Mapping[str, Any],
+    self_hosted: Mapping[str, Any] | None,
     lineage: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Findings, policy and the HTML report; returns the compact summary (raises when the policy fails).
     `lineage`: check_lineage's result, naming the champion whose dataset the class mix is compared with."""
     from inventory_pipeline.report_store import local_report_path
@@ -207,11 +220,18 @@ def parse_rule_reports(
     local = bool(s3.meta.endpoint_url and "amazonaws.com" not in s3.meta.endpoint_url)
     champion = champion_dataset(s3, settings.bucket, settings.root, (lineage or {}).get("champion"))
     result = build_report(
-        s3, describe, manifest.get("manifest_key"), settings.bucket,
-        local_report_path(job_name).parent, settings.fail_on_rules, profiled_locally=local,
-        champion_data=champion, mix_threshold=settings.class_mix_threshold,
-        guardrails=settings.guardrails.to_dict(), verdicts=verdicts_uri(settings.bucket, settings.root, job_name),
-    )  # fmt: skip
+        s3,
+        describe,
+        manifest.get("manifest_key"),
+        settings.bucket,
+        local_report_path(job_name).parent,
+        settings.fail_on_rules,
+        profiled_locally=local,
+        champion_data=champion,
+        mix_threshold=settings.class_mix_threshold,
+        guardrails=settings.guardrails.to_dict(),
+        verdicts=verdicts_uri(settings.bucket, settings.root, job_name),
+    )
     log.info("report: %s (%s)", result.html_path, result.s3_uri)
     for finding in result.findings:
         log.info("%-28s %-14s %s", finding.rule, finding.status, finding.evidence)
@@ -237,8 +257,9 @@ def check_lineage(params: Mapping[str, Any], manifest: Mapping[str, Any], code: 
     from inventory_pipeline.lineage import pretrained_etag, run_lineage, unchanged_reason
 
     settings = settings_from(params)
-    lineage = run_lineage(settings, manifest["version"], code["sha256"],
-                          pretrained_etag(_s3(settings), settings.pretrained_s3_uri))  # fmt: skip
+    lineage = run_lineage(
+        settings, manifest["version"], code["sha256"], pretrained_etag(_s3(settings), settings.pretrained_s3_uri)
+    )
     registry = registry_for(settings)
     champion = registry.champion()
     reason = unchanged_reason(lineage, champion.tags if champion else None, registry.versions())
@@ -248,12 +269,19 @@ def check_lineage(params: Mapping[str, Any], manifest: Mapping[str, Any], code: 
     if reason:
         log.info("%s", reason)
     elif champion:
-        log.info("training; the job also scores the champion v%s (job %s) on this run's test images",
-                 champion.version, champion.tags.get("job"))  # fmt: skip
+        log.info(
+            "training; the job also scores the champion v%s (job %s) on this run's test images",
+            champion.version,
+            champion.tags.get("job"),
+        )
     else:
         log.info("training; there is no champion yet")
-    return {"skip": reason is not None, "reason": reason or "", "lineage": lineage,
-            "champion": champion.to_dict() if champion else None}  # fmt: skip
+    return {
+        "skip": reason is not None,
+        "reason": reason or "",
+        "lineage": lineage,
+        "champion": champion.to_dict() if champion else None,
+    }
 
 
 def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
@@ -299,13 +327,24 @@ def gather_run_facts(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: st
     describe = _describe_if_any(settings, job) if states.get("train") not in ("skipped", None) else None
     metrics = training_metrics(s3, describe) if describe else {}
     report_uri = (report or {}).get("s3_uri")
-    facts = RunFacts(job=job, task_states=states, failures={t: m for t, m in failures.items() if m},
-                     lineage=ti.xcom_pull(task_ids="check_lineage"), report=report, metrics=metrics)  # fmt: skip
+    facts = RunFacts(
+        job=job,
+        task_states=states,
+        failures={t: m for t, m in failures.items() if m},
+        lineage=ti.xcom_pull(task_ids="check_lineage"),
+        report=report,
+        metrics=metrics,
+    )
     inputs = GateInputs(
-        dag_id=dag_id, run_id=run_id, model_uri=((describe or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
-        params=dict(params), image_uri=((describe or {}).get("AlgorithmSpecification") or {}).get("TrainingImage"),
-        report_uri=report_uri, report_link=_report_link(settings, job), guardrails=settings.guardrails.to_dict(),
-    )  # fmt: skip
+        dag_id=dag_id,
+        run_id=run_id,
+        model_uri=((describe or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+        params=dict(params),
+        image_uri=((describe or {}).get("AlgorithmSpecification") or {}).get("TrainingImage"),
+        report_uri=report_uri,
+        report_link=_report_link(settings, job),
+        guardrails=settings.guardrails.to_dict(),
+    )
     return GateContext(settings, s3, facts, inputs)
 
 
@@ -348,8 +387,9 @@ def evaluate_and_promote(
     facts.review = review_outcome(ti, dag_id, run_id)
     inputs.report_html = _read_s3_uri(s3, inputs.report_uri)
     registry = registry_for(settings) if settings.tracking_uri else None  # none: check_run_conf failed the run
-    record = run_gate(s3, settings.bucket, settings.root, registry, facts, inputs,
-                      settings.gate_policy, notify=_notifier(settings))  # fmt: skip
+    record = run_gate(
+        s3, settings.bucket, settings.root, registry, facts, inputs, settings.gate_policy, notify=_notifier(settings)
+    )
     ti.xcom_push(key="decision", value=record)
     if on_recorded is not None:
         on_recorded(record)
@@ -409,10 +449,19 @@ def _notifier(settings: Settings):
         subject, message = notification_text(record)
         # Attributes subscribers can filter on (SNS filter policies): what was decided, for which model, by which
         # job; `message_id` is the outbox entry's, the same on a resend, so a consumer can drop a duplicate.
-        attributes = {"decision": record["status"], "registered_model": settings.registered_model,
-                      "job": record["job"], "message_id": message_id}  # fmt: skip
-        SnsNotifier(aws_conn_id=settings.aws_conn_id, target_arn=settings.sns_topic_arn, message=message,
-                    subject=subject, message_attributes=attributes).notify({})  # fmt: skip
+        attributes = {
+            "decision": record["status"],
+            "registered_model": settings.registered_model,
+            "job": record["job"],
+            "message_id": message_id,
+        }
+        SnsNotifier(
+            aws_conn_id=settings.aws_conn_id,
+            target_arn=settings.sns_topic_arn,
+            message=message,
+            subject=subject,
+            message_attributes=attributes,
+        ).notify({})
         log.info("announced %s on %s", record["status"], settings.sns_topic_arn)
 
     return notify

@@ -35,8 +35,18 @@ HELD, RELEASED = "held", "released"
 # What applying a promotion found: the champion had moved (a rollback, another run) or a hold began since the
 # decision, so the alias was left alone (the decision stays recorded; `superseded` records what was found).
 SUPERSEDED = "superseded"
-STATUSES = (PROMOTED, NOT_BETTER, BELOW_BASELINE, BLOCKED, FAILED, SKIPPED_UNCHANGED, ROLLED_BACK, HELD, RELEASED,
-            SUPERSEDED)  # fmt: skip
+STATUSES = (
+    PROMOTED,
+    NOT_BETTER,
+    BELOW_BASELINE,
+    BLOCKED,
+    FAILED,
+    SKIPPED_UNCHANGED,
+    ROLLED_BACK,
+    HELD,
+    RELEASED,
+    SUPERSEDED,
+)
 ENDS_RUN_FAILED = (BLOCKED, FAILED)  # the run ends failed after the decision is recorded
 BAD_STATES = ("failed", "upstream_failed")
 
@@ -74,8 +84,13 @@ def _candidate(facts: RunFacts, dataset_version: str | None) -> dict[str, Any] |
     metrics = facts.metrics or {}
     if metrics.get("accuracy") is None:
         return None
-    return {"job": facts.job, "accuracy": metrics["accuracy"], "rmse": metrics.get("rmse"),
-            "test_images": metrics.get("test_images"), "dataset_version": dataset_version}  # fmt: skip
+    return {
+        "job": facts.job,
+        "accuracy": metrics["accuracy"],
+        "rmse": metrics.get("rmse"),
+        "test_images": metrics.get("test_images"),
+        "dataset_version": dataset_version,
+    }
 
 
 def _first_failure(facts: RunFacts) -> str:
@@ -93,8 +108,9 @@ def _of(correct: int, images: int) -> str:
     return f"{correct}/{images} ({correct / images:.3f})" if images else f"{correct}/0"
 
 
-def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, policy: GatePolicy,
-                   prior: cmp.Prior | None = None) -> dict[str, Any]:  # fmt: skip
+def check_baseline(
+    answers: cmp.Answers, train_counts: dict[str, int] | None, policy: GatePolicy, prior: cmp.Prior | None = None
+) -> dict[str, Any]:
     """Does the candidate beat the trivial answers on its own test images? The most common count (accuracy: more
     right by the margin, and significantly, by the paired test on the same images; RMSE: lower) and always the
     middle count (RMSE: lower). With the class `prior` the job corrected its answers to, the most common count is
@@ -106,40 +122,57 @@ def check_baseline(answers: cmp.Answers, train_counts: dict[str, int] | None, po
         return {"passed": False, "why": "the job recorded no train-split class counts: the trivial answer is unknown"}
     always_majority, always_middle = cmp.constant(answers, majority), cmp.constant(answers, cmp.MIDDLE_COUNT)
     pair = cmp.paired(answers, always_majority)
-    errors = {"candidate": cmp.squared_error(answers), "majority": cmp.squared_error(always_majority),
-              "middle": cmp.squared_error(always_middle)}  # fmt: skip
+    errors = {
+        "candidate": cmp.squared_error(answers),
+        "majority": cmp.squared_error(always_majority),
+        "middle": cmp.squared_error(always_middle),
+    }
     result = {
-        "majority": {"answer": majority, "correct": pair.second_correct, "accuracy": pair.second_correct / images,
-                     "rmse": cmp.rmse(always_majority)},
+        "majority": {
+            "answer": majority,
+            "correct": pair.second_correct,
+            "accuracy": pair.second_correct / images,
+            "rmse": cmp.rmse(always_majority),
+        },
         "middle": {"answer": cmp.MIDDLE_COUNT, "rmse": cmp.rmse(always_middle)},
-        "paired": pair.as_dict(), "margin": policy.baseline_margin, "significance": policy.significance,
-    }  # fmt: skip
+        "paired": pair.as_dict(),
+        "margin": policy.baseline_margin,
+        "significance": policy.significance,
+    }
     why = []
     if not cmp.more_than(pair.gain, policy.baseline_margin, images):
         whose = "class prior" if prior else "train split"
-        why.append(f"answers {_of(pair.first_correct, images)} right, always {majority} (the {whose}'s most "
-                   f"common count) {_of(pair.second_correct, images)}"
-                   + (f", needs more than {policy.baseline_margin:g} of the images above it"
-                      if policy.baseline_margin else ""))  # fmt: skip
+        why.append(
+            f"answers {_of(pair.first_correct, images)} right, always {majority} (the {whose}'s most "
+            f"common count) {_of(pair.second_correct, images)}"
+            + (f", needs more than {policy.baseline_margin:g} of the images above it" if policy.baseline_margin else "")
+        )
     elif pair.p_value >= policy.significance:
-        why.append(f"answers {pair.gain} more image(s) right than always {majority}, which chance explains "
-                   f"(exact McNemar p {cmp.p_text(pair.p_value)} on {pair.only_first} vs {pair.only_second} images "
-                   f"only one of them got right; needs p < {policy.significance:g})")  # fmt: skip
+        why.append(
+            f"answers {pair.gain} more image(s) right than always {majority}, which chance explains "
+            f"(exact McNemar p {cmp.p_text(pair.p_value)} on {pair.only_first} vs {pair.only_second} images "
+            f"only one of them got right; needs p < {policy.significance:g})"
+        )
     scale, scope = images, ""
     if prior:  # at the mix the model will meet: scored as the job's answers were corrected
-        at = {name: cmp.at_prior(a, prior) for name, a in
-              (("candidate", answers), ("majority", always_majority), ("middle", always_middle))}  # fmt: skip
+        at = {
+            name: cmp.at_prior(a, prior)
+            for name, a in (("candidate", answers), ("majority", always_majority), ("middle", always_middle))
+        }
         result["at_prior"] = {name: {"accuracy": float(acc), "rmse": math.sqrt(mse)} for name, (acc, mse) in at.items()}
         errors, scale, scope = {name: mse for name, (_, mse) in at.items()}, 1, " at the job's class prior"
         if at["candidate"][0] - at["majority"][0] <= Fraction(str(policy.baseline_margin)):
-            why.append(f"at the job's class prior it answers {float(at['candidate'][0]):.3f} right, always "
-                       f"{majority} {float(at['majority'][0]):.3f}")  # fmt: skip
+            why.append(
+                f"at the job's class prior it answers {float(at['candidate'][0]):.3f} right, always "
+                f"{majority} {float(at['majority'][0]):.3f}"
+            )
     for name in ("majority", "middle"):
         if errors["candidate"] >= errors[name]:
             answer = majority if name == "majority" else cmp.MIDDLE_COUNT
             shown = {who: math.sqrt(errors[who] / scale) for who in ("candidate", name)}
-            why.append(f"RMSE{scope} {shown['candidate']:.3f} is no lower than always answering {answer} "
-                       f"({shown[name]:.3f})")  # fmt: skip
+            why.append(
+                f"RMSE{scope} {shown['candidate']:.3f} is no lower than always answering {answer} ({shown[name]:.3f})"
+            )
     return {**result, "passed": not why, **({"why": "; ".join(dict.fromkeys(why))} if why else {})}
 
 
@@ -161,10 +194,16 @@ def compare_with_champion(
     recall falling by more than max_class_drop, and a gain the paired test says chance does not explain. A
     gain that passes everything but the test is `numbers["borderline"]`: where a person may decide."""
     pair = cmp.paired(answers, champion_answers)
-    numbers = {**pair.as_dict(), "significance": policy.significance, "min_improvement": policy.min_improvement,
-               "min_relative_improvement": policy.min_relative_improvement}  # fmt: skip
-    scores = (f"{_of(pair.first_correct, pair.images)} right vs the champion's "
-              f"{_of(pair.second_correct, pair.images)} on the same {pair.images} test images")  # fmt: skip
+    numbers = {
+        **pair.as_dict(),
+        "significance": policy.significance,
+        "min_improvement": policy.min_improvement,
+        "min_relative_improvement": policy.min_relative_improvement,
+    }
+    scores = (
+        f"{_of(pair.first_correct, pair.images)} right vs the champion's "
+        f"{_of(pair.second_correct, pair.images)} on the same {pair.images} test images"
+    )
     test = (
         f"exact McNemar p {cmp.p_text(pair.p_value)}: {pair.only_first} image(s) only the candidate got right, "
         f"{pair.only_second} only the champion"
@@ -210,9 +249,13 @@ def decide(facts: RunFacts, policy: GatePolicy | None = None) -> dict[str, Any]:
     decided = _decide(facts, policy or GatePolicy())
     hold = facts.hold
     if hold and decided["status"] in (PROMOTED, NEEDS_APPROVAL):
-        decided = {**decided, "status": HELD, "hold": hold,
-                   "reason": f"{decided['reason']}. Held: v{hold['version']} is held as champion by {hold.get('by')} "
-                             f"since {hold.get('at')} (`inventory-pipeline model release` ends the hold)"}  # fmt: skip
+        decided = {
+            **decided,
+            "status": HELD,
+            "hold": hold,
+            "reason": f"{decided['reason']}. Held: v{hold['version']} is held as champion by {hold.get('by')} "
+            f"since {hold.get('at')} (`inventory-pipeline model release` ends the hold)",
+        }
         decided.pop("approval", None)
     return decided
 
@@ -239,40 +282,64 @@ def _decide(facts: RunFacts, policy: GatePolicy) -> dict[str, Any]:
     try:
         answers = cmp.read_answers(metrics.get("answers"), "candidate")
     except cmp.AnswersError as exc:
-        return outcome(NOT_BETTER, f"{exc}: the candidate cannot be checked against the trivial answer or the "
-                                   "champion, and what cannot be checked is not promoted")  # fmt: skip
-    extra["baseline"] = check_baseline(answers, (metrics.get("class_counts") or {}).get("train"), policy,
-                                       cmp.read_prior(metrics.get("class_prior")))  # fmt: skip
+        return outcome(
+            NOT_BETTER,
+            f"{exc}: the candidate cannot be checked against the trivial answer or the "
+            "champion, and what cannot be checked is not promoted",
+        )
+    extra["baseline"] = check_baseline(
+        answers, (metrics.get("class_counts") or {}).get("train"), policy, cmp.read_prior(metrics.get("class_prior"))
+    )
     if not extra["baseline"]["passed"]:
         return outcome(BELOW_BASELINE, f"no better than the trivial answer: {extra['baseline']['why']}")
     scored_against = lineage.get("champion")
     now = facts.champion_now
     if scored_against is None and now is None:
         beats, images = extra["baseline"]["paired"], len(answers)
-        return _with_approval(facts, policy, True, f"first model: there is no champion yet; it beats always "
-                              f"answering {extra['baseline']['majority']['answer']} "
-                              f"({_of(beats['first_correct'], images)} vs {_of(beats['second_correct'], images)} "
-                              f"right, exact McNemar p {cmp.p_text(beats['p_value'])})", outcome)  # fmt: skip
+        return _with_approval(
+            facts,
+            policy,
+            True,
+            f"first model: there is no champion yet; it beats always "
+            f"answering {extra['baseline']['majority']['answer']} "
+            f"({_of(beats['first_correct'], images)} vs {_of(beats['second_correct'], images)} "
+            f"right, exact McNemar p {cmp.p_text(beats['p_value'])})",
+            outcome,
+        )
     if scored_against is None or now is None or str(scored_against["version"]) != str(now["version"]):
         was = f"v{scored_against['version']}" if scored_against else "none"
         is_now = f"v{now['version']}" if now else "none"
-        return outcome(NOT_BETTER, f"the champion changed while this run trained ({was} then, {is_now} now): "
-                                   "the candidate was not compared with the current champion")  # fmt: skip
+        return outcome(
+            NOT_BETTER,
+            f"the champion changed while this run trained ({was} then, {is_now} now): "
+            "the candidate was not compared with the current champion",
+        )
     scored = metrics.get("champion") or {}
-    champion = {"version": str(now["version"]), "job": now.get("job"), "accuracy": scored.get("accuracy"),
-                "rmse": scored.get("rmse"), "test_images": scored.get("test_images"),
-                "dataset_version": dataset_version, "scored_with": scored.get("scored_with")}  # fmt: skip
+    champion = {
+        "version": str(now["version"]),
+        "job": now.get("job"),
+        "accuracy": scored.get("accuracy"),
+        "rmse": scored.get("rmse"),
+        "test_images": scored.get("test_images"),
+        "dataset_version": dataset_version,
+        "scored_with": scored.get("scored_with"),
+    }
     if scored.get("accuracy") is None:
         why = scored.get("error", "the job did not score it")
-        return outcome(NOT_BETTER, f"the champion could not be scored on this run's test images ({why}): "
-                                   "not promoting what cannot be compared", champion)  # fmt: skip
+        return outcome(
+            NOT_BETTER,
+            f"the champion could not be scored on this run's test images ({why}): "
+            "not promoting what cannot be compared",
+            champion,
+        )
     try:
         better, reason, extra["comparison"] = compare_with_champion(
             answers, cmp.read_answers(scored.get("answers"), "champion"), policy
         )
     except cmp.AnswersError as exc:
-        return outcome(NOT_BETTER, f"the champion and the candidate cannot be compared image by image ({exc})",
-                       champion)  # fmt: skip
+        return outcome(
+            NOT_BETTER, f"the champion and the candidate cannot be compared image by image ({exc})", champion
+        )
     if not (better or extra["comparison"].get("borderline")):
         return outcome(NOT_BETTER, reason, champion)
     return _with_approval(facts, policy, better, reason, outcome, champion)
@@ -291,8 +358,9 @@ def approval_reasons(facts: RunFacts, policy: GatePolicy, significant: bool) -> 
     return why
 
 
-def _with_approval(facts: RunFacts, policy: GatePolicy, better: bool, reason: str, outcome: Any,
-                   champion: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def _with_approval(
+    facts: RunFacts, policy: GatePolicy, better: bool, reason: str, outcome: Any, champion: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A would-be promotion (`better`) or a borderline one, after the policy's approval step: promoted when no
     person is asked and it is better; else as the person answered; never promoted on a timeout or no answer."""
     why = approval_reasons(facts, policy, significant=better)
@@ -369,8 +437,11 @@ class DecisionStore:
         returns (the decision now recorded, whether this call wrote it)."""
         attempt = int(failed.get("attempt") or 1)
         self.create(key, failed, f"attempt-{attempt}")  # history keeps the failed one
-        record = {**record, "attempt": attempt + 1,
-                  "supersedes": {k: failed.get(k) for k in ("attempt", "status", "reason", "decided")}}  # fmt: skip
+        record = {
+            **record,
+            "attempt": attempt + 1,
+            "supersedes": {k: failed.get(k) for k in ("attempt", "status", "reason", "decided")},
+        }
         current = self.s3.get_object(Bucket=self.bucket, Key=self._key(key, "decision"))
         stored = json.loads(current["Body"].read())
         if stored.get("status") != FAILED or int(stored.get("attempt") or 1) != attempt:
@@ -384,19 +455,31 @@ class DecisionStore:
         from botocore.exceptions import ClientError
 
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=self._key(key, name), ContentType="application/json",
-                               Body=json.dumps(record, indent=1, default=str).encode(), **condition)  # fmt: skip
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key, name),
+                ContentType="application/json",
+                Body=json.dumps(record, indent=1, default=str).encode(),
+                **condition,
+            )
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412",
-                                                                 "ConditionalRequestConflict"):  # fmt: skip
+            if exc.response.get("Error", {}).get("Code") not in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
                 raise
         return False
 
     def all(self) -> list[dict[str, Any]]:
         """Every decision, superseded attempts included, oldest first."""
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        keys = [o["Key"] for page in pages for o in page.get("Contents", [])
-                if o["Key"].endswith("/decision.json") or "/attempt-" in o["Key"]]  # fmt: skip
+        keys = [
+            o["Key"]
+            for page in pages
+            for o in page.get("Contents", [])
+            if o["Key"].endswith("/decision.json") or "/attempt-" in o["Key"]
+        ]
         records = [read_json(self.s3, self.bucket, k) for k in keys]
         return sorted((r for r in records if r), key=lambda r: r.get("decided", ""))

@@ -79,14 +79,18 @@ def read_notifications(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     """Everything the pipeline announced since the last call (the stack subscribes this queue to the topic)."""
     messages = []
     while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+        got = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
+        ).get("Messages", [])
         if not got:
             return messages
         for message in got:
-            messages.append({"body": message["Body"],
-                             "decision": ((message.get("MessageAttributes") or {}).get("decision") or {})
-                             .get("StringValue")})  # fmt: skip
+            messages.append(
+                {
+                    "body": message["Body"],
+                    "decision": ((message.get("MessageAttributes") or {}).get("decision") or {}).get("StringValue"),
+                }
+            )
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
@@ -107,8 +111,9 @@ ROLLBACK_DATES = ("2026-01-26", "2026-02-02")
 def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
     def cli(*args: str) -> None:
         log.info("$ inventory-pipeline %s", " ".join(args))
-        done = subprocess.run([sys.executable, "-m", "inventory_pipeline.cli", *args], env=env, text=True,
-                              capture_output=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "inventory_pipeline.cli", *args], env=env, text=True, capture_output=True
+        )
         print(done.stdout, end="")
         if done.returncode != 0:
             raise SystemExit(f"inventory-pipeline {' '.join(args)} failed:\n{done.stderr[-2000:]}")
@@ -160,13 +165,23 @@ def main() -> int:
         reviewer = Reviewer(env, answer=os.environ.get("DEMO_APPROVAL", "Promote"), user="demo-reviewer")
 
         def run(week: int, run_conf: dict[str, Any], logical_date: str) -> bool:
-            log.info("week %d: airflow dags test inventory_retraining %s -c '%s'", week, logical_date,
-                     json.dumps(run_conf))  # fmt: skip
-            result = dags_test(env, run_conf, log_path=BUILD_DIR / f"dags-test-week{week}.log", echo=True,
-                               logical_date=logical_date, on_line=reviewer.on_line)  # fmt: skip
+            log.info(
+                "week %d: airflow dags test inventory_retraining %s -c '%s'", week, logical_date, json.dumps(run_conf)
+            )
+            result = dags_test(
+                env,
+                run_conf,
+                log_path=BUILD_DIR / f"dags-test-week{week}.log",
+                echo=True,
+                logical_date=logical_date,
+                on_line=reviewer.on_line,
+            )
             summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=run_conf)
-            summary.update(week=week, notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
-                           run_log=str(result.log_path))  # fmt: skip
+            summary.update(
+                week=week,
+                notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
+                run_log=str(result.log_path),
+            )
             summaries.append(summary)
             print_summary(summary, BUILD_DIR / "summary.json", result.log_path)
             if not (result.ok and summary.get("state") == "success"):

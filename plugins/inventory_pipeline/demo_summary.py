@@ -68,7 +68,9 @@ def build_summary(run: dict[str, Any], s3: Any = None, bucket: str = "", conf: d
             "baseline": promotion.get("baseline"),
             "comparison": promotion.get("comparison"),
             "approval": promotion.get("approval"),
-        } if promotion else None,
+        }
+        if promotion
+        else None,
         "tracking": {k: (promotion.get("tracking") or {}).get(k) for k in ("uri", "run_id", "run_url")},
         "registry": promotion.get("registry"),
         "job": job_section(report, describe),
@@ -114,13 +116,17 @@ def print_summary(summary: dict[str, Any], summary_path: Path, log_path: Path) -
             middle = baseline["middle"]
             same = middle["answer"] == majority["answer"]
             also = "" if same else f"; always {middle['answer']}: RMSE {middle['rmse']:.4f}"
-            print(f"  trivial   always {majority['answer']}: accuracy {majority['accuracy']:.4f}, RMSE "
-                  f"{majority['rmse']:.4f}{also}; candidate vs it: p {p_text(beats.get('p_value', 1.0))}")  # fmt: skip
+            print(
+                f"  trivial   always {majority['answer']}: accuracy {majority['accuracy']:.4f}, RMSE "
+                f"{majority['rmse']:.4f}{also}; candidate vs it: p {p_text(beats.get('p_value', 1.0))}"
+            )
         comparison = decision.get("comparison") or {}
         if comparison:
-            print(f"  paired    {comparison['only_first']} image(s) only the candidate got right, "
-                  f"{comparison['only_second']} only the champion: {comparison['test']} "
-                  f"p {p_text(comparison['p_value'])}")
+            print(
+                f"  paired    {comparison['only_first']} image(s) only the candidate got right, "
+                f"{comparison['only_second']} only the champion: {comparison['test']} "
+                f"p {p_text(comparison['p_value'])}"
+            )
         if decision.get("approval"):
             print(f"  approval  {decision['approval']}")
     if (summary.get("registry") or {}).get("name"):

@@ -20,10 +20,21 @@ from inventory_pipeline.settings import Settings
 # Settings that change what training produces or how it is judged (the data's Params are inside the dataset
 # version already).
 TRAINING_PARAMS = (
-    "model", "epochs", "batch_size", "lr", "instance_type", "instance_count", "framework_version",
-    "pretrained_s3_uri", "enable_network_isolation", "rules_mode", "fail_on_rules", "use_spot", "max_runtime_s",
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "instance_type",
+    "instance_count",
+    "framework_version",
+    "pretrained_s3_uri",
+    "enable_network_isolation",
+    "rules_mode",
+    "fail_on_rules",
+    "use_spot",
+    "max_runtime_s",
     "max_wait_s",
-)  # fmt: skip
+)
 # Decisions that judged a model: the same inputs would be judged the same way (a promoted one is the champion's).
 JUDGED = ("not_better", "below_baseline", "blocked")
 
@@ -39,8 +50,11 @@ def params_sha256(settings: Settings, weights_etag: str = "") -> str:
 
 
 def run_lineage(settings: Settings, dataset_version: str, code_sha256: str, weights_etag: str = "") -> dict[str, str]:
-    return {"dataset_version": dataset_version, "code_sha256": code_sha256,
-            "params_sha256": params_sha256(settings, weights_etag)}  # fmt: skip
+    return {
+        "dataset_version": dataset_version,
+        "code_sha256": code_sha256,
+        "params_sha256": params_sha256(settings, weights_etag),
+    }
 
 
 def _same(lineage: dict[str, str], tags: dict[str, str]) -> bool:
@@ -52,16 +66,22 @@ def unchanged_reason(
 ) -> str | None:
     """Why this run would reproduce the champion or a model already judged (every lineage field equal), or None.
     `judged`: registry versions (tracking.ModelVersionInfo) whose `decision` tag is one of JUDGED."""
-    inputs = (f"dataset {lineage['dataset_version']}, code {lineage['code_sha256'][:12]} and training Params "
-              f"{lineage['params_sha256'][:12]}")  # fmt: skip
+    inputs = (
+        f"dataset {lineage['dataset_version']}, code {lineage['code_sha256'][:12]} and training Params "
+        f"{lineage['params_sha256'][:12]}"
+    )
     if champion_tags and _same(lineage, champion_tags):
-        return (f"{inputs} equal the champion's (job {champion_tags.get('job')}): not training again (set "
-                "force_retrain to train anyway)")  # fmt: skip
+        return (
+            f"{inputs} equal the champion's (job {champion_tags.get('job')}): not training again (set "
+            "force_retrain to train anyway)"
+        )
     for version in sorted(judged or [], key=lambda v: -int(v.version)):
         if version.tags.get("decision") in JUDGED and _same(lineage, version.tags):
-            return (f"{inputs} equal those of v{version.version} (job {version.tags.get('job')}), already judged "
-                    f"{version.tags['decision']}: training again would be judged on the same inputs (set "
-                    "force_retrain to train anyway)")  # fmt: skip
+            return (
+                f"{inputs} equal those of v{version.version} (job {version.tags.get('job')}), already judged "
+                f"{version.tags['decision']}: training again would be judged on the same inputs (set "
+                "force_retrain to train anyway)"
+            )
     return None
 
 

@@ -21,8 +21,9 @@ from inventory_pipeline.tracking import Registry
 
 def list_versions(registry: Registry, hold: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each version with its aliases as the registry has them, and `held` (who held it, when) for the one held."""
-    return [{**v.to_dict(), "held": hold if hold and hold["version"] == v.version else None}
-            for v in registry.versions()]  # fmt: skip
+    return [
+        {**v.to_dict(), "held": hold if hold and hold["version"] == v.version else None} for v in registry.versions()
+    ]
 
 
 def rollback(s3: Any, bucket: str, root: str, registry: Registry, version: str, who: str) -> dict[str, Any]:
@@ -35,12 +36,16 @@ def rollback(s3: Any, bucket: str, root: str, registry: Registry, version: str, 
         current = registry.champion()
         key = f"rollback-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-v{target.version}"
         record = {
-            "job": key, "status": ROLLED_BACK, "decided": now_iso(), "by": who,
+            "job": key,
+            "status": ROLLED_BACK,
+            "decided": now_iso(),
+            "by": who,
             "reason": f"rolled back by {who}: champion v{current.version if current else 'none'} -> "
-                      f"v{target.version}, held until `inventory-pipeline model release`",
-            "candidate": None, "champion": target.to_dict(),
+            f"v{target.version}, held until `inventory-pipeline model release`",
+            "candidate": None,
+            "champion": target.to_dict(),
             "previous_champion": current.to_dict() if current else None,
-        }  # fmt: skip
+        }
         store = DecisionStore(s3, bucket, root)
         record, _ = store.create(key, record)
         set_hold(s3, bucket, root, target.version, who, record["reason"])
@@ -58,10 +63,17 @@ def release(s3: Any, bucket: str, root: str, registry: Registry, who: str) -> di
             raise ValueError("no version is held")
         key = f"release-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-v{hold['version']}"
         champion = registry.champion()
-        record = {"job": key, "status": RELEASED, "decided": now_iso(), "by": who, "candidate": None,
-                  "champion": champion.to_dict() if champion else None, "hold": hold,
-                  "reason": f"released by {who}: v{hold['version']} (held by {hold.get('by')} since {hold.get('at')}) "
-                            "is no longer held; the next run may promote"}  # fmt: skip
+        record = {
+            "job": key,
+            "status": RELEASED,
+            "decided": now_iso(),
+            "by": who,
+            "candidate": None,
+            "champion": champion.to_dict() if champion else None,
+            "hold": hold,
+            "reason": f"released by {who}: v{hold['version']} (held by {hold.get('by')} since {hold.get('at')}) "
+            "is no longer held; the next run may promote",
+        }
         record, _ = DecisionStore(s3, bucket, root).create(key, record)
         clear_hold(s3, bucket, root, who)
     return record

@@ -102,10 +102,16 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         champion = (self.lineage if isinstance(self.lineage, dict) else {}).get("champion") or {}
         selection = self.selection if isinstance(self.selection, dict) else {}
         return build_training_request(
-            settings, job_name, self.dataset["channels"], self.code["s3_uri"], run_id=context["run_id"],
-            dag_id=dag_id, champion_model_uri=champion.get("source") or "", counts=self.dataset.get("counts"),
+            settings,
+            job_name,
+            self.dataset["channels"],
+            self.code["s3_uri"],
+            run_id=context["run_id"],
+            dag_id=dag_id,
+            champion_model_uri=champion.get("source") or "",
+            counts=self.dataset.get("counts"),
             population_counts=selection.get("source_counts"),
-        )  # fmt: skip
+        )
 
     def execute(self, context: Any) -> dict:
         import dataclasses
@@ -170,8 +176,13 @@ class TrainingJobOperator(SageMakerTrainingOperator):
             status = attached.get("Training", {}).get("TrainingJobStatus")
             if status not in ENDED_UNSUCCESSFULLY:
                 return attached
-            self.log.warning("training job %s ended %s (%s): starting attempt %d", self.config["TrainingJobName"],
-                             status, attached["Training"].get("FailureReason", "no reason given"), attempt + 1)
+            self.log.warning(
+                "training job %s ended %s (%s): starting attempt %d",
+                self.config["TrainingJobName"],
+                status,
+                attached["Training"].get("FailureReason", "no reason given"),
+                attempt + 1,
+            )
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(f"this run's last {MAX_JOB_ATTEMPTS} training jobs all ended Failed or Stopped")
@@ -248,8 +259,9 @@ class RuleReportOperator(BaseOperator):
     operator_extra_links = (ReportLink(),)
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, job_name: str, manifest: Any, self_hosted: Any = None, lineage: Any = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, *, job_name: str, manifest: Any, self_hosted: Any = None, lineage: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.job_name, self.manifest, self.self_hosted, self.lineage = job_name, manifest, self_hosted, lineage
 
@@ -306,8 +318,13 @@ class PromotionReviewOperator(HITLOperator):
         from inventory_pipeline.decisions import KEEP_ANSWER, PROMOTE_ANSWER
 
         kwargs.setdefault("trigger_rule", "all_done")  # the gate runs after it whatever happened upstream
-        super().__init__(subject="Promote this run's model?", options=[PROMOTE_ANSWER, KEEP_ANSWER],
-                         defaults=[KEEP_ANSWER], multiple=False, **kwargs)  # fmt: skip
+        super().__init__(
+            subject="Promote this run's model?",
+            options=[PROMOTE_ANSWER, KEEP_ANSWER],
+            defaults=[KEEP_ANSWER],
+            multiple=False,
+            **kwargs,
+        )
 
     def execute(self, context: Any) -> Any:
         from datetime import timedelta
@@ -329,8 +346,10 @@ class PromotionReviewOperator(HITLOperator):
         user = answered.get("responded_by_user") or {}
         at = answered.get("responded_at")
         outcome = {
-            "answer": answered["chosen_options"][0], "by": user.get("name") or user.get("id"),
-            "at": at.isoformat() if hasattr(at, "isoformat") else at, "timed_out": bool(event.get("timedout")),
-        }  # fmt: skip
+            "answer": answered["chosen_options"][0],
+            "by": user.get("name") or user.get("id"),
+            "at": at.isoformat() if hasattr(at, "isoformat") else at,
+            "timed_out": bool(event.get("timedout")),
+        }
         self.log.info("review: %s", outcome)
         return outcome

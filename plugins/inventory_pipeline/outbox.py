@@ -30,11 +30,19 @@ class Outbox:
 
         body = json.dumps({"id": message_id, "queued": now_iso(), "record": record}, default=str).encode()
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{message_id}.json", Body=body, IfNoneMatch="*",
-                               ContentType="application/json")  # fmt: skip
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=f"{self.prefix}{message_id}.json",
+                Body=body,
+                IfNoneMatch="*",
+                ContentType="application/json",
+            )
         except ClientError as exc:  # queued by an earlier try: that entry stands
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412",
-                                                                 "ConditionalRequestConflict"):  # fmt: skip
+            if exc.response.get("Error", {}).get("Code") not in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
                 raise
 
     def unsent(self) -> list[dict[str, Any]]:
@@ -53,8 +61,12 @@ class Outbox:
             try:
                 send(entry["id"], entry["record"])
             except Exception as exc:  # announcing must never fail the run or lose the decision
-                log.warning("could not announce %s (%s: %s): it stays in the outbox for the next gate", entry["id"],
-                            type(exc).__name__, exc)  # fmt: skip
+                log.warning(
+                    "could not announce %s (%s: %s): it stays in the outbox for the next gate",
+                    entry["id"],
+                    type(exc).__name__,
+                    exc,
+                )
                 continue
             marker = json.dumps({"sent": now_iso()}).encode()
             self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{entry['id']}.sent.json", Body=marker)

@@ -67,9 +67,16 @@ def _no_checkpoint(step: str) -> None:
 
 
 def run_gate(
-    s3: Any, bucket: str, root: str, registry: Registry | None, facts: RunFacts, inputs: GateInputs,
-    policy: GatePolicy, notify: Send | None = None, checkpoint: Checkpoint = _no_checkpoint,
-) -> dict[str, Any]:  # fmt: skip
+    s3: Any,
+    bucket: str,
+    root: str,
+    registry: Registry | None,
+    facts: RunFacts,
+    inputs: GateInputs,
+    policy: GatePolicy,
+    notify: Send | None = None,
+    checkpoint: Checkpoint = _no_checkpoint,
+) -> dict[str, Any]:
     """Decide once (or read the decision an earlier try made), apply it, announce it; returns the record.
 
     A final decision is replayed by every later try. A `failed` one records that attempt: a later attempt whose
@@ -89,12 +96,18 @@ def run_gate(
             record, wrote = store.supersede(facts.job, record, decided)
         else:
             wrote = False  # failing again: the first failure of this attempt stands
-        log.info("decision for %s: %s (%s)%s", facts.job, record["status"], record["reason"],
-                 "" if wrote else " [recorded by an earlier try]")  # fmt: skip
+        log.info(
+            "decision for %s: %s (%s)%s",
+            facts.job,
+            record["status"],
+            record["reason"],
+            "" if wrote else " [recorded by an earlier try]",
+        )
         checkpoint("decision")
     else:
-        log.info("decision for %s already recorded: %s (%s); completing it", facts.job, record["status"],
-                 record["reason"])  # fmt: skip
+        log.info(
+            "decision for %s already recorded: %s (%s); completing it", facts.job, record["status"], record["reason"]
+        )
     if registry is None:
         if record["status"] != FAILED:
             raise TrackingError(f"no tracking server to apply the decision {record['status']!r} to")
@@ -109,9 +122,13 @@ def run_gate(
                 )
     record = {**record, "tracking": applied.get("tracking"), "registry": applied.get("registry")}
     if applied.get("superseded"):
-        record = {**record, "decided_status": record["status"], "status": SUPERSEDED,
-                  "superseded": applied["superseded"],
-                  "reason": f"{record['reason']}. Not applied: {applied['superseded']['why']}"}  # fmt: skip
+        record = {
+            **record,
+            "decided_status": record["status"],
+            "status": SUPERSEDED,
+            "superseded": applied["superseded"],
+            "reason": f"{record['reason']}. Not applied: {applied['superseded']['why']}",
+        }
     if notify is not None:  # no topic, no outbox: configuring one later must not announce the past
         outbox = Outbox(s3, bucket, root)
         attempt = int(record.get("attempt") or 1)
@@ -122,49 +139,93 @@ def run_gate(
 
 
 def _new_record(
-    s3: Any, bucket: str, root: str, registry: Registry | None, facts: RunFacts, inputs: GateInputs,
+    s3: Any,
+    bucket: str,
+    root: str,
+    registry: Registry | None,
+    facts: RunFacts,
+    inputs: GateInputs,
     policy: GatePolicy,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     champion = registry.champion() if registry is not None else None
     facts.champion_now = champion.to_dict() if champion else None
     facts.hold = read_hold(s3, bucket, root)
     return {
-        "job": facts.job, "dag_id": inputs.dag_id, "run_id": inputs.run_id, **decide(facts, policy),
-        "lineage": (facts.lineage or {}).get("lineage"), "model": inputs.model_uri,
-        "report": {"s3_uri": inputs.report_uri, "link": inputs.report_link,
-                   "policy": ((facts.report or {}).get("decision") or {}).get("message")},
-        "rules": (facts.report or {}).get("rules") or [], "guardrails": inputs.guardrails, "decided": now_iso(),
-    }  # fmt: skip
+        "job": facts.job,
+        "dag_id": inputs.dag_id,
+        "run_id": inputs.run_id,
+        **decide(facts, policy),
+        "lineage": (facts.lineage or {}).get("lineage"),
+        "model": inputs.model_uri,
+        "report": {
+            "s3_uri": inputs.report_uri,
+            "link": inputs.report_link,
+            "policy": ((facts.report or {}).get("decision") or {}).get("message"),
+        },
+        "rules": (facts.report or {}).get("rules") or [],
+        "guardrails": inputs.guardrails,
+        "decided": now_iso(),
+    }
 
 
 def apply_decision(
-    s3: Any, bucket: str, root: str, registry: Registry, record: dict[str, Any], facts: RunFacts,
-    inputs: GateInputs, store: DecisionStore, checkpoint: Checkpoint,
-) -> dict[str, Any]:  # fmt: skip
+    s3: Any,
+    bucket: str,
+    root: str,
+    registry: Registry,
+    record: dict[str, Any],
+    facts: RunFacts,
+    inputs: GateInputs,
+    store: DecisionStore,
+    checkpoint: Checkpoint,
+) -> dict[str, Any]:
     """Log the run, register the model, and move the alias only if it still names the champion the decision was
     compared with and no hold began since (compare-and-swap, under the caller's champion lease)."""
     job, status, metrics = record["job"], record["status"], facts.metrics or {}
     attempt = int(record.get("attempt") or 1)
     lineage = record.get("lineage") or {}
     run_id = registry.log_run(
-        job, params=inputs.params or {}, history=metrics.get("history") or [],
-        metrics={"test_accuracy": metrics.get("accuracy"), "test_rmse": metrics.get("rmse"),
-                 "champion_test_accuracy": (metrics.get("champion") or {}).get("accuracy"),
-                 **_decision_metrics(record)},
-        tags={**lineage, "job": job, "run_id": inputs.run_id, "dag_id": inputs.dag_id, "decision": status,
-              "decision_reason": record["reason"][:4000], "image_uri": inputs.image_uri or "",
-              "report_s3_uri": inputs.report_uri or "",
-              **{f"rule.{r['name']}": r["status"] for r in record.get("rules") or []}},
-        artifacts={name: body for name, body in (
-            ("report.html", inputs.report_html), ("decision.json", json.dumps(record, indent=1).encode()),
-            ("metrics.json", json.dumps(metrics, indent=1).encode() if metrics else None)) if body},
+        job,
+        params=inputs.params or {},
+        history=metrics.get("history") or [],
+        metrics={
+            "test_accuracy": metrics.get("accuracy"),
+            "test_rmse": metrics.get("rmse"),
+            "champion_test_accuracy": (metrics.get("champion") or {}).get("accuracy"),
+            **_decision_metrics(record),
+        },
+        tags={
+            **lineage,
+            "job": job,
+            "run_id": inputs.run_id,
+            "dag_id": inputs.dag_id,
+            "decision": status,
+            "decision_reason": record["reason"][:4000],
+            "image_uri": inputs.image_uri or "",
+            "report_s3_uri": inputs.report_uri or "",
+            **{f"rule.{r['name']}": r["status"] for r in record.get("rules") or []},
+        },
+        artifacts={
+            name: body
+            for name, body in (
+                ("report.html", inputs.report_html),
+                ("decision.json", json.dumps(record, indent=1).encode()),
+                ("metrics.json", json.dumps(metrics, indent=1).encode() if metrics else None),
+            )
+            if body
+        },
         attempt=attempt,
-    )  # fmt: skip
+    )
     checkpoint("tracking")
     version: ModelVersionInfo | None = None
     if status in REGISTERED_STATUSES and record.get("model"):
-        tags = {**lineage, "run_id": inputs.run_id, "decision": status, "image_uri": inputs.image_uri or "",
-                **summary_tags(metrics)}  # fmt: skip
+        tags = {
+            **lineage,
+            "run_id": inputs.run_id,
+            "decision": status,
+            "image_uri": inputs.image_uri or "",
+            **summary_tags(metrics),
+        }
         version = registry.register(job, record["model"], run_id, tags)
         checkpoint("registry")
     superseded = None
@@ -182,11 +243,14 @@ def apply_decision(
     applied = {
         "applied": now_iso(),
         "tracking": {"uri": registry.tracking_uri, "run_id": run_id, "run_url": registry.run_url(run_id)},
-        "registry": {"name": registry.model_name, "version": version.version if version else None,
-                     "aliases": list(registry.version_aliases(version.version)) if version else [],
-                     "champion": champion.version if champion else None},
+        "registry": {
+            "name": registry.model_name,
+            "version": version.version if version else None,
+            "aliases": list(registry.version_aliases(version.version)) if version else [],
+            "champion": champion.version if champion else None,
+        },
         **({"superseded": superseded} if superseded else {}),
-    }  # fmt: skip
+    }
     applied, _ = store.create(job, applied, store.marker(record, "applied"))
     checkpoint("applied")
     return applied
@@ -202,11 +266,17 @@ def _moved_since(
     compared = (record.get("champion") or {}).get("version")
     current = now.version if now else None
     if hold and str(hold.get("version")) != candidate.version:
-        return {"why": f"v{hold['version']} has been held as champion by {hold.get('by')} since {hold.get('at')}",
-                "champion_now": current, "hold": hold}  # fmt: skip
+        return {
+            "why": f"v{hold['version']} has been held as champion by {hold.get('by')} since {hold.get('at')}",
+            "champion_now": current,
+            "hold": hold,
+        }
     if (str(compared) if compared is not None else None) != current:
-        return {"why": f"the champion is v{current or 'none'} now, not v{compared or 'none'} it was compared with "
-                       "(a rollback or another run moved it since the decision)", "champion_now": current}  # fmt: skip
+        return {
+            "why": f"the champion is v{current or 'none'} now, not v{compared or 'none'} it was compared with "
+            "(a rollback or another run moved it since the decision)",
+            "champion_now": current,
+        }
     return None
 
 
@@ -238,37 +308,56 @@ def follow_registry(s3: Any, bucket: str, root: str, champion: ModelVersionInfo 
     if recorded.get("version") == champion.version and current and recorded.get("model_etag") == current:
         return
     if recorded.get("version") not in (None, champion.version):
-        log.info("models/champion/ holds v%s; the registry's champion is v%s: copying it", recorded.get("version"),
-                 champion.version)  # fmt: skip
+        log.info(
+            "models/champion/ holds v%s; the registry's champion is v%s: copying it",
+            recorded.get("version"),
+            champion.version,
+        )
     src_bucket, src_key = split_s3_uri(champion.source)
-    copied = s3.copy_object(Bucket=bucket, Key=f"{prefix}model.tar.gz",
-                            CopySource={"Bucket": src_bucket, "Key": src_key})  # fmt: skip
+    copied = s3.copy_object(
+        Bucket=bucket, Key=f"{prefix}model.tar.gz", CopySource={"Bucket": src_bucket, "Key": src_key}
+    )
     body = {
-        "version": champion.version, "model": champion.source,
-        "model_etag": copied["CopyObjectResult"]["ETag"].strip('"'), **champion.to_dict(), "copied": now_iso(),
-    }  # fmt: skip
+        "version": champion.version,
+        "model": champion.source,
+        "model_etag": copied["CopyObjectResult"]["ETag"].strip('"'),
+        **champion.to_dict(),
+        "copied": now_iso(),
+    }
     s3.put_object(Bucket=bucket, Key=f"{prefix}metrics.json", Body=json.dumps(body, indent=1).encode())
 
 
 def review_text(proposal: dict[str, Any], inputs: GateInputs) -> tuple[str, str]:
     """(subject, Markdown body) of the approval request: what the numbers say and why they cannot decide alone."""
     candidate, champion = proposal.get("candidate") or {}, proposal.get("champion") or {}
-    lines = [f"**Why a person decides:** {'; '.join((proposal.get('approval') or {}).get('required') or [])}", "",
-             f"**The numbers:** {proposal['reason'].split('. Waiting for a person')[0]}", ""]  # fmt: skip
+    lines = [
+        f"**Why a person decides:** {'; '.join((proposal.get('approval') or {}).get('required') or [])}",
+        "",
+        f"**The numbers:** {proposal['reason'].split('. Waiting for a person')[0]}",
+        "",
+    ]
     if candidate.get("accuracy") is not None:
-        lines.append(f"- candidate `{candidate.get('job')}`: accuracy {candidate['accuracy']:.4f}, RMSE "
-                     f"{candidate.get('rmse'):.4f}")  # fmt: skip
+        lines.append(
+            f"- candidate `{candidate.get('job')}`: accuracy {candidate['accuracy']:.4f}, RMSE "
+            f"{candidate.get('rmse'):.4f}"
+        )
     if champion.get("accuracy") is not None:
-        lines.append(f"- champion v{champion.get('version')}: accuracy {champion['accuracy']:.4f}, RMSE "
-                     f"{champion.get('rmse'):.4f}")  # fmt: skip
+        lines.append(
+            f"- champion v{champion.get('version')}: accuracy {champion['accuracy']:.4f}, RMSE "
+            f"{champion.get('rmse'):.4f}"
+        )
     baseline = proposal.get("baseline") or {}
     if baseline.get("majority"):
-        lines.append(f"- always answering {baseline['majority']['answer']}: accuracy "
-                     f"{baseline['majority']['accuracy']:.4f}")  # fmt: skip
+        lines.append(
+            f"- always answering {baseline['majority']['answer']}: accuracy {baseline['majority']['accuracy']:.4f}"
+        )
     if inputs.report_link or inputs.report_uri:
         lines += ["", f"Report: {inputs.report_link or inputs.report_uri}"]
-    lines += ["", "**Promote** makes it the champion; **Do not promote** (also the answer when nobody answers in "
-              "time) keeps the current one. Either way the decision records who answered."]  # fmt: skip
+    lines += [
+        "",
+        "**Promote** makes it the champion; **Do not promote** (also the answer when nobody answers in "
+        "time) keeps the current one. Either way the decision records who answered.",
+    ]
     return f"Promote {candidate.get('job') or 'this model'}?", "\n".join(lines)
 
 
@@ -280,20 +369,26 @@ def notification_text(record: dict[str, Any]) -> tuple[str, str]:
     for side in ("candidate", "champion"):
         numbers = record.get(side) or {}
         if numbers.get("accuracy") is not None:
-            lines.append(f"{side.capitalize()}: accuracy {numbers['accuracy']:.4f}, RMSE {numbers.get('rmse')}, "
-                         f"dataset {numbers.get('dataset_version')}")  # fmt: skip
+            lines.append(
+                f"{side.capitalize()}: accuracy {numbers['accuracy']:.4f}, RMSE {numbers.get('rmse')}, "
+                f"dataset {numbers.get('dataset_version')}"
+            )
     baseline = record.get("baseline") or {}
     if baseline.get("majority"):
         beats = baseline.get("paired") or {}
-        lines.append(f"Trivial answer: always {baseline['majority']['answer']}: accuracy "
-                     f"{baseline['majority']['accuracy']:.4f}, RMSE {baseline['majority']['rmse']:.4f} "
-                     f"(candidate vs it: p {p_text(beats.get('p_value', 1.0))}); always "
-                     f"{baseline['middle']['answer']}: RMSE {baseline['middle']['rmse']:.4f}")  # fmt: skip
+        lines.append(
+            f"Trivial answer: always {baseline['majority']['answer']}: accuracy "
+            f"{baseline['majority']['accuracy']:.4f}, RMSE {baseline['majority']['rmse']:.4f} "
+            f"(candidate vs it: p {p_text(beats.get('p_value', 1.0))}); always "
+            f"{baseline['middle']['answer']}: RMSE {baseline['middle']['rmse']:.4f}"
+        )
     comparison = record.get("comparison") or {}
     if comparison:
-        lines.append(f"Paired test ({comparison['test']}): {comparison['only_first']} image(s) only the candidate "
-                     f"got right, {comparison['only_second']} only the champion, p {p_text(comparison['p_value'])} "
-                     f"(significant below {comparison['significance']:g})")  # fmt: skip
+        lines.append(
+            f"Paired test ({comparison['test']}): {comparison['only_first']} image(s) only the candidate "
+            f"got right, {comparison['only_second']} only the champion, p {p_text(comparison['p_value'])} "
+            f"(significant below {comparison['significance']:g})"
+        )
     approval = record.get("approval") or {}
     if approval.get("state") is not None or approval.get("answer"):
         answered = "timed out" if approval.get("timed_out") else f"{approval.get('answer')} by {approval.get('by')}"

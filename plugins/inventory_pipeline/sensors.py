@@ -76,8 +76,9 @@ class DeferrableWait:
         from airflow.sdk.exceptions import AirflowException
 
         if not self.poke(context):  # a failed job raises here, with its reason
-            raise AirflowException(f"{self.job_name}: the trigger fired ({event}) but the {self.wait_for} wait "
-                                   "is not over")  # fmt: skip
+            raise AirflowException(
+                f"{self.job_name}: the trigger fired ({event}) but the {self.wait_for} wait is not over"
+            )
 
 
 class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):

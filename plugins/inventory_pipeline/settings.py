@@ -24,9 +24,17 @@ KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
 RULES_MODES = ("auto", "managed", "self_hosted")
 DEBUGGER_RULES = ("VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization")
 PROFILER_RULES = (
-    "CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "GPUMemoryIncrease", "BatchSize", "Dataloader",
-    "LoadBalancing", "MaxInitializationTime", "StepOutlier", "OverallSystemUsage",
-)  # fmt: skip
+    "CPUBottleneck",
+    "IOBottleneck",
+    "LowGPUUtilization",
+    "GPUMemoryIncrease",
+    "BatchSize",
+    "Dataloader",
+    "LoadBalancing",
+    "MaxInitializationTime",
+    "StepOutlier",
+    "OverallSystemUsage",
+)
 DATA_RULES = ("ClassMixShift",)  # the dataset's class mix moved beyond class_mix_threshold (data report)
 KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES + DATA_RULES
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -165,8 +173,11 @@ class Settings:
         _require(0.0 < self.class_mix_threshold <= 1.0, "class_mix_threshold", "must be a fraction in (0, 1]")
         _require(self.gc_keep_versions >= 0, "gc_keep_versions", "must be >= 0 (0 turns the weekly gc off)")
         # at most a day: the weekly run always sees the source as it is
-        _require(0 <= self.source_recheck_minutes <= 24 * 60, "source_recheck_minutes",
-                 "must be 0..1440 (0 lists the source every run)")  # fmt: skip
+        _require(
+            0 <= self.source_recheck_minutes <= 24 * 60,
+            "source_recheck_minutes",
+            "must be 0..1440 (0 lists the source every run)",
+        )
         _require(bool(_INSTANCE_RE.match(self.instance_type)), "instance_type", "expected e.g. ml.c5.xlarge")
         _require(1 <= self.instance_count <= 20, "instance_count", "must be between 1 and 20")
         _require(1 <= self.epochs <= 1000, "epochs", "must be between 1 and 1000")
@@ -184,10 +195,16 @@ class Settings:
         _require(0.0 <= self.max_class_drop <= 1.0, "max_class_drop", "must be a fraction in [0, 1]")
         _require(self.min_class_images >= 1, "min_class_images", "must be >= 1")
         unknown = sorted(set(self.approval_when) - {"never", *APPROVAL_CONDITIONS})
-        _require(not unknown, "approval_when", f"unknown condition(s) {unknown}; known: never, "
-                 f"{', '.join(APPROVAL_CONDITIONS)} (comma-separated)")  # fmt: skip
-        _require("never" not in self.approval_when or len(self.approval_when) == 1, "approval_when",
-                 "'never' cannot be combined with other conditions")  # fmt: skip
+        _require(
+            not unknown,
+            "approval_when",
+            f"unknown condition(s) {unknown}; known: never, {', '.join(APPROVAL_CONDITIONS)} (comma-separated)",
+        )
+        _require(
+            "never" not in self.approval_when or len(self.approval_when) == 1,
+            "approval_when",
+            "'never' cannot be combined with other conditions",
+        )
         _require(10 <= self.approval_timeout_s <= 28 * 86400, "approval_timeout_s", "must be between 10 s and 28 days")
         _require(self.max_instance_count >= 1, "max_instance_count", "must be >= 1")
         _require(self.max_run_cost_usd >= 0, "max_run_cost_usd", "must be >= 0 (0: no cost limit)")
@@ -205,12 +222,20 @@ class Settings:
             _require(False, setting, why)
         for rule in self.fail_on_rules:  # refuse before any paid work a blocking rule that can never clear
             why = why_not_evaluable(rule, self.instance_type, self.rules_mode)
-            _require(why is None, "fail_on_rules", f"{why}: it would block every run; remove it from "
-                     "fail_on_rules or choose an instance and rules mode that can measure it")  # fmt: skip
-        _require(bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", self.registered_model)), "registered_model",
-                 "letters, digits, '.', '_' and '-' only")  # fmt: skip
-        _require(not self.sns_topic_arn or self.sns_topic_arn.startswith("arn:"), "sns_topic_arn",
-                 "must be an SNS topic ARN")  # fmt: skip
+            _require(
+                why is None,
+                "fail_on_rules",
+                f"{why}: it would block every run; remove it from "
+                "fail_on_rules or choose an instance and rules mode that can measure it",
+            )
+        _require(
+            bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", self.registered_model)),
+            "registered_model",
+            "letters, digits, '.', '_' and '-' only",
+        )
+        _require(
+            not self.sns_topic_arn or self.sns_topic_arn.startswith("arn:"), "sns_topic_arn", "must be an SNS topic ARN"
+        )
         _require(60 <= self.max_runtime_s <= 28 * 86400, "max_runtime_s", "must be between 60 s and 28 days")
         _require(
             not self.use_spot or self.max_wait_s >= self.max_runtime_s,
@@ -258,8 +283,10 @@ class Settings:
             allowed = (self.source_bucket, *self.file_list_buckets)
             if bucket in allowed:
                 return None
-            return (f"a file list is read from the source bucket or INVENTORY_FILE_LIST_BUCKETS "
-                    f"({', '.join(allowed)}), not from s3://{bucket}/")  # fmt: skip
+            return (
+                f"a file list is read from the source bucket or INVENTORY_FILE_LIST_BUCKETS "
+                f"({', '.join(allowed)}), not from s3://{bucket}/"
+            )
         if self.allow_local_file_list:
             return None
         return (
@@ -281,11 +308,14 @@ class Settings:
     @property
     def gate_policy(self) -> GatePolicy:
         return GatePolicy(
-            min_improvement=self.min_improvement, min_relative_improvement=self.min_relative_improvement,
-            significance=self.significance, baseline_margin=self.baseline_margin,
-            max_class_drop=self.max_class_drop, min_class_images=self.min_class_images,
+            min_improvement=self.min_improvement,
+            min_relative_improvement=self.min_relative_improvement,
+            significance=self.significance,
+            baseline_margin=self.baseline_margin,
+            max_class_drop=self.max_class_drop,
+            min_class_images=self.min_class_images,
             approval_when=tuple(c for c in self.approval_when if c != "never"),
-        )  # fmt: skip
+        )
 
     @property
     def effective_deployment_id(self) -> str:
@@ -347,23 +377,66 @@ def _require(ok: bool, field_name: str, problem: str) -> None:
 _FIELD_TYPES: dict[str, type] = {
     name: tp
     for name, tp in {
-        "source_bucket": str, "source_prefix": str, "file_list": str, "per_class_limit": int,
-        "bucket": str, "prefix": str, "aws_conn_id": str, "region": str, "copy_workers": int,
-        "reject_threshold": float, "instance_type": str, "instance_count": int, "epochs": int,
-        "batch_size": int, "lr": float, "model": str, "role_arn": str, "max_runtime_s": int,
-        "rules_mode": str, "fail_on_rules": tuple, "min_improvement": float, "framework_version": str,
-        "volume_size_gb": int, "pretrained_s3_uri": str, "subnets": tuple, "security_group_ids": tuple,
-        "enable_network_isolation": bool, "inter_container_encryption": bool, "output_kms_key_id": str,
-        "volume_kms_key_id": str, "force_retrain": bool, "tracking_uri": str, "registered_model": str,
-        "sns_topic_arn": str, "report_base_url": str, "class_mix_threshold": float, "gc_keep_versions": int,
-        "use_spot": bool, "max_wait_s": int, "deployment_id": str, "wheelhouse": str, "source_recheck_minutes": int,
-        "min_relative_improvement": float, "significance": float, "baseline_margin": float,
-        "max_class_drop": float, "min_class_images": int, "approval_when": tuple, "approval_timeout_s": int,
-        "file_list_buckets": tuple, "allow_local_file_list": bool, "allowed_instance_types": tuple,
-        "max_instance_count": int, "runtime_limit_s": int, "wait_limit_s": int, "max_run_cost_usd": float,
-        "required_blocking_rules": tuple, "stop_job_when_wait_killed": bool,
+        "source_bucket": str,
+        "source_prefix": str,
+        "file_list": str,
+        "per_class_limit": int,
+        "bucket": str,
+        "prefix": str,
+        "aws_conn_id": str,
+        "region": str,
+        "copy_workers": int,
+        "reject_threshold": float,
+        "instance_type": str,
+        "instance_count": int,
+        "epochs": int,
+        "batch_size": int,
+        "lr": float,
+        "model": str,
+        "role_arn": str,
+        "max_runtime_s": int,
+        "rules_mode": str,
+        "fail_on_rules": tuple,
+        "min_improvement": float,
+        "framework_version": str,
+        "volume_size_gb": int,
+        "pretrained_s3_uri": str,
+        "subnets": tuple,
+        "security_group_ids": tuple,
+        "enable_network_isolation": bool,
+        "inter_container_encryption": bool,
+        "output_kms_key_id": str,
+        "volume_kms_key_id": str,
+        "force_retrain": bool,
+        "tracking_uri": str,
+        "registered_model": str,
+        "sns_topic_arn": str,
+        "report_base_url": str,
+        "class_mix_threshold": float,
+        "gc_keep_versions": int,
+        "use_spot": bool,
+        "max_wait_s": int,
+        "deployment_id": str,
+        "wheelhouse": str,
+        "source_recheck_minutes": int,
+        "min_relative_improvement": float,
+        "significance": float,
+        "baseline_margin": float,
+        "max_class_drop": float,
+        "min_class_images": int,
+        "approval_when": tuple,
+        "approval_timeout_s": int,
+        "file_list_buckets": tuple,
+        "allow_local_file_list": bool,
+        "allowed_instance_types": tuple,
+        "max_instance_count": int,
+        "runtime_limit_s": int,
+        "wait_limit_s": int,
+        "max_run_cost_usd": float,
+        "required_blocking_rules": tuple,
+        "stop_job_when_wait_killed": bool,
     }.items()
-}  # fmt: skip
+}
 
 # Deployment settings: Airflow Variables of these names, else environment variables (dag_tasks.DeploymentValues).
 # A field that is also a declared Param (source_bucket, rules_mode, ...) takes a Param given in the run over these.

@@ -44,8 +44,10 @@ def is_absent(exc: Exception) -> bool:
 
 
 def _unavailable(exc: Exception, what: str) -> RegistryUnavailable:
-    return RegistryUnavailable(f"could not read {what} from the MLflow registry ({getattr(exc, 'error_code', '')}: "
-                               f"{str(exc)[:300]}): not reading that as 'none'; the task will be retried")  # fmt: skip
+    return RegistryUnavailable(
+        f"could not read {what} from the MLflow registry ({getattr(exc, 'error_code', '')}: "
+        f"{str(exc)[:300]}): not reading that as 'none'; the task will be retried"
+    )
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,13 @@ class ModelVersionInfo:
         return float(value) if value not in (None, "") else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "source": self.source, "run_id": self.run_id, "aliases": list(self.aliases),
-                **{k: self.tags.get(k) for k in LINEAGE_TAGS + ("decision", "accuracy", "rmse")}}  # fmt: skip
+        return {
+            "version": self.version,
+            "source": self.source,
+            "run_id": self.run_id,
+            "aliases": list(self.aliases),
+            **{k: self.tags.get(k) for k in LINEAGE_TAGS + ("decision", "accuracy", "rmse")},
+        }
 
 
 LINEAGE_TAGS = ("job", "dataset_version", "code_sha256", "params_sha256", "image_uri", "run_id")
@@ -147,9 +154,15 @@ class Registry:
         return next((r for r in runs if r.data.tags.get("attempt", "1") == str(attempt)), None)
 
     def log_run(
-        self, job: str, params: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, float],
-        tags: dict[str, str], artifacts: dict[str, bytes], attempt: int = 1,
-    ) -> str:  # fmt: skip
+        self,
+        job: str,
+        params: dict[str, Any],
+        history: list[dict[str, Any]],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        artifacts: dict[str, bytes],
+        attempt: int = 1,
+    ) -> str:
         """The MLflow run of this job's decision attempt, created once; params, per-epoch metrics, final
         metrics, tags and artifacts are logged once (a run tagged `complete` is left as it is)."""
         from mlflow.entities import Metric, Param, RunTag
@@ -159,21 +172,32 @@ class Registry:
             return run.info.run_id
         if run is None:
             name = job if attempt == 1 else f"{job}-attempt-{attempt}"
-            run = self.client.create_run(self._experiment_id(), run_name=name,
-                                         tags={"job": job, "attempt": str(attempt)})  # fmt: skip
+            run = self.client.create_run(
+                self._experiment_id(), run_name=name, tags={"job": job, "attempt": str(attempt)}
+            )
         run_id = run.info.run_id
         logged = run.data.metrics if hasattr(run, "data") and run.data else {}
         stamp = int(run.info.start_time or 0)
         per_epoch = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
-        metric_rows = [] if logged else [
-            *(Metric(name, float(row[name]), stamp, int(row["epoch"]))
-              for row in history for name in per_epoch if row.get(name) is not None),
-            *(Metric(name, float(value), stamp, 0) for name, value in metrics.items() if value is not None),
-        ]  # fmt: skip
+        metric_rows = (
+            []
+            if logged
+            else [
+                *(
+                    Metric(name, float(row[name]), stamp, int(row["epoch"]))
+                    for row in history
+                    for name in per_epoch
+                    if row.get(name) is not None
+                ),
+                *(Metric(name, float(value), stamp, 0) for name, value in metrics.items() if value is not None),
+            ]
+        )
         self.client.log_batch(
-            run_id, metrics=metric_rows, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+            run_id,
+            metrics=metric_rows,
+            params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
             tags=[RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())],
-        )  # fmt: skip
+        )
         for name, body in artifacts.items():
             self._log_artifact(run_id, run.info.artifact_uri or "", name, body)
         self.client.set_tag(run_id, "complete", "true")
@@ -244,8 +268,9 @@ class Registry:
 
     def _info(self, version: Any, aliases: tuple[str, ...] | None = None) -> ModelVersionInfo:
         aliases = tuple(getattr(version, "aliases", None) or ()) if aliases is None else aliases
-        return ModelVersionInfo(str(version.version), version.source, version.run_id or "", dict(version.tags or {}),
-                                aliases)  # fmt: skip
+        return ModelVersionInfo(
+            str(version.version), version.source, version.run_id or "", dict(version.tags or {}), aliases
+        )
 
     def version_for_job(self, job: str) -> ModelVersionInfo | None:
         return next((v for v in self.versions() if v.tags.get("job") == job), None)
@@ -257,9 +282,11 @@ class Registry:
             return existing
         self._ensure_model()
         version = self.client.create_model_version(
-            self.model_name, source=source, run_id=run_id or None, tags={**{k: str(v) for k, v in tags.items()},
-                                                                        "job": job},
-        )  # fmt: skip
+            self.model_name,
+            source=source,
+            run_id=run_id or None,
+            tags={**{k: str(v) for k, v in tags.items()}, "job": job},
+        )
         return self._info(self.client.get_model_version(self.model_name, version.version))
 
     def champion(self) -> ModelVersionInfo | None:
@@ -286,5 +313,8 @@ class Registry:
 
 def summary_tags(metrics: dict[str, Any]) -> dict[str, str]:
     """The metrics a registry version carries as tags (so listing versions needs no run lookups)."""
-    return {k: json.dumps(metrics.get(k)) if isinstance(metrics.get(k), dict) else str(metrics.get(k))
-            for k in ("accuracy", "rmse") if metrics.get(k) is not None}  # fmt: skip
+    return {
+        k: json.dumps(metrics.get(k)) if isinstance(metrics.get(k), dict) else str(metrics.get(k))
+        for k in ("accuracy", "rmse")
+        if metrics.get(k) is not None
+    }

@@ -44,16 +44,24 @@ class TrainingJobTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"job_name": self.job_name, "wait_for": self.wait_for, "poll_interval_s": self.poll_interval_s,
-             "aws_conn_id": self.aws_conn_id, "deadline": self.deadline, "stop_job_on_kill": self.stop_job_on_kill},
-        )  # fmt: skip
+            {
+                "job_name": self.job_name,
+                "wait_for": self.wait_for,
+                "poll_interval_s": self.poll_interval_s,
+                "aws_conn_id": self.aws_conn_id,
+                "deadline": self.deadline,
+                "stop_job_on_kill": self.stop_job_on_kill,
+            },
+        )
 
     def pending(self, description: dict[str, Any]) -> list[str]:
         if self.wait_for == "job":
             status = description["TrainingJobStatus"]
             return [status] if status in JOB_NON_TERMINAL else []
-        statuses = [*description.get("DebugRuleEvaluationStatuses", []),
-                    *description.get("ProfilerRuleEvaluationStatuses", [])]  # fmt: skip
+        statuses = [
+            *description.get("DebugRuleEvaluationStatuses", []),
+            *description.get("ProfilerRuleEvaluationStatuses", []),
+        ]
         return [s["RuleConfigurationName"] for s in statuses if s["RuleEvaluationStatus"] in RULE_NON_TERMINAL]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -64,12 +72,20 @@ class TrainingJobTrigger(BaseTrigger):
             description = await hook.describe_training_job_async(self.job_name)
             pending = self.pending(description)
             if not pending:
-                yield TriggerEvent({"job_name": self.job_name, "wait_for": self.wait_for,
-                                    "status": description["TrainingJobStatus"]})  # fmt: skip
+                yield TriggerEvent(
+                    {"job_name": self.job_name, "wait_for": self.wait_for, "status": description["TrainingJobStatus"]}
+                )
                 return
             if self.deadline is not None and time.time() >= self.deadline:
-                yield TriggerEvent({"job_name": self.job_name, "wait_for": self.wait_for, "timed_out": True,
-                                    "pending": pending, "status": description["TrainingJobStatus"]})  # fmt: skip
+                yield TriggerEvent(
+                    {
+                        "job_name": self.job_name,
+                        "wait_for": self.wait_for,
+                        "timed_out": True,
+                        "pending": pending,
+                        "status": description["TrainingJobStatus"],
+                    }
+                )
                 return
             self.log.info("%s: waiting for %s (%s)", self.job_name, self.wait_for, ", ".join(pending))
             await asyncio.sleep(self.poll_interval_s)

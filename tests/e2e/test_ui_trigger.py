@@ -35,9 +35,14 @@ USER, PASSWORD = "admin", "e2e-password"
 OUTSIDER, OUTSIDER_PASSWORD = "outsider", "outsider-password"
 HOMES: dict[str, Path] = {}
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (make install installs it when root)", allow_module_level=True)
@@ -50,9 +55,12 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
     from inventory_pipeline.dataset.seed import seed_synthetic
 
     s3 = make_client(
-        "s3", endpoint_url=local_stack.endpoints["s3"], region_name=local_stack.region,
-        aws_access_key_id="local-access-key", aws_secret_access_key="local-secret-key",
-    )  # fmt: skip
+        "s3",
+        endpoint_url=local_stack.endpoints["s3"],
+        region_name=local_stack.region,
+        aws_access_key_id="local-access-key",
+        aws_secret_access_key="local-secret-key",
+    )
     s3.create_bucket(Bucket=PROJECT_BUCKET)
     # enough photos for small_cnn to beat the trivial answer in 8 epochs (measured: 0.55 vs 0.20 on 49 test photos)
     seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=500, seed=5)
@@ -90,9 +98,12 @@ def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [airflow_bin(), "standalone"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [airflow_bin(), "standalone"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{base}/api/v2/version", timeout_s=240, proc=proc, log_path=log_path)
@@ -175,8 +186,12 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         assert state == "success", f"the run ended {state}; see {SCREENSHOTS}"
 
         # Nobody answered: the default answer applied at the timeout, and the gate recorded exactly that.
-        decision = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
-                        "evaluate_and_promote/xcomEntries/return_value")["value"]  # fmt: skip
+        decision = _api(
+            page,
+            airflow_ui,
+            f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
+            "evaluate_and_promote/xcomEntries/return_value",
+        )["value"]
         decision = decision if isinstance(decision, dict) else json.loads(decision)
         (SCREENSHOTS / "decision.json").write_text(json.dumps(decision, indent=1))
         assert waiting, f"the promotion never waited for a person: {decision['status']} ({decision['reason']})"
@@ -185,12 +200,18 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         assert decision["baseline"]["passed"]  # it was good enough to ask about
 
         # The report link of parse_rule_reports opens the HTML report through the project's plugin.
-        links = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
-                     "parse_rule_reports/links")  # fmt: skip
+        links = _api(
+            page,
+            airflow_ui,
+            f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/parse_rule_reports/links",
+        )
         (SCREENSHOTS / "links.json").write_text(json.dumps(links))
         links = links["extra_links"]
-        xcom = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/train/"
-                    "xcomEntries/return_value")  # fmt: skip
+        xcom = _api(
+            page,
+            airflow_ui,
+            f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value",
+        )
         value = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
         route = f"/inventory/reports/{value['Training']['TrainingJobName']}/report.html"
         assert links["Rule report"] == route  # the plugin's link, pointing at the plugin's report route
@@ -204,11 +225,18 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         page.screenshot(path=str(SCREENSHOTS / "05-report.png"), full_page=True)
 
         # The job waits were deferred to the triggerer, and the job's own log still reached the task log.
-        tries = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
-                     "wait_for_training/tries")  # fmt: skip
+        tries = _api(
+            page,
+            airflow_ui,
+            f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/wait_for_training/tries",
+        )
         (SCREENSHOTS / "wait-tries.json").write_text(json.dumps(tries))
-        log = _api(page, airflow_ui, f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
-                   "wait_for_training/logs/1?full_content=true")  # fmt: skip
+        log = _api(
+            page,
+            airflow_ui,
+            f"/api/v2/dags/inventory_retraining/dagRuns/{run_id}/taskInstances/"
+            "wait_for_training/logs/1?full_content=true",
+        )
         text = json.dumps(log)
         (SCREENSHOTS / "wait-for-training-log.json").write_text(text)
         assert "TaskDeferred" in text or "deferr" in text.lower(), "wait_for_training did not defer"
@@ -217,8 +245,9 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         # Logged out: refused. A user without read access to the DAG: refused.
         outsider = browser.new_context()
         assert outsider.request.get(airflow_ui + route).status == 401
-        token = outsider.request.post(airflow_ui + "/auth/token",
-                                      data={"username": OUTSIDER, "password": OUTSIDER_PASSWORD}).json()  # fmt: skip
+        token = outsider.request.post(
+            airflow_ui + "/auth/token", data={"username": OUTSIDER, "password": OUTSIDER_PASSWORD}
+        ).json()
         refused = outsider.request.get(airflow_ui + route, headers={"Authorization": f"Bearer {token['access_token']}"})
         assert refused.status == 403
         browser.close()

@@ -21,9 +21,22 @@ from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
-TASKS = ["check_run_conf", "select_source", "copy_images", "split_dataset", "package_code", "check_lineage",
-         "train", "wait_for_training", "wait_for_rules", "parse_rule_reports", "review_promotion",
-         "evaluate_and_promote", "storage_gc", "stop_unwatched_job"]  # fmt: skip
+TASKS = [
+    "check_run_conf",
+    "select_source",
+    "copy_images",
+    "split_dataset",
+    "package_code",
+    "check_lineage",
+    "train",
+    "wait_for_training",
+    "wait_for_rules",
+    "parse_rule_reports",
+    "review_promotion",
+    "evaluate_and_promote",
+    "storage_gc",
+    "stop_unwatched_job",
+]
 MODEL = "inventory-counting-dag-e2e"
 TRAINING = ["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"]
 
@@ -35,28 +48,53 @@ def finished_run(local_stack, tmp_path_factory):
     # enough photos and epochs for small_cnn to beat the trivial answer (measured: 0.55 vs 0.20 on 49 test photos)
     seed_synthetic(s3, "dag-source", images=500, seed=5)
     home = tmp_path_factory.mktemp("airflow-home")
-    env = airflow_env(home, {**local_stack.env(), "INVENTORY_BUCKET": "dag-project", "INVENTORY_POKE_INTERVAL_S": "3",
-                             # its own registered model: other tests of the session share the MLflow server
-                             "INVENTORY_REGISTERED_MODEL": MODEL,
-                             # every promotion waits for a person: the reviewer answers through the REST API
-                             "INVENTORY_APPROVAL_WHEN": "always",
-                             "INVENTORY_REPORT_DIR": str(home / "reports")})  # fmt: skip
+    env = airflow_env(
+        home,
+        {
+            **local_stack.env(),
+            "INVENTORY_BUCKET": "dag-project",
+            "INVENTORY_POKE_INTERVAL_S": "3",
+            # its own registered model: other tests of the session share the MLflow server
+            "INVENTORY_REGISTERED_MODEL": MODEL,
+            # every promotion waits for a person: the reviewer answers through the REST API
+            "INVENTORY_APPROVAL_WHEN": "always",
+            "INVENTORY_REPORT_DIR": str(home / "reports"),
+        },
+    )
     db_migrate(env)
-    conf = {"source_bucket": "dag-source", "file_list": "s3://dag-source/file_list.json", "model": "small_cnn",
-            "epochs": 8, "lr": 0.004, "instance_count": 1}  # fmt: skip
+    conf = {
+        "source_bucket": "dag-source",
+        "file_list": "s3://dag-source/file_list.json",
+        "model": "small_cnn",
+        "epochs": 8,
+        "lr": 0.004,
+        "instance_count": 1,
+    }
     sqs = make_client("sqs", local_stack.endpoints["sqs"], local_stack.region, **CREDS)
     weeks = []
     with Reviewer(env) as reviewer:  # the API server it starts shares this Airflow home's metadata DB
-        for week, (date, extra) in enumerate([("2026-02-02", {}), ("2026-02-09", {}),
-                                              ("2026-02-16", {"force_retrain": True})], start=1):  # fmt: skip
+        for week, (date, extra) in enumerate(
+            [("2026-02-02", {}), ("2026-02-09", {}), ("2026-02-16", {"force_retrain": True})], start=1
+        ):
             answered = len(reviewer.answered)
-            result = dags_test(env, {**conf, **extra}, log_path=home / f"dags-test-{week}.log", logical_date=date,
-                               on_line=reviewer.on_line)  # fmt: skip
-            summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env,
-                                     capture_output=True, text=True, check=True)  # fmt: skip
+            result = dags_test(
+                env,
+                {**conf, **extra},
+                log_path=home / f"dags-test-{week}.log",
+                logical_date=date,
+                on_line=reviewer.on_line,
+            )
+            summary = subprocess.run(
+                [sys.executable, "-m", "inventory_pipeline.run_summary"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             queue = local_stack.provisioned["queue_url"]
-            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
-                                           MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
+                "Messages", []
+            )
             for message in messages:
                 sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
             ours = [
@@ -64,8 +102,14 @@ def finished_run(local_stack, tmp_path_factory):
                 for m in messages  # the session's queue also gets other tests' announcements
                 if m.get("MessageAttributes", {}).get("registered_model", {}).get("StringValue") == MODEL
             ]
-            weeks.append({"result": result, "run": json.loads(summary.stdout.strip().splitlines()[-1]),
-                          "messages": ours, "answered": reviewer.answered[answered:]})  # fmt: skip
+            weeks.append(
+                {
+                    "result": result,
+                    "run": json.loads(summary.stdout.strip().splitlines()[-1]),
+                    "messages": ours,
+                    "answered": reviewer.answered[answered:],
+                }
+            )
     return {
         **weeks[0],
         "weeks": weeks,
@@ -90,7 +134,12 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     assert job["TrainingJobStatus"] == "Completed"
     statuses = job["DebugRuleEvaluationStatuses"] + job["ProfilerRuleEvaluationStatuses"]
     assert sorted(s["RuleConfigurationName"] for s in statuses) == [
-        "Overfit", "Overtraining", "PoorWeightInitialization", "ProfilerReport", "VanishingGradient"]  # fmt: skip
+        "Overfit",
+        "Overtraining",
+        "PoorWeightInitialization",
+        "ProfilerReport",
+        "VanishingGradient",
+    ]
     assert all(s["RuleEvaluationStatus"] in ("IssuesFound", "NoIssuesFound") for s in statuses), statuses
     # a healthy run: the debugger rules, sized to its schedule from the dataset's counts, stay quiet
     sent = {r["RuleConfigurationName"]: r["RuleParameters"] for r in job["DebugRuleConfigurations"]}
@@ -117,9 +166,15 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     assert at_prior["candidate"]["accuracy"] > at_prior["majority"]["accuracy"]
     assert decision["approval"]["answer"] == "Promote" and decision["approval"]["by"] == "reviewer"
     assert "Approved by reviewer" in decision["reason"] and not decision["approval"]["timed_out"]
-    assert finished_run["answered"] == [{"run_id": finished_run["run"]["dag_run_id"], "task_id": "review_promotion",
-                                         "subject": f"Promote {decision['job']}?", "answer": "Promote",
-                                         "by": "reviewer"}]  # fmt: skip
+    assert finished_run["answered"] == [
+        {
+            "run_id": finished_run["run"]["dag_run_id"],
+            "task_id": "review_promotion",
+            "subject": f"Promote {decision['job']}?",
+            "answer": "Promote",
+            "by": "reviewer",
+        }
+    ]
     champion = json.loads(s3.get_object(Bucket="dag-project", Key="abid/models/champion/metrics.json")["Body"].read())
     assert champion["job"] == job_name and champion["version"] == decision["registry"]["version"]
     key = f"abid/models/decisions/{job_name}/decision.json"
@@ -181,8 +236,13 @@ def test_a_retried_train_task_reattaches_instead_of_starting_a_second_job(finish
     env, sm = finished_run["env"], finished_run["sm"]
     run_id = finished_run["run"]["dag_run_id"]
     before = sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
-    proc = subprocess.run([airflow_bin(), "tasks", "test", "inventory_retraining", "train", run_id], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [airflow_bin(), "tasks", "test", "inventory_retraining", "train", run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "re-attaching instead of creating a second job" in proc.stdout + proc.stderr
     after = sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
@@ -192,12 +252,19 @@ def test_a_retried_train_task_reattaches_instead_of_starting_a_second_job(finish
 def test_a_blocking_rule_the_instance_cannot_evaluate_is_refused_before_any_work_and_recorded(finished_run):
     env, sm = finished_run["env"], finished_run["sm"]
     jobs_before = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
-    conf = {"source_bucket": "dag-source", "file_list": "s3://dag-source/file_list.json", "model": "small_cnn",
-            "epochs": 2, "instance_count": 1, "fail_on_rules": ["LowGPUUtilization"]}  # fmt: skip
+    conf = {
+        "source_bucket": "dag-source",
+        "file_list": "s3://dag-source/file_list.json",
+        "model": "small_cnn",
+        "epochs": 2,
+        "instance_count": 1,
+        "fail_on_rules": ["LowGPUUtilization"],
+    }
     log_path = Path(env["AIRFLOW_HOME"]) / "dags-test-refused.log"
     result = dags_test(env, conf, log_path=log_path, logical_date="2026-02-23")
-    summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True,
-                             text=True, check=True)  # fmt: skip
+    summary = subprocess.run(
+        [sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True, text=True, check=True
+    )
     run = json.loads(summary.stdout.strip().splitlines()[-1])
     assert not result.ok and run["state"] == "failed"
     # Refused once, by the first task: nothing downstream ran, so nothing failed again or waited to retry.

@@ -30,8 +30,11 @@ def upload_sample(s3, bucket: str, sample: Path, ids: list[str] | None = None) -
             continue
         labels[image_id] = json.loads(meta.read_text())["EXPECTED_QUANTITY"]
         s3.put_object(Bucket=bucket, Key=f"metadata/{image_id}.json", Body=meta.read_bytes())
-        s3.put_object(Bucket=bucket, Key=f"bin-images/{image_id}.jpg",
-                      Body=(sample / "bin-images" / f"{image_id}.jpg").read_bytes())  # fmt: skip
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"bin-images/{image_id}.jpg",
+            Body=(sample / "bin-images" / f"{image_id}.jpg").read_bytes(),
+        )
     return labels
 
 
@@ -45,9 +48,15 @@ def file_list_for(labels: dict[str, int]) -> dict[str, list[str]]:
 def settings_for(source: str, dest: str, **overrides) -> Settings:
     # the test's own file lists on this machine's disk, as the embedded stack allows
     return Settings(
-        **{"source_bucket": source, "bucket": dest, "prefix": "proj", "copy_workers": 8,
-           "allow_local_file_list": True, **overrides}
-    )  # fmt: skip
+        **{
+            "source_bucket": source,
+            "bucket": dest,
+            "prefix": "proj",
+            "copy_workers": 8,
+            "allow_local_file_list": True,
+            **overrides,
+        }
+    )
 
 
 def keys(s3, bucket: str, prefix: str = "") -> list[str]:
@@ -160,8 +169,9 @@ def test_a_rerun_soon_after_a_listing_reuses_it_unless_the_file_list_or_the_hour
         record = json.loads(s3.get_object(Bucket=dest, Key=record_key)["Body"].read())
         now = dt.datetime.now(dt.UTC)
         for stale in (now - dt.timedelta(minutes=61), now + dt.timedelta(minutes=5)):
-            s3.put_object(Bucket=dest, Key=record_key,
-                          Body=json.dumps({**record, "listed_at": stale.isoformat()}).encode())  # fmt: skip
+            s3.put_object(
+                Bucket=dest, Key=record_key, Body=json.dumps({**record, "listed_at": stale.isoformat()}).encode()
+            )
             requests.clear()
             build_dataset(s3, settings)
             assert "ListObjectsV2" in requests  # an old (or future) listing is not trusted: listed again
@@ -173,10 +183,14 @@ def test_a_rerun_soon_after_a_listing_reuses_it_unless_the_file_list_or_the_hour
         victim = sorted(labels)[0]
         corrected = 1 + labels[victim] % 5
         metadata = json.loads((abid_sample / "metadata" / f"{victim}.json").read_text())
-        s3.put_object(Bucket=source, Key=f"metadata/{victim}.json",
-                      Body=json.dumps({**metadata, "EXPECTED_QUANTITY": corrected}).encode())  # fmt: skip
-        s3.put_object(Bucket=source, Key="file_list.json",
-                      Body=json.dumps(file_list_for({**labels, victim: corrected})).encode())  # fmt: skip
+        s3.put_object(
+            Bucket=source,
+            Key=f"metadata/{victim}.json",
+            Body=json.dumps({**metadata, "EXPECTED_QUANTITY": corrected}).encode(),
+        )
+        s3.put_object(
+            Bucket=source, Key="file_list.json", Body=json.dumps(file_list_for({**labels, victim: corrected})).encode()
+        )
         requests.clear()
         changed = build_dataset(s3, settings)
         assert "ListObjectsV2" in requests and changed["version"] != first["version"]
@@ -409,8 +423,11 @@ def test_a_corrected_label_is_validated_again_and_never_copies_the_photo(s3, buc
     victim = sorted(labels)[0]
     corrected = 1 + labels[victim] % 5
     metadata = json.loads((abid_sample / "metadata" / f"{victim}.json").read_text())
-    s3.put_object(Bucket=source, Key=f"metadata/{victim}.json",
-                  Body=json.dumps({**metadata, "EXPECTED_QUANTITY": corrected}).encode())  # fmt: skip
+    s3.put_object(
+        Bucket=source,
+        Key=f"metadata/{victim}.json",
+        Body=json.dumps({**metadata, "EXPECTED_QUANTITY": corrected}).encode(),
+    )
     file_list.write_text(json.dumps(file_list_for({**labels, victim: corrected})))
     reads: list[str] = []
 
@@ -491,9 +508,11 @@ def test_source_changed_after_selection_is_refused_not_mixed_in(s3, buckets, abi
 
     again = build_dataset(s3, settings)  # a new run pins the new version, whose count contradicts the list
     assert again["rejected"] == [
-        {"key": f"metadata/{victim}.json",
-         "reason": f"EXPECTED_QUANTITY 1 does not match the selected label {labels[victim]}"}
-    ]  # fmt: skip
+        {
+            "key": f"metadata/{victim}.json",
+            "reason": f"EXPECTED_QUANTITY 1 does not match the selected label {labels[victim]}",
+        }
+    ]
 
 
 def test_listing_rejects_unreadable_metadata_and_excludes_other_counts(s3, buckets, abid_sample):
@@ -539,10 +558,21 @@ def test_cli_seed_and_build(local_stack, s3, bucket_name):
     s3.create_bucket(Bucket=f"{bucket_name}-dst")
     src, dst = f"{bucket_name}-src", f"{bucket_name}-dst"
     built = _cli(
-        ["dataset", "build", "--source-bucket", src, "--file-list", f"s3://{src}/file_list.json",
-         "--bucket", dst, "--prefix", "x", "--json"],
+        [
+            "dataset",
+            "build",
+            "--source-bucket",
+            src,
+            "--file-list",
+            f"s3://{src}/file_list.json",
+            "--bucket",
+            dst,
+            "--prefix",
+            "x",
+            "--json",
+        ],
         env,
-    )  # fmt: skip
+    )
     assert built.returncode == 0, built.stderr
     summary = json.loads(built.stdout.strip().splitlines()[-1])
     assert set(summary) >= {"version", "counts", "copied", "skipped", "rejected", "manifest_key"}

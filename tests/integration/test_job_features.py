@@ -46,16 +46,28 @@ def _request(bucket: str, name: str, target: str, **extra) -> dict:
             "TrainingInputMode": "File",
         },
         "RoleArn": "arn:aws:iam::000000000000:role/service-role/test",
-        "HyperParameters": {"target": json.dumps(target), "sagemaker_program": '"probe.py"',
-                            "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz")},
-        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/",
-            "S3DataDistributionType": "FullyReplicated"}}}],
+        "HyperParameters": {
+            "target": json.dumps(target),
+            "sagemaker_program": '"probe.py"',
+            "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz"),
+        },
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{bucket}/data/train/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+        ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/jobs"},
         "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
         "StoppingCondition": {"MaxRuntimeInSeconds": 120},
         **extra,
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture()
@@ -121,10 +133,22 @@ def no_debugger_sagemaker(local_stack, tmp_path_factory):
     from inventory_pipeline.local_aws.stack import LocalStack, ServerSpec
 
     def command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
-        return [sys.executable, "-m", "inventory_pipeline.local_aws.sagemaker_api", "--host", host,
-                "--port", str(port), "--state-dir", str(state_dir / "sagemaker"), "--no-debugger",
-                "--s3-endpoint", local_stack.endpoints["s3"],
-                "--logs-endpoint", local_stack.endpoints["logs"]]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "inventory_pipeline.local_aws.sagemaker_api",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir / "sagemaker"),
+            "--no-debugger",
+            "--s3-endpoint",
+            local_stack.endpoints["s3"],
+            "--logs-endpoint",
+            local_stack.endpoints["logs"],
+        ]
 
     spec = ServerSpec(name="sagemaker", services=("sagemaker",), command=command, health_path="/ping")
     with LocalStack(tmp_path_factory.mktemp("no-debugger"), servers=[spec]) as side:
@@ -180,14 +204,22 @@ def test_rules_mode_auto_follows_sagemakers_answer(
             assert "DebugRuleConfigurations" not in described
             assert described["Environment"]["INVENTORY_RULES_MODE"] == "self_hosted"
             # what the operator met first: AWS's refusal for a request with rules
-            request = {k: v for k, v in described.items() if k in ("AlgorithmSpecification", "RoleArn",
-                       "OutputDataConfig", "ResourceConfig", "StoppingCondition")}  # fmt: skip
+            request = {
+                k: v
+                for k, v in described.items()
+                if k in ("AlgorithmSpecification", "RoleArn", "OutputDataConfig", "ResourceConfig", "StoppingCondition")
+            }
             with pytest.raises(botocore.exceptions.ClientError, match="Debugger is not available"):
                 sm.create_training_job(
-                    TrainingJobName=f"{name[:50]}-rules", **request,
-                    DebugRuleConfigurations=[{"RuleConfigurationName": "Overfit",
-                                              "RuleEvaluatorImage": "x.dkr.ecr.us-east-1.amazonaws.com/r:latest"}],
-                )  # fmt: skip
+                    TrainingJobName=f"{name[:50]}-rules",
+                    **request,
+                    DebugRuleConfigurations=[
+                        {
+                            "RuleConfigurationName": "Overfit",
+                            "RuleEvaluatorImage": "x.dkr.ecr.us-east-1.amazonaws.com/r:latest",
+                        }
+                    ],
+                )
         # a retry adopts the job whatever mode it was created in, and says which
         retried = _TaskInstance()
         operator.execute({**context, "ti": retried})
@@ -239,8 +271,10 @@ def test_an_isolated_job_installs_its_packages_from_the_wheels_in_its_code(clien
     s3.put_object(Bucket=probe_bucket, Key="code/offline.tar.gz", Body=build_sourcedir(code, wheelhouse))
     name = f"offline-{uuid.uuid4().hex[:8]}"
     request = _request(probe_bucket, name, "127.0.0.1:9", EnableNetworkIsolation=True)
-    request["HyperParameters"].update(sagemaker_program='"train.py"',
-                                      sagemaker_submit_directory=json.dumps(f"s3://{probe_bucket}/code/offline.tar.gz"))
+    request["HyperParameters"].update(
+        sagemaker_program='"train.py"',
+        sagemaker_submit_directory=json.dumps(f"s3://{probe_bucket}/code/offline.tar.gz"),
+    )
     sm.create_training_job(**request)
     described = _finished(sm, name)
     assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")

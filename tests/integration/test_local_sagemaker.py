@@ -50,19 +50,34 @@ def _request(bucket: str, name: str, mode: str = "ok", instances: int = 1, max_r
         "AlgorithmSpecification": {
             "TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
             "TrainingInputMode": "File",
-            "MetricDefinitions": [{"Name": "train:loss", "Regex": "train_loss=([0-9.]+);"},
-                                  {"Name": "epoch", "Regex": "epoch=([0-9]+);"}],
-        },  # fmt: skip
+            "MetricDefinitions": [
+                {"Name": "train:loss", "Regex": "train_loss=([0-9.]+);"},
+                {"Name": "epoch", "Regex": "epoch=([0-9]+);"},
+            ],
+        },
         "RoleArn": "arn:aws:iam::000000000000:role/service-role/test",
-        "HyperParameters": {"epochs": "3", "mode": json.dumps(mode), "sagemaker_program": '"entry.py"',
-                            "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz")},
-        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/",
-            "S3DataDistributionType": "FullyReplicated"}}}],
+        "HyperParameters": {
+            "epochs": "3",
+            "mode": json.dumps(mode),
+            "sagemaker_program": '"entry.py"',
+            "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz"),
+        },
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{bucket}/data/train/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+        ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/jobs"},
         "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": instances, "VolumeSizeInGB": 5},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture()
@@ -90,8 +105,12 @@ def test_job_completes_with_outputs_logs_metrics_and_transitions(clients, job_bu
     job = _wait(sm, name)
     assert job["TrainingJobStatus"] == "Completed" and job["SecondaryStatus"] == "Completed"
     assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
-        "Starting", "Downloading", "Training", "Uploading", "Completed"
-    ]  # fmt: skip
+        "Starting",
+        "Downloading",
+        "Training",
+        "Uploading",
+        "Completed",
+    ]
     assert {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]} == {"train:loss": 0.333, "epoch": 3.0}
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{job_bucket}/jobs/{name}/output/model.tar.gz"
     assert job["BillableTimeInSeconds"] >= 1 and job["TrainingEndTime"] >= job["TrainingStartTime"]
@@ -100,8 +119,9 @@ def test_job_completes_with_outputs_logs_metrics_and_transitions(clients, job_bu
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")
     names = sorted(s["logStreamName"].split("/")[1].rsplit("-", 1)[0] for s in streams["logStreams"])
     assert names == ["algo-1", "algo-2"]
-    events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
-                                 logStreamName=streams["logStreams"][0]["logStreamName"])["events"]  # fmt: skip
+    events = logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams["logStreams"][0]["logStreamName"]
+    )["events"]
     assert any("epoch=3;" in e["message"] for e in events)
 
 
@@ -117,9 +137,10 @@ def test_aws_shaped_errors(clients, job_bucket, local_stack):
     _wait(sm, name)
     # A request boto3 would refuse locally, sent raw: the server validates with botocore's model too.
     raw = urllib.request.Request(
-        local_stack.endpoints["sagemaker"] + "/", data=json.dumps({"TrainingJobName": "x"}).encode(),
+        local_stack.endpoints["sagemaker"] + "/",
+        data=json.dumps({"TrainingJobName": "x"}).encode(),
         headers={"X-Amz-Target": "SageMaker.CreateTrainingJob", "Content-Type": "application/x-amz-json-1.1"},
-    )  # fmt: skip
+    )
     with pytest.raises(urllib.error.HTTPError) as bad:
         urllib.request.urlopen(raw)
     payload = json.loads(bad.value.read())
@@ -191,10 +212,16 @@ def test_restarted_server_fails_jobs_whose_runner_died(tmp_path):
     from inventory_pipeline.local_aws.sagemaker_api import LocalSageMaker
 
     store = JobStore(tmp_path)
-    store.write({"TrainingJobName": "orphan", "TrainingJobStatus": "InProgress", "SecondaryStatus": "Training",
-                 "SecondaryStatusTransitions": [], "_runner_pid": 999_999_999,
-                 "DebugRuleEvaluationStatuses": [{"RuleConfigurationName": "Overfit",
-                                                  "RuleEvaluationStatus": "InProgress"}]})  # fmt: skip
+    store.write(
+        {
+            "TrainingJobName": "orphan",
+            "TrainingJobStatus": "InProgress",
+            "SecondaryStatus": "Training",
+            "SecondaryStatusTransitions": [],
+            "_runner_pid": 999_999_999,
+            "DebugRuleEvaluationStatuses": [{"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "InProgress"}],
+        }
+    )
     LocalSageMaker(tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:1")
     job = store.read("orphan")
     assert job["TrainingJobStatus"] == "Failed" and "server stopped" in job["FailureReason"]
@@ -229,14 +256,27 @@ def test_work_left_unfinished_by_a_dead_runner_ends_instead_of_staying_in_progre
     backend = LocalSageMaker(tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:1")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    rules = [{"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "InProgress"},
-             {"RuleConfigurationName": "Overtraining", "RuleEvaluationStatus": "NoIssuesFound"}]  # fmt: skip
+    rules = [
+        {"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "InProgress"},
+        {"RuleConfigurationName": "Overtraining", "RuleEvaluationStatus": "NoIssuesFound"},
+    ]
     store = JobStore(tmp_path)
-    for name, status, pid in (("rules-orphaned", "Completed", dead.pid), ("job-orphaned", "InProgress", dead.pid),
-                              ("starting", "InProgress", None)):  # fmt: skip
-        store.write({"TrainingJobName": name, "TrainingJobStatus": status, "SecondaryStatus": "Training",
-                     "CreationTime": 1.0, "SecondaryStatusTransitions": [], "_runner_pid": pid,
-                     "DebugRuleEvaluationStatuses": [dict(r) for r in rules]})  # fmt: skip
+    for name, status, pid in (
+        ("rules-orphaned", "Completed", dead.pid),
+        ("job-orphaned", "InProgress", dead.pid),
+        ("starting", "InProgress", None),
+    ):
+        store.write(
+            {
+                "TrainingJobName": name,
+                "TrainingJobStatus": status,
+                "SecondaryStatus": "Training",
+                "CreationTime": 1.0,
+                "SecondaryStatusTransitions": [],
+                "_runner_pid": pid,
+                "DebugRuleEvaluationStatuses": [dict(r) for r in rules],
+            }
+        )
 
     completed = backend.describe_training_job({"TrainingJobName": "rules-orphaned"})
     assert completed["TrainingJobStatus"] == "Completed"  # it did complete; only its rule died
@@ -265,13 +305,22 @@ def test_manifest_file_channel_gets_each_listed_object_at_its_key_relative_to_th
     """S3DataType=ManifestFile as SageMaker runs it: only the listed objects, at <channel>/<relative key>."""
     s3, sm, _ = clients
     s3.create_bucket(Bucket=bucket_name)
-    s3.put_object(Bucket=bucket_name, Key="code/sourcedir.tar.gz",
-                  Body=tar_archive({"entry.py": MANIFEST_ENTRY_POINT.encode()}))  # fmt: skip
-    for key in ("proj/raw/packs/train/p1.tar", "proj/raw/packs/train/p2.tar", "proj/raw/packs/train/other.tar",
-                "proj/datasets/v1/train/labels.json"):  # fmt: skip
+    s3.put_object(
+        Bucket=bucket_name, Key="code/sourcedir.tar.gz", Body=tar_archive({"entry.py": MANIFEST_ENTRY_POINT.encode()})
+    )
+    for key in (
+        "proj/raw/packs/train/p1.tar",
+        "proj/raw/packs/train/p2.tar",
+        "proj/raw/packs/train/other.tar",
+        "proj/datasets/v1/train/labels.json",
+    ):
         s3.put_object(Bucket=bucket_name, Key=key, Body=key.rsplit("/", 1)[-1].split(".")[0].encode())
-    manifest = [{"prefix": f"s3://{bucket_name}/proj/"}, "datasets/v1/train/labels.json",
-                "raw/packs/train/p1.tar", "raw/packs/train/p2.tar"]  # fmt: skip
+    manifest = [
+        {"prefix": f"s3://{bucket_name}/proj/"},
+        "datasets/v1/train/labels.json",
+        "raw/packs/train/p1.tar",
+        "raw/packs/train/p2.tar",
+    ]
     s3.put_object(Bucket=bucket_name, Key="proj/datasets/v1/train.manifest", Body=json.dumps(manifest).encode())
     s3.put_object(Bucket=bucket_name, Key="proj/bad.manifest", Body=json.dumps(["raw/packs/train/p1.tar"]).encode())
 

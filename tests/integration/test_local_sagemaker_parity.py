@@ -68,8 +68,7 @@ def job_bucket(clients, bucket_name):
 
 def _logged(logs, name: str, text: str) -> bool:
     try:
-        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
-                                            logStreamNamePrefix=f"{name}/")  # fmt: skip
+        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")
     except logs.exceptions.ResourceNotFoundException:  # the first job's log group is not there yet
         return False
     return any(
@@ -77,7 +76,7 @@ def _logged(logs, name: str, text: str) -> bool:
         for stream in streams["logStreams"]
         for event in logs.get_log_events(
             logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream["logStreamName"]
-        )["events"]  # fmt: skip
+        )["events"]
     )
 
 
@@ -118,10 +117,19 @@ def test_an_isolated_container_job_runs_in_both_namespaces_and_its_entry_point_g
     request["AlgorithmSpecification"] |= {
         "ContainerEntrypoint": ["sh", "-c", script, "entry"],
         "ContainerArguments": ["--mode", "graceful", "--epochs", "1"],
-    }  # fmt: skip
-    request["InputDataConfig"].append({"ChannelName": "code", "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": f"s3://{job_bucket}/container/",
-        "S3DataDistributionType": "FullyReplicated"}}})  # fmt: skip
+    }
+    request["InputDataConfig"].append(
+        {
+            "ChannelName": "code",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{job_bucket}/container/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        }
+    )
     sm.create_training_job(**request)
     wait_until(lambda: _logged(logs, name, "ready"), 90, what="the job to train")
     sm.stop_training_job(TrainingJobName=name)
@@ -285,14 +293,23 @@ def test_metric_values_reach_cloudwatch_as_sagemaker_publishes_them(clients, job
     assert {m["MetricName"] for m in second_host["Metrics"]} == {"train:loss", "epoch"}
     # EndTime a minute ahead: CloudWatch (and moto, which truncates it to the second) leaves out values at or after
     # EndTime, and the job's last values can carry this very second.
-    window = {"StartTime": job["CreationTime"] - dt.timedelta(minutes=1),
-              "EndTime": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)}  # fmt: skip
-    stats = cloudwatch.get_metric_statistics(Namespace=namespace, MetricName="epoch", Dimensions=[host], Period=60,
-                                             Statistics=["Maximum", "SampleCount"], **window)  # fmt: skip
+    window = {
+        "StartTime": job["CreationTime"] - dt.timedelta(minutes=1),
+        "EndTime": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1),
+    }
+    stats = cloudwatch.get_metric_statistics(
+        Namespace=namespace,
+        MetricName="epoch",
+        Dimensions=[host],
+        Period=60,
+        Statistics=["Maximum", "SampleCount"],
+        **window,
+    )
     assert max(p["Maximum"] for p in stats["Datapoints"]) == 3.0
     assert sum(p["SampleCount"] for p in stats["Datapoints"]) == 3.0  # one value per printed line
-    loss = cloudwatch.get_metric_statistics(Namespace=namespace, MetricName="train:loss", Dimensions=[host],
-                                            Period=60, Statistics=["Minimum"], **window)  # fmt: skip
+    loss = cloudwatch.get_metric_statistics(
+        Namespace=namespace, MetricName="train:loss", Dimensions=[host], Period=60, Statistics=["Minimum"], **window
+    )
     assert min(p["Minimum"] for p in loss["Datapoints"]) == pytest.approx(0.333)
 
 
@@ -308,8 +325,9 @@ open(os.path.join(os.environ["SM_MODEL_DIR"], "model.txt"), "w").write("trained 
 """
 
 
-def test_sdk_v3_model_trainer_with_source_code_runs_to_completion(local_stack, clients, bucket_name, tmp_path,
-                                                                  monkeypatch):  # fmt: skip
+def test_sdk_v3_model_trainer_with_source_code_runs_to_completion(
+    local_stack, clients, bucket_name, tmp_path, monkeypatch
+):
     """The SDK sends ContainerEntrypoint/ContainerArguments and its own `sm_drivers` and `code` channels; the
     runner runs them as the container would, with the job's directory at /opt/ml."""
     import boto3
@@ -319,8 +337,13 @@ def test_sdk_v3_model_trainer_with_source_code_runs_to_completion(local_stack, c
     from sagemaker.train import ModelTrainer
 
     s3, _, logs, _ = clients
-    for variable, service in (("SAGEMAKER", "sagemaker"), ("S3", "s3"), ("CLOUDWATCH_LOGS", "logs"),
-                              ("STS", "s3"), ("IAM", "s3")):  # fmt: skip
+    for variable, service in (
+        ("SAGEMAKER", "sagemaker"),
+        ("S3", "s3"),
+        ("CLOUDWATCH_LOGS", "logs"),
+        ("STS", "s3"),
+        ("IAM", "s3"),
+    ):
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{variable}", local_stack.endpoints[service])  # moto serves all
     monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")  # moto lacks SimulatePrincipalPolicy
     for name, value in local_stack.env().items():

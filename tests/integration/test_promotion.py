@@ -18,8 +18,10 @@ from inventory_pipeline.tracking import Registry
 pytestmark = pytest.mark.integration
 STEPS = ("decision", "tracking", "registry", "alias", "champion_copy", "applied")
 DONE = dict.fromkeys(["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"], "success")
-PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": [
-    {"name": "Overfit", "kind": "debugger", "status": "NoIssuesFound"}]}  # fmt: skip
+PASSED = {
+    "decision": {"failed": False, "message": "no blocking rule fired"},
+    "rules": [{"name": "Overfit", "kind": "debugger", "status": "NoIssuesFound"}],
+}
 
 
 class Crash(Exception):
@@ -38,13 +40,26 @@ def gate(env, job, accuracy, champion_accuracy=None, report=PASSED, notify=None,
     key = f"jobs/{job}/output/model.tar.gz"
     s3.put_object(Bucket=bucket, Key=key, Body=tar_archive({"model.pth": job}))
     champion = registry.champion()
-    metrics = accuracy_metrics(accuracy, champion_accuracy, history=[{"epoch": 1, "train_loss": 1.0,
-                                                                       "valid_loss": 1.1}])  # fmt: skip
-    facts = RunFacts(job=job, task_states=states or dict(DONE), report=report, metrics=metrics,
-                     lineage={"lineage": {"dataset_version": "ds-1", "code_sha256": "c", "params_sha256": "p"},
-                              "champion": champion.to_dict() if champion else None})  # fmt: skip
-    inputs = GateInputs(dag_id="inventory_retraining", run_id=f"run-{job}", model_uri=f"s3://{bucket}/{key}",
-                        params={"model": "small_cnn"}, report_html=b"<html>report</html>")  # fmt: skip
+    metrics = accuracy_metrics(
+        accuracy, champion_accuracy, history=[{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.1}]
+    )
+    facts = RunFacts(
+        job=job,
+        task_states=states or dict(DONE),
+        report=report,
+        metrics=metrics,
+        lineage={
+            "lineage": {"dataset_version": "ds-1", "code_sha256": "c", "params_sha256": "p"},
+            "champion": champion.to_dict() if champion else None,
+        },
+    )
+    inputs = GateInputs(
+        dag_id="inventory_retraining",
+        run_id=f"run-{job}",
+        model_uri=f"s3://{bucket}/{key}",
+        params={"model": "small_cnn"},
+        report_html=b"<html>report</html>",
+    )
     kwargs = {"checkpoint": checkpoint} if checkpoint else {}
     return run_gate(s3, bucket, "p/", registry, facts, inputs, GatePolicy(), notify=notify, **kwargs)
 
@@ -292,6 +307,7 @@ def test_two_gate_attempts_at_once_make_one_run_and_one_version(env):
 def test_an_announcement_that_failed_goes_out_with_the_next_gate_under_its_own_id(env):
     """Issue 25 (7): SNS was down when j1 was decided; j2's gate sends j1's announcement too, each once, each
     with a stable message id a consumer can drop duplicates by."""
+
     def broken(message_id, record):
         raise ConnectionError("SNS is down")
 

@@ -451,7 +451,8 @@ def test_the_calibrated_parameters_catch_each_induced_fault(tmp_path):
     assert "patience_train=50" in outcome.details
     outcome = evaluate_debugger_rule(calibrated("VanishingGradient", 2, 3), vanishing(tmp_path / "v"))
     assert outcome.status == "IssuesFound" and "threshold=1e-07" in outcome.details
-    badly_scaled = record_trial(tmp_path / "p", Net(scale1=50.0, scale2=0.02), dataset(64, 1), dataset(64, 2), 6,
-                                0.05, 3)  # fmt: skip
+    badly_scaled = record_trial(
+        tmp_path / "p", Net(scale1=50.0, scale2=0.02), dataset(64, 1), dataset(64, 2), 6, 0.05, 3
+    )
     outcome = evaluate_debugger_rule(calibrated("PoorWeightInitialization", 2, 3), badly_scaled)
     assert outcome.status == "IssuesFound" and "activation-input variance ratio" in outcome.details

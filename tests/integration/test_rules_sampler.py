@@ -79,15 +79,11 @@ def test_the_files_are_read_by_smdebugs_s3_reader(saturated, s3, bucket_name, lo
 
     s3.create_bucket(Bucket=bucket_name)
     for path in saturated.rglob("*.json"):
-        s3.upload_file(
-            str(path), bucket_name, f"jobs/j1/profiler-output/{path.relative_to(saturated).as_posix()}"
-        )
+        s3.upload_file(str(path), bucket_name, f"jobs/j1/profiler-output/{path.relative_to(saturated).as_posix()}")
     for key, value in local_stack.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_REGION", local_stack.region)
-    monkeypatch.setenv(
-        "AWS_ENDPOINT_URL_S3", local_stack.endpoints["s3"]
-    )  # smdebug's client takes no endpoint
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", local_stack.endpoints["s3"])  # smdebug's client takes no endpoint
     S3Handler.client.cache_clear()
     try:
         reader = S3SystemMetricsReader(f"s3://{bucket_name}/jobs/j1/profiler-output")
@@ -182,9 +178,7 @@ def test_the_command_line_samples_until_the_watched_process_exits(tmp_path):
     metrics = read_system_metrics(LocalStorage(tmp_path / "a"))
     assert len({e.timestamp for e in metrics.events}) >= 5 and {e.node for e in metrics.events} == {"algo-2"}
 
-    terminated = subprocess.Popen(
-        [sys.executable, str(SAMPLER), "--out", str(tmp_path / "b"), "--interval-ms", "100"]
-    )
+    terminated = subprocess.Popen([sys.executable, str(SAMPLER), "--out", str(tmp_path / "b"), "--interval-ms", "100"])
     time.sleep(1.0)
     terminated.send_signal(signal.SIGTERM)
     assert terminated.wait(timeout=10) == 0

@@ -22,14 +22,25 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     s3.create_bucket(Bucket="conf-project")
     # Its own registered model: the session's MLflow server is shared, and the gate keeps the bucket's deployable
     # copy following the registry's champion.
-    env = airflow_env(tmp_path, {**local_stack.env(), "INVENTORY_BUCKET": "conf-project",
-                                 "INVENTORY_REGISTERED_MODEL": "inventory-counting-conf-refused"})  # fmt: skip
+    env = airflow_env(
+        tmp_path,
+        {
+            **local_stack.env(),
+            "INVENTORY_BUCKET": "conf-project",
+            "INVENTORY_REGISTERED_MODEL": "inventory-counting-conf-refused",
+        },
+    )
     db_migrate(env)
-    conf = {"epochs": 1, "model": "small_cnn", "role_arn": "arn:aws:iam::000000000000:role/other",
-            "bucket": "someone-elses-bucket"}  # fmt: skip
+    conf = {
+        "epochs": 1,
+        "model": "small_cnn",
+        "role_arn": "arn:aws:iam::000000000000:role/other",
+        "bucket": "someone-elses-bucket",
+    }
     result = dags_test(env, conf, log_path=tmp_path / "dags-test.log")
-    summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env,
-                             capture_output=True, text=True, check=True)  # fmt: skip
+    summary = subprocess.run(
+        [sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True, text=True, check=True
+    )
     run = json.loads(summary.stdout.strip().splitlines()[-1])
 
     assert not result.ok and run["state"] == "failed"

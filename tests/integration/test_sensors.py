@@ -41,8 +41,9 @@ def start_job(local_stack):
 
     def start(run_id: str = "") -> SimpleNamespace:
         name = f"sensor-{uuid.uuid4().hex[:12]}"
-        request = build_training_request(settings, name, channels, f"s3://{bucket}/code/ticker.tar.gz",
-                                         run_id=run_id, dag_id="inventory_retraining")  # fmt: skip
+        request = build_training_request(
+            settings, name, channels, f"s3://{bucket}/code/ticker.tar.gz", run_id=run_id, dag_id="inventory_retraining"
+        )
         sm.create_training_job(**request)
         return SimpleNamespace(name=name, sm=sm, s3=s3, bucket=bucket, params=params)
 
@@ -109,8 +110,14 @@ def test_a_deferred_wait_resumes_reading_the_log_where_it_stopped(start_job, loc
 
     def shipped_lines() -> int:
         streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job.name)
-        return sum(len(logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"],
-                                           startFromHead=True)["events"]) for s in streams["logStreams"])  # fmt: skip
+        return sum(
+            len(
+                logs.get_log_events(
+                    logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True
+                )["events"]
+            )
+            for s in streams["logStreams"]
+        )
 
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # let the job print part of its log before the first poke
@@ -122,8 +129,14 @@ def test_a_deferred_wait_resumes_reading_the_log_where_it_stopped(start_job, loc
         time.sleep(0.5)
 
     def sensor() -> TrainingJobSensor:
-        return TrainingJobSensor(task_id="wait_for_training", job_name=job.name, print_log=True, deferrable=True,
-                                 poke_interval=1, timeout=300)  # fmt: skip
+        return TrainingJobSensor(
+            task_id="wait_for_training",
+            job_name=job.name,
+            print_log=True,
+            deferrable=True,
+            poke_interval=1,
+            timeout=300,
+        )
 
     with capture_logs() as before, pytest.raises(TaskDeferred) as deferred:
         sensor().execute(_context(job.params))
@@ -182,8 +195,9 @@ def test_the_teardown_stops_this_runs_job_when_nothing_waits_for_it(start_job, l
     assert stop_unwatched_job(job.params, SimpleNamespace(xcom_pull=lambda task_ids: None), "d", "r")["job"] is None
 
 
-def test_a_deferred_wait_ends_at_its_deadline_and_a_killed_one_stops_its_job_when_told(start_job, local_stack,
-                                                                                       monkeypatch):  # fmt: skip
+def test_a_deferred_wait_ends_at_its_deadline_and_a_killed_one_stops_its_job_when_told(
+    start_job, local_stack, monkeypatch
+):
     import asyncio
 
     from inventory_pipeline.triggers import TrainingJobTrigger

@@ -33,8 +33,11 @@ def upload(s3, bucket: str, sample: Path) -> dict[str, int]:
     for meta in sorted((sample / "metadata").glob("*.json")):
         labels[meta.stem] = json.loads(meta.read_text())["EXPECTED_QUANTITY"]
         s3.put_object(Bucket=bucket, Key=f"metadata/{meta.stem}.json", Body=meta.read_bytes())
-        s3.put_object(Bucket=bucket, Key=f"bin-images/{meta.stem}.jpg",
-                      Body=(sample / "bin-images" / f"{meta.stem}.jpg").read_bytes())  # fmt: skip
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"bin-images/{meta.stem}.jpg",
+            Body=(sample / "bin-images" / f"{meta.stem}.jpg").read_bytes(),
+        )
     return labels
 
 
@@ -57,13 +60,23 @@ def project(s3, bucket_name, abid_sample, tmp_path):
             victim = sorted(labels)[0]
             meta = json.loads((abid_sample / "metadata" / f"{victim}.json").read_text())
             labels[victim] = 1 + labels[victim] % 5
-            s3.put_object(Bucket=source, Key=f"metadata/{victim}.json",
-                          Body=json.dumps({**meta, "EXPECTED_QUANTITY": labels[victim]}).encode())  # fmt: skip
+            s3.put_object(
+                Bucket=source,
+                Key=f"metadata/{victim}.json",
+                Body=json.dumps({**meta, "EXPECTED_QUANTITY": labels[victim]}).encode(),
+            )
         file_list = tmp_path / f"fl{n}.json"
-        file_list.write_text(json.dumps({str(k): [f"metadata/{i}.json" for i in chosen if labels[i] == k]
-                                         for k in range(1, 6)}))  # fmt: skip
-        settings = Settings(source_bucket=source, bucket=dest, prefix="proj", file_list=str(file_list),
-                            copy_workers=8, allow_local_file_list=True)  # fmt: skip
+        file_list.write_text(
+            json.dumps({str(k): [f"metadata/{i}.json" for i in chosen if labels[i] == k] for k in range(1, 6)})
+        )
+        settings = Settings(
+            source_bucket=source,
+            bucket=dest,
+            prefix="proj",
+            file_list=str(file_list),
+            copy_workers=8,
+            allow_local_file_list=True,
+        )
         manifest = build_dataset(s3, settings)
         versions.append(manifest["version"])
         describes[f"job-{n}"] = job_channels(settings, f"job-{n}", manifest)
@@ -133,10 +146,26 @@ def test_cli_dry_run_prints_the_plan_as_json(local_stack, s3, project):
     s3.delete_object(Bucket=dest, Key="proj/models/champion/metrics.json")
     s3.delete_object(Bucket=dest, Key="proj/models/decisions/job-x/decision.json")
     done = subprocess.run(
-        [exe, "storage", "gc", "--keep-versions", "1", "--dry-run", "--bucket", dest, "--prefix", "proj",
-         "--grace-hours", "0", "--json"],
-        env={**os.environ, **local_stack.env()}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            exe,
+            "storage",
+            "gc",
+            "--keep-versions",
+            "1",
+            "--dry-run",
+            "--bucket",
+            dest,
+            "--prefix",
+            "proj",
+            "--grace-hours",
+            "0",
+            "--json",
+        ],
+        env={**os.environ, **local_stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dry_run"] and len(result["deleted_versions"]) == 2 and result["deleted"]["packs"] == 1

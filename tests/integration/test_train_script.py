@@ -72,8 +72,19 @@ def sm_env(job: Path, channels: dict[str, Path], host: str = "algo-1", hosts=("a
 
 
 def run_train(env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "2", "--batch-size", "16",
-           "--num-workers", "0", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(TRAIN),
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -132,8 +143,18 @@ def test_a_champion_is_scored_with_its_own_code_after_the_architecture_changed(s
     channel = _archive(first / "algo-1/model", tmp_path / "champion")
     second = tmp_path / "second"
     env = sm_env(second, synthetic_channels, SM_CHANNEL_CHAMPION=str(channel))
-    cmd = [sys.executable, str(new_code / "train.py"), "--model", "small_cnn", "--epochs", "1", "--batch-size", "16",
-           "--num-workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(new_code / "train.py"),
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((second / "algo-1/output/data/metrics.json").read_text())
@@ -147,8 +168,9 @@ def test_a_champion_is_scored_with_its_own_code_after_the_architecture_changed(s
     from inventory_pipeline.comparison import read_answers
     from inventory_pipeline.decisions import GatePolicy, compare_with_champion
 
-    _, reason, numbers = compare_with_champion(read_answers(metrics["answers"], "candidate"),
-                                               read_answers(champion["answers"], "champion"), GatePolicy())  # fmt: skip
+    _, reason, numbers = compare_with_champion(
+        read_answers(metrics["answers"], "candidate"), read_answers(champion["answers"], "champion"), GatePolicy()
+    )
     assert numbers["images"] == metrics["test_images"] and "on the same" in reason
     assert numbers["second_correct"] == round(own["accuracy"] * own["test_images"])
 
@@ -193,8 +215,18 @@ def test_the_champion_is_scored_on_the_same_test_images_through_the_serving_code
 def test_two_hosts_train_together_and_only_rank_0_writes(synthetic_channels, tmp_path):
     hosts = ("algo-1", "algo-2")
     extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "1", "--batch-size", "16",
-           "--num-workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(TRAIN),
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+    ]
     procs = start_hosts(cmd, lambda h: sm_env(tmp_path, synthetic_channels, h, hosts, **extra), hosts)
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
@@ -248,10 +280,12 @@ def test_debugger_hook_saves_tensors_the_rules_read(synthetic_channels, tmp_path
         "LocalPath": str(tensors),
         "HookParameters": {"train.save_interval": "1", "eval.save_interval": "1"},
         "CollectionConfigurations": [
-            {"CollectionName": "gradients"}, {"CollectionName": "weights"}, {"CollectionName": "losses"},
+            {"CollectionName": "gradients"},
+            {"CollectionName": "weights"},
+            {"CollectionName": "losses"},
             {"CollectionName": "relu_input", "CollectionParameters": {"include_regex": ".*relu_input"}},
         ],
-    }  # fmt: skip
+    }
     (tmp_path / "hook.json").write_text(json.dumps(config))
     proc = run_train(
         sm_env(tmp_path, synthetic_channels, SMDEBUG_CONFIG_FILE_PATH=str(tmp_path / "hook.json")), "--amp", "bf16"
@@ -319,8 +353,18 @@ def test_sigterm_saves_the_model_and_a_restart_resumes_from_the_epoch_checkpoint
 
     checkpoints = tmp_path / "checkpoints"
     env = sm_env(tmp_path, synthetic_channels, INVENTORY_CHECKPOINT_DIR=str(checkpoints))
-    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "4", "--batch-size", "16",
-           "--num-workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(TRAIN),
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+    ]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
     while not (checkpoints / "training-state.pt").exists() and first.poll() is None and time.monotonic() < deadline:
@@ -340,8 +384,9 @@ def test_sigterm_saves_the_model_and_a_restart_resumes_from_the_epoch_checkpoint
     assert "resumed from checkpoint" in second.stdout
 
     # A checkpoint of another configuration is refused by name, never silently mixed in.
-    other = subprocess.run([*cmd[:-4], "--epochs", "9", "--num-workers", "0"], env=env, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    other = subprocess.run(
+        [*cmd[:-4], "--epochs", "9", "--num-workers", "0"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert other.returncode == 1 and "saved by another configuration" in other.stdout + other.stderr
 
 
@@ -364,8 +409,16 @@ def test_efficientnet_lite0_default_recipe_is_served_exactly_as_it_was_evaluated
     checkpoints = sorted((ROOT / "build" / "pretrained").glob("efficientnet-lite0*.pth"))
     extra = {"SM_CHANNEL_PRETRAINED": str(checkpoints[0].parent)} if checkpoints else {}
     weights = [] if checkpoints else ["--allow-random-backbone", "true"]
-    proc = run_train(sm_env(tmp_path, real_channels, **extra), "--model", "efficientnet_lite0", "--image-size", "128",
-                     "--num-workers", "1", *weights)  # fmt: skip
+    proc = run_train(
+        sm_env(tmp_path, real_channels, **extra),
+        "--model",
+        "efficientnet_lite0",
+        "--image-size",
+        "128",
+        "--num-workers",
+        "1",
+        *weights,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "algo-1/output/data/metrics.json").read_text())
     assert metrics["inputs"]["head"] == "ordinal" and metrics["inputs"]["view"] == "full"
@@ -377,9 +430,12 @@ def test_efficientnet_lite0_default_recipe_is_served_exactly_as_it_was_evaluated
     served, probabilities = [[0] * 5 for _ in range(5)], set()
     for folder in sorted(real_channels["test"].iterdir()):
         for photo in sorted(folder.glob("*.jpg")):
-            answer = json.loads(inference.output_fn(
-                inference.predict_fn(inference.input_fn(photo.read_bytes(), "image/jpeg"), model), "application/json"
-            ))  # fmt: skip
+            answer = json.loads(
+                inference.output_fn(
+                    inference.predict_fn(inference.input_fn(photo.read_bytes(), "image/jpeg"), model),
+                    "application/json",
+                )
+            )
             served[int(folder.name) - 1][answer["count"] - 1] += 1
             probabilities.add(tuple(round(p, 4) for p in answer["probabilities"]))
     assert served == metrics["confusion_matrix"]
@@ -392,8 +448,17 @@ def test_a_pretrained_model_without_weights_fails_loudly_unless_allowed(syntheti
     assert proc.returncode == 1
     failure = (tmp_path / "refused/algo-1/output/failure").read_text()
     assert "resnet18 has no pretrained weights" in failure and "--allow-random-backbone true" in failure
-    proc = run_train(sm_env(tmp_path / "allowed", synthetic_channels), "--model", "resnet18", "--epochs", "1",
-                     "--image-size", "64", "--allow-random-backbone", "true")  # fmt: skip
+    proc = run_train(
+        sm_env(tmp_path / "allowed", synthetic_channels),
+        "--model",
+        "resnet18",
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        "--allow-random-backbone",
+        "true",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WARNING" in proc.stdout and "backbone is random" in proc.stdout
     metrics = json.loads((tmp_path / "allowed/algo-1/output/data/metrics.json").read_text())
@@ -413,8 +478,13 @@ def test_a_model_with_no_real_signal_is_never_promoted_even_as_the_first_model(t
     proc = run_train(sm_env(tmp_path / "job", channels), "--epochs", "4", "--lr", "0.004")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "job/algo-1/output/data/metrics.json").read_text())
-    facts = RunFacts(job="no-signal", task_states={"train": "success"}, report={"decision": {"failed": False}},
-                     lineage={"lineage": {"dataset_version": "d"}, "champion": None}, metrics=metrics)  # fmt: skip
+    facts = RunFacts(
+        job="no-signal",
+        task_states={"train": "success"},
+        report={"decision": {"failed": False}},
+        lineage={"lineage": {"dataset_version": "d"}, "champion": None},
+        metrics=metrics,
+    )
     decision = decide(facts)
     assert decision["status"] in ("below_baseline", "not_better"), decision
     assert decision["baseline"]["majority"]["correct"] >= 0 and not decision["baseline"]["passed"]

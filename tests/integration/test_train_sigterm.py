@@ -20,8 +20,18 @@ def test_sigterm_saves_the_model_and_exits_0_on_every_host(synthetic_channels, t
     would wait in the next all-reduce until SIGKILL), and rank 0 saves the model."""
     hosts = ("algo-1", "algo-2")
     extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    cmd = [sys.executable, str(TRAIN), "--model", "small_cnn", "--epochs", "200", "--batch-size", "8",
-           "--num-workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(TRAIN),
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "200",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+    ]
     procs = start_hosts(cmd, lambda h: sm_env(tmp_path, synthetic_channels, h, hosts, **extra), hosts)
     try:
         seen = []

@@ -90,32 +90,59 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedR
         stack = LocalStack(stack_dir).start()
     try:
         creds = {"aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
-        clients = {svc: make_client(svc, stack.endpoints[svc], stack.region, **creds)
-                   for svc in ("s3", "sagemaker", "logs")}  # fmt: skip
+        clients = {
+            svc: make_client(svc, stack.endpoints[svc], stack.region, **creds) for svc in ("s3", "sagemaker", "logs")
+        }
         clients["s3"].create_bucket(Bucket=BUCKET)
         seed_synthetic(clients["s3"], SOURCE_BUCKET, images=200, seed=11)
         # A `pretrained` channel (no checkpoint in it: small_cnn has no pretrained weights), so both policies'
         # grants on the prefix `inventory-pipeline pretrained upload` writes are exercised.
         clients["s3"].put_object(Bucket=BUCKET, Key=f"{PRETRAINED_PREFIX}README.txt", Body=b"no checkpoint here")
-        env = airflow_env(home, {
-            **stack.env(), **recording, PRINCIPAL_ENV: "airflow",
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(_connection(stack)),
-            "AWS_ACCESS_KEY_ID": WORKER_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": WORKER_SECRET,
-            "INVENTORY_BUCKET": BUCKET, "INVENTORY_PREFIX": PREFIX, "INVENTORY_POKE_INTERVAL_S": "3",
-            "INVENTORY_REPORT_DIR": str(home / "reports"),
-            "INVENTORY_PRETRAINED_S3_URI": f"s3://{BUCKET}/{PRETRAINED_PREFIX}",
-            # A SageMaker MLflow tracking server ARN, which the sagemaker-mlflow plugin resolves to the local one.
-            "INVENTORY_TRACKING_URI": TRACKING_SERVER_ARN,
-            "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": stack.endpoints["mlflow"],
-        })  # fmt: skip
+        env = airflow_env(
+            home,
+            {
+                **stack.env(),
+                **recording,
+                PRINCIPAL_ENV: "airflow",
+                "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(_connection(stack)),
+                "AWS_ACCESS_KEY_ID": WORKER_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": WORKER_SECRET,
+                "INVENTORY_BUCKET": BUCKET,
+                "INVENTORY_PREFIX": PREFIX,
+                "INVENTORY_POKE_INTERVAL_S": "3",
+                "INVENTORY_REPORT_DIR": str(home / "reports"),
+                "INVENTORY_PRETRAINED_S3_URI": f"s3://{BUCKET}/{PRETRAINED_PREFIX}",
+                # A SageMaker MLflow tracking server ARN, which the sagemaker-mlflow plugin resolves to the local one.
+                "INVENTORY_TRACKING_URI": TRACKING_SERVER_ARN,
+                "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": stack.endpoints["mlflow"],
+            },
+        )
         db_migrate(env)
-        conf = {"source_bucket": SOURCE_BUCKET, "file_list": f"s3://{SOURCE_BUCKET}/file_list.json",
-                "model": "small_cnn", "epochs": 1, "instance_count": 1, "rules_mode": RULES_MODE}  # fmt: skip
+        conf = {
+            "source_bucket": SOURCE_BUCKET,
+            "file_list": f"s3://{SOURCE_BUCKET}/file_list.json",
+            "model": "small_cnn",
+            "epochs": 1,
+            "instance_count": 1,
+            "rules_mode": RULES_MODE,
+        }
         result = dags_test(env, conf, log_path=home / "dags-test.log")
-        summary = subprocess.run([sys.executable, "-m", "inventory_pipeline.run_summary"], env=env,
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+        summary = subprocess.run(
+            [sys.executable, "-m", "inventory_pipeline.run_summary"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         calls_in_run = len([line for line in calls_path.read_text().splitlines() if line.strip()])
-        yield RecordedRun(result, json.loads(summary.stdout.strip().splitlines()[-1]), home, stack_dir, calls_path,
-                          clients, calls_in_run)  # fmt: skip
+        yield RecordedRun(
+            result,
+            json.loads(summary.stdout.strip().splitlines()[-1]),
+            home,
+            stack_dir,
+            calls_path,
+            clients,
+            calls_in_run,
+        )
     finally:
         stack.stop()

@@ -429,19 +429,31 @@ def seed_champion(env: FaultEnv, bucket: str, accuracy: float = 0.5) -> dict[str
     model_key = f"{ROOT_PREFIX}training-jobs/champion-before/output/model.tar.gz"
     env.s3.put_object(Bucket=bucket, Key=model_key, Body=tar_archive({"model.pth": b"earlier weights"}))
     registry = registry_for(env, bucket)
-    version = registry.register("champion-before", f"s3://{bucket}/{model_key}", "",
-                                {"accuracy": str(accuracy), "rmse": "1.0", "decision": "promoted"})  # fmt: skip
+    version = registry.register(
+        "champion-before",
+        f"s3://{bucket}/{model_key}",
+        "",
+        {"accuracy": str(accuracy), "rmse": "1.0", "decision": "promoted"},
+    )
     registry.set_champion(version.version)
     follow_registry(env.s3, bucket, ROOT_PREFIX, registry.champion())
     return champion_snapshot(env, bucket)
 
 
 def run_gate_for(
-    env: FaultEnv, bucket: str, job: str, run_id: str, *, report: dict[str, Any] | None, metrics: dict[str, Any],
-    model_uri: str | None, checkpoint: Callable[[str], None] | None = None,
-    notify: Callable[[str, dict[str, Any]], None] | None = None, registry: Any = None,
+    env: FaultEnv,
+    bucket: str,
+    job: str,
+    run_id: str,
+    *,
+    report: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    model_uri: str | None,
+    checkpoint: Callable[[str], None] | None = None,
+    notify: Callable[[str, dict[str, Any]], None] | None = None,
+    registry: Any = None,
     states: dict[str, str] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report (unless
     `states` says otherwise); `registry`: another client of the scenario's registry (through a proxy)."""
     from inventory_pipeline.decisions import GatePolicy, RunFacts
@@ -452,9 +464,13 @@ def run_gate_for(
     states = states or dict.fromkeys(("train", "wait_for_training", "wait_for_rules", "parse_rule_reports"), "success")
     if report and report["decision"]["failed"]:
         states["parse_rule_reports"] = "failed"
-    facts = RunFacts(job=job, task_states=states, report=report, metrics=metrics,
-                     lineage={"lineage": {"dataset_version": "fault-dataset"},
-                              "champion": champion.to_dict() if champion else None})  # fmt: skip
+    facts = RunFacts(
+        job=job,
+        task_states=states,
+        report=report,
+        metrics=metrics,
+        lineage={"lineage": {"dataset_version": "fault-dataset"}, "champion": champion.to_dict() if champion else None},
+    )
     inputs = GateInputs(dag_id=DAG_ID, run_id=run_id, model_uri=model_uri, params={"model": "small_cnn"})
     extra = {"checkpoint": checkpoint} if checkpoint else {}
     return run_gate(env.s3, bucket, ROOT_PREFIX, registry, facts, inputs, GatePolicy(), notify=notify, **extra)
@@ -497,8 +513,11 @@ class Audit:
                     self.problems.append(f"{manifest_key} names {entry['pack']}, which is missing (partial dataset)")
                 elif hashlib.md5(pack[start:end]).hexdigest() != entry["etag"]:  # ETag: MD5 of a simple upload
                     self.problems.append(f"{manifest_key}: {entry['image_id']} in {entry['pack']} is other bytes")
-            listed = {manifest_key} | {f"{version_prefix}{split}{suffix}" for split in ("train", "valid", "test")
-                                       for suffix in (".manifest", "/labels.json")}  # fmt: skip
+            listed = {manifest_key} | {
+                f"{version_prefix}{split}{suffix}"
+                for split in ("train", "valid", "test")
+                for suffix in (".manifest", "/labels.json")
+            }
             strays = [k for k in keys if k.startswith(version_prefix) and k not in listed]
             self.duplicated += len(strays)
             if set(ids) & set(forbidden):
@@ -574,8 +593,10 @@ class Audit:
             ):
                 self.problems.append(f"champion replaced by a model that is not better: {record}")
         if after["metrics"].get("version") != champion.version:
-            self.problems.append(f"models/champion/ holds v{after['metrics'].get('version')}, the registry "
-                                 f"champion is v{champion.version}")  # fmt: skip
+            self.problems.append(
+                f"models/champion/ holds v{after['metrics'].get('version')}, the registry "
+                f"champion is v{champion.version}"
+            )
         src_bucket, _, src_key = champion.source[5:].partition("/")
         source = list_keys(self.env.s3, src_bucket, src_key).get(src_key)
         if source != after["model_etag"]:
@@ -1224,9 +1245,13 @@ def foreign_job(env: FaultEnv) -> Row:
     params, shared = env.train_params(), env.shared()
     name = job_name(names.run_id)
     foreign = build_training_request(
-        Settings.from_sources({**params, "deployment_id": "another-deployment"}, env={}), name,
-        shared["dataset"]["channels"], shared["sleeper"]["s3_uri"], run_id=names.run_id, dag_id=DAG_ID,
-    )  # fmt: skip
+        Settings.from_sources({**params, "deployment_id": "another-deployment"}, env={}),
+        name,
+        shared["dataset"]["channels"],
+        shared["sleeper"]["s3_uri"],
+        run_id=names.run_id,
+        dag_id=DAG_ID,
+    )
     env.sm.create_training_job(**foreign)
     audit = Audit(env, fault)
     try:
@@ -1283,8 +1308,12 @@ def spot_interrupted(env: FaultEnv) -> Row:
     restarted = statuses[statuses.index("Interrupted") :] if "Interrupted" in statuses else []
     metrics: dict[str, Any] = {}
     if described["TrainingJobStatus"] == "Completed":
-        body = env.s3.get_object(Bucket=bucket, Key=described["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
-                                 .replace("model.tar.gz", "output.tar.gz"))["Body"].read()  # fmt: skip
+        body = env.s3.get_object(
+            Bucket=bucket,
+            Key=described["ModelArtifacts"]["S3ModelArtifacts"]
+            .split("/", 3)[3]
+            .replace("model.tar.gz", "output.tar.gz"),
+        )["Body"].read()
         metrics = json.loads(tarfile.open(fileobj=io.BytesIO(body)).extractfile("metrics.json").read())
     # the train channel is a ManifestFile whose labels.json lists every training photo
     train_labels = shared["dataset"]["channels"]["train"].split("/", 3)[3].replace(".manifest", "/labels.json")
@@ -1294,9 +1323,12 @@ def spot_interrupted(env: FaultEnv) -> Row:
     resumed = 0 < metrics.get("resumed_after_epoch", 0) < epochs
     billed, trained = described.get("BillableTimeInSeconds", 0), described.get("TrainingTimeInSeconds", 0)
     handled = (
-        restarted[:3] == ["Interrupted", "Restarting", "Training"] and epochs_seen == list(range(1, epochs + 1))
-        and resumed and same_data and 0 < billed < trained
-    )  # fmt: skip
+        restarted[:3] == ["Interrupted", "Restarting", "Training"]
+        and epochs_seen == list(range(1, epochs + 1))
+        and resumed
+        and same_data
+        and 0 < billed < trained
+    )
     return audit.row(
         f"job {described['TrainingJobStatus']}: resumed after epoch {metrics.get('resumed_after_epoch')}, "
         f"epochs {epochs_seen}, billable {billed} s of {trained} s",
@@ -1701,7 +1733,7 @@ def _better_job(env: FaultEnv, names: Names, job: str, accuracy: float, champion
     env.s3.put_object(Bucket=names.bucket, Key=artifact, Body=tar_archive({"model.pth": f"{job} weights".encode()}))
     metrics = accuracy_metrics(accuracy, champion_accuracy)
     report = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
-    return {"report": report, "metrics": metrics, "model_uri": f"s3://{names.bucket}/{artifact}"}  # fmt: skip
+    return {"report": report, "metrics": metrics, "model_uri": f"s3://{names.bucket}/{artifact}"}
 
 
 def _gate_crash(env: FaultEnv, step: str, retried: bool) -> Row:
@@ -1720,8 +1752,9 @@ def _gate_crash(env: FaultEnv, step: str, retried: bool) -> Row:
 
     job = "fault-better-job"
     run = _better_job(env, names, job, 0.8, 0.5)
-    died, _ = expect_error(lambda: run_gate_for(env, names.bucket, job, names.run_id, **run, checkpoint=die,
-                                                notify=collect(sent)), Died)  # fmt: skip
+    died, _ = expect_error(
+        lambda: run_gate_for(env, names.bucket, job, names.run_id, **run, checkpoint=die, notify=collect(sent)), Died
+    )
     audit = Audit(env, fault)
     if retried:
         decision = run_gate_for(env, names.bucket, job, names.run_id, **run, notify=collect(sent))
@@ -1730,8 +1763,9 @@ def _gate_crash(env: FaultEnv, step: str, retried: bool) -> Row:
         # the next job scores whichever model the registry names champion now (0.8 once the alias moved)
         moved = registry_for(env, names.bucket).champion().tags.get("job") == job
         nxt = _better_job(env, names, "fault-next-job", 0.4, 0.8 if moved else 0.5)
-        decision = run_gate_for(env, names.bucket, "fault-next-job", f"{names.run_id}-next", **nxt,
-                                notify=collect(sent))
+        decision = run_gate_for(
+            env, names.bucket, "fault-next-job", f"{names.run_id}-next", **nxt, notify=collect(sent)
+        )
         expected = decision["status"] == "not_better"
     audit.champion(names.bucket, before)
     registry = registry_for(env, names.bucket)

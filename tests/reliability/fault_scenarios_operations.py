@@ -44,14 +44,14 @@ MLFLOW_FAULTS: dict[str, Callable[[], Action]] = {
         "Service Unavailable",
         json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "restarting"}).encode(),
         "application/json",
-    ),  # fmt: skip
+    ),
     "403": lambda: Action(
         RESPOND,
         403,
         "Forbidden",
         json.dumps({"error_code": "PERMISSION_DENIED", "message": "not authorized"}).encode(),
         "application/json",
-    ),  # fmt: skip
+    ),
 }
 MLFLOW_POINTS = ("check_lineage", "the gate before deciding", "the gate after the decision write")
 
@@ -104,8 +104,11 @@ def _mlflow_fault(env: FaultEnv, kind: str, point: str) -> Row:
 
             if point == "the gate before deciding":
                 proxy.rule = lambda request: failing()
-            first = _raises(lambda: run_gate_for(env, names.bucket, job, names.run_id, **run, registry=registry,
-                                                 checkpoint=fail_after_decision))  # fmt: skip
+            first = _raises(
+                lambda: run_gate_for(
+                    env, names.bucket, job, names.run_id, **run, registry=registry, checkpoint=fail_after_decision
+                )
+            )
             recorded = _decision(env, names.bucket, job)
             proxy.rule = None
             decision = run_gate_for(env, names.bucket, job, names.run_id, **run, registry=registry)
@@ -194,8 +197,9 @@ def stale_decision_applied_late(env: FaultEnv) -> Row:
             raise Died(step)
 
     died = _raises(lambda: run_gate_for(env, names.bucket, "fault-old", f"{names.run_id}-old", **old, checkpoint=die))
-    newer = run_gate_for(env, names.bucket, "fault-new", f"{names.run_id}-new",
-                         **_better_job(env, names, "fault-new", 0.9, 0.5))  # fmt: skip
+    newer = run_gate_for(
+        env, names.bucket, "fault-new", f"{names.run_id}-new", **_better_job(env, names, "fault-new", 0.9, 0.5)
+    )
     late = run_gate_for(env, names.bucket, "fault-old", f"{names.run_id}-old", **old)
     audit = Audit(env, fault)
     champion = _champion_is(env, names.bucket, None, audit)
@@ -247,8 +251,9 @@ def two_gates_at_once(env: FaultEnv) -> Row:
     runs = registry.client.search_runs([registry._experiment_id()], filter_string="tags.job = 'fault-twice'")
     audit.duplicated += max(0, len(runs) - 1)
     statuses = [r["status"] for r in results]
-    return audit.row(f"both attempts: {statuses}; {len(runs)} MLflow run(s)", statuses == ["promoted"] * 2,
-                     "; ".join(errors))  # fmt: skip
+    return audit.row(
+        f"both attempts: {statuses}; {len(runs)} MLflow run(s)", statuses == ["promoted"] * 2, "; ".join(errors)
+    )
 
 
 @scenario("an unsent announcement")
@@ -267,8 +272,14 @@ def unsent_announcement(env: FaultEnv) -> Row:
     run_gate_for(env, names.bucket, "fault-week-1", f"{names.run_id}-1", **week1, notify=sns_down)
     week2 = _better_job(env, names, "fault-week-2", 0.6, 0.8)
     for _ in range(2):  # the gate and its retry
-        run_gate_for(env, names.bucket, "fault-week-2", f"{names.run_id}-2", **week2,
-                     notify=lambda message_id, record: sent.append(message_id))  # fmt: skip
+        run_gate_for(
+            env,
+            names.bucket,
+            "fault-week-2",
+            f"{names.run_id}-2",
+            **week2,
+            notify=lambda message_id, record: sent.append(message_id),
+        )
     audit = Audit(env, fault)
     audit.duplicated += len(sent) - len(set(sent))
     audit.lost += len({"fault-week-1", "fault-week-2"} - set(sent))
@@ -295,8 +306,10 @@ def clear_after_failed_decision(env: FaultEnv) -> Row:
     audit.champion(names.bucket, before)
     history = [r["status"] for r in DecisionStore(env.s3, names.bucket, ROOT_PREFIX).all() if r["job"] == job]
     handled = (failed["status"], cleared["status"], replay["status"]) == ("failed", "promoted", "promoted")
-    return audit.row(f"failed, then {cleared['status']} (attempt {cleared.get('attempt')}); history {history}",
-                     handled and history == ["failed", "promoted"])  # fmt: skip
+    return audit.row(
+        f"failed, then {cleared['status']} (attempt {cleared.get('attempt')}); history {history}",
+        handled and history == ["failed", "promoted"],
+    )
 
 
 # --- paid work nobody waits for ------------------------------------------------------------------------------
@@ -320,12 +333,20 @@ def sensor_timeout_job_running(env: FaultEnv) -> Row:
         with env.connection():
             train_operator(shared["sleeper"], shared["dataset"]).execute(context(names.run_id, params))
             sensors.job_wait_timeout_s = lambda description: 2  # the job's limit, as if it had run out
-            sensor = sensors.TrainingJobSensor(task_id="wait_for_training", job_name=name, print_log=False,
-                                               mode="poke", poke_interval=0.5)  # fmt: skip
+            sensor = sensors.TrainingJobSensor(
+                task_id="wait_for_training", job_name=name, print_log=False, mode="poke", poke_interval=0.5
+            )
             timed_out = _raises_kind(lambda: sensor.execute(context(names.run_id, params)), AirflowSensorTimeout)
-            ti = type("TI", (), {"xcom_pull": staticmethod(lambda task_ids: {"Training": {"TrainingJobName": name}}),
-                                 "get_task_states": staticmethod(lambda dag_id, run_ids: {
-                                     run_ids[0]: {"wait_for_training": "failed"}})})  # fmt: skip
+            ti = type(
+                "TI",
+                (),
+                {
+                    "xcom_pull": staticmethod(lambda task_ids: {"Training": {"TrainingJobName": name}}),
+                    "get_task_states": staticmethod(
+                        lambda dag_id, run_ids: {run_ids[0]: {"wait_for_training": "failed"}}
+                    ),
+                },
+            )
             stopped = stop_unwatched_job(params, ti, DAG_ID, names.run_id)
         audit.jobs(name)
     finally:
@@ -333,8 +354,10 @@ def sensor_timeout_job_running(env: FaultEnv) -> Row:
         stop_quietly(env.sm, name)
     final = settled(env.sm, name, 120)
     audit.job_state(final)
-    return audit.row(f"timed out, teardown stopped it: job {final['TrainingJobStatus']}",
-                     timed_out and stopped["stopped"] and final["TrainingJobStatus"] == "Stopped")  # fmt: skip
+    return audit.row(
+        f"timed out, teardown stopped it: job {final['TrainingJobStatus']}",
+        timed_out and stopped["stopped"] and final["TrainingJobStatus"] == "Stopped",
+    )
 
 
 def _raises_kind(fn: Callable[[], Any], kind: type[BaseException]) -> bool:
@@ -366,8 +389,10 @@ def train_cleared_after_failed_job(env: FaultEnv) -> Row:
             again = train_operator(shared["sleeper"], shared["dataset"]).execute(context(names.run_id, params))
         audit.jobs(first)
         audit.jobs(second)
-        tags = [expected_from(list_job_tags(env.sm, env.sm.describe_training_job(TrainingJobName=n)["TrainingJobArn"]))
-                for n in (first, second)]  # fmt: skip
+        tags = [
+            expected_from(list_job_tags(env.sm, env.sm.describe_training_job(TrainingJobName=n)["TrainingJobArn"]))
+            for n in (first, second)
+        ]
     finally:
         stop_quietly(env.sm, second)
     started = cleared["Training"]["TrainingJobName"]

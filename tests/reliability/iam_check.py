@@ -17,10 +17,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-_S3_OBJECT = {"GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
-              "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
-              "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
-              "DeleteObject": "s3:DeleteObject"}  # fmt: skip
+_S3_OBJECT = {
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "DeleteObject": "s3:DeleteObject",
+}
 _S3_BUCKET = {"HeadBucket": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket"}
 _LOGS_GROUP = ("CreateLogGroup", "CreateLogStream", "DescribeLogStreams")
 _LOGS_STREAM = ("PutLogEvents", "GetLogEvents")
@@ -28,18 +34,26 @@ _SAGEMAKER_JOB = ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob")
 # SageMaker managed MLflow authorizes each MLflow REST call as `sagemaker-mlflow:<Operation>` on the tracking
 # server's ARN (Service Authorization Reference, "Amazon SageMaker with MLflow"): (method, path) -> operation.
 _MLFLOW = {
-    ("GET", "experiments/get-by-name"): "GetExperimentByName", ("GET", "experiments/get"): "GetExperiment",
-    ("POST", "experiments/create"): "CreateExperiment", ("POST", "experiments/search"): "SearchExperiments",
-    ("POST", "runs/create"): "CreateRun", ("GET", "runs/get"): "GetRun", ("POST", "runs/search"): "SearchRuns",
-    ("POST", "runs/log-batch"): "LogBatch", ("POST", "runs/set-tag"): "SetTag",
-    ("POST", "runs/update"): "UpdateRun", ("GET", "registered-models/get"): "GetRegisteredModel",
+    ("GET", "experiments/get-by-name"): "GetExperimentByName",
+    ("GET", "experiments/get"): "GetExperiment",
+    ("POST", "experiments/create"): "CreateExperiment",
+    ("POST", "experiments/search"): "SearchExperiments",
+    ("POST", "runs/create"): "CreateRun",
+    ("GET", "runs/get"): "GetRun",
+    ("POST", "runs/search"): "SearchRuns",
+    ("POST", "runs/log-batch"): "LogBatch",
+    ("POST", "runs/set-tag"): "SetTag",
+    ("POST", "runs/update"): "UpdateRun",
+    ("GET", "registered-models/get"): "GetRegisteredModel",
     ("POST", "registered-models/create"): "CreateRegisteredModel",
-    ("GET", "model-versions/search"): "SearchModelVersions", ("POST", "model-versions/create"): "CreateModelVersion",
-    ("GET", "model-versions/get"): "GetModelVersion", ("POST", "model-versions/set-tag"): "SetModelVersionTag",
+    ("GET", "model-versions/search"): "SearchModelVersions",
+    ("POST", "model-versions/create"): "CreateModelVersion",
+    ("GET", "model-versions/get"): "GetModelVersion",
+    ("POST", "model-versions/set-tag"): "SetModelVersionTag",
     ("POST", "registered-models/alias"): "SetRegisteredModelAlias",
     ("GET", "registered-models/alias"): "GetModelVersionByAlias",
     ("DELETE", "registered-models/alias"): "DeleteRegisteredModelAlias",
-}  # fmt: skip
+}
 _STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
 _OPERATORS = {
     "StringEquals": lambda value, want: value == want,
@@ -76,8 +90,10 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
         return [Permission("s3:ListBucket", f"arn:aws:s3:::{params['Bucket']}", context)]
     if service == "s3" and operation == "CopyObject":
         source = unquote(params["CopySource"].lstrip("/").split("?versionId=")[0])
-        return [Permission("s3:GetObject", f"arn:aws:s3:::{source}"),
-                Permission("s3:PutObject", f"arn:aws:s3:::{params['Bucket']}/{params['Key']}")]  # fmt: skip
+        return [
+            Permission("s3:GetObject", f"arn:aws:s3:::{source}"),
+            Permission("s3:PutObject", f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"),
+        ]
     if service == "logs" and operation in _LOGS_GROUP + _LOGS_STREAM:
         # CloudWatch Logs authorizes log-group actions against the group ARN with its ":*" suffix.
         group = f"arn:aws:logs:{region}:{account}:log-group:{params['logGroupName']}"
@@ -93,8 +109,9 @@ def required_permissions(call: dict[str, Any], region: str, account: str) -> lis
             # a key the request does not carry is absent from the context, as in IAM
             present = tuple((key, str(value)) for key, value in keys if value is not None)
             needed[0] = Permission(f"sagemaker:{operation}", job, present)
-            needed.append(Permission("iam:PassRole", params["RoleArn"],
-                                     (("iam:PassedToService", "sagemaker.amazonaws.com"),)))  # fmt: skip
+            needed.append(
+                Permission("iam:PassRole", params["RoleArn"], (("iam:PassedToService", "sagemaker.amazonaws.com"),))
+            )
             if params.get("Tags"):  # tag-on-create is authorized as sagemaker:AddTags
                 needed.append(Permission("sagemaker:AddTags", job))
         return needed
@@ -175,7 +192,10 @@ class Policy:
             sid = statement["Sid"]
             if sid in allowlist or statement["Effect"] == "Deny":  # a deny grants nothing
                 continue
-            gaps += [f"{self.name} {sid}: {kind} {value} is granted but never needed"
-                     for kind in ("action", "resource") for value in _listed(statement[kind.title()])
-                     if (sid, kind, value) not in self.used]  # fmt: skip
+            gaps += [
+                f"{self.name} {sid}: {kind} {value} is granted but never needed"
+                for kind in ("action", "resource")
+                for value in _listed(statement[kind.title()])
+                if (sid, kind, value) not in self.used
+            ]
         return gaps

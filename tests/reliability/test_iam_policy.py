@@ -62,11 +62,18 @@ integration = [pytest.mark.integration, pytest.mark.slow]
 
 def policy_values() -> dict[str, str]:
     """What docs/iam.md tells a deployment to fill in, here with the test run's names (moto's SNS account)."""
-    return {"Bucket": BUCKET, "Prefix": PREFIX, "SourceBucket": SOURCE_BUCKET, "AccountId": ACCOUNT_ID,
-            "Region": DEFAULT_REGION, "ExecutionRoleArn": Settings().role_arn,
-            "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}",
-            "RuntimeLimitSeconds": str(Settings().runtime_limit_s), "TrackingServerName": TRACKING_SERVER_NAME,
-            "MlflowArtifactStore": MLFLOW_ARTIFACT_BUCKET}  # fmt: skip
+    return {
+        "Bucket": BUCKET,
+        "Prefix": PREFIX,
+        "SourceBucket": SOURCE_BUCKET,
+        "AccountId": ACCOUNT_ID,
+        "Region": DEFAULT_REGION,
+        "ExecutionRoleArn": Settings().role_arn,
+        "DecisionsTopicArn": f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{NOTIFY_TOPIC}",
+        "RuntimeLimitSeconds": str(Settings().runtime_limit_s),
+        "TrackingServerName": TRACKING_SERVER_NAME,
+        "MlflowArtifactStore": MLFLOW_ARTIFACT_BUCKET,
+    }
 
 
 @dataclass
@@ -113,8 +120,11 @@ def test_the_recorded_run_succeeded(recorded_run: RecordedRun) -> None:
 def test_every_call_is_attributed_to_a_principal_using_its_own_credentials(recorded_run: RecordedRun) -> None:
     calls = our_calls(recorded_run)
     expected_keys = {"airflow": CONN_ACCESS_KEY, "execution_role": LOCAL_ACCESS_KEY}
-    wrong = Counter(f"{c['principal']} {c['service']}:{c['operation']} signed with {c['access_key']}"
-                    for c in calls if expected_keys.get(c["principal"]) != c["access_key"])  # fmt: skip
+    wrong = Counter(
+        f"{c['principal']} {c['service']}:{c['operation']} signed with {c['access_key']}"
+        for c in calls
+        if expected_keys.get(c["principal"]) != c["access_key"]
+    )
     # e.g. a task building a boto3 client from the worker's ambient credentials instead of `aws_default`
     assert not wrong, "calls not made with their principal's credentials:\n" + _lines(wrong)
     # The training processes record too (self_hosted: they upload the debug output themselves).
@@ -126,8 +136,11 @@ def test_every_call_is_attributed_to_a_principal_using_its_own_credentials(recor
 @pytest.mark.slow
 def test_every_call_is_allowed_by_its_principals_policy(evaluation: Evaluation) -> None:
     assert not evaluation.unmapped, "no IAM mapping for:\n" + _lines(evaluation.unmapped)
-    report = "\n".join(f"{principal} ({POLICIES[principal]}) denies:\n{_lines(counter)}"
-                       for principal, counter in evaluation.denied.items() if counter)  # fmt: skip
+    report = "\n".join(
+        f"{principal} ({POLICIES[principal]}) denies:\n{_lines(counter)}"
+        for principal, counter in evaluation.denied.items()
+        if counter
+    )
     assert not report, report
 
 
@@ -137,9 +150,13 @@ def test_every_grant_is_needed_by_some_call(evaluation: Evaluation) -> None:
     gaps = [gap for principal, policy in evaluation.policies.items() for gap in policy.unused(REAL_AWS_ONLY[principal])]
     assert not gaps, "granted but never called (remove it, or allowlist it with a reason):\n" + "\n".join(gaps)
     # The allowlist stays honest: each entry names a statement, and one the local run indeed never needs.
-    stale = [f"{principal} {sid}" for principal, sids in REAL_AWS_ONLY.items() for sid in sids
-             if sid not in {s["Sid"] for s in evaluation.policies[principal].statements}
-             or any(used[0] == sid for used in evaluation.policies[principal].used)]  # fmt: skip
+    stale = [
+        f"{principal} {sid}"
+        for principal, sids in REAL_AWS_ONLY.items()
+        for sid in sids
+        if sid not in {s["Sid"] for s in evaluation.policies[principal].statements}
+        or any(used[0] == sid for used in evaluation.policies[principal].used)
+    ]
     assert not stale, f"allowlisted statements that are missing or used after all: {stale}"
 
 
@@ -171,14 +188,18 @@ def hostile_calls(recorded_run: RecordedRun) -> list[dict]:
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/code/hostile.tar.gz", Body=tar_archive({"hostile.py": HOSTILE}))
     name = "inventory-hostile-job"
     sm.create_training_job(
-        TrainingJobName=name, RoleArn=Settings().role_arn,
+        TrainingJobName=name,
+        RoleArn=Settings().role_arn,
         AlgorithmSpecification={"TrainingImage": "pytorch-training:2.1-cpu-py310", "TrainingInputMode": "File"},
-        HyperParameters={"sagemaker_program": '"hostile.py"', "target": f'"{BUCKET},{PREFIX},{recorded_run.job_name}"',
-                         "sagemaker_submit_directory": f'"s3://{BUCKET}/{PREFIX}/code/hostile.tar.gz"'},
+        HyperParameters={
+            "sagemaker_program": '"hostile.py"',
+            "target": f'"{BUCKET},{PREFIX},{recorded_run.job_name}"',
+            "sagemaker_submit_directory": f'"s3://{BUCKET}/{PREFIX}/code/hostile.tar.gz"',
+        },
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/{PREFIX}/training-jobs"},
         ResourceConfig={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
         StoppingCondition={"MaxRuntimeInSeconds": 300},
-    )  # fmt: skip
+    )
     sm.get_waiter("training_job_completed_or_stopped").wait(
         TrainingJobName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
     )
@@ -216,14 +237,20 @@ def test_operations_map_to_the_iam_actions_aws_authorizes() -> None:
     assert needed("HeadObject", Bucket="b", Key="k") == ["s3:GetObject on arn:aws:s3:::b/k"]
     assert needed("HeadBucket", Bucket="b") == ["s3:ListBucket on arn:aws:s3:::b"]
     assert needed("CopyObject", Bucket="d", Key="k2", CopySource="s/a%20b.jpg") == [
-        "s3:GetObject on arn:aws:s3:::s/a b.jpg", "s3:PutObject on arn:aws:s3:::d/k2"]  # fmt: skip
+        "s3:GetObject on arn:aws:s3:::s/a b.jpg",
+        "s3:PutObject on arn:aws:s3:::d/k2",
+    ]
     params = {"TrainingJobName": "Inventory-X", "RoleArn": "arn:aws:iam::1:role/r", "Tags": True}
     create = {"service": "sagemaker", "operation": "CreateTrainingJob", "params": params}
     assert [p.action for p in required_permissions(create, "us-east-1", "1")] == [
-        "sagemaker:CreateTrainingJob", "iam:PassRole", "sagemaker:AddTags"]  # fmt: skip
+        "sagemaker:CreateTrainingJob",
+        "iam:PassRole",
+        "sagemaker:AddTags",
+    ]
     metrics = {"service": "cloudwatch", "operation": "PutMetricData", "params": {"Namespace": "/aws/sagemaker/X"}}
     assert [str(p) for p in required_permissions(metrics, "us-east-1", "1")] == [
-        "cloudwatch:PutMetricData on * [cloudwatch:namespace=/aws/sagemaker/X]"]  # fmt: skip
+        "cloudwatch:PutMetricData on * [cloudwatch:namespace=/aws/sagemaker/X]"
+    ]
     with pytest.raises(UnmappedCall, match="s3:DeleteBucket"):
         needed("DeleteBucket", Bucket="b")
 

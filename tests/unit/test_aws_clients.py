@@ -18,8 +18,10 @@ def access_key(client) -> str:
 def test_clients_share_one_data_loader_whose_search_paths_stay_put():
     first = make_client("s3", ENDPOINT, "us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
     paths = list(first._loader.search_paths)
-    others = [make_client(s, ENDPOINT, "eu-west-1", aws_access_key_id="a", aws_secret_access_key="b")
-              for s in ("logs", "cloudwatch", "s3", "sagemaker")]  # fmt: skip
+    others = [
+        make_client(s, ENDPOINT, "eu-west-1", aws_access_key_id="a", aws_secret_access_key="b")
+        for s in ("logs", "cloudwatch", "s3", "sagemaker")
+    ]
     assert all(client._loader is first._loader for client in others)
     assert first._loader.search_paths == paths
     assert sum(path.endswith("boto3/data") for path in paths) == 1  # boto3's resources still load

@@ -61,10 +61,24 @@ def test_parses_without_import_errors_or_heavy_imports(parsed):
 
 def test_params_have_the_documented_names_titles_and_types(parsed):
     names = {
-        "source_bucket", "source_prefix", "file_list", "per_class_limit", "instance_type", "instance_count",
-        "epochs", "batch_size", "lr", "model", "rules_mode", "fail_on_rules", "min_improvement",
-        "max_runtime_s", "use_spot", "max_wait_s", "network_isolation",
-    }  # fmt: skip
+        "source_bucket",
+        "source_prefix",
+        "file_list",
+        "per_class_limit",
+        "instance_type",
+        "instance_count",
+        "epochs",
+        "batch_size",
+        "lr",
+        "model",
+        "rules_mode",
+        "fail_on_rules",
+        "min_improvement",
+        "max_runtime_s",
+        "use_spot",
+        "max_wait_s",
+        "network_isolation",
+    }
     assert names <= set(parsed["params"])
     for name in names:
         schema = parsed["schema"][name]
@@ -85,13 +99,21 @@ def test_params_that_are_also_deployment_settings_default_to_the_deployments_val
 
     for name in ("source_bucket", "file_list", "rules_mode", "max_runtime_s", "max_wait_s"):
         assert parsed["params"][name] is None, name
-    variables = {"INVENTORY_USE_SPOT": "true", "INVENTORY_MAX_RUNTIME_S": "7200", "INVENTORY_MAX_WAIT_S": "9000",
-                 "INVENTORY_SOURCE_BUCKET": "team-mirror", "INVENTORY_RULES_MODE": "managed",
-                 "INVENTORY_ENABLE_NETWORK_ISOLATION": "true"}  # fmt: skip
+    variables = {
+        "INVENTORY_USE_SPOT": "true",
+        "INVENTORY_MAX_RUNTIME_S": "7200",
+        "INVENTORY_MAX_WAIT_S": "9000",
+        "INVENTORY_SOURCE_BUCKET": "team-mirror",
+        "INVENTORY_RULES_MODE": "managed",
+        "INVENTORY_ENABLE_NETWORK_ISOLATION": "true",
+    }
     settings = Settings.from_sources(parsed["params"], DeploymentValues(variables.get), declared=parsed["params"])
     assert (settings.use_spot, settings.max_runtime_s, settings.max_wait_s) == (True, 7200, 9000)
     assert (settings.source_bucket, settings.rules_mode, settings.enable_network_isolation) == (
-        "team-mirror", "managed", True)  # fmt: skip
+        "team-mirror",
+        "managed",
+        True,
+    )
 
 
 def test_every_sensor_has_a_timeout_below_airflows_week(parsed):

@@ -11,8 +11,12 @@ from inventory_pipeline.settings import Settings
 
 def manifest(version: str, entries: list[dict], previous: dict | None, threshold: float = 0.1) -> dict:
     counts = counts_by_split(entries)
-    return {"version": version, "counts": counts, "entries": entries,
-            "changes": compare_versions(entries, counts, previous, threshold)}  # fmt: skip
+    return {
+        "version": version,
+        "counts": counts,
+        "entries": entries,
+        "changes": compare_versions(entries, counts, previous, threshold),
+    }
 
 
 def entries(labels: dict[str, int], split: str = "train") -> list[dict]:

@@ -178,11 +178,13 @@ def test_copy_plan_reads_only_what_was_not_validated_and_stored_with_the_pinned_
     assert Pinned.from_row(selected[0].to_row()) == selected[0]
     raw = RawIndex()
     stored = {"pack": "raw/packs/train/p.tar", "offset": 512, "size": 30_000}
-    raw.add({
-        "a": {"image_etag": "img", "metadata_etag": "meta", "label": 1, **stored},  # validated and stored
-        "b": {"image_etag": "older", "metadata_etag": "meta", "label": 1, **stored},  # the photo changed since
-        "c": {"image_etag": "img", "metadata_etag": "old-meta", "label": 1, **stored},  # label corrected since
-    })  # fmt: skip
+    raw.add(
+        {
+            "a": {"image_etag": "img", "metadata_etag": "meta", "label": 1, **stored},  # validated and stored
+            "b": {"image_etag": "older", "metadata_etag": "meta", "label": 1, **stored},  # the photo changed since
+            "c": {"image_etag": "img", "metadata_etag": "old-meta", "label": 1, **stored},  # label corrected since
+        }
+    )
     plan = {p.pair.image_id: (p.stored is not None, p.validated) for p in plan_copies(selected, raw)}
     assert plan == {"a": (True, True), "b": (False, False), "c": (True, False), "d": (False, False)}
 
@@ -211,12 +213,14 @@ def test_a_version_is_labels_and_manifest_files_naming_packs_never_copies():
         {"image_id": "a", "label": 2, "split": "train", "pack": "raw/packs/train/p1.tar", "offset": 512, "size": 9},
         {"image_id": "b", "label": 5, "split": "train", "pack": "raw/packs/train/p2.tar", "offset": 512, "size": 7},
         {"image_id": "c", "label": 1, "split": "test", "pack": "raw/packs/test/p3.tar", "offset": 1536, "size": 3},
-    ]  # fmt: skip
+    ]
     files = channel_files("bkt", "proj/", "v1", entries)
     assert files["proj/datasets/v1/train.manifest"] == [
-        {"prefix": "s3://bkt/proj/"}, "datasets/v1/train/labels.json", "raw/packs/train/p1.tar",
+        {"prefix": "s3://bkt/proj/"},
+        "datasets/v1/train/labels.json",
+        "raw/packs/train/p1.tar",
         "raw/packs/train/p2.tar",
-    ]  # fmt: skip
+    ]
     labels = files["proj/datasets/v1/train/labels.json"]
     assert labels["samples"] == [["raw/packs/train/p1.tar", 512, 9, 2, "a"], ["raw/packs/train/p2.tar", 512, 7, 5, "b"]]
     assert files["proj/datasets/v1/valid.manifest"] == [{"prefix": "s3://bkt/proj/"}, "datasets/v1/valid/labels.json"]

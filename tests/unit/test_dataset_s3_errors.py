@@ -154,9 +154,16 @@ def test_progress_logs_at_intervals(caplog):
 
 
 @pytest.mark.parametrize(
-    "value", ["2026-11-30T01:29:48.000Z", "2026-11-30T01:29:48Z", "Mon, 30 Nov 2026 01:29:48 GMT", 1764466188.5,
-              "1764466188", "2026-11-30T01:29:48"],  # the last two: not S3's forms, botocore's parser decides
-)  # fmt: skip
+    "value",
+    [
+        "2026-11-30T01:29:48.000Z",
+        "2026-11-30T01:29:48Z",
+        "Mon, 30 Nov 2026 01:29:48 GMT",
+        1764466188.5,
+        "1764466188",
+        "2026-11-30T01:29:48",
+    ],  # the last two: not S3's forms, botocore's parser decides
+)
 def test_fast_timestamps_are_the_instants_botocore_parses(value):
     from botocore.utils import parse_timestamp
 

@@ -5,8 +5,20 @@ from support import balanced_truths, scored_metrics
 from inventory_pipeline.comparison import mcnemar_p
 from inventory_pipeline.decisions import GatePolicy, RunFacts, decide
 
-DONE = dict.fromkeys(["select_source", "copy_images", "split_dataset", "package_code", "check_lineage", "train",
-                      "wait_for_training", "wait_for_rules", "parse_rule_reports"], "success")  # fmt: skip
+DONE = dict.fromkeys(
+    [
+        "select_source",
+        "copy_images",
+        "split_dataset",
+        "package_code",
+        "check_lineage",
+        "train",
+        "wait_for_training",
+        "wait_for_rules",
+        "parse_rule_reports",
+    ],
+    "success",
+)
 PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
 CHAMPION = {"version": "3", "job": "job-old", "source": "s3://b/old/model.tar.gz"}
 LINEAGE = {"skip": False, "lineage": {"dataset_version": "ds-2"}, "champion": CHAMPION}
@@ -26,8 +38,14 @@ CHAMPION_RIGHT = [i < 130 or 160 <= i < 170 for i in range(200)]
 
 
 def facts(**changes) -> RunFacts:
-    base = {"job": "job-new", "task_states": dict(DONE), "lineage": LINEAGE, "report": PASSED,
-            "metrics": metrics_for(CANDIDATE_RIGHT, CHAMPION_RIGHT), "champion_now": CHAMPION}  # fmt: skip
+    base = {
+        "job": "job-new",
+        "task_states": dict(DONE),
+        "lineage": LINEAGE,
+        "report": PASSED,
+        "metrics": metrics_for(CANDIDATE_RIGHT, CHAMPION_RIGHT),
+        "champion_now": CHAMPION,
+    }
     return RunFacts(**{**base, **changes})
 
 
@@ -40,8 +58,7 @@ def test_better_on_the_same_images_promotes_with_both_numbers_the_baseline_and_t
     assert (comparison["only_first"], comparison["only_second"], comparison["gain"]) == (30, 10, 20)
     assert comparison["p_value"] == mcnemar_p(30, 10) < 0.01 and "McNemar" in decision["reason"]
     baseline = decision["baseline"]
-    assert baseline["passed"] and baseline["majority"] == {"answer": 3, "correct": 40, "accuracy": 0.2,
-                                                           "rmse": 2**0.5}  # fmt: skip
+    assert baseline["passed"] and baseline["majority"] == {"answer": 3, "correct": 40, "accuracy": 0.2, "rmse": 2**0.5}
 
 
 def test_worse_or_not_enough_better_is_not_better():
@@ -56,8 +73,9 @@ def test_exactly_the_minimum_improvement_does_not_promote():
     """Issue 22 (2): 0.93 - 0.92 > 0.01 in floats; in images, 186 vs 184 of 200 is +2, not more than 2."""
     candidate = [i < 186 for i in range(200)]
     champion = [i < 184 for i in range(200)]
-    decision = decide(facts(metrics=metrics_for(candidate, champion)), GatePolicy(min_improvement=0.01,
-                                                                                  significance=0.5))  # fmt: skip
+    decision = decide(
+        facts(metrics=metrics_for(candidate, champion)), GatePolicy(min_improvement=0.01, significance=0.5)
+    )
     assert decision["status"] == "not_better" and "not more than min_improvement" in decision["reason"]
 
 
@@ -80,7 +98,8 @@ def test_a_candidate_that_drops_a_count_is_not_better_even_when_overall_accuracy
     assert decision["comparison"]["gain"] == 20 and decision["comparison"]["p_value"] < 0.01
     assert decision["status"] == "not_better" and "count 5: 40/40 -> 20/40" in decision["reason"]
     assert decide(facts(metrics=metrics_for(candidate, champion)), GatePolicy(max_class_drop=0.6))["status"] == (
-        "promoted")  # a deployment that tolerates the drop
+        "promoted"
+    )  # a deployment that tolerates the drop
 
 
 def test_a_first_model_that_does_not_beat_the_trivial_answer_is_below_baseline():
@@ -106,8 +125,9 @@ def test_a_first_model_better_than_the_trivial_answer_only_by_chance_is_below_ba
 
 
 def test_first_model_with_real_signal_promotes():
-    first = facts(lineage={**LINEAGE, "champion": None}, champion_now=None,
-                  metrics=scored_metrics(TRUTHS, CANDIDATE_RIGHT))  # fmt: skip
+    first = facts(
+        lineage={**LINEAGE, "champion": None}, champion_now=None, metrics=scored_metrics(TRUTHS, CANDIDATE_RIGHT)
+    )
     decision = decide(first)
     assert decision["status"] == "promoted" and decision["reason"].startswith("first model")
     assert decision["baseline"]["paired"]["p_value"] < 1e-6
@@ -134,21 +154,37 @@ def test_a_champion_that_changed_while_the_run_trained_is_not_compared():
 
 
 def test_blocked_and_failed_runs_get_their_decision():
-    blocked = facts(report={"decision": {"failed": True, "message": "blocked: Overfit"}},
-                    task_states={**DONE, "parse_rule_reports": "failed"})  # fmt: skip
+    blocked = facts(
+        report={"decision": {"failed": True, "message": "blocked: Overfit"}},
+        task_states={**DONE, "parse_rule_reports": "failed"},
+    )
     decision = decide(blocked)
     assert decision["status"] == "blocked" and "Overfit" in decision["reason"]
-    failed = facts(report=None, metrics=None, failures={"train": "ClientError: ResourceLimitExceeded"},
-                   task_states={**DONE, "train": "failed", "wait_for_training": "upstream_failed",
-                                "wait_for_rules": "upstream_failed", "parse_rule_reports": "upstream_failed"})
+    failed = facts(
+        report=None,
+        metrics=None,
+        failures={"train": "ClientError: ResourceLimitExceeded"},
+        task_states={
+            **DONE,
+            "train": "failed",
+            "wait_for_training": "upstream_failed",
+            "wait_for_rules": "upstream_failed",
+            "parse_rule_reports": "upstream_failed",
+        },
+    )
     decision = decide(failed)
     assert decision["status"] == "failed" and decision["reason"] == "train failed: ClientError: ResourceLimitExceeded"
 
 
 def test_an_unchanged_run_is_skipped_only_when_training_was_skipped():
-    skipped = facts(lineage={**LINEAGE, "skip": True, "reason": "unchanged"},
-                    task_states={**DONE, **dict.fromkeys(["train", "wait_for_training", "wait_for_rules",
-                                                          "parse_rule_reports"], "skipped")}, report=None)
+    skipped = facts(
+        lineage={**LINEAGE, "skip": True, "reason": "unchanged"},
+        task_states={
+            **DONE,
+            **dict.fromkeys(["train", "wait_for_training", "wait_for_rules", "parse_rule_reports"], "skipped"),
+        },
+        report=None,
+    )
     assert decide(skipped)["status"] == "skipped_unchanged"
 
 
@@ -162,12 +198,25 @@ def test_a_borderline_gain_waits_for_a_person_and_is_promoted_only_on_their_appr
     asked = decide(facts(metrics=borderline))
     assert asked["status"] == "needs_approval" and asked["comparison"]["p_value"] == 0.125
     assert asked["approval"]["required"] == ["the gain is not significant: the numbers cannot decide"]
-    approved = decide(facts(metrics=borderline, review={"state": "success", "answer": "Promote", "by": "ana",
-                                                         "at": "2026-12-07T01:00:00+00:00", "timed_out": False}))
+    approved = decide(
+        facts(
+            metrics=borderline,
+            review={
+                "state": "success",
+                "answer": "Promote",
+                "by": "ana",
+                "at": "2026-12-07T01:00:00+00:00",
+                "timed_out": False,
+            },
+        )
+    )
     assert approved["status"] == "promoted" and "Approved by ana" in approved["reason"]
     assert approved["approval"]["by"] == "ana"
-    timed_out = decide(facts(metrics=borderline, review={"state": "success", "answer": "Do not promote",
-                                                          "by": None, "timed_out": True}))  # fmt: skip
+    timed_out = decide(
+        facts(
+            metrics=borderline, review={"state": "success", "answer": "Do not promote", "by": None, "timed_out": True}
+        )
+    )
     assert timed_out["status"] == "not_better" and "nobody answered" in timed_out["reason"]
     assert timed_out["approval"]["timed_out"] is True
     rejected = decide(facts(metrics=borderline, review={"state": "success", "answer": "Do not promote", "by": "bo"}))
@@ -183,9 +232,14 @@ def test_approval_conditions_always_and_rule_warned():
     assert decide(facts(report=warned))["status"] == "promoted"  # the default asks only on a non-significant gain
     asked = decide(facts(report=warned), GatePolicy(approval_when=("rule_warned",)))
     assert asked["status"] == "needs_approval" and "Overfit" in asked["reason"]
-    first = facts(lineage={**LINEAGE, "champion": None}, champion_now=None,
-                  metrics=scored_metrics(TRUTHS, CANDIDATE_RIGHT))  # fmt: skip
+    first = facts(
+        lineage={**LINEAGE, "champion": None}, champion_now=None, metrics=scored_metrics(TRUTHS, CANDIDATE_RIGHT)
+    )
     assert decide(first, GatePolicy(approval_when=("always",)))["status"] == "needs_approval"
     # a candidate below the trivial answer or worse than the champion is never put to a person
-    assert decide(facts(metrics=metrics_for(CHAMPION_RIGHT, CANDIDATE_RIGHT)),
-                  GatePolicy(approval_when=("always",)))["status"] == "not_better"  # fmt: skip
+    assert (
+        decide(facts(metrics=metrics_for(CHAMPION_RIGHT, CANDIDATE_RIGHT)), GatePolicy(approval_when=("always",)))[
+            "status"
+        ]
+        == "not_better"
+    )

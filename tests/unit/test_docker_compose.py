@@ -7,8 +7,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = {
-    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
-}  # fmt: skip
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +88,14 @@ def test_the_local_profile_gives_the_dag_what_an_end_to_end_run_needs():
     topic = "arn:aws:sns:us-east-1:123456789012:inventory-retraining-decisions"
     connection, variables = compose_setup.airflow_settings(topic)
     endpoints = {svc: cfg["endpoint_url"] for svc, cfg in connection["extra"]["service_config"].items()}
-    assert endpoints == {"s3": "http://local-aws:5000", "logs": "http://local-aws:5000",
-                         "cloudwatch": "http://local-aws:5000", "sns": "http://local-aws:5000",
-                         "sqs": "http://local-aws:5000", "sagemaker": "http://local-aws:5001"}  # fmt: skip
+    assert endpoints == {
+        "s3": "http://local-aws:5000",
+        "logs": "http://local-aws:5000",
+        "cloudwatch": "http://local-aws:5000",
+        "sns": "http://local-aws:5000",
+        "sqs": "http://local-aws:5000",
+        "sagemaker": "http://local-aws:5001",
+    }
     assert variables["INVENTORY_TRACKING_URI"] == "http://local-aws:5002"
     assert variables["INVENTORY_SNS_TOPIC_ARN"] == topic
     assert variables["INVENTORY_FILE_LIST"] == f"s3://{compose_setup.SOURCE_BUCKET}/file_list.json"

@@ -9,16 +9,33 @@ from support import balanced_truths, scored_metrics
 from inventory_pipeline.comparison import at_prior, read_prior
 from inventory_pipeline.decisions import RunFacts, decide
 
-DONE = dict.fromkeys(["select_source", "copy_images", "split_dataset", "package_code", "check_lineage", "train",
-                      "wait_for_training", "wait_for_rules", "parse_rule_reports"], "success")  # fmt: skip
+DONE = dict.fromkeys(
+    [
+        "select_source",
+        "copy_images",
+        "split_dataset",
+        "package_code",
+        "check_lineage",
+        "train",
+        "wait_for_training",
+        "wait_for_rules",
+        "parse_rule_reports",
+    ],
+    "success",
+)
 PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
 TRUTHS = balanced_truths(40)  # 200 test images, 40 of each count: a balanced quick-run split
 STUDY_PRIOR = {"source": "population", "weights": [0.117613, 0.220190, 0.255340, 0.227277, 0.179580]}
 
 
 def first_model(metrics: dict) -> RunFacts:
-    return RunFacts(job="job-new", task_states=dict(DONE), report=PASSED, metrics=metrics,
-                    lineage={"skip": False, "lineage": {"dataset_version": "ds-1"}, "champion": None})  # fmt: skip
+    return RunFacts(
+        job="job-new",
+        task_states=dict(DONE),
+        report=PASSED,
+        metrics=metrics,
+        lineage={"skip": False, "lineage": {"dataset_version": "ds-1"}, "champion": None},
+    )
 
 
 def test_a_model_worse_than_the_majority_answer_at_its_class_prior_is_never_promoted():
@@ -63,8 +80,15 @@ def test_answers_are_weighed_to_the_prior_exactly_and_an_untested_count_spreads_
     assert at_prior(answers, prior) == (Fraction(3, 5), Fraction(4, 5))
 
 
-UNUSABLE = [None, {}, {"weights": [1, 2, 3]}, {"weights": [0, 1, 1, 1, 1]}, {"weights": ["a", 1, 1, 1, 1]},
-            {"weights": [True, 1, 1, 1, 1]}, [1, 1, 1, 1, 1]]  # fmt: skip
+UNUSABLE = [
+    None,
+    {},
+    {"weights": [1, 2, 3]},
+    {"weights": [0, 1, 1, 1, 1]},
+    {"weights": ["a", 1, 1, 1, 1]},
+    {"weights": [True, 1, 1, 1, 1]},
+    [1, 1, 1, 1, 1],
+]
 
 
 @pytest.mark.parametrize("raw", UNUSABLE)

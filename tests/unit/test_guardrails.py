@@ -50,8 +50,11 @@ def test_runtime_wait_and_estimated_cost_are_bounded():
     error = refused({"instance_type": "ml.p3.2xlarge", "instance_count": 4, "max_runtime_s": 86400}, {})
     assert f"${p3 * 4 * 24:,.2f}" in str(error) and "INVENTORY_MAX_RUN_COST_USD" in str(error)
     assert price_table()["source"] in str(error)  # the prices' source is named
-    assert Settings.from_sources({"instance_type": "ml.p3.2xlarge", "instance_count": 4, "max_runtime_s": 86400},
-                                 {"INVENTORY_MAX_RUN_COST_USD": "0"}, declared=DECLARED)  # fmt: skip
+    assert Settings.from_sources(
+        {"instance_type": "ml.p3.2xlarge", "instance_count": 4, "max_runtime_s": 86400},
+        {"INVENTORY_MAX_RUN_COST_USD": "0"},
+        declared=DECLARED,
+    )
 
 
 def test_required_blocking_rules_are_added_to_a_run_and_never_removed():

@@ -13,11 +13,18 @@ from inventory_pipeline.tracking import ModelVersionInfo
 BASE = Settings(model="small_cnn", instance_count=1)
 
 
-@pytest.mark.parametrize("change", [
-    {"pretrained_s3_uri": "s3://b/pretrained/other.pth"}, {"enable_network_isolation": True},
-    {"rules_mode": "self_hosted"}, {"use_spot": True}, {"max_runtime_s": 7200}, {"max_wait_s": 7200},
-    {"fail_on_rules": ("Overfit",)},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pretrained_s3_uri": "s3://b/pretrained/other.pth"},
+        {"enable_network_isolation": True},
+        {"rules_mode": "self_hosted"},
+        {"use_spot": True},
+        {"max_runtime_s": 7200},
+        {"max_wait_s": 7200},
+        {"fail_on_rules": ("Overfit",)},
+    ],
+)
 def test_every_setting_that_changes_the_model_or_its_judgement_changes_the_lineage(change):
     before = run_lineage(BASE, "ds", "code")
     assert run_lineage(dataclasses.replace(BASE, **change), "ds", "code") != before
@@ -29,8 +36,9 @@ def test_new_weights_under_the_same_uri_are_new_inputs():
 
 
 def _version(number: str, lineage: dict[str, str], decision: str) -> ModelVersionInfo:
-    return ModelVersionInfo(number, "s3://b/m.tar.gz", "r", {**lineage, "decision": decision, "job": f"job-{number}"},
-                            ())  # fmt: skip
+    return ModelVersionInfo(
+        number, "s3://b/m.tar.gz", "r", {**lineage, "decision": decision, "job": f"job-{number}"}, ()
+    )
 
 
 def test_inputs_already_judged_are_not_trained_again_and_the_reason_names_the_judgement():

@@ -118,7 +118,10 @@ def test_efficientnet_lite0_defaults_to_the_ordinal_head_and_the_study_models_ke
     study = parse_config(["--model", "resnet50"], env={}).spec
     assert (study.head, study.view, study.input_size, study.tta) == ("mlp", "crop", 224, "none")
     assert parse_config(["--model", "efficientnet_lite0", "--head", "mlp"], env={}).spec.head == "mlp"
-    for refused in (["--model", "small_cnn", "--head", "linear"], ["--model", "small_cnn", "--head", "ordinal"],
-                    ["--model", "efficientnet_lite0", "--freeze-backbone", "false"]):  # fmt: skip
+    for refused in (
+        ["--model", "small_cnn", "--head", "linear"],
+        ["--model", "small_cnn", "--head", "ordinal"],
+        ["--model", "efficientnet_lite0", "--freeze-backbone", "false"],
+    ):
         with pytest.raises(SystemExit):
             parse_config(refused, env={})

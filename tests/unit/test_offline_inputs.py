@@ -21,8 +21,12 @@ def test_requirements_become_an_offline_install_of_the_shipped_wheels(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(build_sourcedir(code, wheels))) as tar:
         names = sorted(tar.getnames())
         requirements = tar.extractfile("requirements.txt").read().decode()
-    assert names == ["requirements.txt", "train.py", "wheels/pyinstrument-3.4.2-cp310-cp310-manylinux1_x86_64.whl",
-                     "wheels/smdebug-1.0.34-py2.py3-none-any.whl"]  # fmt: skip
+    assert names == [
+        "requirements.txt",
+        "train.py",
+        "wheels/pyinstrument-3.4.2-cp310-cp310-manylinux1_x86_64.whl",
+        "wheels/smdebug-1.0.34-py2.py3-none-any.whl",
+    ]
     assert requirements.startswith(OFFLINE_HEADER) and "SmDebug==1.0.34" in requirements
     assert build_sourcedir(code, wheels) == build_sourcedir(code, wheels)  # still reproducible bytes
     assert requirement_names("-r other.txt\nfoo_bar>=1 ; python_version>'3'\n") == ["foo-bar"]

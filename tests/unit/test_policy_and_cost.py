@@ -7,27 +7,46 @@ from inventory_pipeline.reports.findings import apply_policy, findings_from_job
 
 DESCRIBE = {
     "TrainingJobName": "job",
-    "DebugRuleConfigurations": [{"RuleConfigurationName": "Overfit", "RuleParameters": {"rule_to_invoke": "Overfit",
-                                                                                         "ratio_threshold": "0.1"}}],
+    "DebugRuleConfigurations": [
+        {"RuleConfigurationName": "Overfit", "RuleParameters": {"rule_to_invoke": "Overfit", "ratio_threshold": "0.1"}}
+    ],
     "DebugRuleEvaluationStatuses": [
         {"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "IssuesFound", "StatusDetails": "val >> train"},
         {"RuleConfigurationName": "VanishingGradient", "RuleEvaluationStatus": "NoIssuesFound"},
-        {"RuleConfigurationName": "PoorWeightInitialization", "RuleEvaluationStatus": "Error",
-         "StatusDetails": "no tensors"},
+        {
+            "RuleConfigurationName": "PoorWeightInitialization",
+            "RuleEvaluationStatus": "Error",
+            "StatusDetails": "no tensors",
+        },
         {"RuleConfigurationName": "Overtraining", "RuleEvaluationStatus": "InProgress"},
     ],
     "ProfilerRuleEvaluationStatuses": [
         {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "IssuesFound"}
     ],
-}  # fmt: skip
+}
 REPORTS = {
-    "CPUBottleneck": {"RuleTriggered": 1, "Violations": 36, "Details": {"summary": "CPU above 90%"}, "Datapoints": 65,
-                      "RuleParameters": "threshold:50"},
-    "LowGPUUtilization": {"RuleTriggered": 0, "Violations": 0, "Details": {"summary": "not applicable: no GPU",
-                          "applicable": False}, "Datapoints": 0, "RuleParameters": ""},
-    "StepOutlier": {"RuleTriggered": 0, "Violations": 0, "Details": {"summary": "no outlier"}, "Datapoints": 40,
-                    "RuleParameters": "stddev:3"},
-}  # fmt: skip
+    "CPUBottleneck": {
+        "RuleTriggered": 1,
+        "Violations": 36,
+        "Details": {"summary": "CPU above 90%"},
+        "Datapoints": 65,
+        "RuleParameters": "threshold:50",
+    },
+    "LowGPUUtilization": {
+        "RuleTriggered": 0,
+        "Violations": 0,
+        "Details": {"summary": "not applicable: no GPU", "applicable": False},
+        "Datapoints": 0,
+        "RuleParameters": "",
+    },
+    "StepOutlier": {
+        "RuleTriggered": 0,
+        "Violations": 0,
+        "Details": {"summary": "no outlier"},
+        "Datapoints": 40,
+        "RuleParameters": "stddev:3",
+    },
+}
 
 
 def test_findings_cover_rules_and_profiler_subrules():
@@ -85,19 +104,30 @@ CPU_JOB = {
     "DebugRuleConfigurations": [{"RuleConfigurationName": "Overfit", "RuleParameters": {}}],
     "DebugRuleEvaluationStatuses": [{"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "NoIssuesFound"}],
     "ProfilerRuleConfigurations": [{"RuleConfigurationName": "ProfilerReport", "RuleParameters": {}}],
-    "ProfilerRuleEvaluationStatuses": [{"RuleConfigurationName": "ProfilerReport",
-                                        "RuleEvaluationStatus": "NoIssuesFound"}],
-}  # fmt: skip
+    "ProfilerRuleEvaluationStatuses": [
+        {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "NoIssuesFound"}
+    ],
+}
 # What SageMaker's own ProfilerReport writes on a CPU instance: no `applicable`/`evaluated` keys, 0 datapoints.
 MANAGED_REPORTS = {
-    "LowGPUUtilization": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0,
-                          "RuleParameters": "threshold_p95:70"},
+    "LowGPUUtilization": {
+        "RuleTriggered": 0,
+        "Violations": 0,
+        "Details": {},
+        "Datapoints": 0,
+        "RuleParameters": "threshold_p95:70",
+    },
     "GPUMemoryIncrease": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0, "RuleParameters": ""},
     "CPUBottleneck": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0, "RuleParameters": ""},
     "StepOutlier": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 0, "RuleParameters": ""},
-    "MaxInitializationTime": {"RuleTriggered": 0, "Violations": 0, "Details": {}, "Datapoints": 12,
-                              "RuleParameters": "threshold:20"},
-}  # fmt: skip
+    "MaxInitializationTime": {
+        "RuleTriggered": 0,
+        "Violations": 0,
+        "Details": {},
+        "Datapoints": 12,
+        "RuleParameters": "threshold:20",
+    },
+}
 
 
 def test_managed_profiler_report_on_a_cpu_instance_never_reads_as_passed():
@@ -112,8 +142,15 @@ def test_managed_profiler_report_on_a_cpu_instance_never_reads_as_passed():
 
 
 def test_our_engine_flags_a_rule_that_saw_too_little_as_not_evaluated():
-    reports = {"StepOutlier": {"RuleTriggered": 0, "Violations": 0, "Datapoints": 40, "RuleParameters": "",
-                               "Details": {"summary": "too few steps to judge", "evaluated": False}}}  # fmt: skip
+    reports = {
+        "StepOutlier": {
+            "RuleTriggered": 0,
+            "Violations": 0,
+            "Datapoints": 40,
+            "RuleParameters": "",
+            "Details": {"summary": "too few steps to judge", "evaluated": False},
+        }
+    }
     finding = next(f for f in findings_from_job(CPU_JOB, reports) if f.rule == "StepOutlier")
     assert finding.status == "NotEvaluated"
     decision = apply_policy(findings_from_job(CPU_JOB, reports), ["StepOutlier"])
@@ -122,8 +159,12 @@ def test_our_engine_flags_a_rule_that_saw_too_little_as_not_evaluated():
 
 def test_a_listed_rule_without_any_result_blocks():
     # the ProfilerReport failed and left no folder: its sub-rules have no file at all
-    failed_report = {**CPU_JOB, "ProfilerRuleEvaluationStatuses": [
-        {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "Error", "StatusDetails": "crashed"}]}
+    failed_report = {
+        **CPU_JOB,
+        "ProfilerRuleEvaluationStatuses": [
+            {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "Error", "StatusDetails": "crashed"}
+        ],
+    }
     decision = apply_policy(findings_from_job(failed_report, {}), ["MaxInitializationTime"])
     assert decision.failed and decision.blocking[0].startswith("MaxInitializationTime (NotEvaluated")
     # a listed rule the job never configured at all blocks too
@@ -155,12 +196,18 @@ def test_gpu_rule_table_matches_the_engine():
     from inventory_pipeline.rules.profiler_rules import RULES
 
     assert set(GPU_RULES) == {name for name, rule in RULES.items() if rule.needs_gpu}
+
+
 def test_spot_savings_as_aws_defines_them_and_the_job_facts():
     from inventory_pipeline.reports.job_facts import job_facts, spot_savings
 
-    spot = {"EnableManagedSpotTraining": True, "TrainingTimeInSeconds": 500, "BillableTimeInSeconds": 100,
-            "CheckpointConfig": {"S3Uri": "s3://b/j/checkpoints"},
-            "SecondaryStatusTransitions": [{"Status": "Training"}, {"Status": "Interrupted"}]}  # fmt: skip
+    spot = {
+        "EnableManagedSpotTraining": True,
+        "TrainingTimeInSeconds": 500,
+        "BillableTimeInSeconds": 100,
+        "CheckpointConfig": {"S3Uri": "s3://b/j/checkpoints"},
+        "SecondaryStatusTransitions": [{"Status": "Training"}, {"Status": "Interrupted"}],
+    }
     assert spot_savings(spot) == pytest.approx(0.8)  # AWS's example: 100 billable of 500 s is 80% saved
     assert spot_savings({**spot, "EnableManagedSpotTraining": False}) is None
     facts = job_facts(spot)

@@ -10,13 +10,18 @@ from inventory_pipeline.training.request import CHANNELS, build_training_request
 CHANNEL_URIS = {c: f"s3://bucket/abid/datasets/v1/{c}.manifest" for c in CHANNELS}
 SOURCEDIR = "s3://bucket/abid/code/sourcedir-abc.tar.gz"
 # the demo's dataset version: 1198 train and 153 valid photos
-COUNTS = {"train": {"1": 240, "2": 240, "3": 240, "4": 239, "5": 239},
-          "valid": {"1": 31, "2": 31, "3": 31, "4": 30, "5": 30}, "test": {"1": 30}}  # fmt: skip
+COUNTS = {
+    "train": {"1": 240, "2": 240, "3": 240, "4": 239, "5": 239},
+    "valid": {"1": 31, "2": 31, "3": 31, "4": 30, "5": 30},
+    "test": {"1": 30},
+}
 
 
 def parameters_of(configurations: list[dict]) -> dict[str, dict[str, str]]:
-    return {c["RuleConfigurationName"]: {k: v for k, v in c["RuleParameters"].items() if k != "rule_to_invoke"}
-            for c in configurations}  # fmt: skip
+    return {
+        c["RuleConfigurationName"]: {k: v for k, v in c["RuleParameters"].items() if k != "rule_to_invoke"}
+        for c in configurations
+    }
 
 
 def test_a_schedule_counts_each_workers_training_steps_and_the_whole_evaluation():
@@ -47,8 +52,9 @@ def test_overfit_and_overtraining_are_sized_in_epochs_of_the_schedule():
 
 
 def test_the_managed_request_sends_the_calibrated_parameters():
-    request = build_training_request(Settings(epochs=12, instance_count=1), "inventory-run-1", CHANNEL_URIS,
-                                     SOURCEDIR, counts=COUNTS)  # fmt: skip
+    request = build_training_request(
+        Settings(epochs=12, instance_count=1), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, counts=COUNTS
+    )
     sent = parameters_of(request["DebugRuleConfigurations"])
     assert sent["Overfit"] == {"start_step": "172", "patience": "3", "ratio_threshold": "0.25"}
     assert sent["Overtraining"]["patience_train"] == "190"
@@ -64,8 +70,10 @@ def test_self_hosted_evaluation_uses_the_parameters_its_request_was_sized_for():
     assert request["Environment"][SCHEDULE_ENV] == "12,38,5" and "DebugRuleConfigurations" not in request
     # what DescribeTrainingJob returns for that job: the schedule comes back with the Environment
     debug, _ = rule_configurations({"Environment": request["Environment"]}, settings)
-    managed = build_training_request(Settings(epochs=12, instance_count=1), "inventory-run-1", CHANNEL_URIS,
-                                     SOURCEDIR, counts=COUNTS)  # fmt: skip
+    managed = build_training_request(
+        Settings(epochs=12, instance_count=1), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, counts=COUNTS
+    )
     assert parameters_of(debug) == parameters_of(managed["DebugRuleConfigurations"])
     assert json.dumps(parameters_of(debug)["Overfit"]) == json.dumps(
-        {"start_step": "172", "patience": "3", "ratio_threshold": "0.25"})  # fmt: skip
+        {"start_step": "172", "patience": "3", "ratio_threshold": "0.25"}
+    )

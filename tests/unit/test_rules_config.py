@@ -123,12 +123,8 @@ def test_wall_time_is_read_from_the_first_record_header_only(tmp_path):
     (trial / "index" / "000000000" / "000000000003_worker_0.json").write_text(json.dumps(meta))
     (trial / "index" / "000000000" / "000000000004_worker_0.json").write_text("{broken")
     timeline = read_step_timeline(LocalStorage(trial))
-    assert [(s.step, s.mode, s.mode_step, s.start) for s in timeline.steps] == [
-        (3, "EVAL", 1, 1_790_000_123.25)
-    ]
-    assert (
-        timeline.trial_found and not timeline.ended and "000000000004_worker_0.json" in timeline.problems[0]
-    )
+    assert [(s.step, s.mode, s.mode_step, s.start) for s in timeline.steps] == [(3, "EVAL", 1, 1_790_000_123.25)]
+    assert timeline.trial_found and not timeline.ended and "000000000004_worker_0.json" in timeline.problems[0]
 
 
 @pytest.mark.parametrize(

@@ -89,9 +89,7 @@ def report_config(**overrides) -> dict:
 
 def run_report(tmp_path: Path, records: list[dict], **overrides):
     out = tmp_path / "out"
-    outcome = evaluate_profiler_report(
-        report_config(**overrides), write_metrics(tmp_path / "m", records), out
-    )
+    outcome = evaluate_profiler_report(report_config(**overrides), write_metrics(tmp_path / "m", records), out)
     folder = out / "profiler-output" / "profiler-reports"
     reports = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")} if folder.is_dir() else {}
     return outcome, reports
@@ -106,9 +104,7 @@ def run_rule(
 ) -> dict:
     parameters = {**profiler_defaults()[name], **overrides}
     events = sorted((parse_event(r) for r in metrics), key=lambda e: e.timestamp)
-    return RULES[name](**parameters).evaluate(
-        ProfilerData(SystemMetrics(events), timeline or StepTimeline(), start)
-    )
+    return RULES[name](**parameters).evaluate(ProfilerData(SystemMetrics(events), timeline or StepTimeline(), start))
 
 
 def test_defaults_are_sagemakers():
@@ -122,15 +118,11 @@ def test_defaults_are_sagemakers():
         "scan_interval_us": 60_000_000,
     }
     assert defaults["LowGPUUtilization"]["threshold_p95"] == 70 and defaults["StepOutlier"]["stddev"] == 3
-    assert (
-        defaults["MaxInitializationTime"]["threshold"] == 20 and defaults["LoadBalancing"]["threshold"] == 0.5
-    )
+    assert defaults["MaxInitializationTime"]["threshold"] == 20 and defaults["LoadBalancing"]["threshold"] == 0.5
 
 
 def test_a_cpu_only_host_never_fires_a_gpu_rule_even_at_full_cpu(tmp_path):
-    outcome, reports = run_report(
-        tmp_path, samples(1200, cpu=[100.0, 100.0], iowait=[90.0, 90.0], memory=40.0)
-    )
+    outcome, reports = run_report(tmp_path, samples(1200, cpu=[100.0, 100.0], iowait=[90.0, 90.0], memory=40.0))
     assert outcome.status == "NoIssuesFound", outcome.details
     for rule in GPU_RULES:
         assert reports[rule]["RuleTriggered"] == 0
@@ -177,9 +169,7 @@ def test_low_gpu_utilization_finds_underuse_and_fluctuation():
 
 
 def test_gpu_memory_increase_fires_on_a_jump_after_patience():
-    jump = run_rule(
-        "GPUMemoryIncrease", samples(1100, gpu=[50.0], gpu_memory=[lambda i: 10.0 if i < 1050 else 90.0])
-    )
+    jump = run_rule("GPUMemoryIncrease", samples(1100, gpu=[50.0], gpu_memory=[lambda i: 10.0 if i < 1050 else 90.0]))
     assert jump["RuleTriggered"] == 1 and jump["Violations"] > 0
     flat = run_rule("GPUMemoryIncrease", samples(1100, gpu=[50.0], gpu_memory=[lambda i: 40.0 + i % 3]))
     assert flat["RuleTriggered"] == 0
@@ -214,10 +204,7 @@ def test_step_outlier_needs_more_than_n_outliers_slow_steps_among_over_100():
     assert slow["RuleTriggered"] == 1 and slow["Violations"] == 12
     assert slow["Details"]["step_details"]["worker_0/TRAIN"]["outlier_steps"] == list(range(150, 162))
     few = run_rule("StepOutlier", timeline=timeline([0.1] * 150 + [1.0] * 5))
-    assert (
-        few["RuleTriggered"] == 0
-        and few["Details"]["step_details"]["worker_0/TRAIN"]["number_of_outliers"] == 5
-    )
+    assert few["RuleTriggered"] == 0 and few["Details"]["step_details"]["worker_0/TRAIN"]["number_of_outliers"] == 5
     short = run_rule("StepOutlier", timeline=timeline([0.1] * 50 + [1.0] * 12))
     assert short["RuleTriggered"] == 0 and "too few steps" in short["Details"]["summary"]
     other_mode = run_rule("StepOutlier", timeline=timeline([0.1] * 150 + [1.0] * 12), mode="EVAL")
@@ -227,15 +214,11 @@ def test_step_outlier_needs_more_than_n_outliers_slow_steps_among_over_100():
 
 
 def test_max_initialization_time_measures_the_wait_for_the_first_step():
-    late = run_rule(
-        "MaxInitializationTime", samples(2, cpu=[10.0]), timeline([0.1] * 3, start=START + 25 * 60)
-    )
+    late = run_rule("MaxInitializationTime", samples(2, cpu=[10.0]), timeline([0.1] * 3, start=START + 25 * 60))
     assert late["RuleTriggered"] == 1 and "25.00 min" in late["Details"]["summary"]
     prompt = run_rule("MaxInitializationTime", samples(2, cpu=[10.0]), timeline([0.1] * 3, start=START + 120))
     assert prompt["RuleTriggered"] == 0
-    stuck = run_rule(
-        "MaxInitializationTime", samples(2, interval=30 * 60, cpu=[10.0]), StepTimeline(trial_found=True)
-    )
+    stuck = run_rule("MaxInitializationTime", samples(2, interval=30 * 60, cpu=[10.0]), StepTimeline(trial_found=True))
     assert stuck["RuleTriggered"] == 1 and "no training step" in stuck["Details"]["summary"]
     unknown = run_rule("MaxInitializationTime", samples(2, cpu=[10.0]))
     assert unknown["Details"]["summary"].startswith("not evaluated")
@@ -249,15 +232,10 @@ def test_max_initialization_time_measures_the_wait_for_the_first_step():
 
 
 def test_overall_system_usage_summarises_per_node_and_never_triggers():
-    records = samples(100, cpu=[20.0, 60.0], memory=30.0) + samples(
-        100, node="algo-2", cpu=[90.0, 90.0], memory=50.0
-    )
+    records = samples(100, cpu=[20.0, 60.0], memory=30.0) + samples(100, node="algo-2", cpu=[90.0, 90.0], memory=50.0)
     report = run_rule("OverallSystemUsage", records)
     assert report["RuleTriggered"] == 0 and report["Datapoints"] == 100
-    assert (
-        report["Details"]["CPU"]["algo-1"]["p50"] == 40.0
-        and report["Details"]["CPU"]["algo-2"]["max"] == 90.0
-    )
+    assert report["Details"]["CPU"]["algo-1"]["p50"] == 40.0 and report["Details"]["CPU"]["algo-2"]["max"] == 90.0
     assert report["Details"]["CPU memory"]["algo-2"]["p95"] == 50.0
 
 
@@ -266,9 +244,7 @@ def test_report_parameters_override_sagemakers_defaults(tmp_path):
     quiet, _ = run_report(tmp_path / "a", short)
     assert quiet.status == "NoIssuesFound"
     loud, reports = run_report(tmp_path / "b", short, CPUBottleneck_patience=5, cpubottleneck_threshold=20)
-    assert loud.status == "IssuesFound" and reports["CPUBottleneck"]["RuleParameters"].startswith(
-        "threshold:20\n"
-    )
+    assert loud.status == "IssuesFound" and reports["CPUBottleneck"]["RuleParameters"].startswith("threshold:20\n")
     assert loud.parameters["CPUBottleneck"]["patience"] == 5
 
 

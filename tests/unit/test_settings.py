@@ -62,8 +62,13 @@ def test_invalid_values_name_their_field(params, field):
 def test_only_declared_params_are_read_from_a_run():
     """Airflow merges undeclared run-conf keys into a task's params: those must never reach the settings."""
     env = {"INVENTORY_BUCKET": "team-bucket", "INVENTORY_ROLE_ARN": "arn:aws:iam::111111111111:role/team"}
-    merged = {"epochs": 5, "bucket": "attacker-bucket", "role_arn": "arn:aws:iam::000000000000:role/other",
-              "subnets": ["subnet-0a1b2c3d"], "enable_network_isolation": False}  # fmt: skip
+    merged = {
+        "epochs": 5,
+        "bucket": "attacker-bucket",
+        "role_arn": "arn:aws:iam::000000000000:role/other",
+        "subnets": ["subnet-0a1b2c3d"],
+        "enable_network_isolation": False,
+    }
     s = Settings.from_sources(merged, env, declared={"epochs", "model"})
     assert s.epochs == 5
     assert s.bucket == "team-bucket" and s.role_arn == "arn:aws:iam::111111111111:role/team"
@@ -114,8 +119,9 @@ def test_a_file_list_comes_only_from_where_the_deployment_reads_them():
     with pytest.raises(SettingsError, match="not from s3://project-bucket/"):
         Settings(source_bucket="aft-vbi-pds", file_list="s3://project-bucket/secrets.json")
     assert Settings(source_bucket="my-source", file_list="s3://my-source/file_list.json").file_list
-    allowed = Settings.from_sources({"file_list": "s3://lists/file_list.json"},
-                                    {"INVENTORY_FILE_LIST_BUCKETS": "lists,other"})  # fmt: skip
+    allowed = Settings.from_sources(
+        {"file_list": "s3://lists/file_list.json"}, {"INVENTORY_FILE_LIST_BUCKETS": "lists,other"}
+    )
     assert allowed.file_list_buckets == ("lists", "other")
     local = Settings.from_sources({"file_list": "/data/file_list.json"}, {"INVENTORY_ALLOW_LOCAL_FILE_LIST": "true"})
     assert local.file_list == "/data/file_list.json"

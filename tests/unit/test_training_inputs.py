@@ -79,8 +79,9 @@ def test_a_frozen_backbone_keeps_imagenet_statistics_while_its_head_trains():
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
     steps = 3
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=steps)
-    result = run_epoch(model, [batch] * steps, torch.nn.CrossEntropyLoss(), torch.device("cpu"), optimizer,
-                       scheduler=scheduler)  # fmt: skip
+    result = run_epoch(
+        model, [batch] * steps, torch.nn.CrossEntropyLoss(), torch.device("cpu"), optimizer, scheduler=scheduler
+    )
     assert result.images == 8 * steps
     assert torch.equal(model.bn1.running_mean, before)  # batch statistics did not leak into the backbone
     assert not model.bn1.training and model.fc.training

@@ -52,7 +52,9 @@ def test_self_hosted_mode_sends_no_debugger_configuration():
     env = request["Environment"]
     assert env["INVENTORY_DEBUG_S3_OUTPUT"].endswith("/inventory-run-1/debug-output")
     assert json.loads(env["INVENTORY_DEBUG_COLLECTIONS"])["relu_input"] == {
-        "include_regex": ".*relu_input", "save_interval": "500"}  # fmt: skip
+        "include_regex": ".*relu_input",
+        "save_interval": "500",
+    }
     assert all(len(value) <= 512 for value in env.values())  # SageMaker's cap on Environment values
     assert env["INVENTORY_PROFILER_S3_OUTPUT"].endswith("/inventory-run-1/profiler-output")
     assert all(len(v) <= 512 for v in env.values())  # SageMaker's limit per value
@@ -60,9 +62,13 @@ def test_self_hosted_mode_sends_no_debugger_configuration():
 
 def test_network_and_encryption_options_reach_the_request():
     request = build(
-        subnets=("subnet-0a1b2c3d",), security_group_ids=("sg-0a1b2c3d",), output_kms_key_id=KMS_OUT,
-        volume_kms_key_id="alias/inventory-volume", enable_network_isolation=True, inter_container_encryption=True,
-    )  # fmt: skip
+        subnets=("subnet-0a1b2c3d",),
+        security_group_ids=("sg-0a1b2c3d",),
+        output_kms_key_id=KMS_OUT,
+        volume_kms_key_id="alias/inventory-volume",
+        enable_network_isolation=True,
+        inter_container_encryption=True,
+    )
     assert request["VpcConfig"] == {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
     assert (
         request["OutputDataConfig"]["KmsKeyId"] == KMS_OUT
@@ -147,12 +153,16 @@ def test_a_dataset_versions_channels_are_manifest_files_in_a_request_botocore_ac
     from inventory_pipeline.training.request import validate_request
 
     uris = channels("bucket", "abid/", "0123456789abcdef")
-    request = build_training_request(Settings(pretrained_s3_uri="s3://bucket/weights/"), "inventory-run-1", uris,
-                                     SOURCEDIR, run_id="run-1")  # fmt: skip
+    request = build_training_request(
+        Settings(pretrained_s3_uri="s3://bucket/weights/"), "inventory-run-1", uris, SOURCEDIR, run_id="run-1"
+    )
     sources = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     for split in CHANNELS:
-        assert sources[split] == {"S3DataType": "ManifestFile", "S3DataDistributionType": "FullyReplicated",
-                                  "S3Uri": f"s3://bucket/abid/datasets/0123456789abcdef/{split}.manifest"}  # fmt: skip
+        assert sources[split] == {
+            "S3DataType": "ManifestFile",
+            "S3DataDistributionType": "FullyReplicated",
+            "S3Uri": f"s3://bucket/abid/datasets/0123456789abcdef/{split}.manifest",
+        }
     assert sources["pretrained"]["S3DataType"] == "S3Prefix"
     validate_request(request)  # botocore's SageMaker model: ManifestFile is one of S3DataType's values
     request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataType"] = "Manifest"
@@ -166,6 +176,7 @@ def test_the_sources_class_counts_reach_the_job_as_its_population_prior():
     assert json.loads(request["HyperParameters"]["population-counts"]) == "1228,2299,2666,2373,1875"
     # unknown, or a count the source lacks: no hyperparameter (the job falls back to ABID's mix)
     assert "population-counts" not in build()["HyperParameters"]
-    lacking = build_training_request(Settings(), "inventory-run-1", CHANNEL_URIS, SOURCEDIR,
-                                     population_counts={**counts, "5": 0})  # fmt: skip
+    lacking = build_training_request(
+        Settings(), "inventory-run-1", CHANNEL_URIS, SOURCEDIR, population_counts={**counts, "5": 0}
+    )
     assert "population-counts" not in lacking["HyperParameters"]

@@ -43,9 +43,15 @@ def compare_versions(
         added = dict(zero)
         for e in entries:
             added[str(e["label"])] += 1
-        return {"previous_version": None, "added": added, "removed": dict(zero),
-                "mix_shift": {s: 0.0 for s in SPLIT_NAMES}, "max_shift": 0.0, "threshold": threshold,
-                "flagged": False}  # fmt: skip
+        return {
+            "previous_version": None,
+            "added": added,
+            "removed": dict(zero),
+            "mix_shift": {s: 0.0 for s in SPLIT_NAMES},
+            "max_shift": 0.0,
+            "threshold": threshold,
+            "flagged": False,
+        }
     before = {e["image_id"]: str(e["label"]) for e in previous.get("entries", [])}
     after = {e["image_id"]: str(e["label"]) for e in entries}
     added, removed = dict(zero), dict(zero)
@@ -57,5 +63,12 @@ def compare_versions(
             removed[label] += 1
     shift = mix_shift(counts, previous.get("counts", {}))
     largest = max(shift.values())
-    return {"previous_version": previous.get("version"), "added": added, "removed": removed, "mix_shift": shift,
-            "max_shift": largest, "threshold": threshold, "flagged": largest > threshold}  # fmt: skip
+    return {
+        "previous_version": previous.get("version"),
+        "added": added,
+        "removed": removed,
+        "mix_shift": shift,
+        "max_shift": largest,
+        "threshold": threshold,
+        "flagged": largest > threshold,
+    }

@@ -69,9 +69,19 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 SUMMARY_KEYS = (
-    "version", "counts", "copied", "skipped", "rejected", "manifest_key", "channels", "raw", "split",
-    "selected", "new", "excluded",
-)  # fmt: skip
+    "version",
+    "counts",
+    "copied",
+    "skipped",
+    "rejected",
+    "manifest_key",
+    "channels",
+    "raw",
+    "split",
+    "selected",
+    "new",
+    "excluded",
+)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -82,11 +92,16 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings(
-            source_bucket=args.source_bucket, source_prefix=args.source_prefix, file_list=args.file_list,
-            per_class_limit=args.per_class_limit, bucket=args.bucket, prefix=args.prefix,
-            copy_workers=args.workers, reject_threshold=args.reject_threshold,
+            source_bucket=args.source_bucket,
+            source_prefix=args.source_prefix,
+            file_list=args.file_list,
+            per_class_limit=args.per_class_limit,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            copy_workers=args.workers,
+            reject_threshold=args.reject_threshold,
             allow_local_file_list=True,  # a person's own command on their own machine: their own files
-        )  # fmt: skip
+        )
         summary = build_dataset(_s3(args, args.workers), settings)
     except (DatasetError, SettingsError) as exc:
         print(f"refused: {exc}")

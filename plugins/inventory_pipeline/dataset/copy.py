@@ -73,10 +73,12 @@ def plan_copies(selected: list[Pinned], raw: RawIndex) -> list[Planned]:
     """What each pair still needs: its image stored (same ETag) is skipped, a validated pair is not re-read."""
     return [
         Planned(
-            item.pair, item.image, item.metadata,
+            item.pair,
+            item.image,
+            item.metadata,
             stored=raw.stored.get((item.pair.image_id, item.image.etag)),
             validated=(item.pair.image_id, item.image.etag, item.metadata.etag, item.pair.label) in raw.validated,
-        )  # fmt: skip
+        )
         for item in selected
     ]
 
@@ -142,10 +144,13 @@ def copy_selection(
     planned = plan_copies(selected, raw_index)
     to_check = [p for p in planned if not p.validated]
     log.info(
-        "%d selected: %d validated before, %d to validate (%d of them already stored), %d rejected by the "
-        "select stage", len(selected), len(planned) - len(to_check), len(to_check),
-        sum(p.stored is not None for p in to_check), len(earlier_rejects or []),
-    )  # fmt: skip
+        "%d selected: %d validated before, %d to validate (%d of them already stored), %d rejected by the select stage",
+        len(selected),
+        len(planned) - len(to_check),
+        len(to_check),
+        sum(p.stored is not None for p in to_check),
+        len(earlier_rejects or []),
+    )
 
     ids_by_split: dict[str, list[str]] = {}
     for p in to_check:
@@ -174,9 +179,12 @@ def copy_selection(
     try:
         with s3io.explained(source_bucket, f"validating into s3://{dest_bucket}/{raw_prefix(dest_root)}"):
             s3io.parallel(
-                lambda item: validate(s3, source_bucket, source_prefix, item), to_check, workers, "validated",
+                lambda item: validate(s3, source_bucket, source_prefix, item),
+                to_check,
+                workers,
+                "validated",
                 consume=consume,
-            )  # fmt: skip
+            )
     except BaseException:  # nothing is recorded: remove what this attempt wrote (a retry writes the same packs)
         with contextlib.suppress(Exception):
             writer.discard()
@@ -197,26 +205,41 @@ def copy_selection(
             rejects,
         )
     if rejects:
-        log.warning("%d of %d selected images rejected (%.1f%%, threshold %.1f%%): continuing without them",
-                    len(rejects), candidates, 100 * ratio, 100 * reject_threshold)  # fmt: skip
+        log.warning(
+            "%d of %d selected images rejected (%.1f%%, threshold %.1f%%): continuing without them",
+            len(rejects),
+            candidates,
+            100 * ratio,
+            100 * reject_threshold,
+        )
 
     def location(item: Planned) -> Stored:
         return item.stored or writer.locations[item.pair.image_id]
 
     validated_now = [p for p in valid if not p.validated]
     entries = {
-        p.pair.image_id: {"image_etag": p.image.etag, "metadata_etag": p.metadata.etag, "label": p.pair.label,
-                          "pack": location(p).pack, "offset": location(p).offset, "size": location(p).size}
+        p.pair.image_id: {
+            "image_etag": p.image.etag,
+            "metadata_etag": p.metadata.etag,
+            "label": p.pair.label,
+            "pack": location(p).pack,
+            "offset": location(p).offset,
+            "size": location(p).size,
+        }
         for p in validated_now
-    }  # fmt: skip
+    }
     with s3io.explained(dest_bucket, "recording the raw index"):
         index_key = write_index(s3, dest_bucket, dest_root, entries, _now())
     stored_ids = {image_id for image_id, _ in raw_index.stored}
     result = CopyResult(
-        rejects=rejects, copied=len(writer.locations), skipped=len(valid) - len(writer.locations),
-        new=sum(1 for p in planned if p.pair.image_id not in stored_ids), revalidated=len(revalidated),
-        packs=list(writer.written), index_key=index_key,
-    )  # fmt: skip
+        rejects=rejects,
+        copied=len(writer.locations),
+        skipped=len(valid) - len(writer.locations),
+        new=sum(1 for p in planned if p.pair.image_id not in stored_ids),
+        revalidated=len(revalidated),
+        packs=list(writer.written),
+        index_key=index_key,
+    )
     result.accepted = sorted(
         (
             {
@@ -235,6 +258,12 @@ def copy_selection(
         ),
         key=lambda a: a["image_id"],
     )
-    log.info("copy done: %d images stored in %d pack(s), %d already stored (%d re-validated), %d rejected",
-             result.copied, len(result.packs), result.skipped, result.revalidated, len(rejects))  # fmt: skip
+    log.info(
+        "copy done: %d images stored in %d pack(s), %d already stored (%d re-validated), %d rejected",
+        result.copied,
+        len(result.packs),
+        result.skipped,
+        result.revalidated,
+        len(rejects),
+    )
     return result

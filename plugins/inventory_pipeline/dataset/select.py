@@ -61,8 +61,9 @@ def parse_file_list(document: Any) -> list[Pair]:
     classes = {str(c) for c in CLASSES}
     for position, (raw_label, values) in enumerate(document.items(), start=1):
         if str(raw_label) not in classes:
-            raise InvalidFileList(f"file list key #{position} ({_shape(raw_label)}) is not a class: only '1'..'5' "
-                                  "are allowed")  # fmt: skip
+            raise InvalidFileList(
+                f"file list key #{position} ({_shape(raw_label)}) is not a class: only '1'..'5' are allowed"
+            )
         if not isinstance(values, list):
             raise InvalidFileList(f"file list class {raw_label!r} must hold a list of metadata paths")
         for index, value in enumerate(values, start=1):
@@ -177,6 +178,9 @@ def select_source(
         )
     log.info(
         "selected %d images %s (%d excluded as outside 1-5, %d rejected)",
-        len(selection.pairs), selection.counts, len(selection.excluded), len(selection.rejects),
-    )  # fmt: skip
+        len(selection.pairs),
+        selection.counts,
+        len(selection.excluded),
+        len(selection.rejects),
+    )
     return selection

@@ -48,18 +48,27 @@ def file_list_tag(s3: Any, location: str) -> str | None:
 
 
 def recent_check(
-    s3: Any, bucket: str, root: str, source: dict[str, Any], file_list: str, recheck_minutes: int,
+    s3: Any,
+    bucket: str,
+    root: str,
+    source: dict[str, Any],
+    file_list: str,
+    recheck_minutes: int,
     now: dt.datetime | None = None,
-) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
+) -> tuple[dict[str, Any] | None, str | None]:
     """(the recorded check when it may be reused, else None; the file list's current tag), read concurrently.
     The tag is read even when nothing may be reused: a full listing always records its selection, so a later run
     never reuses an older one."""
     key = record_key(root, source)
     with s3io.explained(bucket, f"reading {key}"):
-        found = dict(s3io.parallel(
-            lambda what: file_list_tag(s3, file_list) if what == "tag" else s3io.read_json_object(s3, bucket, key),
-            ["tag", "record"], 2, "source check",
-        ))  # fmt: skip
+        found = dict(
+            s3io.parallel(
+                lambda what: file_list_tag(s3, file_list) if what == "tag" else s3io.read_json_object(s3, bucket, key),
+                ["tag", "record"],
+                2,
+                "source check",
+            )
+        )
     tag, record = found["tag"], found["record"]
     if recheck_minutes <= 0 or record is None or tag is None or record.get("file_list_tag") != tag:
         return None, tag
@@ -76,14 +85,24 @@ def recent_check(
 
 
 def remember(
-    s3: Any, bucket: str, root: str, source: dict[str, Any], tag: str | None, selection_key: str,
-    summary: dict[str, Any], listed_at: dt.datetime,
-) -> None:  # fmt: skip
+    s3: Any,
+    bucket: str,
+    root: str,
+    source: dict[str, Any],
+    tag: str | None,
+    selection_key: str,
+    summary: dict[str, Any],
+    listed_at: dt.datetime,
+) -> None:
     """Record a full listing's selection (nothing without the file list's tag: it could not be matched)."""
     if tag is None:
         return
     key = record_key(root, source)
-    record = {"selection_key": selection_key, "summary": summary, "file_list_tag": tag,
-              "listed_at": listed_at.isoformat(timespec="seconds")}  # fmt: skip
+    record = {
+        "selection_key": selection_key,
+        "summary": summary,
+        "file_list_tag": tag,
+        "listed_at": listed_at.isoformat(timespec="seconds"),
+    }
     with s3io.explained(bucket, f"writing {key}"):
         s3io.put_json(s3, bucket, key, record)

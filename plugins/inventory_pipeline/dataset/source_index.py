@@ -70,7 +70,5 @@ def pin_sources(
             rejects.append({"key": metadata if image in index else image, "reason": "missing in source"})
         else:
             rejects.append({"key": image, "reason": "missing in source (and its metadata)"})
-    log.info(
-        "source index: %d pairs found, %d missing in s3://%s/%s", len(pinned), len(rejects), bucket, prefix
-    )
+    log.info("source index: %d pairs found, %d missing in s3://%s/%s", len(pinned), len(rejects), bucket, prefix)
     return pinned, rejects

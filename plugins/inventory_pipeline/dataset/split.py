@@ -134,9 +134,7 @@ def _entries(accepted: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
-def channel_files(
-    bucket: str, root: str, version: str, entries: list[dict[str, Any]]
-) -> dict[str, Any]:
+def channel_files(bucket: str, root: str, version: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Per split: its labels.json document and its ManifestFile, keyed by their S3 keys."""
     files: dict[str, Any] = {}
     for split in SPLITS:
@@ -151,7 +149,9 @@ def channel_files(
         }
         packs = sorted({e["pack"] for e in rows})
         files[channel_manifest_key(root, version, split)] = [
-            {"prefix": f"s3://{bucket}/{root}"}, labels[len(root):], *packs
+            {"prefix": f"s3://{bucket}/{root}"},
+            labels[len(root) :],
+            *packs,
         ]
     return files
 
@@ -171,13 +171,19 @@ def read_latest(s3: Any, bucket: str, root: str) -> dict[str, Any] | None:
 
 
 def _point_latest(
-    s3: Any, bucket: str, root: str, version: str, manifest_key: str, created: str,
+    s3: Any,
+    bucket: str,
+    root: str,
+    version: str,
+    manifest_key: str,
+    created: str,
     latest: dict[str, Any] | None,
-) -> None:  # fmt: skip
+) -> None:
     """Name `version` in latest.json (rewritten only when it changes)."""
     if latest is None or latest.get("version") != version:
-        s3io.put_json(s3, bucket, _latest_key(root), {"version": version, "manifest_key": manifest_key,
-                                                      "created": created})  # fmt: skip
+        s3io.put_json(
+            s3, bucket, _latest_key(root), {"version": version, "manifest_key": manifest_key, "created": created}
+        )
 
 
 def reuse_published(
@@ -209,10 +215,16 @@ def published_and_latest(
     s3: Any, bucket: str, root: str, manifest_key: str
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The manifest's summary (None: not published) and latest.json, read concurrently."""
-    found = dict(s3io.parallel(
-        lambda what: published_summary(s3, bucket, manifest_key) if what == "manifest"
-        else read_latest(s3, bucket, root), ["manifest", "latest"], 2, "reuse check",
-    ))  # fmt: skip
+    found = dict(
+        s3io.parallel(
+            lambda what: (
+                published_summary(s3, bucket, manifest_key) if what == "manifest" else read_latest(s3, bucket, root)
+            ),
+            ["manifest", "latest"],
+            2,
+            "reuse check",
+        )
+    )
     return found["manifest"], found["latest"]
 
 
@@ -259,9 +271,13 @@ def publish_dataset(
         latest = read_latest(s3, bucket, root)
         changes = compare_versions(entries, counts, _previous_manifest(s3, bucket, latest, version), mix_threshold)
         if changes["flagged"]:
-            log.warning("dataset %s: the class mix moved by %.1f points (threshold %.1f) against %s",
-                        version, 100 * changes["max_shift"], 100 * mix_threshold,
-                        changes["previous_version"])  # fmt: skip
+            log.warning(
+                "dataset %s: the class mix moved by %.1f points (threshold %.1f) against %s",
+                version,
+                100 * changes["max_shift"],
+                100 * mix_threshold,
+                changes["previous_version"],
+            )
         files = channel_files(bucket, root, version, entries)
         s3io.parallel(lambda key: s3io.put_json(s3, bucket, key, files[key]), sorted(files), workers, "channel files")
 
@@ -286,9 +302,12 @@ def publish_dataset(
         # everything it needs from one HEAD instead of downloading a manifest with thousands of entries.
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
         s3.put_object(
-            Bucket=bucket, Key=manifest_key, Body=body, ContentType="application/json",
+            Bucket=bucket,
+            Key=manifest_key,
+            Body=body,
+            ContentType="application/json",
             Metadata={"summary": json.dumps({k: summary[k] for k in _HEAD_FIELDS}, separators=(",", ":"))},
-        )  # fmt: skip
+        )
         _point_latest(s3, bucket, root, version, manifest_key, manifest["created"], latest)
     log.info("published dataset %s: %s", version, manifest["counts"])
     return summary

@@ -103,16 +103,26 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
     listing's published selection is reused instead (source_check)."""
     root, source_bucket, source_prefix = settings.root, settings.source_bucket, settings.source_prefix
     source = _source(settings)  # what defines the selection: names its document and its source-check record
-    checked, tag = source_check.recent_check(s3, settings.bucket, root, source, settings.file_list,
-                                             settings.source_recheck_minutes)  # fmt: skip
+    checked, tag = source_check.recent_check(
+        s3, settings.bucket, root, source, settings.file_list, settings.source_recheck_minutes
+    )
     if checked is not None:
         published = _published_record(s3, settings, checked["selection_key"])
         if published is not None:
-            log.info("source listed %d s ago (source_recheck_minutes=%d) with the same file list: reusing selection "
-                     "%s, published as dataset %s", checked["age_s"], settings.source_recheck_minutes,
-                     checked["selection_key"], published.get("version"))  # fmt: skip
-            summary = {**checked["summary"], "new": 0, "source_listed_at": checked["listed_at"],
-                       "source_listing": "reused"}  # fmt: skip
+            log.info(
+                "source listed %d s ago (source_recheck_minutes=%d) with the same file list: reusing selection "
+                "%s, published as dataset %s",
+                checked["age_s"],
+                settings.source_recheck_minutes,
+                checked["selection_key"],
+                published.get("version"),
+            )
+            summary = {
+                **checked["summary"],
+                "new": 0,
+                "source_listed_at": checked["listed_at"],
+                "source_listing": "reused",
+            }
             return Staged(checked["selection_key"], {}, summary, published), None
     listed_at = dt.datetime.now(dt.UTC)
     selection = select_source(
@@ -124,7 +134,7 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
     check_splits(counts_by_split(splits), len(splits))
     pinned, missing = pin_sources(
         s3, source_bucket, source_prefix, selection.pairs, settings.copy_workers, selection.metadata_listing
-    )  # fmt: skip
+    )
     if not pinned:
         shown = "; ".join(f"{r['key']}: {r['reason']}" for r in missing[:5])
         raise EmptySelection(
@@ -170,8 +180,12 @@ def _select(s3: Any, settings: Settings) -> tuple[Staged, RawIndex | None]:
         stored = {image_id for image_id, _ in raw_index.stored}
         new = sum(1 for p in pinned if p.pair.image_id not in stored)
     log.info("selection %s: %d images, %d new since the last run, %d rejected", key, len(pinned), new, len(rejects))
-    summary = {**summary, "new": new, "source_listed_at": listed_at.isoformat(timespec="seconds"),
-               "source_listing": "listed"}  # fmt: skip
+    summary = {
+        **summary,
+        "new": new,
+        "source_listed_at": listed_at.isoformat(timespec="seconds"),
+        "source_listing": "listed",
+    }
     return Staged(key, document, summary, published), raw_index
 
 
@@ -179,19 +193,35 @@ def _copy(s3: Any, settings: Settings, selection: Staged, raw_index: RawIndex | 
     published = selection.published or _published_record(s3, settings, selection.key)
     if published is not None:  # everything this selection needs is already copied and published
         accepted, rejects = published["accepted"], published["rejects"]
-        log.info("copy: selection already published as dataset %s: 0 copied, %d skipped",
-                 published["version"], accepted)  # fmt: skip
-        summary = {"copy_key": published["copy_key"], "new": 0, "accepted": accepted, "copied": 0,
-                   "skipped": accepted, "revalidated": 0, "packs": 0, "rejected": len(rejects),
-                   "rejects": rejects[:50]}  # fmt: skip
+        log.info(
+            "copy: selection already published as dataset %s: 0 copied, %d skipped", published["version"], accepted
+        )
+        summary = {
+            "copy_key": published["copy_key"],
+            "new": 0,
+            "accepted": accepted,
+            "copied": 0,
+            "skipped": accepted,
+            "revalidated": 0,
+            "packs": 0,
+            "rejected": len(rejects),
+            "rejects": rejects[:50],
+        }
         return Staged(published["copy_key"], {}, summary, published)
     source = selection.document["source"]
     selected = [Pinned.from_row(row) for row in selection.document["pairs"]]
     result = copy_selection(
-        s3, selected, source["bucket"], source["prefix"], settings.bucket, settings.root,
-        workers=settings.copy_workers, reject_threshold=settings.reject_threshold,
-        earlier_rejects=selection.document.get("rejects", []), raw_index=raw_index,
-    )  # fmt: skip
+        s3,
+        selected,
+        source["bucket"],
+        source["prefix"],
+        settings.bucket,
+        settings.root,
+        workers=settings.copy_workers,
+        reject_threshold=settings.reject_threshold,
+        earlier_rejects=selection.document.get("rejects", []),
+        raw_index=raw_index,
+    )
     document = {
         "source": source,
         "selection_key": selection.key,
@@ -226,15 +256,26 @@ def _split(s3: Any, settings: Settings, copied: dict[str, Any], copy_key: str) -
         "excluded": copied.get("excluded"),
     }
     manifest = publish_dataset(
-        s3, settings.bucket, settings.root, copied["accepted"], copied["rejects"], source,
-        workers=settings.copy_workers, settings_used=copied.get("settings"),
+        s3,
+        settings.bucket,
+        settings.root,
+        copied["accepted"],
+        copied["rejects"],
+        source,
+        workers=settings.copy_workers,
+        settings_used=copied.get("settings"),
         mix_threshold=settings.class_mix_threshold,
-    )  # fmt: skip
+    )
     selection_key = copied.get("selection_key")
     if selection_key:  # after the manifest: a record never points at a dataset that is not complete
-        record = {"selection_key": selection_key, "copy_key": copy_key, "manifest_key": manifest["manifest_key"],
-                  "version": manifest["version"], "accepted": len(copied["accepted"]),
-                  "rejects": copied["rejects"]}  # fmt: skip
+        record = {
+            "selection_key": selection_key,
+            "copy_key": copy_key,
+            "manifest_key": manifest["manifest_key"],
+            "version": manifest["version"],
+            "accepted": len(copied["accepted"]),
+            "rejects": copied["rejects"],
+        }
         _put_once(s3, settings.bucket, _published_key(settings.root, selection_key), record)
     return manifest
 
@@ -278,8 +319,16 @@ def build_dataset(s3: Any, settings: Settings) -> dict[str, Any]:
     if copy.published is not None:
         record = copy.published
         with s3io.explained(settings.bucket, "reusing the published dataset"):
-            manifest = reuse_published(s3, settings.bucket, settings.root, record["version"], record["manifest_key"],
-                                       record["rejects"], record["manifest_summary"], record["latest"])  # fmt: skip
+            manifest = reuse_published(
+                s3,
+                settings.bucket,
+                settings.root,
+                record["version"],
+                record["manifest_key"],
+                record["rejects"],
+                record["manifest_summary"],
+                record["latest"],
+            )
         if manifest is None:  # deleted in the last moments: publish it again from the copy document
             manifest = _split(s3, settings, _read_staged(s3, settings, copy.key), copy.key)
     else:

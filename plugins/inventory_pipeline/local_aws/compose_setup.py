@@ -63,8 +63,15 @@ def _write_to_airflow(connection: dict[str, Any], variables: dict[str, str]) -> 
 
     with create_session() as session:
         session.query(Connection).filter(Connection.conn_id == "aws_default").delete()
-        session.add(Connection(conn_id="aws_default", conn_type=connection["conn_type"], login=connection["login"],
-                               password=connection["password"], extra=json.dumps(connection["extra"])))  # fmt: skip
+        session.add(
+            Connection(
+                conn_id="aws_default",
+                conn_type=connection["conn_type"],
+                login=connection["login"],
+                password=connection["password"],
+                extra=json.dumps(connection["extra"]),
+            )
+        )
     for name, value in sorted(variables.items()):
         Variable.set(name, value)
         log.info("Variable %s = %s", name, value)

@@ -126,8 +126,16 @@ def describe(job: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job.items() if not k.startswith("_")}
 
 
-_SUMMARY_FIELDS = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
-                   "TrainingJobStatus", "SecondaryStatus", "WarmPoolStatus")  # fmt: skip
+_SUMMARY_FIELDS = (
+    "TrainingJobName",
+    "TrainingJobArn",
+    "CreationTime",
+    "TrainingEndTime",
+    "LastModifiedTime",
+    "TrainingJobStatus",
+    "SecondaryStatus",
+    "WarmPoolStatus",
+)
 
 
 def summary(job: dict[str, Any]) -> dict[str, Any]:
@@ -139,9 +147,14 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
 
 class LocalSageMaker:
     def __init__(
-        self, state_dir: Path, s3_endpoint: str, logs_endpoint: str, region: str = "us-east-1",
-        debugger_available: bool = True, cloudwatch_endpoint: str | None = None,
-    ):  # fmt: skip
+        self,
+        state_dir: Path,
+        s3_endpoint: str,
+        logs_endpoint: str,
+        region: str = "us-east-1",
+        debugger_available: bool = True,
+        cloudwatch_endpoint: str | None = None,
+    ):
         self.store = JobStore(state_dir)
         # False plays an account opened after SageMaker Debugger closed to new customers (2026-07-30).
         self.debugger_available = debugger_available
@@ -156,9 +169,14 @@ class LocalSageMaker:
         for name in self.store.names():
             job = self.store.read(name)
             if _unfinished(job) and not _alive(job.get("_runner_pid")):
-                self.store.update(name, lambda j: _runner_lost(
-                    j, "InternalServerError: the local SageMaker server stopped while the job was running",
-                    "the rule evaluation stopped with the server"))  # fmt: skip
+                self.store.update(
+                    name,
+                    lambda j: _runner_lost(
+                        j,
+                        "InternalServerError: the local SageMaker server stopped while the job was running",
+                        "the rule evaluation stopped with the server",
+                    ),
+                )
                 log.warning("job %s was running when the server stopped: marked Failed", name)
 
     def reap_if_orphaned(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -176,9 +194,14 @@ class LocalSageMaker:
         code = runner.returncode if runner is not None and runner.pid == pid else None
         exit_text = f" (exit code {code})" if code is not None else ""
         log.warning("runner of job %s exited%s with work in progress: ending it", name, exit_text)
-        return self.store.update(name, lambda j: _runner_lost(
-            j, f"InternalServerError: the job's runner process exited unexpectedly{exit_text}",
-            f"the rule evaluation process exited before reporting a result{exit_text}"))  # fmt: skip
+        return self.store.update(
+            name,
+            lambda j: _runner_lost(
+                j,
+                f"InternalServerError: the job's runner process exited unexpectedly{exit_text}",
+                f"the rule evaluation process exited before reporting a result{exit_text}",
+            ),
+        )
 
     # --- operations -----------------------------------------------------------------------------------
 
@@ -187,8 +210,11 @@ class LocalSageMaker:
         refuse_managed_rules_if_unavailable(params, self.debugger_available)
         name = params["TrainingJobName"]
         if self.store.exists(name):
-            raise ApiError("ResourceInUse", f"Training job names must be unique within an AWS account and region, "
-                           f"and a training job with this name already exists ({self._arn(name)})")  # fmt: skip
+            raise ApiError(
+                "ResourceInUse",
+                f"Training job names must be unique within an AWS account and region, "
+                f"and a training job with this name already exists ({self._arn(name)})",
+            )
         _check_tags(params.get("Tags", []))
         now = time.time()
         job = {
@@ -207,8 +233,10 @@ class LocalSageMaker:
             if params.get("ProfilerConfig", {}).get("DisableProfiler", "ProfilerConfig" not in params)
             else "Enabled",
         }
-        for key, statuses in (("DebugRuleConfigurations", "DebugRuleEvaluationStatuses"),
-                              ("ProfilerRuleConfigurations", "ProfilerRuleEvaluationStatuses")):  # fmt: skip
+        for key, statuses in (
+            ("DebugRuleConfigurations", "DebugRuleEvaluationStatuses"),
+            ("ProfilerRuleConfigurations", "ProfilerRuleEvaluationStatuses"),
+        ):
             if params.get(key):
                 job[statuses] = [
                     {
@@ -224,12 +252,26 @@ class LocalSageMaker:
         self.work_dir(name).mkdir(parents=True, exist_ok=True)
         with open(self.work_dir(name) / "runner.log", "ab") as runner_log:
             runner = subprocess.Popen(
-                [sys.executable, "-m", "inventory_pipeline.local_aws.runner.main", "--state-dir",
-                 str(self.store.root), "--job", name, "--s3-endpoint", self.s3_endpoint,
-                 "--logs-endpoint", self.logs_endpoint, "--cloudwatch-endpoint", self.cloudwatch_endpoint,
-                 "--region", self.region],
-                stdout=runner_log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "inventory_pipeline.local_aws.runner.main",
+                    "--state-dir",
+                    str(self.store.root),
+                    "--job",
+                    name,
+                    "--s3-endpoint",
+                    self.s3_endpoint,
+                    "--logs-endpoint",
+                    self.logs_endpoint,
+                    "--cloudwatch-endpoint",
+                    self.cloudwatch_endpoint,
+                    "--region",
+                    self.region,
+                ],
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+            )
         self.runners[name] = runner
         self.store.update(name, lambda j: j.update(_runner_pid=runner.pid))
         log.info("created training job %s (runner pid %d)", name, runner.pid)
@@ -263,10 +305,12 @@ class LocalSageMaker:
         for field, matches in equals:
             if params.get(field):
                 jobs = [j for j in jobs if matches(j, params[field])]
-        for field, key, op in (("CreationTimeAfter", "CreationTime", float.__gt__),
-                               ("CreationTimeBefore", "CreationTime", float.__lt__),
-                               ("LastModifiedTimeAfter", "LastModifiedTime", float.__gt__),
-                               ("LastModifiedTimeBefore", "LastModifiedTime", float.__lt__)):  # fmt: skip
+        for field, key, op in (
+            ("CreationTimeAfter", "CreationTime", float.__gt__),
+            ("CreationTimeBefore", "CreationTime", float.__lt__),
+            ("LastModifiedTimeAfter", "LastModifiedTime", float.__gt__),
+            ("LastModifiedTimeBefore", "LastModifiedTime", float.__lt__),
+        ):
             if field in params:
                 jobs = [j for j in jobs if op(float(j[key]), _epoch(params[field]))]
         sort_key = {"Name": "TrainingJobName", "Status": "TrainingJobStatus"}.get(params.get("SortBy"), "CreationTime")
@@ -285,22 +329,34 @@ class LocalSageMaker:
         job = self._job(name, missing="ResourceNotFound")
         for unsupported in ("ProfilerRuleConfigurations", "RemoteDebugConfig"):
             if unsupported in params:
-                raise ApiError("ValidationException", f"UpdateTrainingJob: {unsupported} is not supported by the "
-                               "local SageMaker server")  # fmt: skip
+                raise ApiError(
+                    "ValidationException",
+                    f"UpdateTrainingJob: {unsupported} is not supported by the local SageMaker server",
+                )
         if not any(k in params for k in ("ProfilerConfig", "ResourceConfig")):
-            raise ApiError("ValidationException", "UpdateTrainingJob: nothing to update: give ProfilerConfig or "
-                           "ResourceConfig")  # fmt: skip
+            raise ApiError(
+                "ValidationException", "UpdateTrainingJob: nothing to update: give ProfilerConfig or ResourceConfig"
+            )
         running = job["TrainingJobStatus"] == "InProgress"
         if "ProfilerConfig" in params and not running:
-            raise ApiError("ValidationException", f"The profiler of training job {name} can only be updated while "
-                           f"the job is InProgress; it is {job['TrainingJobStatus']}")  # fmt: skip
+            raise ApiError(
+                "ValidationException",
+                f"The profiler of training job {name} can only be updated while "
+                f"the job is InProgress; it is {job['TrainingJobStatus']}",
+            )
         if "ResourceConfig" in params:
             if "KeepAlivePeriodInSeconds" not in job.get("ResourceConfig", {}):
-                raise ApiError("ValidationException", f"Training job {name} was not created with a warm pool "
-                               "(KeepAlivePeriodInSeconds): there is no warm pool to update")  # fmt: skip
+                raise ApiError(
+                    "ValidationException",
+                    f"Training job {name} was not created with a warm pool "
+                    "(KeepAlivePeriodInSeconds): there is no warm pool to update",
+                )
             if not running and job.get("WarmPoolStatus", {}).get("Status") != "Available":
-                raise ApiError("ValidationException", f"The warm pool of training job {name} is not Available "
-                               "(the local runner keeps no instances once a job ends)")  # fmt: skip
+                raise ApiError(
+                    "ValidationException",
+                    f"The warm pool of training job {name} is not Available "
+                    "(the local runner keeps no instances once a job ends)",
+                )
 
         def change(j: dict[str, Any]) -> None:
             if "ProfilerConfig" in params:
@@ -320,11 +376,17 @@ class LocalSageMaker:
         name = params["TrainingJobName"]
         job = self._job(name, missing="ResourceNotFound")
         if job["TrainingJobStatus"] in NON_TERMINAL:
-            raise ApiError("ResourceInUse", f"Training job {name} is {job['TrainingJobStatus']}: only a job that is "
-                           "Completed, Failed or Stopped can be deleted")  # fmt: skip
+            raise ApiError(
+                "ResourceInUse",
+                f"Training job {name} is {job['TrainingJobStatus']}: only a job that is "
+                "Completed, Failed or Stopped can be deleted",
+            )
         if _unfinished(job) or _alive(job.get("_runner_pid")):
-            raise ApiError("ResourceInUse", f"Training job {name} is still uploading its output or evaluating its "
-                           "rules; delete it once they have ended")  # fmt: skip
+            raise ApiError(
+                "ResourceInUse",
+                f"Training job {name} is still uploading its output or evaluating its "
+                "rules; delete it once they have ended",
+            )
         self.store.delete(name)
         self.runners.pop(name, None)
         log.info("deleted training job %s", name)
@@ -378,8 +440,10 @@ class LocalSageMaker:
         resource = arn.split(":", 5)[-1]
         kind, _, wanted = resource.partition("/")
         if kind != "training-job":
-            raise ApiError("ValidationException", f"the local SageMaker server keeps tags for training jobs only, "
-                           f"not for {kind!r} resources ({arn})")  # fmt: skip
+            raise ApiError(
+                "ValidationException",
+                f"the local SageMaker server keeps tags for training jobs only, not for {kind!r} resources ({arn})",
+            )
         for name in self.store.names():
             if name.lower() == wanted and self._arn(name) == arn:
                 return name
@@ -407,8 +471,9 @@ def _epoch(value: Any) -> float:
 
 def _check_tags(tags: list[dict[str, Any]]) -> None:
     if len(tags) > 50:
-        raise ApiError("ValidationException", f"a resource can have at most 50 tags; this request would give it "
-                       f"{len(tags)}")  # fmt: skip
+        raise ApiError(
+            "ValidationException", f"a resource can have at most 50 tags; this request would give it {len(tags)}"
+        )
     reserved = sorted(t["Key"] for t in tags if t["Key"].lower().startswith("aws:"))
     if reserved:
         raise ApiError("ValidationException", f"Tag keys starting with 'aws:' are reserved for AWS use: {reserved}")
@@ -497,8 +562,10 @@ def create_app(backend: LocalSageMaker) -> Flask:
         operation = target.split(".", 1)[-1]
         try:
             if not target.startswith("SageMaker.") or operation not in OPERATIONS:
-                raise ApiError("UnknownOperationException", f"operation {operation or target!r} is not supported "
-                               "by the local SageMaker server")  # fmt: skip
+                raise ApiError(
+                    "UnknownOperationException",
+                    f"operation {operation or target!r} is not supported by the local SageMaker server",
+                )
             params = json.loads(request.get_data() or b"{}")
             body = OPERATIONS[operation](backend, params)
             return Response(json.dumps(body, default=str), status=200, mimetype=JSON_11)
@@ -523,15 +590,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cloudwatch-endpoint", default=None, help="CloudWatch metrics (default: the logs endpoint)")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     parser.add_argument(
-        "--no-debugger", action="store_true",
+        "--no-debugger",
+        action="store_true",
         default=os.environ.get("INVENTORY_LOCAL_SAGEMAKER_DEBUGGER", "").lower() == "unavailable",
         help="answer CreateTrainingJob with rule configurations as AWS does for an account without Debugger",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backend = LocalSageMaker(args.state_dir, args.s3_endpoint, args.logs_endpoint, args.region,
-                             debugger_available=not args.no_debugger,
-                             cloudwatch_endpoint=args.cloudwatch_endpoint)  # fmt: skip
+    backend = LocalSageMaker(
+        args.state_dir,
+        args.s3_endpoint,
+        args.logs_endpoint,
+        args.region,
+        debugger_available=not args.no_debugger,
+        cloudwatch_endpoint=args.cloudwatch_endpoint,
+    )
     from werkzeug.serving import run_simple
 
     # Before answering: otherwise the first CreateTrainingJob waits ~0.5 s for the model to load, inside the

@@ -60,14 +60,22 @@ NOTIFY_TOPIC = "inventory-retraining-decisions"
 
 def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "inventory_pipeline.local_aws.sagemaker_api",
-        "--host", host,
-        "--port", str(port),
-        "--state-dir", str(state_dir / "sagemaker"),
-        "--s3-endpoint", endpoints["s3"],
-        "--logs-endpoint", endpoints["logs"],
-        "--cloudwatch-endpoint", endpoints.get("cloudwatch", endpoints["logs"]),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "inventory_pipeline.local_aws.sagemaker_api",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir / "sagemaker"),
+        "--s3-endpoint",
+        endpoints["s3"],
+        "--logs-endpoint",
+        endpoints["logs"],
+        "--cloudwatch-endpoint",
+        endpoints.get("cloudwatch", endpoints["logs"]),
+    ]
 
 
 SAGEMAKER = ServerSpec(name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping")
@@ -81,15 +89,26 @@ MLFLOW_ARTIFACTS_ENV = "INVENTORY_LOCAL_MLFLOW_ARTIFACTS"
 def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
     store = state_dir / "mlflow"
     store.mkdir(parents=True, exist_ok=True)
-    artifacts = (["--default-artifact-root", f"s3://{MLFLOW_ARTIFACT_BUCKET}/", "--no-serve-artifacts"]
-                 if os.environ.get(MLFLOW_ARTIFACTS_ENV) == "s3"
-                 else ["--artifacts-destination", f"s3://{MLFLOW_ARTIFACT_BUCKET}/"])  # fmt: skip
+    artifacts = (
+        ["--default-artifact-root", f"s3://{MLFLOW_ARTIFACT_BUCKET}/", "--no-serve-artifacts"]
+        if os.environ.get(MLFLOW_ARTIFACTS_ENV) == "s3"
+        else ["--artifacts-destination", f"s3://{MLFLOW_ARTIFACT_BUCKET}/"]
+    )
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{(store / 'mlflow.db').resolve()}",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{(store / 'mlflow.db').resolve()}",
         *artifacts,
-        "--host", host, "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 # MLflow's server imports ~10 s of Python on a quiet 2-core machine: it gets a longer start-up allowance.

@@ -252,11 +252,19 @@ class ReportResult:
 
 
 def build_report(
-    s3: Any, describe: dict[str, Any], manifest_key: str | None, bucket: str, out_dir: Path,
-    fail_on_rules: list[str] | tuple[str, ...] = (), profiled_locally: bool = False,
-    champion_data: dict[str, Any] | None = None, *, mix_threshold: float, guardrails: dict[str, Any] | None = None,
+    s3: Any,
+    describe: dict[str, Any],
+    manifest_key: str | None,
+    bucket: str,
+    out_dir: Path,
+    fail_on_rules: list[str] | tuple[str, ...] = (),
+    profiled_locally: bool = False,
+    champion_data: dict[str, Any] | None = None,
+    *,
+    mix_threshold: float,
+    guardrails: dict[str, Any] | None = None,
     verdicts: str,
-) -> ReportResult:  # fmt: skip
+) -> ReportResult:
     """The report of one job, written to `<verdicts>/report.html` (s3_paths.verdicts_uri: out of the job's
     reach). `champion_data`: the champion's dataset (data_section.champion_dataset; None when there is no
     champion), which this run's class mix is compared with (ClassMixShift)."""
@@ -280,19 +288,37 @@ def build_report(
     series = utilisation(system_metrics(s3, describe))
     resources = describe.get("ResourceConfig", {})
     advice = cost.advice(
-        resources.get("InstanceType", ""), int(resources.get("InstanceCount", 1)),
-        float(describe.get("BillableTimeInSeconds") or 0), _p95(list(series.get("cpu", {}).values())),
+        resources.get("InstanceType", ""),
+        int(resources.get("InstanceCount", 1)),
+        float(describe.get("BillableTimeInSeconds") or 0),
+        _p95(list(series.get("cpu", {}).values())),
         _p95(list(series.get("memory", {}).values())),
-    )  # fmt: skip
-    html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        job=job, status=describe.get("TrainingJobStatus"), failure=describe.get("FailureReason"),
-        metrics={"accuracy": metrics.get("accuracy"), "rmse": metrics.get("rmse"),
-                 "per_class_accuracy": metrics.get("per_class_accuracy")},
-        decision=decision, findings=findings, curves=plot_curves(metrics.get("history", [])),
-        usage=plot_utilisation(series), confusion=plot_confusion(metrics.get("confusion_matrix")),
-        advice=advice, manifest=manifest, profiled_locally=profiled_locally, facts=job_facts(describe),
-        data_changes=Markup(data_section.render(manifest, champion_data, mix_threshold)), guardrails=guardrails,
-    )  # fmt: skip
+    )
+    html = (
+        Environment(autoescape=True)
+        .from_string(TEMPLATE)
+        .render(
+            job=job,
+            status=describe.get("TrainingJobStatus"),
+            failure=describe.get("FailureReason"),
+            metrics={
+                "accuracy": metrics.get("accuracy"),
+                "rmse": metrics.get("rmse"),
+                "per_class_accuracy": metrics.get("per_class_accuracy"),
+            },
+            decision=decision,
+            findings=findings,
+            curves=plot_curves(metrics.get("history", [])),
+            usage=plot_utilisation(series),
+            confusion=plot_confusion(metrics.get("confusion_matrix")),
+            advice=advice,
+            manifest=manifest,
+            profiled_locally=profiled_locally,
+            facts=job_facts(describe),
+            data_changes=Markup(data_section.render(manifest, champion_data, mix_threshold)),
+            guardrails=guardrails,
+        )
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
     html_path.write_text(html)

@@ -22,13 +22,23 @@ def price_table() -> dict[str, Any]:
     return json.loads(PRICES_FILE.read_text())
 
 
-def advice(instance_type: str, instance_count: int, billable_s: float, cpu_p95: float | None,
-           memory_p95: float | None, table: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def advice(
+    instance_type: str,
+    instance_count: int,
+    billable_s: float,
+    cpu_p95: float | None,
+    memory_p95: float | None,
+    table: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     table = table or price_table()
     instances = table["instances"]
     current = instances.get(instance_type)
-    result: dict[str, Any] = {"instance_type": instance_type, "instance_count": instance_count,
-                              "prices_recorded": table["recorded"], "prices_source": table["source"]}  # fmt: skip
+    result: dict[str, Any] = {
+        "instance_type": instance_type,
+        "instance_count": instance_count,
+        "prices_recorded": table["recorded"],
+        "prices_source": table["source"],
+    }
     if current is None:
         result["summary"] = f"{instance_type} is not in the shipped price table ({table['recorded']})"
         return result
@@ -40,18 +50,22 @@ def advice(instance_type: str, instance_count: int, billable_s: float, cpu_p95: 
     needed_vcpus = max(1, math.ceil(current["vcpus"] * cpu_p95 / TARGET_CPU_P95))
     needed_memory = current["memory_gib"] * (memory_p95 or 0) / 100 * 1.3
     candidates = sorted(
-        (spec["price"], name) for name, spec in instances.items()
+        (spec["price"], name)
+        for name, spec in instances.items()
         if spec["gpus"] == current["gpus"] and spec["vcpus"] >= needed_vcpus and spec["memory_gib"] >= needed_memory
-    )  # fmt: skip
+    )
     best = candidates[0][1] if candidates else instance_type
-    result.update({
-        "cpu_p95": round(cpu_p95, 1), "memory_p95": None if memory_p95 is None else round(memory_p95, 1),
-        "needed_vcpus": needed_vcpus, "recommended": best,
-        "recommended_run_cost": round(instances[best]["price"] * hours, 4),
-    })  # fmt: skip
+    result.update(
+        {
+            "cpu_p95": round(cpu_p95, 1),
+            "memory_p95": None if memory_p95 is None else round(memory_p95, 1),
+            "needed_vcpus": needed_vcpus,
+            "recommended": best,
+            "recommended_run_cost": round(instances[best]["price"] * hours, 4),
+        }
+    )
     if best == instance_type:
-        result["summary"] = (f"{instance_type} fits: CPU p95 {cpu_p95:.0f}% is close to the {TARGET_CPU_P95:.0f}% "
-                             "target")  # fmt: skip
+        result["summary"] = f"{instance_type} fits: CPU p95 {cpu_p95:.0f}% is close to the {TARGET_CPU_P95:.0f}% target"
     else:
         change = instances[best]["price"] / current["price"] - 1
         direction = "is too small" if instances[best]["vcpus"] > current["vcpus"] else "is larger than needed"

@@ -50,8 +50,14 @@ def mix_against_champion(
         return None
     shift = mix_shift(manifest["counts"], champion["counts"])
     largest = max(shift.values())
-    return {"champion_version": champion["version"], "champion_job": champion.get("job"), "mix_shift": shift,
-            "max_shift": largest, "threshold": threshold, "flagged": largest > threshold}  # fmt: skip
+    return {
+        "champion_version": champion["version"],
+        "champion_job": champion.get("job"),
+        "mix_shift": shift,
+        "max_shift": largest,
+        "threshold": threshold,
+        "flagged": largest > threshold,
+    }
 
 
 def data_finding(manifest: dict[str, Any] | None, champion: dict[str, Any] | None, threshold: float) -> Finding:
@@ -60,27 +66,51 @@ def data_finding(manifest: dict[str, Any] | None, champion: dict[str, Any] | Non
     parameters = {"threshold": threshold}
     if not manifest or not manifest.get("counts"):
         why = "no dataset manifest" if not manifest else "the manifest records no counts"
-        return Finding(rule=RULE, kind="data", status=NOT_EVALUATED, parameters=parameters,
-                       evidence=f"{why}: the class mix was not checked")  # fmt: skip
+        return Finding(
+            rule=RULE,
+            kind="data",
+            status=NOT_EVALUATED,
+            parameters=parameters,
+            evidence=f"{why}: the class mix was not checked",
+        )
     if champion is None:
-        return Finding(rule=RULE, kind="data", status=NOT_EVALUATED, parameters=parameters,
-                       evidence="there is no champion yet: no class mix to compare this dataset's with")  # fmt: skip
+        return Finding(
+            rule=RULE,
+            kind="data",
+            status=NOT_EVALUATED,
+            parameters=parameters,
+            evidence="there is no champion yet: no class mix to compare this dataset's with",
+        )
     moved = mix_against_champion(manifest, champion, threshold)
     if moved is None:
-        return Finding(rule=RULE, kind="data", status=NOT_EVALUATED, parameters=parameters,
-                       evidence=f"the champion's dataset version {champion.get('version')} could not be read: the "
-                                "class mix was not checked")  # fmt: skip
+        return Finding(
+            rule=RULE,
+            kind="data",
+            status=NOT_EVALUATED,
+            parameters=parameters,
+            evidence=f"the champion's dataset version {champion.get('version')} could not be read: the "
+            "class mix was not checked",
+        )
     shift = moved["mix_shift"]
     points = ", ".join(f"{s} {100 * shift.get(s, 0):.1f}" for s in SPLITS)
-    evidence = (f"largest move of a class's share against the champion's dataset {moved['champion_version']} "
-                f"(v{champion.get('model_version')}): {points} points (threshold {100 * threshold:.1f})")  # fmt: skip
+    evidence = (
+        f"largest move of a class's share against the champion's dataset {moved['champion_version']} "
+        f"(v{champion.get('model_version')}): {points} points (threshold {100 * threshold:.1f})"
+    )
     flagged = moved["flagged"]
     return Finding(
-        rule=RULE, kind="data", status=ISSUES if flagged else NO_ISSUES, triggered=int(flagged),
-        datapoints=len(SPLITS), parameters=parameters, evidence=evidence,
+        rule=RULE,
+        kind="data",
+        status=ISSUES if flagged else NO_ISSUES,
+        triggered=int(flagged),
+        datapoints=len(SPLITS),
+        parameters=parameters,
+        evidence=evidence,
         recommendation="The class balance moved against the champion's data: check the selection (per-class limit, "
-        "source) before trusting the comparison; the champion's test set had another mix." if flagged else "",
-    )  # fmt: skip
+        "source) before trusting the comparison; the champion's test set had another mix."
+        if flagged
+        else "",
+    )
 
 
 def data_summary(

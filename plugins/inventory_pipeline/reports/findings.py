@@ -71,10 +71,14 @@ def _job_rule_finding(kind: str, status: dict[str, Any], parameters: dict[str, A
     if raw in UNFINISHED:
         details = f"{raw}: {UNFINISHED[raw]}" + (f" ({details})" if details else "")
     return Finding(
-        rule=name, kind=kind, status=outcome, triggered=int(outcome == ISSUES),
+        rule=name,
+        kind=kind,
+        status=outcome,
+        triggered=int(outcome == ISSUES),
         parameters={k: v for k, v in parameters.get(name, {}).items() if k != "rule_to_invoke"},
-        recommendation=RECOMMENDATIONS.get(name, "") if outcome == ISSUES else "", evidence=details,
-    )  # fmt: skip
+        recommendation=RECOMMENDATIONS.get(name, "") if outcome == ISSUES else "",
+        evidence=details,
+    )
 
 
 def profiler_rule_outcome(rule: str, report: dict[str, Any], instance_type: str) -> tuple[str, str]:
@@ -113,19 +117,26 @@ def findings_from_job(describe: dict[str, Any], profiler_reports: dict[str, dict
         name = config["RuleConfigurationName"]
         if name not in seen:
             kind = "debugger" if config in describe.get("DebugRuleConfigurations", []) else "profiler"
-            findings.append(Finding(rule=name, kind=kind, status=NOT_EVALUATED,
-                                    evidence="no evaluation status: the rule never reported"))  # fmt: skip
+            findings.append(
+                Finding(
+                    rule=name, kind=kind, status=NOT_EVALUATED, evidence="no evaluation status: the rule never reported"
+                )
+            )
     for rule, report in sorted(profiler_reports.items()):
         status, evidence = profiler_rule_outcome(rule, report, instance_type)
         findings.append(
             Finding(
-                rule=rule, kind="profiler-rule", status=status,
+                rule=rule,
+                kind="profiler-rule",
+                status=status,
                 triggered=int(report.get("Violations", 0)) if status == ISSUES else 0,
-                datapoints=int(report.get("Datapoints", 0)), parameters=report.get("RuleParameters", ""),
+                datapoints=int(report.get("Datapoints", 0)),
+                parameters=report.get("RuleParameters", ""),
                 recommendation=RECOMMENDATIONS.get(rule, "") if status == ISSUES else "",
-                evidence=evidence, parent="ProfilerReport",
+                evidence=evidence,
+                parent="ProfilerReport",
             )
-        )  # fmt: skip
+        )
     if "ProfilerReport" in parameters:
         for rule in PROFILER_RULES:
             if rule not in profiler_reports:
@@ -159,8 +170,10 @@ def apply_policy(findings: list[Finding], fail_on_rules: list[str] | tuple[str, 
             errors.append(finding.rule)
             unevaluated[finding.rule] = f"{finding.status}: {finding.evidence}"
             if finding.rule in listed:
-                blocking.append(f"{finding.rule} ({finding.status}: {finding.evidence or 'no reason given'}; "
-                                "it could not show the model is fine)")  # fmt: skip
+                blocking.append(
+                    f"{finding.rule} ({finding.status}: {finding.evidence or 'no reason given'}; "
+                    "it could not show the model is fine)"
+                )
         elif finding.status == ISSUES:
             (blocking if finding.rule in listed else warnings).append(finding.rule)
     if blocking:

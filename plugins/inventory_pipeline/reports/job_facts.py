@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 FIELDS = (
-    "EnableNetworkIsolation", "EnableManagedSpotTraining", "CheckpointConfig",
-    "TrainingTimeInSeconds", "BillableTimeInSeconds",
-)  # fmt: skip
+    "EnableNetworkIsolation",
+    "EnableManagedSpotTraining",
+    "CheckpointConfig",
+    "TrainingTimeInSeconds",
+    "BillableTimeInSeconds",
+)
 
 
 def spot_savings(describe: dict[str, Any]) -> float | None:

@@ -24,11 +24,26 @@ FRAMEWORK_PROFILER_RULES = ("StepOutlier", "MaxInitializationTime")
 # GPUs per instance for the SageMaker training types people pick most; other sizes of a GPU family are
 # assumed to have at least one GPU (their count is then unknown, and only checked when the job has run).
 GPUS_PER_INSTANCE = {
-    "ml.g4dn.xlarge": 1, "ml.g4dn.2xlarge": 1, "ml.g4dn.4xlarge": 1, "ml.g4dn.8xlarge": 1, "ml.g4dn.12xlarge": 4,
-    "ml.g4dn.16xlarge": 1, "ml.g5.xlarge": 1, "ml.g5.2xlarge": 1, "ml.g5.4xlarge": 1, "ml.g5.8xlarge": 1,
-    "ml.g5.12xlarge": 4, "ml.g5.16xlarge": 1, "ml.g5.24xlarge": 4, "ml.g5.48xlarge": 8, "ml.p3.2xlarge": 1,
-    "ml.p3.8xlarge": 4, "ml.p3.16xlarge": 8, "ml.p4d.24xlarge": 8, "ml.p5.48xlarge": 8,
-}  # fmt: skip
+    "ml.g4dn.xlarge": 1,
+    "ml.g4dn.2xlarge": 1,
+    "ml.g4dn.4xlarge": 1,
+    "ml.g4dn.8xlarge": 1,
+    "ml.g4dn.12xlarge": 4,
+    "ml.g4dn.16xlarge": 1,
+    "ml.g5.xlarge": 1,
+    "ml.g5.2xlarge": 1,
+    "ml.g5.4xlarge": 1,
+    "ml.g5.8xlarge": 1,
+    "ml.g5.12xlarge": 4,
+    "ml.g5.16xlarge": 1,
+    "ml.g5.24xlarge": 4,
+    "ml.g5.48xlarge": 8,
+    "ml.p3.2xlarge": 1,
+    "ml.p3.8xlarge": 4,
+    "ml.p3.16xlarge": 8,
+    "ml.p4d.24xlarge": 8,
+    "ml.p5.48xlarge": 8,
+}
 _GPU_FAMILY = re.compile(r"^ml\.(g\d|p\d)")
 
 
@@ -45,9 +60,11 @@ def why_not_evaluable(rule: str, instance_type: str, rules_mode: str = "self_hos
     if rule in NEVER_EVALUATED:
         return f"{rule} is never evaluated: {NEVER_EVALUATED[rule]}"
     if rule in FRAMEWORK_PROFILER_RULES and rules_mode != "self_hosted":
-        return (f"{rule} needs step events from SageMaker's framework profiler, which this pipeline does not "
-                f"collect, so SageMaker's managed rules (rules_mode {rules_mode}) cannot evaluate it; our engine "
-                "does (rules_mode self_hosted)")  # fmt: skip
+        return (
+            f"{rule} needs step events from SageMaker's framework profiler, which this pipeline does not "
+            f"collect, so SageMaker's managed rules (rules_mode {rules_mode}) cannot evaluate it; our engine "
+            "does (rules_mode self_hosted)"
+        )
     gpus = gpus_per_instance(instance_type)
     if rule in GPU_RULES and gpus == 0:
         return f"{rule} measures GPU use and {instance_type} has no GPU"

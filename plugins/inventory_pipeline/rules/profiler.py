@@ -57,9 +57,7 @@ def _typed(rule: str, name: str, default: Any, text: Any) -> Any:
 def resolve_parameters(rule_configuration: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{rule: effective parameters} for the rules this configuration runs."""
     parameters = dict(rule_configuration.get("RuleParameters") or {})
-    invoked = (
-        parameters.pop("rule_to_invoke", None) or rule_configuration.get("RuleConfigurationName") or REPORT
-    )
+    invoked = parameters.pop("rule_to_invoke", None) or rule_configuration.get("RuleConfigurationName") or REPORT
     defaults = profiler_defaults()
     by_lower = {name.lower(): name for name in defaults}
     if invoked == REPORT:
@@ -116,8 +114,7 @@ def evaluate_profiler_report(
             return RuleOutcome(
                 name,
                 ERROR,
-                f"no system metrics under {profiler_path}/system: the profiler wrote "
-                f"nothing the rules can read{extra}",
+                f"no system metrics under {profiler_path}/system: the profiler wrote nothing the rules can read{extra}",
                 parameters=chosen,
             )
         trial = open_storage(trial_path, s3_client, s3_endpoint_url) if trial_path else None
@@ -127,17 +124,14 @@ def evaluate_profiler_report(
         notes = [n for n in (metrics.skip_note(),) if n]
         if timeline.problems:
             notes.append(
-                f"{len(timeline.problems)} step(s) of the trial could not be timed, "
-                f"e.g. {timeline.problems[0]}"
+                f"{len(timeline.problems)} step(s) of the trial could not be timed, e.g. {timeline.problems[0]}"
             )
         if trial_path is None:
             notes.append("no smdebug trial given: step-based rules had no step timings")
         _write_reports(Path(output_dir), reports, render_profiler_report(job_name, reports, notes))
     except Exception as exc:  # a crash is an Error with its reason, never "no issues"
         log.exception("profiler rules crashed on %s", profiler_path)
-        return RuleOutcome(
-            name, ERROR, f"profiler rules failed: {type(exc).__name__}: {exc}", parameters=chosen
-        )
+        return RuleOutcome(name, ERROR, f"profiler rules failed: {type(exc).__name__}: {exc}", parameters=chosen)
     samples = len({(e.node, e.timestamp) for e in metrics.events})
     triggered = [rule for rule, report in sorted(reports.items()) if report["RuleTriggered"]]
     if triggered:

@@ -52,9 +52,7 @@ def render_profiler_report(job_name: str, reports: dict[str, dict[str, Any]], no
             f"<td><pre>{html.escape(report['RuleParameters'])}</pre></td></tr>"
         )
     triggered = [name for name, r in sorted(reports.items()) if r["RuleTriggered"]]
-    verdict = (
-        f"Rules that found issues: {', '.join(triggered)}" if triggered else "No profiler rule found an issue"
-    )
+    verdict = f"Rules that found issues: {', '.join(triggered)}" if triggered else "No profiler rule found an issue"
     usage = _usage_table(reports.get("OverallSystemUsage", {}).get("Details", {}))
     note_list = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     title = html.escape(f"Profiler report {job_name}".strip())

@@ -210,9 +210,7 @@ class LowGPUUtilization(ProfilerRule):
                 if p95 < p["threshold_p95"]:
                     findings[f"{node}/{gpu}"] = f"p95 {p95:.1f}% < {p['threshold_p95']}% (under-used)"
                 elif p5 < p["threshold_p5"]:
-                    findings[f"{node}/{gpu}"] = (
-                        f"p95 {p95:.1f}% but p5 {p5:.1f}% < {p['threshold_p5']}% (fluctuating)"
-                    )
+                    findings[f"{node}/{gpu}"] = f"p95 {p95:.1f}% but p5 {p5:.1f}% < {p['threshold_p5']}% (fluctuating)"
                 else:
                     continue
                 triggered += 1
@@ -223,9 +221,7 @@ class LowGPUUtilization(ProfilerRule):
         elif datapoints <= p["patience"]:
             summary = f"{datapoints} samples per GPU, not more than patience={p['patience']}: not judged yet"
         else:
-            summary = (
-                f"{len(values)} GPU(s) well used (p95 >= {p['threshold_p95']}%, p5 >= {p['threshold_p5']}%)"
-            )
+            summary = f"{len(values)} GPU(s) well used (p95 >= {p['threshold_p95']}%, p5 >= {p['threshold_p5']}%)"
         judged_now = bool(findings) or datapoints > p["patience"]
         return report(p, summary, triggered, triggered, datapoints, gpus=stats, **judged(judged_now))
 
@@ -254,10 +250,7 @@ class GPUMemoryIncrease(ProfilerRule):
                     violations += 1
         datapoints = max((len(s) for s in values.values()), default=0)
         if violations:
-            summary = (
-                f"GPU memory rose by more than {p['increase']} points between moving averages "
-                f"{violations} times"
-            )
+            summary = f"GPU memory rose by more than {p['increase']} points between moving averages {violations} times"
         elif not values:
             return not_evaluated(p, "GPU utilisation is measured but GPU memory is not")
         else:
@@ -319,13 +312,10 @@ class BatchSize(ProfilerRule):
                         )
         datapoints = max((len(t) for t in cpu_total.values()), default=0)
         if findings:
-            summary = "under-used, the batch could be larger: " + "; ".join(
-                f"{k}: {v}" for k, v in findings.items()
-            )
+            summary = "under-used, the batch could be larger: " + "; ".join(f"{k}: {v}" for k, v in findings.items())
         elif datapoints <= max(window, p["patience"]):
             summary = (
-                f"{datapoints} samples, not more than window={window} and patience={p['patience']}: "
-                "not judged yet"
+                f"{datapoints} samples, not more than window={window} and patience={p['patience']}: not judged yet"
             )
         else:
             summary = "CPU, GPU or GPU memory is used enough for the batch size"
@@ -419,9 +409,7 @@ class MaxInitializationTime(ProfilerRule):
         if timeline.steps:
             first = timeline.steps[0].start
             waited = first - start
-            summary = (
-                f"first step {waited / 60:.2f} min after the job started (threshold {p['threshold']} min)"
-            )
+            summary = f"first step {waited / 60:.2f} min after the job started (threshold {p['threshold']} min)"
             return report(
                 p,
                 summary,
@@ -435,9 +423,7 @@ class MaxInitializationTime(ProfilerRule):
         if not timeline.trial_found:
             return not_evaluated(p, "no step timings: the job saved no smdebug trial to time its steps")
         waited = (data.last_timestamp or start) - start
-        summary = (
-            f"no training step {waited / 60:.2f} min after the job started (threshold {p['threshold']} min)"
-        )
+        summary = f"no training step {waited / 60:.2f} min after the job started (threshold {p['threshold']} min)"
         return report(p, summary, int(waited > limit_s), int(waited > limit_s), 0, job_start=start)
 
 
@@ -452,9 +438,7 @@ class StepOutlier(ProfilerRule):
         phases = data.timeline.durations(p.get("mode") or None)
         if not data.timeline.trial_found:
             return not_evaluated(p, "no step timings: the job saved no smdebug trial to time its steps")
-        flat = sorted(
-            (start, key, step, seconds) for key, items in phases.items() for step, start, seconds in items
-        )
+        flat = sorted((start, key, step, seconds) for key, items in phases.items() for step, start, seconds in items)
         seen: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
         triggered, worst, details = 0, 0, {}
         starts = [item[0] for item in flat]
@@ -498,9 +482,7 @@ class OverallSystemUsage(ProfilerRule):
     name = "OverallSystemUsage"
 
     def run(self, data: ProfilerData) -> dict[str, Any]:
-        sums: dict[str, dict[str, dict[float, float]]] = defaultdict(
-            lambda: defaultdict(lambda: defaultdict(float))
-        )
+        sums: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
         units: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         for event in data.metrics.events:
             metric = {
@@ -526,10 +508,7 @@ class OverallSystemUsage(ProfilerRule):
         if not usage:
             return not_evaluated(self.parameters, "no system metrics")
         cpu = usage.get("CPU", {})
-        summary = (
-            "; ".join(f"{node}: CPU p50 {v['p50']}% p95 {v['p95']}%" for node, v in cpu.items())
-            or "no CPU data"
-        )
+        summary = "; ".join(f"{node}: CPU p50 {v['p50']}% p95 {v['p95']}%" for node, v in cpu.items()) or "no CPU data"
         return report(self.parameters, summary, 0, 0, datapoints, **usage)
 
 

@@ -22,9 +22,7 @@ from inventory_pipeline.rules.storage import END_OF_JOB, Storage
 
 log = logging.getLogger(__name__)
 INDEX_FILE = re.compile(r"^index/\d+/(\d{12})_(.+)\.json$")
-RECORD_HEAD = (
-    8 + 4 + 1 + 8
-)  # TFRecord length + crc, then the Event's first field: wall_time (tag 0x09, double)
+RECORD_HEAD = 8 + 4 + 1 + 8  # TFRecord length + crc, then the Event's first field: wall_time (tag 0x09, double)
 WALL_TIME_TAG = 0x09
 
 
@@ -92,9 +90,7 @@ def read_step_timeline(storage: Storage | None) -> StepTimeline:
             if start is None:
                 raise ValueError("event file does not start with a timed record")
             timeline.steps.append(
-                StepTiming(
-                    match.group(2), str(meta["mode"]), int(match.group(1)), int(meta["mode_step"]), start
-                )
+                StepTiming(match.group(2), str(meta["mode"]), int(match.group(1)), int(meta["mode_step"]), start)
             )
         except Exception as exc:  # a half-written step is reported, not fatal
             timeline.problems.append(f"{obj.key}: {type(exc).__name__}: {exc}")

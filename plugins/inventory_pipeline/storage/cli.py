@@ -19,8 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gc.add_argument("--grace-hours", type=float, default=24.0, help="never touch what is younger (runs in flight)")
     gc.add_argument("--staging-days", type=float, default=7.0, help="staging documents expire after this")
     gc.add_argument("--endpoint-url", default=os.environ.get("INVENTORY_S3_ENDPOINT") or None)
-    gc.add_argument("--sagemaker-endpoint-url", default=os.environ.get("INVENTORY_SAGEMAKER_ENDPOINT") or None,
-                    help="to map a model's training job to its dataset version (DescribeTrainingJob)")  # fmt: skip
+    gc.add_argument(
+        "--sagemaker-endpoint-url",
+        default=os.environ.get("INVENTORY_SAGEMAKER_ENDPOINT") or None,
+        help="to map a model's training job to its dataset version (DescribeTrainingJob)",
+    )
     gc.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     gc.add_argument("--json", action="store_true")
     gc.set_defaults(handler=_gc)
@@ -39,17 +42,26 @@ def _gc(args: argparse.Namespace) -> int:
     s3 = make_client("s3", endpoint_url=args.endpoint_url, region_name=args.region)
     sagemaker = make_client("sagemaker", endpoint_url=args.sagemaker_endpoint_url, region_name=args.region)
     try:
-        report = collect(s3, args.bucket, root, args.keep_versions, dry_run=args.dry_run,
-                         job_versions=sagemaker_job_versions(sagemaker), grace_hours=args.grace_hours,
-                         staging_days=args.staging_days)  # fmt: skip
+        report = collect(
+            s3,
+            args.bucket,
+            root,
+            args.keep_versions,
+            dry_run=args.dry_run,
+            job_versions=sagemaker_job_versions(sagemaker),
+            grace_hours=args.grace_hours,
+            staging_days=args.staging_days,
+        )
     except (GcRefused, DatasetError) as exc:
         print(f"refused: {exc}")
         if args.json:
             print_json({"error": type(exc).__name__, "message": str(exc)})
         return 2
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"{verb} {len(report.keys)} objects ({report.bytes} bytes): {report.deleted}; "
-          f"kept versions {report.kept_versions}")  # fmt: skip
+    print(
+        f"{verb} {len(report.keys)} objects ({report.bytes} bytes): {report.deleted}; "
+        f"kept versions {report.kept_versions}"
+    )
     if args.json:
         print_json(report.to_dict())
     return 0

@@ -52,8 +52,9 @@ class GcReport:
     deleted_versions: list[str] = field(default_factory=list)
     incomplete_versions: list[str] = field(default_factory=list)
     deleted_debug_jobs: list[str] = field(default_factory=list)
-    deleted: dict[str, int] = field(default_factory=lambda: {"datasets": 0, "staging": 0, "packs": 0,
-                                                             "debug_tensors": 0})  # fmt: skip
+    deleted: dict[str, int] = field(
+        default_factory=lambda: {"datasets": 0, "staging": 0, "packs": 0, "debug_tensors": 0}
+    )
     keys: list[str] = field(default_factory=list)
     bytes: int = 0
 
@@ -65,11 +66,17 @@ class GcReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dry_run": self.dry_run, "keep_versions": self.keep_versions, "protected": self.protected,
-            "kept_versions": self.kept_versions, "deleted_versions": self.deleted_versions,
-            "incomplete_versions": self.incomplete_versions, "deleted_debug_jobs": self.deleted_debug_jobs,
-            "deleted": self.deleted, "objects": len(self.keys), "bytes": self.bytes,
-        }  # fmt: skip
+            "dry_run": self.dry_run,
+            "keep_versions": self.keep_versions,
+            "protected": self.protected,
+            "kept_versions": self.kept_versions,
+            "deleted_versions": self.deleted_versions,
+            "incomplete_versions": self.incomplete_versions,
+            "deleted_debug_jobs": self.deleted_debug_jobs,
+            "deleted": self.deleted,
+            "objects": len(self.keys),
+            "bytes": self.bytes,
+        }
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[Listed]:
@@ -172,8 +179,9 @@ def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
             if response.get("Errors"):
-                raise DatasetError(f"S3 refused to delete {len(response['Errors'])} object(s): "
-                                        f"{response['Errors'][:3]}")  # fmt: skip
+                raise DatasetError(
+                    f"S3 refused to delete {len(response['Errors'])} object(s): {response['Errors'][:3]}"
+                )
 
 
 def collect(
@@ -247,8 +255,9 @@ def collect(
         document = _read_json(s3, bucket, obj.key)
         if isinstance(document, dict):
             indexed |= {f"{root}{e['pack']}" for e in document.get("entries", {}).values() if "pack" in e}
-    report.add("packs", [o for o in _list(s3, bucket, f"{root}raw/packs/") if o.key not in indexed
-                         and o.modified < grace])  # fmt: skip
+    report.add(
+        "packs", [o for o in _list(s3, bucket, f"{root}raw/packs/") if o.key not in indexed and o.modified < grace]
+    )
 
     # Debug tensors of old jobs.
     jobs_prefix = f"{root}training-jobs/"
@@ -263,8 +272,14 @@ def collect(
         report.deleted_debug_jobs.append(job)
         report.add("debug_tensors", debug[job])
 
-    log.info("storage gc%s: %d objects (%d bytes): %s; kept versions %s", " (dry run)" if dry_run else "",
-             len(report.keys), report.bytes, report.deleted, report.kept_versions)  # fmt: skip
+    log.info(
+        "storage gc%s: %d objects (%d bytes): %s; kept versions %s",
+        " (dry run)" if dry_run else "",
+        len(report.keys),
+        report.bytes,
+        report.deleted,
+        report.kept_versions,
+    )
     if not dry_run:
         _delete(s3, bucket, report.keys)
     return report

@@ -28,6 +28,7 @@ def run_gc(params: Mapping[str, Any] | None) -> dict[str, Any]:
         return {"skipped": "gc_keep_versions=0"}
     s3 = client_from_connection("s3", settings.aws_conn_id)
     sagemaker = client_from_connection("sagemaker", settings.aws_conn_id)
-    report = collect(s3, settings.bucket, settings.root, settings.gc_keep_versions,
-                     job_versions=sagemaker_job_versions(sagemaker))  # fmt: skip
+    report = collect(
+        s3, settings.bucket, settings.root, settings.gc_keep_versions, job_versions=sagemaker_job_versions(sagemaker)
+    )
     return report.to_dict()

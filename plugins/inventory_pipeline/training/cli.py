@@ -10,18 +10,28 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("request", help="print the validated CreateTrainingJob request for some Params")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a DAG Param, e.g. --param epochs=5 --param rules_mode=self_hosted")  # fmt: skip
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a DAG Param, e.g. --param epochs=5 --param rules_mode=self_hosted",
+    )
     parser.add_argument("--run-id", default="manual__dry-run")
-    parser.add_argument("--dataset-version", default="DATASET-VERSION",
-                        help="the dataset version the channels point at (known after split_dataset)")  # fmt: skip
+    parser.add_argument(
+        "--dataset-version",
+        default="DATASET-VERSION",
+        help="the dataset version the channels point at (known after split_dataset)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=_request)
 
     pretrained = subparsers.add_parser("pretrained", help="the pretrained checkpoint in the project bucket")
     actions = pretrained.add_subparsers(dest="action", required=True)
-    upload = actions.add_parser("upload", help="upload build/pretrained/* once (content-addressed); prints the "
-                                "s3:// URI for INVENTORY_PRETRAINED_S3_URI")  # fmt: skip
+    upload = actions.add_parser(
+        "upload",
+        help="upload build/pretrained/* once (content-addressed); prints the s3:// URI for INVENTORY_PRETRAINED_S3_URI",
+    )
     upload.add_argument("--dir", type=Path, default=Path("build") / "pretrained")
     upload.add_argument("--json", action="store_true")
     upload.set_defaults(handler=_pretrained_upload)
@@ -61,9 +71,12 @@ def _request(args: argparse.Namespace) -> int:
     sha = hashlib.sha256(build_sourcedir()).hexdigest()
     sourcedir = f"s3://{settings.bucket}/{settings.root}code/sourcedir-{sha[:16]}.tar.gz"
     request = build_training_request(
-        settings, job_name_for_run("inventory_retraining", args.run_id),
-        channels(settings.bucket, settings.root, args.dataset_version), sourcedir, run_id=args.run_id,
-    )  # fmt: skip
+        settings,
+        job_name_for_run("inventory_retraining", args.run_id),
+        channels(settings.bucket, settings.root, args.dataset_version),
+        sourcedir,
+        run_id=args.run_id,
+    )
     if args.json:
         print_json(request)
     else:

@@ -310,8 +310,13 @@ def population_hyperparameter(counts: dict[str, int] | None) -> str | None:
 def rule_schedule(settings: Settings, counts: dict[str, dict[str, int]] | None) -> Schedule | None:
     if not counts or "train" not in counts or "valid" not in counts:
         return None
-    return Schedule.for_data(settings.epochs, settings.batch_size, settings.instance_count,
-                             sum(counts["train"].values()), sum(counts["valid"].values()))  # fmt: skip
+    return Schedule.for_data(
+        settings.epochs,
+        settings.batch_size,
+        settings.instance_count,
+        sum(counts["train"].values()),
+        sum(counts["valid"].values()),
+    )
 
 
 def spot_training(settings: Settings, paths: JobPaths) -> dict[str, Any]:
@@ -348,8 +353,10 @@ def validate_request(request: dict[str, Any]) -> dict[str, Any]:
     for channel in request.get("InputDataConfig", []):
         data_type = channel.get("DataSource", {}).get("S3DataSource", {}).get("S3DataType")
         if data_type is not None and data_type not in data_types:
-            raise RequestError(f"channel {channel.get('ChannelName')!r}: S3DataType {data_type!r} is not one of "
-                               f"{', '.join(data_types)}")  # fmt: skip
+            raise RequestError(
+                f"channel {channel.get('ChannelName')!r}: S3DataType {data_type!r} is not one of "
+                f"{', '.join(data_types)}"
+            )
     try:
         validate_parameters(request, model.operation_model("CreateTrainingJob").input_shape)
     except ParamValidationError as exc:

@@ -57,8 +57,20 @@ def command(job: dict, host_root: Path) -> list[str]:
     real_opt.mkdir(exist_ok=True)
     user_namespace = [] if os.geteuid() == 0 else ["--map-root-user"]
     entry = [*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", [])]
-    return [unshare, "--mount", "--propagation", "private", *user_namespace, "sh", "-c", _MOUNT_OPT_ML, "mount-opt-ml",
-            str(host_root), str(real_opt), *entry]  # fmt: skip
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        *user_namespace,
+        "sh",
+        "-c",
+        _MOUNT_OPT_ML,
+        "mount-opt-ml",
+        str(host_root),
+        str(real_opt),
+        *entry,
+    ]
 
 
 def link_channels(host_input_data: Path, channels: dict[str, Path]) -> None:

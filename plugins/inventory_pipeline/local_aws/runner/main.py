@@ -40,8 +40,13 @@ STOP_WINDOW_ENV = "INVENTORY_LOCAL_STOP_WINDOW_S"
 SAGEMAKER_STOP_WINDOW_S = 120.0  # what SageMaker leaves a container between SIGTERM and SIGKILL
 _PROGRESS = ("Downloading", "Training", "Uploading")
 WATCH_S = 1.0  # how often a running job's stop, update and Spot markers and its MaxRuntime are checked
-_HP_RESERVED = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
-                "sagemaker_container_log_level", "sagemaker_job_name")  # fmt: skip
+_HP_RESERVED = (
+    "sagemaker_program",
+    "sagemaker_submit_directory",
+    "sagemaker_region",
+    "sagemaker_container_log_level",
+    "sagemaker_job_name",
+)
 
 
 class JobFailed(Exception):
@@ -151,8 +156,9 @@ class JobRunner:
             name = channel["ChannelName"]
             source = channel["DataSource"]["S3DataSource"]
             uri = source["S3Uri"]
-            count = workspace.download_channel(self.s3, name, uri, self.work / "data" / name,
-                                               data_type=source.get("S3DataType", "S3Prefix"))  # fmt: skip
+            count = workspace.download_channel(
+                self.s3, name, uri, self.work / "data" / name, data_type=source.get("S3DataType", "S3Prefix")
+            )
             log.info("channel %s: %d objects from %s", name, count, uri)
             channels[name] = self.work / "data" / name
         for host in self.hosts:
@@ -167,42 +173,50 @@ class JobRunner:
         user_hp = {k: v for k, v in hp.items() if k not in _HP_RESERVED}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AWS_"))}
         # Environment values naming SageMaker's /opt/ml paths (a CheckpointConfig LocalPath) name this host's.
-        env.update({k: str(self.host_path(host, v)) if v.startswith("/opt/ml/") else v
-                    for k, v in self.job.get("Environment", {}).items()})  # fmt: skip
-        env.update({
-            "SM_MODEL_DIR": str(dirs.model),
-            "SM_OUTPUT_DIR": str(dirs.output),
-            "SM_OUTPUT_DATA_DIR": str(dirs.output_data),
-            "SM_OUTPUT_FAILURE": str(dirs.output / "failure"),
-            "SM_INPUT_DIR": str(dirs.root / "input"),
-            "SM_INPUT_CONFIG_DIR": str(dirs.input_config),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps(user_hp),
-            "SM_HOSTS": json.dumps(self.hosts),
-            "SM_CURRENT_HOST": host,
-            "SM_NUM_CPUS": str(max(1, (os.cpu_count() or 1) // len(self.hosts))),
-            "SM_NUM_GPUS": "0",
-            "SM_USER_ENTRY_POINT": str(hp.get("sagemaker_program", "")),
-            "SM_MODULE_DIR": str(hp.get("sagemaker_submit_directory", "")),
-            "SM_TRAINING_ENV": json.dumps({"job_name": self.name, "hosts": self.hosts, "current_host": host}),
-            "MASTER_ADDR": "127.0.0.1",  # algo-N does not resolve on this machine
-            "MASTER_PORT": str(master_port),
-            "INVENTORY_OFFLINE": "1",  # no weight downloads: pretrained weights come from the pretrained channel
-            "PYTHONUNBUFFERED": "1",
-            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-            "SMDEBUG_CONFIG_FILE_PATH": str(dirs.input_config / "debughookconfig.json"),
-        })  # fmt: skip
+        env.update(
+            {
+                k: str(self.host_path(host, v)) if v.startswith("/opt/ml/") else v
+                for k, v in self.job.get("Environment", {}).items()
+            }
+        )
+        env.update(
+            {
+                "SM_MODEL_DIR": str(dirs.model),
+                "SM_OUTPUT_DIR": str(dirs.output),
+                "SM_OUTPUT_DATA_DIR": str(dirs.output_data),
+                "SM_OUTPUT_FAILURE": str(dirs.output / "failure"),
+                "SM_INPUT_DIR": str(dirs.root / "input"),
+                "SM_INPUT_CONFIG_DIR": str(dirs.input_config),
+                "SM_CHANNELS": json.dumps(sorted(channels)),
+                "SM_HPS": json.dumps(user_hp),
+                "SM_HOSTS": json.dumps(self.hosts),
+                "SM_CURRENT_HOST": host,
+                "SM_NUM_CPUS": str(max(1, (os.cpu_count() or 1) // len(self.hosts))),
+                "SM_NUM_GPUS": "0",
+                "SM_USER_ENTRY_POINT": str(hp.get("sagemaker_program", "")),
+                "SM_MODULE_DIR": str(hp.get("sagemaker_submit_directory", "")),
+                "SM_TRAINING_ENV": json.dumps({"job_name": self.name, "hosts": self.hosts, "current_host": host}),
+                "MASTER_ADDR": "127.0.0.1",  # algo-N does not resolve on this machine
+                "MASTER_PORT": str(master_port),
+                "INVENTORY_OFFLINE": "1",  # no weight downloads: pretrained weights come from the pretrained channel
+                "PYTHONUNBUFFERED": "1",
+                "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+                "SMDEBUG_CONFIG_FILE_PATH": str(dirs.input_config / "debughookconfig.json"),
+            }
+        )
         env.update({f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()})
         env.update({"TRAINING_JOB_NAME": self.name, "TRAINING_JOB_ARN": self.job["TrainingJobArn"]})
         if (self.work / "packages").is_dir():  # what install_requirements installed comes first
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.work / "packages"), env.get("PYTHONPATH")]))
         # The job's own S3 calls (self-hosted rules mode: smdebug and the sampler write to S3) reach the local S3.
-        env.update({
-            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local-access-key"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local-secret-key"),
-            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        })  # fmt: skip
+        env.update(
+            {
+                "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local-access-key"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local-secret-key"),
+                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            }
+        )
         return env
 
     def args(self) -> list[str]:
@@ -219,8 +233,11 @@ class JobRunner:
         self.secondary("Training", "Training image download completed. Training in progress.")
         self.training_started = time.time()
         in_container = container.uses_container_entrypoint(self.job)
-        program = (" ".join(self.job["AlgorithmSpecification"]["ContainerEntrypoint"]) if in_container
-                   else str(_decode(self.job["HyperParameters"]["sagemaker_program"])))  # fmt: skip
+        program = (
+            " ".join(self.job["AlgorithmSpecification"]["ContainerEntrypoint"])
+            if in_container
+            else str(_decode(self.job["HyperParameters"]["sagemaker_program"]))
+        )
         shippers = {host: LogShipper(self.logs, self.name, host) for host in self.hosts}
         network = IsolatedNetwork() if self.job.get("EnableNetworkIsolation") else contextlib.nullcontext()
         try:
@@ -237,8 +254,9 @@ class JobRunner:
             for shipper in shippers.values():
                 shipper.close()
 
-    def host_command(self, host: str, program: str, in_container: bool, channels: dict[str, Path], port: int,
-                     isolated: Any) -> tuple[list[str], Path, dict[str, str]]:  # fmt: skip
+    def host_command(
+        self, host: str, program: str, in_container: bool, channels: dict[str, Path], port: int, isolated: Any
+    ) -> tuple[list[str], Path, dict[str, str]]:
         """A host's command, working directory and environment. Both namespaces compose: a ContainerEntrypoint
         job gets its own mount namespace per host (its /opt/ml), entered from the job's one network namespace
         when isolated (shared by the hosts, so DDP peers still reach each other): `nsenter --net` execs
@@ -252,8 +270,9 @@ class JobRunner:
             command, cwd = [sys.executable, program, *self.args()], self.work / "code"
         return (isolated.wrap(command) if isolated else command), cwd, env
 
-    def _run_processes(self, program: str, in_container: bool, channels: dict[str, Path], shippers: dict,
-                       isolated: Any) -> str:  # fmt: skip
+    def _run_processes(
+        self, program: str, in_container: bool, channels: dict[str, Path], shippers: dict, isolated: Any
+    ) -> str:
         """Run the entry point on every host until it ends, is stopped, times out or its Spot capacity goes."""
         from inventory_pipeline.local_aws.stack import free_port
 
@@ -263,9 +282,14 @@ class JobRunner:
         for host in self.hosts:
             command, cwd, env = self.host_command(host, program, in_container, channels, port, isolated)
             processes[host] = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
                 start_new_session=True,
-            )  # fmt: skip
+            )
             reader = threading.Thread(target=self._pump, args=(processes[host], shippers[host], host), daemon=True)
             reader.start()
             readers.append(reader)
@@ -328,12 +352,28 @@ class JobRunner:
         requirements = self.work / "code" / "requirements.txt"
         if not requirements.is_file() or not requirements.read_text().startswith("--no-index"):
             return
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
-                   "--target", str(self.work / "packages"), "-r", "requirements.txt"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--target",
+            str(self.work / "packages"),
+            "-r",
+            "requirements.txt",
+        ]
         # Only the requirements file says where wheels come from (no PIP_* settings of this machine).
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
-        done = subprocess.run(isolated.wrap(command) if isolated else command, cwd=self.work / "code", env=env,
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            isolated.wrap(command) if isolated else command,
+            cwd=self.work / "code",
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise JobFailed(f"AlgorithmError: InstallRequirementsError: pip install -r requirements.txt: {detail}")
@@ -486,8 +526,14 @@ def _load_rule_engine() -> None:
             del sys.modules["torch"]
 
 
-def run(store: JobStore, name: str, s3_endpoint: str, logs_endpoint: str, region: str,
-        cloudwatch_endpoint: str | None = None) -> None:  # fmt: skip
+def run(
+    store: JobStore,
+    name: str,
+    s3_endpoint: str,
+    logs_endpoint: str,
+    region: str,
+    cloudwatch_endpoint: str | None = None,
+) -> None:
     from inventory_pipeline.local_aws.runner.metrics import MetricPublisher
 
     s3 = make_client("s3", endpoint_url=s3_endpoint, region_name=region)

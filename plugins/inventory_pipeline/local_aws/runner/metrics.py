@@ -26,8 +26,12 @@ class MetricPublisher(PeriodicBatcher):
     def record(self, host: str, values: dict[str, float]) -> None:
         now = dt.datetime.now(dt.UTC)
         dimensions = [{"Name": "Host", "Value": f"{self.job_name}/{host}"}]
-        self._add([{"MetricName": name, "Dimensions": dimensions, "Timestamp": now, "Value": value, "Unit": "None"}
-                   for name, value in values.items()])  # fmt: skip
+        self._add(
+            [
+                {"MetricName": name, "Dimensions": dimensions, "Timestamp": now, "Value": value, "Unit": "None"}
+                for name, value in values.items()
+            ]
+        )
 
     def _send(self, chunk: list[dict[str, Any]]) -> None:
         self.cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=chunk)

@@ -65,8 +65,9 @@ class RuleEvaluations:
         def change(job: dict[str, Any]) -> None:
             for status in job.get(key, []):
                 if status["RuleConfigurationName"] == outcome.name:
-                    status.update(RuleEvaluationStatus=outcome.status, StatusDetails=outcome.details[:1000],
-                                  LastModifiedTime=now)  # fmt: skip
+                    status.update(
+                        RuleEvaluationStatus=outcome.status, StatusDetails=outcome.details[:1000], LastModifiedTime=now
+                    )
 
         self.runner.store.update(self.runner.name, change)
         log.info("rule %s: %s (%s)", outcome.name, outcome.status, outcome.details)
@@ -78,14 +79,19 @@ class RuleEvaluations:
         max_runtime = float(self.runner.job.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
         # The runner says when training is over: a stopped or timed-out job never writes smdebug's end marker.
         outcome = evaluate_debugger_rule(
-            config, str(tensors), job_finished=self._training_over.is_set, timeout_s=max_runtime + RULE_MARGIN_S,
-            poll_s=RULE_POLL_S, wait=self._training_over.wait,  # woken at once when training ends
-        )  # fmt: skip
+            config,
+            str(tensors),
+            job_finished=self._training_over.is_set,
+            timeout_s=max_runtime + RULE_MARGIN_S,
+            poll_s=RULE_POLL_S,
+            wait=self._training_over.wait,  # woken at once when training ends
+        )
         if outcome.status == ERROR and not tensors.is_dir():
             return RuleOutcome(
-                outcome.name, ERROR,
+                outcome.name,
+                ERROR,
                 "the training job wrote no debugger tensors (it may have failed before its first step)",
-            )  # fmt: skip
+            )
         return outcome
 
     def _profiler(self, config: dict[str, Any]) -> RuleOutcome:
@@ -94,9 +100,13 @@ class RuleEvaluations:
         out_dir = self.runner.work / "rule-output" / config["RuleConfigurationName"]
         tensors = self.runner.host_dirs[self.runner.hosts[0]].tensors
         return evaluate_profiler_report(
-            config, self.runner.work / "profiler-output", out_dir, trial_path=str(tensors),
-            training_start=self.runner.training_started, job_name=self.runner.name,
-        )  # fmt: skip
+            config,
+            self.runner.work / "profiler-output",
+            out_dir,
+            trial_path=str(tensors),
+            training_start=self.runner.training_started,
+            job_name=self.runner.name,
+        )
 
     def _run(self, key: str, config: dict[str, Any], evaluate, s3_output: str) -> None:
         try:

@@ -102,9 +102,7 @@ def manifest_objects(s3: Any, name: str, uri: str) -> tuple[str, list[tuple[str,
     return prefix_bucket, [(prefix_key + r, r) for r in relative]
 
 
-def download_channel(
-    s3: Any, name: str, uri: str, dest: Path, workers: int = 16, data_type: str = "S3Prefix"
-) -> int:
+def download_channel(s3: Any, name: str, uri: str, dest: Path, workers: int = 16, data_type: str = "S3Prefix") -> int:
     """The channel's objects at their paths under `dest`: every object under an S3Prefix, at its path relative to
     the prefix (as SageMaker: `s3://b/in/code` and `s3://b/in/code/` both put `in/code/x.py` at `<channel>/x.py`;
     a prefix that is one object's whole key puts that object at `<channel>/<its name>`), or each object a
@@ -149,13 +147,26 @@ def write_configs(host: HostDirs, job: dict[str, Any], current: str, hosts: list
     (host.input_config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {})))
     instance_type = job.get("ResourceConfig", {}).get("InstanceType", "")
     group = {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": hosts}
-    (host.input_config / "resourceconfig.json").write_text(json.dumps({
-        "current_host": current, "current_instance_type": instance_type, "current_group_name": "homogeneousCluster",
-        "hosts": hosts, "instance_groups": [group], "network_interface_name": "lo",
-    }))  # fmt: skip
-    channels = {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"),
-                                   "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-                for c in job.get("InputDataConfig", [])}  # fmt: skip
+    (host.input_config / "resourceconfig.json").write_text(
+        json.dumps(
+            {
+                "current_host": current,
+                "current_instance_type": instance_type,
+                "current_group_name": "homogeneousCluster",
+                "hosts": hosts,
+                "instance_groups": [group],
+                "network_interface_name": "lo",
+            }
+        )
+    )
+    channels = {
+        c["ChannelName"]: {
+            "TrainingInputMode": c.get("InputMode", "File"),
+            "S3DistributionType": "FullyReplicated",
+            "RecordWrapperType": "None",
+        }
+        for c in job.get("InputDataConfig", [])
+    }
     (host.input_config / "inputdataconfig.json").write_text(json.dumps(channels))
     hook = job.get("DebugHookConfig")
     if hook:
