@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.dataset.abid import Pair
 from inventory_pipeline.dataset.s3io import Progress
 from inventory_pipeline.dataset.seed import seed_synthetic

@@ -27,7 +27,7 @@ from script_mode import run_train, script_env
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from inventory_pipeline.aws_clients import make_client  # noqa: E402
+from inventory_pipeline.aws.clients import make_client  # noqa: E402
 from inventory_pipeline.dataset.seed import seed_synthetic  # noqa: E402
 from inventory_pipeline.dataset.stages import build_dataset  # noqa: E402
 from inventory_pipeline.local_aws.runner.workspace import download_channel  # noqa: E402

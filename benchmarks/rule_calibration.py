@@ -3,7 +3,7 @@ judged by the rule engine with the parameters the pipeline sends and with SageMa
 
 Every run is `training_code/train.py` as SageMaker's container runs it (`script_mode.py`: SM_* variables, the
 channels on disk), with the debugger hook configured by the request builder (`debug_hook_config`) and the rule
-parameters it would send for that run's schedule (`rule_objects(settings, Schedule.for_data(...))`, i.e.
+parameters it would send for that run's schedule (`rule_objects(region, Schedule.for_data(...))`, i.e.
 `rules/calibration.py`); the trial is then judged by the engine the local runner and `rules_mode=self_hosted`
 use (`evaluate_debugger_rule`). Runs:
 - healthy: the demo's recipe (small_cnn, 1500 synthetic photos, 12 one-cycle epochs) on two seeds, the recipe
@@ -45,8 +45,9 @@ from inventory_pipeline.dataset.split import assign_split  # noqa: E402
 from inventory_pipeline.dataset.synthetic import generate  # noqa: E402
 from inventory_pipeline.rules import evaluate_debugger_rule  # noqa: E402
 from inventory_pipeline.rules.calibration import Schedule  # noqa: E402
+from inventory_pipeline.rules.sdk_rules import rule_objects  # noqa: E402
 from inventory_pipeline.settings import DEBUGGER_RULES, Settings  # noqa: E402
-from inventory_pipeline.training.request import debug_hook_config, rule_objects  # noqa: E402
+from inventory_pipeline.training.request import debug_hook_config  # noqa: E402
 
 TRAIN = ROOT / "training_code" / "train.py"
 FAULTS = Path(__file__).resolve().parent / "induced_faults.py"
@@ -155,8 +156,8 @@ def execute(run: Run, work: Path) -> dict:
         model=option(run.args, "--model", "resnet50"), epochs=epochs, batch_size=batch, instance_count=1
     )
     schedule = Schedule.for_data(epochs, batch, 1, images_in(channels["train"]), images_in(channels["valid"]))
-    calibrated, _ = rule_objects(settings, schedule)
-    defaults, _ = rule_objects(settings, None)
+    calibrated, _ = rule_objects(settings.region, schedule)
+    defaults, _ = rule_objects(settings.region, None)
     hook = work / "debughookconfig.json"
     hook.write_text(json.dumps({**debug_hook_config(settings, calibrated), "LocalPath": str(work / "tensors")}))
     program = [str(FAULTS), "--fault", run.fault] if run.fault else [str(TRAIN)]

@@ -9,7 +9,7 @@ decide alone; `evaluate_and_promote` always runs and records exactly one decisio
 not_better, below_baseline, blocked, failed or skipped_unchanged), in the project bucket and the MLflow
 registry, and announces it.
 
-Wiring only: each task is a few lines calling `inventory_pipeline.dag_tasks`; nothing heavy is imported at
+Wiring only: each task is a few lines calling `inventory_pipeline.airflow.tasks`; nothing heavy is imported at
 parse time. Only the Params below may be set per run (a conf with any other key is refused by
 `check_run_conf`); deployment settings come from the environment or Airflow Variables. The same DAG runs
 against AWS or the embedded local stack, depending only on where the `aws_default` connection points.
@@ -28,15 +28,15 @@ import airflow.providers.amazon.aws.sensors.sagemaker  # noqa: F401
 import airflow.providers.standard.operators.hitl  # noqa: F401
 from airflow.sdk import DAG, Param, task
 
-from inventory_pipeline.callbacks import remember_failure
-from inventory_pipeline.operators import (
+from inventory_pipeline.airflow.callbacks import remember_failure
+from inventory_pipeline.airflow.operators import (
     DecisionGateOperator,
     PromotionReviewOperator,
     RuleReportOperator,
     TrainingJobOperator,
 )
+from inventory_pipeline.airflow.sensors import RuleEvaluationSensor, TrainingJobSensor
 from inventory_pipeline.rules.applicability import NEVER_EVALUATED
-from inventory_pipeline.sensors import RuleEvaluationSensor, TrainingJobSensor
 from inventory_pipeline.settings import KNOWN_MODELS, KNOWN_RULES, RULES_MODES
 
 # The provider describes a job at most once per 30 s while printing its log; polls are no faster than that.
@@ -214,42 +214,42 @@ with DAG(
 
     @task
     def check_run_conf(dag_run=None, dag=None, params=None) -> dict:
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         # dag_run.conf itself for undeclared keys (Airflow merges them into params), then the Params' values.
         return dag_tasks.check_run_conf(dag_run.conf, frozenset(dag.params), params)
 
     @task
     def select_source(params=None) -> dict:
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         with dag_tasks.failing_fast_on_bad_input():
             return dag_tasks.select_source(params)
 
     @task
     def copy_images(selection: dict, params=None) -> dict:
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         with dag_tasks.failing_fast_on_bad_input():
             return dag_tasks.copy_images(params, selection)
 
     @task
     def split_dataset(copy_result: dict, params=None) -> dict:
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         with dag_tasks.failing_fast_on_bad_input():
             return dag_tasks.split_dataset(params, copy_result)
 
     @task
     def package_code(params=None) -> dict:
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         with dag_tasks.failing_fast_on_bad_input():
             return dag_tasks.package_code(params)
 
     @task
     def check_lineage(manifest: dict, code: dict, params=None) -> dict:
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         with dag_tasks.failing_fast_on_bad_input():
             return dag_tasks.check_lineage(params, manifest, code)
@@ -315,7 +315,7 @@ with DAG(
     @task(retries=3)
     def stop_unwatched_job(params=None, ti=None, dag=None, run_id=None) -> dict:
         """Teardown of train: this run's job, still running when the run is over, is stopped (no orphaned cost)."""
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         return dag_tasks.stop_unwatched_job(params, ti, dag.dag_id, run_id)
 

@@ -42,7 +42,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture()
 def s3(local_stack):
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
 
     return make_client(
         "s3",

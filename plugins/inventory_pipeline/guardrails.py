@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inventory_pipeline.reports.cost import price_table  # the shipped, dated table the report prices with
+from inventory_pipeline.aws.pricing import price_table  # the shipped, dated table the report prices with
 
 
 @dataclass(frozen=True)

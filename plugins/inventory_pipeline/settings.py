@@ -12,29 +12,33 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
 
-from inventory_pipeline.decisions import APPROVAL_CONDITIONS, GatePolicy
 from inventory_pipeline.guardrails import Guardrails, RunShape
-from inventory_pipeline.rules.applicability import why_not_evaluable
+from inventory_pipeline.rules.applicability import DEBUGGER_RULES, PROFILER_RULES, why_not_evaluable
+
+# When a would-be promotion waits for a person (GatePolicy.approval_when): the gain is better than the margins
+# but not significant; a non-blocking rule warned; every promotion.
+APPROVAL_CONDITIONS = ("not_significant", "rule_warned", "always")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What a candidate must show to be promoted (Settings holds the deployment's values; see the README)."""
+
+    min_improvement: float = 0.0  # more than this share of the test images right than the champion
+    min_relative_improvement: float = 0.0  # and more than this share of the champion's right answers
+    significance: float = 0.05  # the paired test's level: p below it, or the gain may be chance
+    baseline_margin: float = 0.0  # more than this share of the test images right than the trivial answer
+    max_class_drop: float = 0.10  # a count whose recall falls by more than this against the champion blocks it
+    min_class_images: int = 10  # ... when the test images hold at least this many of that count
+    approval_when: tuple[str, ...] = ("not_significant",)  # see APPROVAL_CONDITIONS; () = never ask
+
 
 KNOWN_MODELS = ("resnet50", "resnet18", "efficientnet_lite0", "small_cnn")
 RULES_MODES = ("auto", "managed", "self_hosted")
-DEBUGGER_RULES = ("VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization")
-PROFILER_RULES = (
-    "CPUBottleneck",
-    "IOBottleneck",
-    "LowGPUUtilization",
-    "GPUMemoryIncrease",
-    "BatchSize",
-    "Dataloader",
-    "LoadBalancing",
-    "MaxInitializationTime",
-    "StepOutlier",
-    "OverallSystemUsage",
-)
 DATA_RULES = ("ClassMixShift",)  # the dataset's class mix moved beyond class_mix_threshold (data report)
 KNOWN_RULES = DEBUGGER_RULES + PROFILER_RULES + DATA_RULES
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -342,7 +346,7 @@ class Settings:
         enforce_guardrails: bool = True,
     ) -> Settings:
         """The one precedence: a Param given in the run > the deployment's `INVENTORY_*` value (`env`: the
-        Airflow Variable, else the environment, see dag_tasks.DeploymentValues) > the field's default. A Param
+        Airflow Variable, else the environment, see DeploymentValues below) > the field's default. A Param
         left empty (None or "") is not given; `_SWITCH_ON_ONLY` Params given as false are not given either.
 
         `declared`: the DAG's Param names; only those are read from `params` (Airflow merges undeclared run-conf
@@ -438,7 +442,7 @@ _FIELD_TYPES: dict[str, type] = {
     }.items()
 }
 
-# Deployment settings: Airflow Variables of these names, else environment variables (dag_tasks.DeploymentValues).
+# Deployment settings: Airflow Variables of these names, else environment variables (DeploymentValues).
 # A field that is also a declared Param (source_bucket, rules_mode, ...) takes a Param given in the run over these.
 _ENV_NAMES = {
     "bucket": "INVENTORY_BUCKET",
@@ -514,3 +518,60 @@ def _coerce(name: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise SettingsError(name, f"expected {target.__name__}, got {value!r}") from exc
+
+
+# --- a run's settings as a task reads them: Param > Airflow Variable > environment > default -----------
+
+
+class DeploymentValues(Mapping[str, str]):
+    """The deployment's `INVENTORY_*` values: the Airflow Variable of that name, else the environment variable
+    (Settings.from_sources puts a Param given in the run above both, and the field's default below). Each name
+    is looked up once per instance: one settings_from call asks the Variables once."""
+
+    def __init__(self, variable_get: Callable[[str], str | None] | None = None):
+        self._variable_get = variable_get or _airflow_variable
+        self._seen: dict[str, str | None] = {}
+
+    def __getitem__(self, name: str) -> str:
+        import os
+
+        if name not in self._seen:
+            value = self._variable_get(name)
+            self._seen[name] = str(value) if value is not None else os.environ.get(name)
+        if self._seen[name] is None:
+            raise KeyError(name)
+        return self._seen[name]
+
+    def __iter__(self) -> Iterator[str]:  # only looked up by name; never listed
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _airflow_variable(name: str) -> str | None:
+    from airflow.sdk import Variable
+
+    return Variable.get(name, default=None)
+
+
+def declared_params() -> frozenset[str] | None:
+    """The running DAG's declared Param names (its Params dict is the one place a Param is added); None
+    outside a running task, where there is no run conf and the params are the calling code's own."""
+    from airflow.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except RuntimeError:
+        return None
+    return frozenset(context["dag"].params)
+
+
+def settings_from(params: Mapping[str, Any] | None, *, enforce_guardrails: bool = True) -> Settings:
+    """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
+    declared = declared_params()
+    # Airflow Variables are read inside a task; outside one (the CLI, scripts) the environment alone.
+    deployment = DeploymentValues() if declared is not None else None
+    return Settings.from_sources(
+        dict(params or {}), deployment, declared=declared, enforce_guardrails=enforce_guardrails
+    )

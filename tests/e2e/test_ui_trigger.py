@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from support import wait_until
 
-from inventory_pipeline.airflow_runner import PROJECT_ROOT, airflow_bin, airflow_env
+from inventory_pipeline.airflow.runner import PROJECT_ROOT, airflow_bin, airflow_env
 from inventory_pipeline.local_aws.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -51,7 +51,7 @@ if CHROMIUM is None:
 @pytest.fixture(scope="module")
 def airflow_ui(local_stack, tmp_path_factory) -> Iterator[str]:
     """`airflow standalone` with this project's DAG, pointed at the local stack; yields the UI's base URL."""
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
     from inventory_pipeline.dataset.seed import seed_synthetic
 
     s3 = make_client(

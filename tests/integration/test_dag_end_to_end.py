@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from inventory_pipeline.airflow_runner import airflow_bin, airflow_env, dags_test, db_migrate
-from inventory_pipeline.approvals import Reviewer
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.airflow.runner import airflow_bin, airflow_env, dags_test, db_migrate
+from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.dataset.seed import seed_synthetic
+from inventory_pipeline.demo.reviewer import Reviewer
 from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -85,7 +85,7 @@ def finished_run(local_stack, tmp_path_factory):
                 on_line=reviewer.on_line,
             )
             summary = subprocess.run(
-                [sys.executable, "-m", "inventory_pipeline.run_summary"],
+                [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -263,7 +263,11 @@ def test_a_blocking_rule_the_instance_cannot_evaluate_is_refused_before_any_work
     log_path = Path(env["AIRFLOW_HOME"]) / "dags-test-refused.log"
     result = dags_test(env, conf, log_path=log_path, logical_date="2026-02-23")
     summary = subprocess.run(
-        [sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     run = json.loads(summary.stdout.strip().splitlines()[-1])
     assert not result.ok and run["state"] == "failed"

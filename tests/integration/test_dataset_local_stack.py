@@ -222,7 +222,7 @@ def test_missing_source_bucket_is_a_clear_error(s3, buckets):
 
 
 def test_no_credentials_is_a_clear_error(local_stack, buckets, monkeypatch, tmp_path):
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
 
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)

@@ -16,7 +16,7 @@ import botocore.exceptions
 import pytest
 from support import tar_archive
 
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.clients import make_client
 
 pytestmark = pytest.mark.integration
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
@@ -167,8 +167,8 @@ class _TaskInstance:
 def test_rules_mode_auto_follows_sagemakers_answer(
     local_stack, no_debugger_sagemaker, clients, bucket_name, monkeypatch, tmp_path, debugger
 ):
+    from inventory_pipeline.airflow.operators import TrainingJobOperator
     from inventory_pipeline.local_aws.stack import airflow_connection
-    from inventory_pipeline.operators import TrainingJobOperator
     from inventory_pipeline.training.naming import job_name_for_run
 
     s3, _ = clients

@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 from support import tar_archive, wait_until
 
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.clients import make_client
 
 pytestmark = pytest.mark.integration
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}

@@ -15,7 +15,7 @@ import pytest
 from support import tar_archive, wait_until
 from test_local_sagemaker import CREDS, _request, _wait
 
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.clients import make_client
 
 pytestmark = pytest.mark.integration
 

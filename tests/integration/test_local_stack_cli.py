@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.clients import make_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,7 +66,7 @@ def test_up_is_idempotent_and_env_prints_what_a_shell_needs(tmp_path):
 
 def test_the_compose_setup_writes_the_connection_and_variables_airflow_then_reads(tmp_path):
     """compose_setup's write into Airflow's database, read back the way a task and the CLI read them."""
-    from inventory_pipeline.airflow_runner import airflow_bin, airflow_env, db_migrate
+    from inventory_pipeline.airflow.runner import airflow_bin, airflow_env, db_migrate
 
     env = airflow_env(tmp_path / "airflow")
     db_migrate(env)

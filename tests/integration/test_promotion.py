@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from support import accuracy_metrics, collect, free_port, tar_archive
 
-from inventory_pipeline.decisions import GatePolicy, RunFacts
-from inventory_pipeline.promotion import GateInputs, run_gate
-from inventory_pipeline.tracking import Registry
+from inventory_pipeline.decision.apply import GateInputs, run_gate
+from inventory_pipeline.decision.decide import GatePolicy, RunFacts
+from inventory_pipeline.decision.registry import Registry
 
 pytestmark = pytest.mark.integration
 STEPS = ("decision", "tracking", "registry", "alias", "champion_copy", "applied")
@@ -131,7 +131,7 @@ def test_a_failed_notification_never_loses_the_decision(env):
 
 
 def test_rollback_moves_the_alias_and_the_copy_and_is_recorded(env):
-    from inventory_pipeline.model_cli import rollback
+    from inventory_pipeline.cli.model import rollback
 
     gate(env, "j1", 0.6)
     gate(env, "j2", 0.8, champion_accuracy=0.6)
@@ -145,7 +145,7 @@ def test_rollback_moves_the_alias_and_the_copy_and_is_recorded(env):
 def test_the_listing_shows_each_versions_aliases_as_the_registry_has_them(env):
     """Issue 25 (4): after two promotions v2 is the champion, and `model list` must say so (search results carry
     no aliases; the listing read them from there and showed none)."""
-    from inventory_pipeline.model_cli import list_versions
+    from inventory_pipeline.cli.model import list_versions
 
     gate(env, "j1", 0.6)
     gate(env, "j2", 0.8, champion_accuracy=0.6)
@@ -198,8 +198,8 @@ def refusing_registry(monkeypatch):
 def test_a_registry_that_cannot_be_asked_is_not_an_empty_one_and_no_decision_is_written(env, refusing_registry, kind):
     """Issue 25 (2): an MLflow error read as "no champion" made the gate record `promoted: first model` over a real
     champion. Now the read raises, the gate writes no decision, and Airflow retries the task."""
-    from inventory_pipeline.decisions import DecisionStore
-    from inventory_pipeline.tracking import RegistryUnavailable
+    from inventory_pipeline.decision.decide import DecisionStore
+    from inventory_pipeline.decision.registry import RegistryUnavailable
 
     registry = refusing_registry(kind)
     with pytest.raises(RegistryUnavailable, match="could not read the champion"):
@@ -217,8 +217,8 @@ def test_a_registry_that_cannot_be_asked_is_not_an_empty_one_and_no_decision_is_
 def test_a_rollback_holds_until_released(env):
     """Issue 25 (5): after a rollback, a better run is recorded `held` (registered, never promoted), and the
     listing says which version is held by whom; `model release` lets the next run promote."""
-    from inventory_pipeline.champion_lock import read_hold
-    from inventory_pipeline.model_cli import list_versions, release, rollback
+    from inventory_pipeline.cli.model import list_versions, release, rollback
+    from inventory_pipeline.decision.lease import read_hold
 
     s3, bucket, registry = env["s3"], env["bucket"], env["registry"]
     gate(env, "j1", 0.6)
@@ -240,7 +240,7 @@ def test_a_rollback_holds_until_released(env):
 def test_a_promotion_is_not_applied_over_a_champion_that_moved_since_the_decision(env):
     """Issue 25 (3): decided `promoted` against v2, the gate dies before the alias; a rollback to v1 happens; the
     retry must not undo the rollback: the promotion is `superseded`, recorded with what the champion is now."""
-    from inventory_pipeline.model_cli import release, rollback
+    from inventory_pipeline.cli.model import release, rollback
 
     s3, bucket, registry = env["s3"], env["bucket"], env["registry"]
     gate(env, "j1", 0.6)
@@ -265,7 +265,7 @@ def test_a_promotion_is_not_applied_over_a_champion_that_moved_since_the_decisio
 def test_a_failed_decision_is_superseded_when_a_cleared_run_gets_further(env):
     """Issue 25 (1): the first attempt failed upstream (copy_images), the engineer clears the run, the job trains:
     the gate decides again instead of replaying `failed`, and history keeps both."""
-    from inventory_pipeline.decisions import DecisionStore
+    from inventory_pipeline.decision.decide import DecisionStore
 
     broken = {**DONE, "copy_images": "failed", "train": "upstream_failed"}
     first = gate(env, "j1", 0.6, report=None, states=broken)

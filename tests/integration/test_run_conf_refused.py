@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from inventory_pipeline.airflow_runner import airflow_env, dags_test, db_migrate
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.airflow.runner import airflow_env, dags_test, db_migrate
+from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.training.naming import job_name_for_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,7 +39,11 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     }
     result = dags_test(env, conf, log_path=tmp_path / "dags-test.log")
     summary = subprocess.run(
-        [sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     run = json.loads(summary.stdout.strip().splitlines()[-1])
 

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 from support import tar_archive
 
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.clients import make_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CREDS = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
@@ -60,7 +60,7 @@ def _context(params: dict, try_number: int = 1) -> dict:
 
 
 def test_killing_the_sensor_leaves_the_job_running(running_job, local_stack, monkeypatch):
-    from inventory_pipeline.sensors import TrainingJobSensor
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
     sensor = TrainingJobSensor(task_id="wait_for_training", job_name=running_job.name, print_log=False)
@@ -72,7 +72,7 @@ def test_killing_the_sensor_leaves_the_job_running(running_job, local_stack, mon
 
 
 def test_each_log_line_reaches_the_task_log_once_across_reschedules(running_job, local_stack, monkeypatch):
-    from inventory_pipeline.sensors import TrainingJobSensor
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
     messages: list[str] = []
@@ -102,7 +102,7 @@ def test_a_deferred_wait_resumes_reading_the_log_where_it_stopped(start_job, loc
     from airflow.sdk.exceptions import TaskDeferred
     from airflow.sdk.module_loading import import_string
 
-    from inventory_pipeline.sensors import TrainingJobSensor
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
     job = start_job()
@@ -172,7 +172,7 @@ def test_the_teardown_stops_this_runs_job_when_nothing_waits_for_it(start_job, l
     job of another run with the same name's owner tags differing, is left alone."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from inventory_pipeline.dag_tasks import stop_unwatched_job
+    from inventory_pipeline.airflow.tasks import stop_unwatched_job
     from inventory_pipeline.training.ownership import ForeignJobError
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
@@ -200,7 +200,7 @@ def test_a_deferred_wait_ends_at_its_deadline_and_a_killed_one_stops_its_job_whe
 ):
     import asyncio
 
-    from inventory_pipeline.triggers import TrainingJobTrigger
+    from inventory_pipeline.airflow.triggers import TrainingJobTrigger
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
     job = start_job()

@@ -165,8 +165,8 @@ def test_a_champion_is_scored_with_its_own_code_after_the_architecture_changed(s
     # the candidate's own archive carries the new architecture's code
     assert "[3, 16, 32, 64, 128]" in (second / "algo-1/model/code/model.py").read_text()
 
-    from inventory_pipeline.comparison import read_answers
-    from inventory_pipeline.decisions import GatePolicy, compare_with_champion
+    from inventory_pipeline.decision.comparison import read_answers
+    from inventory_pipeline.decision.decide import GatePolicy, compare_with_champion
 
     _, reason, numbers = compare_with_champion(
         read_answers(metrics["answers"], "candidate"), read_answers(champion["answers"], "champion"), GatePolicy()
@@ -470,7 +470,7 @@ def test_a_model_with_no_real_signal_is_never_promoted_even_as_the_first_model(t
     the DAG trains it, the candidate must end below the trivial answer (or not better), never promoted."""
     import random
 
-    from inventory_pipeline.decisions import RunFacts, decide
+    from inventory_pipeline.decision.decide import RunFacts, decide
 
     rng = random.Random(3)
     images = [(i.image_id, rng.randint(1, 5), i.jpeg) for i in generate(200, seed=9)]

@@ -19,9 +19,9 @@ from unittest import mock
 
 import pytest
 
-from inventory_pipeline.airflow_runner import DagTestResult, airflow_env, dags_test, db_migrate
-from inventory_pipeline.aws_call_recorder import PRINCIPAL_ENV, RECORD_ENV
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.airflow.runner import DagTestResult, airflow_env, dags_test, db_migrate
+from inventory_pipeline.aws.call_recorder import PRINCIPAL_ENV, RECORD_ENV
+from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.dataset.seed import seed_synthetic
 from inventory_pipeline.local_aws.stack import (
     DEFAULT_REGION,
@@ -128,7 +128,7 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedR
         }
         result = dags_test(env, conf, log_path=home / "dags-test.log")
         summary = subprocess.run(
-            [sys.executable, "-m", "inventory_pipeline.run_summary"],
+            [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
             env=env,
             capture_output=True,
             text=True,

@@ -2,7 +2,7 @@
 `tests/reliability/test_faults.py` (one test per scenario) and `benchmarks/faults.py --json` (one table).
 
 Each scenario injects one fault (bad input, S3 throttling or an outage, a killed process, a lost response, an
-unsafe archive or checkpoint, a re-run) into the real functions: `inventory_pipeline.dag_tasks` for the data
+unsafe archive or checkpoint, a re-run) into the real functions: `inventory_pipeline.airflow.tasks` for the data
 plane, the DAG's `TrainingJobOperator` / `TrainingJobSensor` (the Amazon provider's classes inside) for
 training, the local SageMaker server and runner for the job, `promotion` for the champion. Then the same
 audit runs for every fault and fills one row:
@@ -58,7 +58,7 @@ SLEEPER = "import os, time\nprint('sleeping', flush=True)\ntime.sleep(float(os.e
 # A NoIssuesFound must say what it looked at ("no issue in 14 checks", "over 25 samples"), else it is a default.
 EVIDENCE = re.compile(r"\b[1-9]\d* (checks?|samples?|steps?)\b")
 CHILD_TASK = (
-    "import json, sys\nfrom inventory_pipeline import dag_tasks\n"
+    "import json, sys\nfrom inventory_pipeline.airflow import tasks as dag_tasks\n"
     "print(json.dumps(getattr(dag_tasks, sys.argv[1])(json.loads(sys.argv[2]), json.loads(sys.argv[3]))))"
 )
 
@@ -166,7 +166,7 @@ class FaultEnv:
     # clients -----------------------------------------------------------------------------------------------
 
     def client(self, service: str, endpoint: str | None = None, **config: Any) -> Any:
-        from inventory_pipeline.aws_clients import make_client
+        from inventory_pipeline.aws.clients import make_client
 
         return make_client(service, endpoint or self.stack.endpoints[service], self.stack.region, **CREDS, **config)
 
@@ -293,7 +293,7 @@ class FaultEnv:
             self.s3.create_bucket(Bucket=names.bucket)
             params = self.data_params(names)
             with self.connection():
-                from inventory_pipeline import dag_tasks
+                from inventory_pipeline.airflow import tasks as dag_tasks
 
                 dataset = dag_tasks.split_dataset(
                     params, dag_tasks.copy_images(params, dag_tasks.select_source(params))
@@ -405,7 +405,7 @@ def read_json(s3: Any, bucket: str, key: str) -> Any:
 
 def registry_for(env: FaultEnv, bucket: str) -> Any:
     """The registered model of one scenario (named after its bucket, so scenarios never share a champion)."""
-    from inventory_pipeline.tracking import Registry
+    from inventory_pipeline.decision.registry import Registry
 
     return Registry(env.stack.endpoints["mlflow"], f"counting-{bucket}")
 
@@ -424,7 +424,7 @@ def champion_snapshot(env: FaultEnv, bucket: str) -> dict[str, Any]:
 def seed_champion(env: FaultEnv, bucket: str, accuracy: float = 0.5) -> dict[str, Any]:
     """An earlier run's champion (registered, aliased, copied), so a scenario can show it was (or was not)
     rightly replaced."""
-    from inventory_pipeline.promotion import follow_registry
+    from inventory_pipeline.decision.apply import follow_registry
 
     model_key = f"{ROOT_PREFIX}training-jobs/champion-before/output/model.tar.gz"
     env.s3.put_object(Bucket=bucket, Key=model_key, Body=tar_archive({"model.pth": b"earlier weights"}))
@@ -456,8 +456,8 @@ def run_gate_for(
 ) -> dict[str, Any]:
     """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report (unless
     `states` says otherwise); `registry`: another client of the scenario's registry (through a proxy)."""
-    from inventory_pipeline.decisions import GatePolicy, RunFacts
-    from inventory_pipeline.promotion import GateInputs, run_gate
+    from inventory_pipeline.decision.apply import GateInputs, run_gate
+    from inventory_pipeline.decision.decide import GatePolicy, RunFacts
 
     registry = registry or registry_for(env, bucket)
     champion = registry.champion()
@@ -574,7 +574,7 @@ class Audit:
     def champion(self, bucket: str, before: dict[str, Any]) -> None:
         """The registry's champion changed only through a recorded promotion of a better model, and the
         deployable copy in S3 is the registry champion's model."""
-        from inventory_pipeline.decisions import DecisionStore
+        from inventory_pipeline.decision.decide import DecisionStore
 
         after = champion_snapshot(self.env, bucket)
         if after == before:
@@ -621,7 +621,7 @@ class Audit:
 
 def run_data_plane(params: dict[str, Any]) -> dict[str, Any]:
     """select_source -> copy_images -> split_dataset, as the DAG's tasks call them."""
-    from inventory_pipeline import dag_tasks
+    from inventory_pipeline.airflow import tasks as dag_tasks
 
     selection = dag_tasks.select_source(params)
     copied = dag_tasks.copy_images(params, selection)
@@ -644,7 +644,7 @@ def context(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_operator(code: dict[str, Any], dataset: dict[str, Any]) -> Any:
-    from inventory_pipeline.operators import TrainingJobOperator
+    from inventory_pipeline.airflow.operators import TrainingJobOperator
 
     return TrainingJobOperator(task_id="train", dataset=dataset, code=code)
 
@@ -788,7 +788,7 @@ def too_many_rejects(env: FaultEnv) -> Row:
         env.s3.put_object(Bucket=names.source, Key=_metadata(victim), Body=b"{truncated")
     params = env.data_params(names)
     with env.connection():
-        from inventory_pipeline import dag_tasks
+        from inventory_pipeline.airflow import tasks as dag_tasks
 
         selection = dag_tasks.select_source(params)
         handled, outcome = expect_error(lambda: dag_tasks.copy_images(params, selection), TooManyRejects)
@@ -866,7 +866,7 @@ def _through_proxy(
     with FaultProxy(env.stack.endpoints["s3"]) as proxy:
         proxy.rule = rule(proxy)
         with env.connection(s3=proxy.url):
-            from inventory_pipeline import dag_tasks
+            from inventory_pipeline.airflow import tasks as dag_tasks
 
             result: dict[str, Any] = {}
             for stage, call in (
@@ -970,7 +970,7 @@ def _killed_stage(env: FaultEnv, fault: str, stage: str, is_target: Callable[[Re
     env.seed_source(names.source)
     env.s3.create_bucket(Bucket=names.bucket)
     params = env.data_params(names)
-    from inventory_pipeline import dag_tasks
+    from inventory_pipeline.airflow import tasks as dag_tasks
 
     with env.connection():
         selection = dag_tasks.select_source(params)
@@ -1203,7 +1203,7 @@ def train_task_killed(env: FaultEnv) -> Row:
 def sensor_killed(env: FaultEnv) -> Row:
     """Killing or clearing the sensor only stops the waiting: the job keeps running (only the train task,
     which started it, stops it when killed)."""
-    from inventory_pipeline.sensors import TrainingJobSensor
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
 
     fault = "wait_for_training killed (on_kill)"
     names = env.names(fault)
@@ -1346,7 +1346,7 @@ def training_process_killed(env: FaultEnv) -> Row:
     end Error or evaluate what was saved, the sensor fails the task with the reason, nothing is promoted."""
     from airflow.sdk.exceptions import AirflowException
 
-    from inventory_pipeline.sensors import TrainingJobSensor
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
 
     fault = "training process killed"
     names = env.names(fault)
@@ -1387,7 +1387,7 @@ def job_stopped_mid_training(env: FaultEnv) -> Row:
     end terminal, the sensor fails the task with the job's status, nothing is promoted."""
     from airflow.sdk.exceptions import AirflowException
 
-    from inventory_pipeline.sensors import TrainingJobSensor
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
 
     fault = "job stopped mid-training (stop window)"
     names = env.names(fault)
@@ -1463,7 +1463,7 @@ def rule_evaluation_crashed(env: FaultEnv) -> Row:
     local runner, whose threads are the rule jobs, is SIGKILLed while its rule outputs are on their way to
     S3). Every unfinished rule must end Error, the report must not count it as passed, and the promotion gate
     still leaves a consistent champion."""
-    from inventory_pipeline import dag_tasks
+    from inventory_pipeline.airflow import tasks as dag_tasks
     from inventory_pipeline.rules import evaluate_debugger_rule
 
     fault = "rule evaluation crashed"
@@ -1510,7 +1510,7 @@ def rule_evaluation_crashed(env: FaultEnv) -> Row:
             release.set()
             described = settled(sm, name, 60)
             with env.connection(sagemaker=side.endpoints["sagemaker"]):
-                from inventory_pipeline.sensors import RuleEvaluationSensor
+                from inventory_pipeline.airflow.sensors import RuleEvaluationSensor
 
                 waited = RuleEvaluationSensor(task_id="wait_for_rules", job_name=name, timeout=60)
                 rules_done = waited.poke(context(names.run_id, params))
@@ -1672,7 +1672,7 @@ def malicious_checkpoint(env: FaultEnv) -> Row:
 def run_cleared(env: FaultEnv) -> Row:
     """Every task of one DAG run, then all of them again with the same run id (a cleared run): no second job,
     no copy twice, the same dataset version, the code uploaded once."""
-    from inventory_pipeline import dag_tasks
+    from inventory_pipeline.airflow import tasks as dag_tasks
 
     fault = "run cleared and re-run"
     names = env.names(fault)

@@ -71,7 +71,7 @@ def mlflow_behind_proxy(env: FaultEnv) -> Iterator[FaultProxy]:
 
 
 def _registry(url: str, bucket: str) -> Any:
-    from inventory_pipeline.tracking import Registry
+    from inventory_pipeline.decision.registry import Registry
 
     return Registry(url, f"counting-{bucket}")
 
@@ -130,7 +130,7 @@ def _raises(fn: Callable[[], Any]) -> tuple[bool, str]:
 
 
 def _decision(env: FaultEnv, bucket: str, job: str) -> dict[str, Any] | None:
-    from inventory_pipeline.decisions import DecisionStore
+    from inventory_pipeline.decision.decide import DecisionStore
 
     return DecisionStore(env.s3, bucket, ROOT_PREFIX).read(job)
 
@@ -157,7 +157,7 @@ _register_mlflow_faults()
 def rollback_between_decide_and_apply(env: FaultEnv) -> Row:
     """B is decided `promoted` against A, the gate dies before the alias, someone rolls back to the first
     champion (and releases the hold): B's retry must not undo the rollback."""
-    from inventory_pipeline.model_cli import release, rollback
+    from inventory_pipeline.cli.model import release, rollback
 
     fault = "rollback between decide and apply"
     names = env.names(fault)
@@ -211,7 +211,7 @@ def stale_decision_applied_late(env: FaultEnv) -> Row:
 
 def _champion_is(env: FaultEnv, bucket: str, version: str | None, audit: Audit) -> Any:
     """The registry's champion (checked against `version` when given) and the deployable copy agree."""
-    from inventory_pipeline.decisions import read_json
+    from inventory_pipeline.decision.decide import read_json
 
     champion = registry_for(env, bucket).champion()
     copy = read_json(env.s3, bucket, f"{ROOT_PREFIX}models/champion/metrics.json") or {}
@@ -290,7 +290,7 @@ def unsent_announcement(env: FaultEnv) -> Row:
 def clear_after_failed_decision(env: FaultEnv) -> Row:
     """copy_images failed (S3 outage) and the gate recorded `failed`; the engineer fixed it and cleared the run;
     the job trained: the gate decides again, and the history keeps both."""
-    from inventory_pipeline.decisions import DecisionStore
+    from inventory_pipeline.decision.decide import DecisionStore
 
     fault = "clear after a failed decision"
     names = env.names(fault)
@@ -320,8 +320,8 @@ def sensor_timeout_job_running(env: FaultEnv) -> Row:
     """wait_for_training gives up while the job still runs: the run's teardown stops that job (and only it)."""
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    from inventory_pipeline import sensors
-    from inventory_pipeline.dag_tasks import stop_unwatched_job
+    from inventory_pipeline.airflow import sensors as sensors
+    from inventory_pipeline.airflow.tasks import stop_unwatched_job
 
     fault = "a sensor timeout with the job running"
     names = env.names(fault)

@@ -59,6 +59,6 @@ def _client_error(code: str, status: int) -> ClientError:
     ids=lambda value: type(value).__name__ if not isinstance(value, bool) else str(value),
 )
 def test_only_transient_aws_errors_count_as_worth_a_retry(error, transient):
-    from inventory_pipeline.aws_errors import is_transient
+    from inventory_pipeline.aws.errors import is_transient
 
     assert is_transient(error) is transient

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from inventory_pipeline import aws_clients
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws import clients as aws_clients
+from inventory_pipeline.aws.clients import make_client
 
 ENDPOINT = "http://127.0.0.1:9"  # never called: these tests only build clients
 

@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from botocore.stub import Stubber
 
-from inventory_pipeline.operators import ChannelCheckingSageMakerHook, TrainingJobOperator
+from inventory_pipeline.airflow.operators import ChannelCheckingSageMakerHook, TrainingJobOperator
 
 
 def hook_answering(*answers: tuple[str, dict | int]) -> ChannelCheckingSageMakerHook:

@@ -94,8 +94,7 @@ def test_params_that_are_also_deployment_settings_default_to_the_deployments_val
     """An untouched form (or a scheduled run) must not override what the deployment set: these Params default to
     "not given" (None; the two switches to off, which a run may only turn on), and the settings then take the
     Airflow Variable, else the environment, else the default (Settings.from_sources)."""
-    from inventory_pipeline.dag_tasks import DeploymentValues
-    from inventory_pipeline.settings import Settings
+    from inventory_pipeline.settings import DeploymentValues, Settings
 
     for name in ("source_bucket", "file_list", "rules_mode", "max_runtime_s", "max_wait_s"):
         assert parsed["params"][name] is None, name

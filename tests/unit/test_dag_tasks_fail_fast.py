@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from inventory_pipeline.dag_tasks import failing_fast_on_bad_input
+from inventory_pipeline.airflow.tasks import failing_fast_on_bad_input
 from inventory_pipeline.dataset.errors import DatasetError, SourceChanged, SourceNotFound, TooManyRejects
 from inventory_pipeline.settings import Settings
 
@@ -43,7 +43,7 @@ def test_transient_and_unknown_errors_keep_their_retries():
 
 
 def test_the_first_task_refuses_params_the_settings_refuse_once_without_retries(monkeypatch):
-    from inventory_pipeline.dag_tasks import check_run_conf
+    from inventory_pipeline.airflow.tasks import check_run_conf
 
     monkeypatch.setenv("INVENTORY_TRACKING_URI", "http://127.0.0.1:5000")
 
@@ -58,7 +58,7 @@ def test_the_first_task_refuses_params_the_settings_refuse_once_without_retries(
 
 def test_the_first_task_refuses_a_deployment_without_a_tracking_server(monkeypatch):
     """Without it the gate could record no decision in a registry: refused before any work, naming the setting."""
-    from inventory_pipeline.dag_tasks import check_run_conf
+    from inventory_pipeline.airflow.tasks import check_run_conf
 
     monkeypatch.delenv("INVENTORY_TRACKING_URI", raising=False)
     with pytest.raises(AirflowFailException, match="INVENTORY_TRACKING_URI is not set.*not retrying"):

@@ -167,7 +167,7 @@ def test_progress_logs_at_intervals(caplog):
 def test_fast_timestamps_are_the_instants_botocore_parses(value):
     from botocore.utils import parse_timestamp
 
-    from inventory_pipeline.aws_clients import fast_timestamp
+    from inventory_pipeline.aws.clients import fast_timestamp
 
     fast, botocore = fast_timestamp(value), parse_timestamp(value)
     assert fast == botocore and (fast.tzinfo is None) == (botocore.tzinfo is None)

@@ -2,8 +2,8 @@
 
 from support import balanced_truths, scored_metrics
 
-from inventory_pipeline.comparison import mcnemar_p
-from inventory_pipeline.decisions import GatePolicy, RunFacts, decide
+from inventory_pipeline.decision.comparison import mcnemar_p
+from inventory_pipeline.decision.decide import GatePolicy, RunFacts, decide
 
 DONE = dict.fromkeys(
     [

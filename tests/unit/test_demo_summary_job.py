@@ -1,6 +1,6 @@
 """build/demo/summary.json's `job`: DescribeTrainingJob's isolation, Spot, checkpoint and time fields."""
 
-from inventory_pipeline.demo_summary import build_summary
+from inventory_pipeline.demo.summary import build_summary
 from inventory_pipeline.reports.job_facts import FIELDS, job_facts
 
 FINAL = {

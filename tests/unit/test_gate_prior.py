@@ -6,8 +6,8 @@ from fractions import Fraction
 import pytest
 from support import balanced_truths, scored_metrics
 
-from inventory_pipeline.comparison import at_prior, read_prior
-from inventory_pipeline.decisions import RunFacts, decide
+from inventory_pipeline.decision.comparison import at_prior, read_prior
+from inventory_pipeline.decision.decide import RunFacts, decide
 
 DONE = dict.fromkeys(
     [

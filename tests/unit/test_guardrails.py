@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inventory_pipeline.reports.cost import price_table
+from inventory_pipeline.aws.pricing import price_table
 from inventory_pipeline.settings import Settings, SettingsError
 
 # the DAG's Params that bear on the limits: a run conf can set these, never the limits themselves
@@ -75,7 +75,7 @@ def test_required_blocking_rules_are_added_to_a_run_and_never_removed():
 def test_the_first_task_refuses_a_run_beyond_a_limit_before_any_work(monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from inventory_pipeline.dag_tasks import check_run_conf
+    from inventory_pipeline.airflow.tasks import check_run_conf
 
     monkeypatch.setenv("INVENTORY_MAX_INSTANCE_COUNT", "4")
     with pytest.raises(AirflowFailException, match="INVENTORY_MAX_INSTANCE_COUNT"):

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from inventory_pipeline.lineage import run_lineage, unchanged_reason
+from inventory_pipeline.decision.lineage import run_lineage, unchanged_reason
+from inventory_pipeline.decision.registry import ModelVersionInfo
 from inventory_pipeline.settings import Settings
-from inventory_pipeline.tracking import ModelVersionInfo
 
 BASE = Settings(model="small_cnn", instance_count=1)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from inventory_pipeline.reports.cost import advice
+from inventory_pipeline.aws.pricing import advice
 from inventory_pipeline.reports.findings import apply_policy, findings_from_job
 
 DESCRIBE = {

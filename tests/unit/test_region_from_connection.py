@@ -6,7 +6,7 @@ from inventory_pipeline.settings import Settings
 
 
 def test_the_connections_region_is_the_requests_region(monkeypatch, tmp_path):
-    from inventory_pipeline.aws_errors import connection_region
+    from inventory_pipeline.aws.errors import connection_region
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     conn = {"conn_type": "aws", "login": "k", "password": "s", "extra": {"region_name": "eu-west-1"}}

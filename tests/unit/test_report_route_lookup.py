@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from inventory_pipeline.plugin import REPORT_HEADERS, report_s3_uri
+from inventory_pipeline.airflow.plugin import REPORT_HEADERS, report_s3_uri
 
 
 def test_the_report_is_looked_up_under_this_deployments_verdicts_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

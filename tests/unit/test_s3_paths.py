@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from inventory_pipeline.s3_paths import is_missing, split_s3_uri
+from inventory_pipeline.aws.s3_paths import is_missing, split_s3_uri
 
 PACKAGE = Path(__file__).resolve().parents[2] / "plugins" / "inventory_pipeline"
 

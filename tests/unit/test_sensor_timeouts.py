@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from inventory_pipeline.reports.findings import NOT_EVALUATED, findings_from_job
-from inventory_pipeline.sensors import (
+from inventory_pipeline.airflow.sensors import (
     JOB_WAIT_MARGIN_S,
     RuleEvaluationSensor,
     TrainingJobSensor,
     job_wait_timeout_s,
 )
+from inventory_pipeline.reports.findings import NOT_EVALUATED, findings_from_job
 
 OK = {"ResponseMetadata": {"HTTPStatusCode": 200}}
 

@@ -128,7 +128,7 @@ def test_a_file_list_comes_only_from_where_the_deployment_reads_them():
 
 
 def test_one_precedence_param_then_variable_then_environment_then_default(monkeypatch):
-    from inventory_pipeline.dag_tasks import DeploymentValues
+    from inventory_pipeline.settings import DeploymentValues
 
     monkeypatch.setenv("INVENTORY_MAX_RUNTIME_S", "1800")
     monkeypatch.setenv("INVENTORY_MAX_WAIT_S", "5400")
@@ -150,7 +150,7 @@ def test_one_precedence_param_then_variable_then_environment_then_default(monkey
 
 
 def test_a_run_may_switch_spot_and_isolation_on_but_not_off():
-    from inventory_pipeline.dag_tasks import DeploymentValues
+    from inventory_pipeline.settings import DeploymentValues
 
     on = DeploymentValues({"INVENTORY_USE_SPOT": "true", "INVENTORY_ENABLE_NETWORK_ISOLATION": "true"}.get)
     params = {"use_spot": False, "network_isolation": False}

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from inventory_pipeline.aws.s3_paths import MISSING_CODES, is_missing, split_s3_uri
 from inventory_pipeline.dataset.errors import DatasetError, NoCredentials, SourceChanged, SourceNotFound
-from inventory_pipeline.s3_paths import MISSING_CODES, is_missing, split_s3_uri
 
 __all__ = ["MISSING_CODES", "is_missing", "split_s3_uri"]  # the package's one definition, re-exported here
 

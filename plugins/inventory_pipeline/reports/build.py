@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inventory_pipeline.reports import cost
+from inventory_pipeline.aws import pricing as cost
+from inventory_pipeline.aws.s3_paths import split_s3_uri
 from inventory_pipeline.reports.findings import Finding, PolicyDecision, apply_policy, findings_from_job
 from inventory_pipeline.reports.job_facts import job_facts
-from inventory_pipeline.s3_paths import split_s3_uri
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from inventory_pipeline.rules.applicability import why_not_evaluable
-from inventory_pipeline.settings import PROFILER_RULES
+from inventory_pipeline.rules.applicability import PROFILER_RULES, why_not_evaluable
 
 # What to do when a rule fires, in our words, after AWS's guidance for each built-in rule.
 RECOMMENDATIONS = {

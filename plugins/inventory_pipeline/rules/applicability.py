@@ -20,6 +20,20 @@ NEVER_EVALUATED = {
 # pipeline does not collect (framework profiling is deprecated); our engine reads the same clock from the smdebug
 # trial (rules/step_timeline.py). So only self_hosted rules evaluate them: managed ones (and auto, which starts
 # managed) would leave them NotEvaluated on every run.
+DEBUGGER_RULES = ("VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization")
+# The ProfilerReport's rules, by their SageMaker names.
+PROFILER_RULES = (
+    "CPUBottleneck",
+    "IOBottleneck",
+    "LowGPUUtilization",
+    "GPUMemoryIncrease",
+    "BatchSize",
+    "Dataloader",
+    "LoadBalancing",
+    "MaxInitializationTime",
+    "StepOutlier",
+    "OverallSystemUsage",
+)
 FRAMEWORK_PROFILER_RULES = ("StepOutlier", "MaxInitializationTime")
 # GPUs per instance for the SageMaker training types people pick most; other sizes of a GPU family are
 # assumed to have at least one GPU (their count is then unknown, and only checked when the job has run).

@@ -53,11 +53,11 @@ def rule_configurations(describe: Mapping[str, Any], rules: Any = None) -> tuple
         )
     if not isinstance(rules, list | tuple):
         from inventory_pipeline.rules.calibration import SCHEDULE_ENV, Schedule
-        from inventory_pipeline.training.request import rule_objects
+        from inventory_pipeline.rules.sdk_rules import rule_objects
 
         # the schedule the request sized the parameters for (recorded in the job's Environment)
         schedule = Schedule.decode((describe.get("Environment") or {}).get(SCHEDULE_ENV))
-        debug, profiler = rule_objects(rules, schedule)
+        debug, profiler = rule_objects(rules.region, schedule)
         return (
             [r.to_debugger_rule_config_dict() for r in debug],
             [r.to_profiler_rule_config_dict() for r in profiler],

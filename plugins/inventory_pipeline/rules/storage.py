@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from inventory_pipeline import s3_paths
+from inventory_pipeline.aws import s3_paths
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class S3Storage:
 
 def s3_client(endpoint_url: str | None = None) -> Any:
     """A client with the project's retry policy; credentials and region from the usual boto3 chain."""
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
 
     return make_client("s3", endpoint_url=endpoint_url or os.environ.get("INVENTORY_S3_ENDPOINT") or None)
 

@@ -139,7 +139,7 @@ def protected_versions(
     where the bucket no longer tells. A record without a dataset version is mapped through its job's channels
     (`job_versions`); one that cannot be mapped raises GcRefused.
     """
-    from inventory_pipeline.promotion import REGISTERED_STATUSES
+    from inventory_pipeline.decision.apply import REGISTERED_STATUSES
 
     models = f"{root}models/"
     records: list[tuple[str, dict[str, Any]]] = []

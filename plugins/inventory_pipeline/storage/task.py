@@ -14,9 +14,8 @@ def run_gc(params: Mapping[str, Any] | None) -> dict[str, Any]:
     INVENTORY_GC_KEEP_VERSIONS=0 turns it off. Returns the gc report (what was deleted, what was kept)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from inventory_pipeline.aws_clients import client_from_connection
-    from inventory_pipeline.dag_tasks import settings_from
-    from inventory_pipeline.settings import SettingsError
+    from inventory_pipeline.aws.clients import client_from_connection
+    from inventory_pipeline.settings import SettingsError, settings_from
     from inventory_pipeline.storage.gc import collect, sagemaker_job_versions
 
     try:  # the declared Params only: an undeclared `bucket` in a refused conf must never point gc elsewhere

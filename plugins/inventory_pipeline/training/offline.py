@@ -80,7 +80,7 @@ def upload_pretrained(s3: Any, bucket: str, root: str, directory: Path) -> str:
             if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == path.stat().st_size:
                 continue
         except ClientError as exc:
-            from inventory_pipeline.s3_paths import is_missing
+            from inventory_pipeline.aws.s3_paths import is_missing
 
             if not is_missing(exc):
                 raise

@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from inventory_pipeline.s3_paths import is_missing
+from inventory_pipeline.aws.s3_paths import is_missing
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inventory_pipeline.rules.calibration import SCHEDULE_ENV, Schedule, debugger_rule_parameters
-from inventory_pipeline.settings import DEBUGGER_RULES, Settings
+from inventory_pipeline.rules.calibration import SCHEDULE_ENV, Schedule
+from inventory_pipeline.rules.sdk_rules import rule_objects
+from inventory_pipeline.settings import Settings
 from inventory_pipeline.training.naming import validate_job_name
 from inventory_pipeline.training.ownership import ownership_tags
 from inventory_pipeline.training.package import TRAINING_CODE_DIR
@@ -24,16 +25,8 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 METRIC_DEFINITIONS_FILE = TRAINING_CODE_DIR / "metric_definitions.json"
 ENTRY_POINT = "train.py"
 CHANNELS = ("train", "valid", "test")
-# sagemaker.core.debugger.rule_configs factory for each rule we run.
-_RULE_FACTORIES = {
-    "VanishingGradient": "vanishing_gradient",
-    "Overfit": "overfit",
-    "Overtraining": "overtraining",
-    "PoorWeightInitialization": "poor_weight_initialization",
-}
 # Besides the collections the rules ask for, the report plots the losses (and Overfit/Overtraining read them).
 _EXTRA_COLLECTIONS = ("losses",)
-_DEFAULT_IMAGE = "DEFAULT_RULE_EVALUATOR_IMAGE"
 # Where SageMaker keeps a job's checkpoints on the instance (CheckpointConfig.LocalPath's default), synced to S3.
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 
@@ -115,24 +108,6 @@ def _py_version(framework_version: str) -> str:
         known = ", ".join(sorted(config.get("version_aliases", {})))
         raise RequestError(f"invalid setting 'framework_version': {framework_version!r}; known: {known}")
     return sorted(versions["py_versions"], key=lambda v: int(v[2:] or 0))[-1]
-
-
-def rule_objects(settings: Settings, schedule: Schedule | None = None) -> tuple[list[Any], list[Any]]:
-    """The SDK's Rule / ProfilerRule objects for the four debugger rules, with the parameters calibrated for
-    `schedule` (rules/calibration.py), and the ProfilerReport."""
-    from sagemaker.core.debugger import ProfilerRule, Rule, get_rule_container_image_uri, rule_configs
-
-    parameters = debugger_rule_parameters(schedule)
-    rules = [
-        Rule.sagemaker(getattr(rule_configs, _RULE_FACTORIES[name])(), rule_parameters=parameters.get(name))
-        for name in DEBUGGER_RULES
-    ]
-    profiler_rules = [ProfilerRule.sagemaker(rule_configs.ProfilerReport())]
-    for rule in [*rules, *profiler_rules]:
-        # What the SDK's estimator does before sending: the placeholder becomes the region's evaluator image.
-        if rule.image_uri == _DEFAULT_IMAGE:
-            rule.image_uri = get_rule_container_image_uri(rule.name, settings.region)
-    return rules, profiler_rules
 
 
 def debug_hook_config(settings: Settings, rules: list[Any]) -> dict[str, Any]:
@@ -271,7 +246,7 @@ def build_training_request(
         }
 
     schedule = rule_schedule(settings, counts)
-    rules, profiler_rules = rule_objects(settings, schedule)
+    rules, profiler_rules = rule_objects(settings.region, schedule)
     hook = debug_hook_config(settings, rules)
     if settings.rules_mode != "self_hosted":
         request["DebugHookConfig"] = hook

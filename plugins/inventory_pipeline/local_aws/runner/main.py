@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inventory_pipeline.aws_call_recorder import EXECUTION_ROLE, install_from_env
-from inventory_pipeline.aws_clients import make_client
+from inventory_pipeline.aws.call_recorder import EXECUTION_ROLE, install_from_env
+from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.local_aws.runner import container, outputs, workspace
 from inventory_pipeline.local_aws.runner.job_store import JobStore
 from inventory_pipeline.local_aws.runner.logs import LogShipper

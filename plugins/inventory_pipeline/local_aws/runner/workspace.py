@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inventory_pipeline import s3_paths
+from inventory_pipeline.aws import s3_paths
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inventory_pipeline.champion_lock import ChampionLease, read_hold
-from inventory_pipeline.comparison import p_text
-from inventory_pipeline.decisions import (
+from inventory_pipeline.aws.s3_paths import split_s3_uri
+from inventory_pipeline.decision.comparison import p_text
+from inventory_pipeline.decision.decide import (
     BELOW_BASELINE,
     BLOCKED,
     FAILED,
@@ -34,9 +34,9 @@ from inventory_pipeline.decisions import (
     now_iso,
     read_json,
 )
-from inventory_pipeline.outbox import Outbox, Send
-from inventory_pipeline.s3_paths import split_s3_uri
-from inventory_pipeline.tracking import ModelVersionInfo, Registry, TrackingError, summary_tags
+from inventory_pipeline.decision.lease import ChampionLease, read_hold
+from inventory_pipeline.decision.outbox import Outbox, Send
+from inventory_pipeline.decision.registry import ModelVersionInfo, Registry, TrackingError, summary_tags
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import datetime as dt
 import getpass
 from typing import Any
 
-from inventory_pipeline.champion_lock import ChampionLease, clear_hold, read_hold, set_hold
-from inventory_pipeline.decisions import RELEASED, ROLLED_BACK, DecisionStore, now_iso
-from inventory_pipeline.promotion import follow_registry
-from inventory_pipeline.tracking import Registry
+from inventory_pipeline.decision.apply import follow_registry
+from inventory_pipeline.decision.decide import RELEASED, ROLLED_BACK, DecisionStore, now_iso
+from inventory_pipeline.decision.lease import ChampionLease, clear_hold, read_hold, set_hold
+from inventory_pipeline.decision.registry import Registry
 
 
 def list_versions(registry: Registry, hold: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -95,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _deployment():
-    from inventory_pipeline.dag_tasks import registry_for, settings_from
+    from inventory_pipeline.decision.registry import registry_for
+    from inventory_pipeline.settings import settings_from
 
     settings = settings_from({})
     return settings, registry_for(settings)
@@ -121,7 +122,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _s3(settings: Any) -> Any:
-    from inventory_pipeline.aws_clients import client_from_connection
+    from inventory_pipeline.aws.clients import client_from_connection
 
     return client_from_connection("s3", settings.aws_conn_id)
 

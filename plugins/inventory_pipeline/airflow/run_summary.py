@@ -1,6 +1,6 @@
 """Read a finished DAG run back from Airflow's metadata DB: task states, timings and return values.
 
-Run as `python -m inventory_pipeline.run_summary [dag_id]` with the same AIRFLOW_HOME as the run; prints one
+Run as `python -m inventory_pipeline.airflow.run_summary [dag_id]` with the same AIRFLOW_HOME as the run; prints one
 JSON object. A separate process, so the caller never has to import Airflow with the right configuration.
 """
 

@@ -16,7 +16,8 @@ import os
 
 from airflow.plugins_manager import AirflowPlugin
 
-from inventory_pipeline.links import REPORT_ROUTE, MlflowRunLink, ReportLink, TrainingJobLink
+from inventory_pipeline.airflow.links import MlflowRunLink, ReportLink, TrainingJobLink
+from inventory_pipeline.reports.store import REPORT_ROUTE
 
 DAG_ID = "inventory_retraining"
 
@@ -36,7 +37,7 @@ def deployment_value(name: str, default: str) -> str:
 
 def report_s3_uri(job_name: str) -> str:
     """Where parse_rule_reports stores a job's report (reports.build writes it there)."""
-    from inventory_pipeline.s3_paths import verdicts_uri
+    from inventory_pipeline.aws.s3_paths import verdicts_uri
     from inventory_pipeline.settings import Settings
 
     defaults = Settings.__dataclass_fields__
@@ -51,8 +52,8 @@ REPORT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options"
 
 
 def read_report(job_name: str, aws_conn_id: str) -> bytes:
-    from inventory_pipeline.aws_clients import client_from_connection
-    from inventory_pipeline.s3_paths import split_s3_uri
+    from inventory_pipeline.aws.clients import client_from_connection
+    from inventory_pipeline.aws.s3_paths import split_s3_uri
 
     bucket, key = split_s3_uri(report_s3_uri(job_name))
     return client_from_connection("s3", aws_conn_id).get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -81,8 +82,8 @@ def _report_app():
     def report(job_name: str) -> Response:
         from botocore.exceptions import ClientError
 
-        from inventory_pipeline.report_store import local_report_path
-        from inventory_pipeline.s3_paths import is_missing
+        from inventory_pipeline.aws.s3_paths import is_missing
+        from inventory_pipeline.reports.store import local_report_path
 
         try:
             local_report_path(job_name)  # validates the name: nothing outside a job name reaches AWS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inventory_pipeline.comparison import p_text
+from inventory_pipeline.decision.comparison import p_text
 
 
 def _describe(s3_or_none: Any, run: dict[str, Any]) -> dict[str, Any]:

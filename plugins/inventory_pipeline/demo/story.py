@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from inventory_pipeline.airflow_runner import PROJECT_ROOT, airflow_env, dags_test, db_migrate
+from inventory_pipeline.airflow.runner import PROJECT_ROOT, airflow_env, dags_test, db_migrate
 
 log = logging.getLogger("inventory_pipeline.demo")
 
@@ -96,7 +96,7 @@ def read_notifications(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
 
 def read_run_summary(env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "inventory_pipeline.run_summary"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"], env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise RuntimeError(f"could not read the run back from Airflow's DB: {proc.stderr[-2000:]}")
@@ -128,10 +128,10 @@ def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
 
 
 def main() -> int:
-    from inventory_pipeline.approvals import Reviewer
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
     from inventory_pipeline.dataset.seed import seed_synthetic
-    from inventory_pipeline.demo_summary import build_summary, print_summary
+    from inventory_pipeline.demo.reviewer import Reviewer
+    from inventory_pipeline.demo.summary import build_summary, print_summary
     from inventory_pipeline.local_aws.stack import LocalStack
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

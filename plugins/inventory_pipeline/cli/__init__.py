@@ -24,10 +24,10 @@ LOCAL_PROJECT_BUCKET = "inventory-retraining"
 # Modules that add sub-commands: each has `register(subparsers) -> None`; handlers return an exit code.
 COMMAND_MODULES = (
     "inventory_pipeline.cli",
-    "inventory_pipeline.dataset.cli",
-    "inventory_pipeline.training.cli",
-    "inventory_pipeline.model_cli",
-    "inventory_pipeline.storage.cli",
+    "inventory_pipeline.cli.dataset",
+    "inventory_pipeline.cli.training",
+    "inventory_pipeline.cli.model",
+    "inventory_pipeline.cli.storage",
 )
 
 
@@ -122,8 +122,8 @@ def _print_stack(args: argparse.Namespace, state: dict[str, Any]) -> None:
 def local_stack_env(state: dict[str, Any]) -> dict[str, str]:
     """What a shell needs to work on the running stack: the connection and credentials, an Airflow home
     (its database migrated), this project's DAG and plugin folders, and the project bucket (created)."""
-    from inventory_pipeline.airflow_runner import airflow_env, db_migrate
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.airflow.runner import airflow_env, db_migrate
+    from inventory_pipeline.aws.clients import make_client
     from inventory_pipeline.local_aws.stack import client_env
 
     stack_env = client_env(state["endpoints"], state["region"])
@@ -163,7 +163,7 @@ def _stack_ui(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from inventory_pipeline.airflow_runner import airflow_bin
+    from inventory_pipeline.airflow.runner import airflow_bin
     from inventory_pipeline.local_aws import stack
 
     state = stack.running_state(args.state_dir)

@@ -208,10 +208,10 @@ class Registry:
         import tempfile
 
         if artifact_uri.startswith("s3://") and self._s3 is not None:
-            from inventory_pipeline.s3_paths import split_s3_uri
+            from inventory_pipeline.aws.s3_paths import split_s3_uri
 
             bucket, key = split_s3_uri(f"{artifact_uri.rstrip('/')}/{name}")
-            self._s3().put_object(Bucket=bucket, Key=key, Body=body)
+            self.s3_client().put_object(Bucket=bucket, Key=key, Body=body)
             return
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
@@ -318,3 +318,15 @@ def summary_tags(metrics: dict[str, Any]) -> dict[str, str]:
         for k in ("accuracy", "rmse")
         if metrics.get(k) is not None
     }
+
+
+def registry_for(settings: Any) -> Registry:
+    """The registry, signed with (and writing `s3://` artifacts through) the settings' Airflow connection."""
+    session = None
+    if is_sagemaker_arn(settings.tracking_uri):
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        session = AwsBaseHook(aws_conn_id=settings.aws_conn_id, client_type="sagemaker").get_session()
+    from inventory_pipeline.aws.clients import s3_client
+
+    return Registry(settings.tracking_uri, settings.registered_model, session, lambda: s3_client(settings))

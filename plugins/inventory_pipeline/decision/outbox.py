@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from inventory_pipeline.decisions import now_iso, read_json
+from inventory_pipeline.decision.decide import now_iso, read_json
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from inventory_pipeline.airflow_runner import DAG_ID, airflow_bin
+from inventory_pipeline.airflow.runner import DAG_ID, airflow_bin
 from inventory_pipeline.local_aws.stack import free_port
 
 log = logging.getLogger(__name__)

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from inventory_pipeline import comparison as cmp
+from inventory_pipeline.decision import comparison as cmp
+from inventory_pipeline.settings import GatePolicy  # the policy is a deployment setting
 
 PROMOTED, NOT_BETTER, BLOCKED, FAILED = "promoted", "not_better", "blocked", "failed"
 BELOW_BASELINE = "below_baseline"  # no better than always answering the same count: never promoted
 # Not a decision: what the review task sees when a promotion waits for a person (never recorded as final).
 NEEDS_APPROVAL = "needs_approval"
-# When a would-be promotion waits for a person (GatePolicy.approval_when): the gain is better than the margins
-# but not significant; a non-blocking rule warned; every promotion.
-APPROVAL_CONDITIONS = ("not_significant", "rule_warned", "always")
 PROMOTE_ANSWER, KEEP_ANSWER = "Promote", "Do not promote"  # the review's options; no answer in time is KEEP
 SKIPPED_UNCHANGED, ROLLED_BACK = "skipped_unchanged", "rolled_back"
 # A would-be promotion while a version is held as champion (`inventory-pipeline model rollback`): recorded, kept
@@ -49,19 +47,6 @@ STATUSES = (
 )
 ENDS_RUN_FAILED = (BLOCKED, FAILED)  # the run ends failed after the decision is recorded
 BAD_STATES = ("failed", "upstream_failed")
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """What a candidate must show to be promoted (Settings holds the deployment's values; see the README)."""
-
-    min_improvement: float = 0.0  # more than this share of the test images right than the champion
-    min_relative_improvement: float = 0.0  # and more than this share of the champion's right answers
-    significance: float = 0.05  # the paired test's level: p below it, or the gain may be chance
-    baseline_margin: float = 0.0  # more than this share of the test images right than the trivial answer
-    max_class_drop: float = 0.10  # a count whose recall falls by more than this against the champion blocks it
-    min_class_images: int = 10  # ... when the test images hold at least this many of that count
-    approval_when: tuple[str, ...] = ("not_significant",)  # see APPROVAL_CONDITIONS; () = never ask
 
 
 @dataclass

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
-REPORT_ROUTE = "/inventory/reports"
+from inventory_pipeline.reports.store import REPORT_ROUTE
+
 _CONSOLE_DOMAINS = {"aws": "aws.amazon.com", "aws-cn": "amazonaws.cn", "aws-us-gov": "amazonaws-us-gov.com"}
 
 

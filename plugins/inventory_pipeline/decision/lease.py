@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from inventory_pipeline.decisions import now_iso, read_json
+from inventory_pipeline.decision.decide import now_iso, read_json
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ChampionLease:
             time.sleep(1.0)
 
     def _current(self) -> tuple[dict[str, Any], str] | None:
-        from inventory_pipeline.s3_paths import is_missing
+        from inventory_pipeline.aws.s3_paths import is_missing
 
         try:
             got = self.s3.get_object(Bucket=self.bucket, Key=self.key)

@@ -20,7 +20,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator
 
-from inventory_pipeline.links import MlflowRunLink, ReportLink, TrainingJobLink
+from inventory_pipeline.airflow.links import MlflowRunLink, ReportLink, TrainingJobLink
 
 
 class ChannelCheckingSageMakerHook(SageMakerHook):
@@ -33,7 +33,7 @@ class ChannelCheckingSageMakerHook(SageMakerHook):
         from airflow.sdk.exceptions import AirflowFailException
         from botocore.exceptions import ClientError
 
-        from inventory_pipeline.s3_paths import is_missing, split_s3_uri
+        from inventory_pipeline.aws.s3_paths import is_missing, split_s3_uri
 
         bucket, key = split_s3_uri(s3url, require_key=False)
         s3 = self.s3_hook.get_conn()
@@ -119,9 +119,8 @@ class TrainingJobOperator(SageMakerTrainingOperator):
         from airflow.sdk.exceptions import AirflowFailException
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from inventory_pipeline.aws_errors import connection_region, is_transient, managed_rules_refused
-        from inventory_pipeline.dag_tasks import settings_from
-        from inventory_pipeline.settings import SettingsError
+        from inventory_pipeline.aws.errors import connection_region, is_transient, managed_rules_refused
+        from inventory_pipeline.settings import SettingsError, settings_from
         from inventory_pipeline.training.ownership import ForeignJobError
         from inventory_pipeline.training.request import RequestError
 
@@ -190,7 +189,7 @@ class TrainingJobOperator(SageMakerTrainingOperator):
     def _attach_or_create(self, context: Any, settings: Any) -> dict:
         from botocore.exceptions import ClientError
 
-        from inventory_pipeline.aws_errors import is_resource_in_use
+        from inventory_pipeline.aws.errors import is_resource_in_use
 
         job_name = self.config["TrainingJobName"]
         TrainingJobLink.persist(
@@ -217,7 +216,7 @@ class TrainingJobOperator(SageMakerTrainingOperator):
     def reattach_to_existing_job(self, job_name: str) -> dict | None:
         """The result for the job this run already created (a task retry, a lost answer), or None if none.
         Only this deployment's job for this run is adopted (ForeignJobError otherwise: never retried)."""
-        from inventory_pipeline.aws_errors import is_not_found
+        from inventory_pipeline.aws.errors import is_not_found
         from inventory_pipeline.training.ownership import check_ownership
 
         try:
@@ -268,7 +267,7 @@ class RuleReportOperator(BaseOperator):
     def execute(self, context: Any) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from inventory_pipeline.dag_tasks import parse_rule_reports
+        from inventory_pipeline.airflow.tasks import parse_rule_reports
 
         self_hosted = self.self_hosted if isinstance(self.self_hosted, dict) else None
         lineage = self.lineage if isinstance(self.lineage, dict) else None
@@ -295,7 +294,7 @@ class DecisionGateOperator(BaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict:
-        from inventory_pipeline.dag_tasks import evaluate_and_promote
+        from inventory_pipeline.decision.gate import evaluate_and_promote
 
         def link(record: dict) -> None:
             MlflowRunLink.persist(context, (record.get("tracking") or {}).get("run_url", ""))
@@ -315,7 +314,7 @@ class PromotionReviewOperator(HITLOperator):
     ui_color = "#fff4d6"
 
     def __init__(self, **kwargs: Any) -> None:
-        from inventory_pipeline.decisions import KEEP_ANSWER, PROMOTE_ANSWER
+        from inventory_pipeline.decision.decide import KEEP_ANSWER, PROMOTE_ANSWER
 
         kwargs.setdefault("trigger_rule", "all_done")  # the gate runs after it whatever happened upstream
         super().__init__(
@@ -331,7 +330,7 @@ class PromotionReviewOperator(HITLOperator):
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from inventory_pipeline.dag_tasks import review_request
+        from inventory_pipeline.decision.gate import review_request
 
         request = review_request(context["params"], context["ti"], context["dag"].dag_id, context["run_id"])
         if request is None:

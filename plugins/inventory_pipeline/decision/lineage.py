@@ -88,8 +88,8 @@ def unchanged_reason(
 def pretrained_etag(s3: Any, uri: str) -> str:
     """The S3 ETag of the pretrained checkpoint (new weights under the same URI are new inputs); '' when there is
     none, 'missing' when the URI names nothing (the train task then fails on it, saying so)."""
+    from inventory_pipeline.aws.s3_paths import split_s3_uri
     from inventory_pipeline.dataset.s3io import etag
-    from inventory_pipeline.s3_paths import split_s3_uri
 
     if not uri:
         return ""

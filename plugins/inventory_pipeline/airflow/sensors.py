@@ -59,7 +59,7 @@ class DeferrableWait:
             return super().execute(context)
         if self.poke(context):
             return None
-        from inventory_pipeline.triggers import TrainingJobTrigger
+        from inventory_pipeline.airflow.triggers import TrainingJobTrigger
 
         trigger = TrainingJobTrigger(
             job_name=self.job_name,
@@ -89,7 +89,7 @@ class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
         self.deferrable = deferrable
 
     def execute(self, context: Any) -> Any:
-        from inventory_pipeline.dag_tasks import settings_from
+        from inventory_pipeline.settings import settings_from
 
         self.stop_job_on_kill = settings_from(context["params"]).stop_job_when_wait_killed
         self.timeout = job_wait_timeout_s(self.hook.describe_training_job(self.job_name))
@@ -142,7 +142,8 @@ class LogPositionStore:
 
     @classmethod
     def for_task(cls, context: Any, task_id: str, job_name: str) -> LogPositionStore:
-        from inventory_pipeline.dag_tasks import s3_client, settings_from
+        from inventory_pipeline.aws.clients import s3_client
+        from inventory_pipeline.settings import settings_from
 
         settings = settings_from(context["params"])
         try_number = getattr(context["ti"], "try_number", 0)
@@ -153,7 +154,7 @@ class LogPositionStore:
     def load(self) -> dict[str, Any]:
         from airflow.providers.amazon.aws.hooks.sagemaker import Position
 
-        from inventory_pipeline.s3_paths import is_missing
+        from inventory_pipeline.aws.s3_paths import is_missing
 
         try:
             stored = json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
@@ -190,7 +191,7 @@ class RuleEvaluationSensor(DeferrableWait, SageMakerBaseSensor):
 
     def execute(self, context: Any) -> Any:
         if self.rules_mode == "self_hosted":
-            from inventory_pipeline.dag_tasks import evaluate_rules_self_hosted
+            from inventory_pipeline.airflow.tasks import evaluate_rules_self_hosted
 
             return evaluate_rules_self_hosted(context["params"], self.job_name)
         from airflow.sdk.exceptions import AirflowSensorTimeout

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pretrained_upload(args: argparse.Namespace) -> int:
-    from inventory_pipeline.aws_clients import client_from_connection
+    from inventory_pipeline.aws.clients import client_from_connection
     from inventory_pipeline.cli import print_json
     from inventory_pipeline.settings import Settings
     from inventory_pipeline.training.offline import upload_pretrained

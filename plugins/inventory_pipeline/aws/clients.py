@@ -95,3 +95,16 @@ def client_from_connection(service: str, aws_conn_id: str = "aws_default", max_p
         config=botocore_config(max_pool_connections=max_pool_connections),
     )
     return hook.get_conn()
+
+
+def s3_client(settings: Any) -> Any:
+    """The S3 client every task uses, from the settings' Airflow connection."""
+    from inventory_pipeline.aws.clients import client_from_connection
+
+    # Enough pooled connections for the copy pool, so threads never wait on each other for a socket.
+    return client_from_connection("s3", settings.aws_conn_id, max_pool_connections=settings.copy_workers + 4)
+
+
+def describe_training_job(aws_conn_id: str, job_name: str) -> dict[str, Any]:
+    """DescribeTrainingJob through the Airflow connection."""
+    return client_from_connection("sagemaker", aws_conn_id).describe_training_job(TrainingJobName=job_name)

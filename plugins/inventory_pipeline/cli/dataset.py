@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def _s3(args: argparse.Namespace, workers: int = Settings.copy_workers) -> Any:
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
 
     endpoint = args.endpoint_url or os.environ.get("INVENTORY_S3_ENDPOINT") or None
     return make_client("s3", endpoint_url=endpoint, region_name=args.region, max_pool_connections=workers + 4)

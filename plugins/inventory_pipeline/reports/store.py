@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 _SAFE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# Where the Airflow plugin serves reports (airflow.plugin), and where links and notifications point.
+REPORT_ROUTE = "/inventory/reports"
 
 
 def local_report_dir() -> Path:

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from inventory_pipeline.aws_clients import make_client
+    from inventory_pipeline.aws.clients import make_client
     from inventory_pipeline.cli import print_json
     from inventory_pipeline.dataset.errors import DatasetError
     from inventory_pipeline.storage.gc import GcRefused, collect, sagemaker_job_versions
