@@ -198,8 +198,8 @@ def refusing_registry(monkeypatch):
 def test_a_registry_that_cannot_be_asked_is_not_an_empty_one_and_no_decision_is_written(env, refusing_registry, kind):
     """Issue 25 (2): an MLflow error read as "no champion" made the gate record `promoted: first model` over a real
     champion. Now the read raises, the gate writes no decision, and Airflow retries the task."""
-    from inventory_pipeline.decision.decide import DecisionStore
     from inventory_pipeline.decision.registry import RegistryUnavailable
+    from inventory_pipeline.decision.store import DecisionStore
 
     registry = refusing_registry(kind)
     with pytest.raises(RegistryUnavailable, match="could not read the champion"):
@@ -265,7 +265,7 @@ def test_a_promotion_is_not_applied_over_a_champion_that_moved_since_the_decisio
 def test_a_failed_decision_is_superseded_when_a_cleared_run_gets_further(env):
     """Issue 25 (1): the first attempt failed upstream (copy_images), the engineer clears the run, the job trains:
     the gate decides again instead of replaying `failed`, and history keeps both."""
-    from inventory_pipeline.decision.decide import DecisionStore
+    from inventory_pipeline.decision.store import DecisionStore
 
     broken = {**DONE, "copy_images": "failed", "train": "upstream_failed"}
     first = gate(env, "j1", 0.6, report=None, states=broken)

@@ -574,7 +574,7 @@ class Audit:
     def champion(self, bucket: str, before: dict[str, Any]) -> None:
         """The registry's champion changed only through a recorded promotion of a better model, and the
         deployable copy in S3 is the registry champion's model."""
-        from inventory_pipeline.decision.decide import DecisionStore
+        from inventory_pipeline.decision.store import DecisionStore
 
         after = champion_snapshot(self.env, bucket)
         if after == before:

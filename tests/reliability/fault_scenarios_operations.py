@@ -130,7 +130,7 @@ def _raises(fn: Callable[[], Any]) -> tuple[bool, str]:
 
 
 def _decision(env: FaultEnv, bucket: str, job: str) -> dict[str, Any] | None:
-    from inventory_pipeline.decision.decide import DecisionStore
+    from inventory_pipeline.decision.store import DecisionStore
 
     return DecisionStore(env.s3, bucket, ROOT_PREFIX).read(job)
 
@@ -290,7 +290,7 @@ def unsent_announcement(env: FaultEnv) -> Row:
 def clear_after_failed_decision(env: FaultEnv) -> Row:
     """copy_images failed (S3 outage) and the gate recorded `failed`; the engineer fixed it and cleared the run;
     the job trained: the gate decides again, and the history keeps both."""
-    from inventory_pipeline.decision.decide import DecisionStore
+    from inventory_pipeline.decision.store import DecisionStore
 
     fault = "clear after a failed decision"
     names = env.names(fault)

@@ -14,9 +14,10 @@ import getpass
 from typing import Any
 
 from inventory_pipeline.decision.apply import follow_registry
-from inventory_pipeline.decision.decide import RELEASED, ROLLED_BACK, DecisionStore, now_iso
+from inventory_pipeline.decision.decide import RELEASED, ROLLED_BACK, now_iso
 from inventory_pipeline.decision.lease import ChampionLease, clear_hold, read_hold, set_hold
 from inventory_pipeline.decision.registry import Registry
+from inventory_pipeline.decision.store import DecisionStore
 
 
 def list_versions(registry: Registry, hold: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -27,7 +27,6 @@ from inventory_pipeline.decision.decide import (
     NOT_BETTER,
     PROMOTED,
     SUPERSEDED,
-    DecisionStore,
     GatePolicy,
     RunFacts,
     decide,
@@ -37,6 +36,7 @@ from inventory_pipeline.decision.decide import (
 from inventory_pipeline.decision.lease import ChampionLease, read_hold
 from inventory_pipeline.decision.outbox import Outbox, Send
 from inventory_pipeline.decision.registry import ModelVersionInfo, Registry, TrackingError, summary_tags
+from inventory_pipeline.decision.store import DecisionStore
 
 log = logging.getLogger(__name__)
 

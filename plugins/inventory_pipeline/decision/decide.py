@@ -4,9 +4,7 @@
 the lineage check, the registry's champion, the review's answer). A candidate is promoted only when it beats the
 trivial answer on its own test images, beats the champion on the same images by the margins and significantly
 (an exact McNemar test on the images only one of them got right), drops no count's recall, and, where the policy
-asks, a person approved it (README, "The decision rule"). `DecisionStore` keeps the record in the project bucket under
-`models/decisions/<job>/decision.json`, created with `If-None-Match: *`, so a retry (or a concurrent try)
-reads the existing decision instead of writing a second or contradictory one.
+asks, a person approved it (docs/rules-and-policy.md). `decision.store` records it once.
 """
 
 from __future__ import annotations
@@ -385,86 +383,3 @@ def read_json(s3: Any, bucket: str, key: str) -> Any | None:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-class DecisionStore:
-    """Decision records and their progress markers under `<root>models/decisions/<key>/` in the project bucket.
-
-    `decision.json` is created once. Only a `failed` decision is ever replaced, and only by a later gate attempt
-    whose run now got further (`supersede`): the failed one is kept as `attempt-<n>.json` and the new one links
-    to it. Markers (`applied`, `superseded`) belong to one attempt: `marker(record, name)`."""
-
-    def __init__(self, s3: Any, bucket: str, root: str):
-        self.s3, self.bucket, self.prefix = s3, bucket, f"{root}models/decisions/"
-
-    def _key(self, key: str, name: str) -> str:
-        return f"{self.prefix}{key}/{name}.json"
-
-    def read(self, key: str, name: str = "decision") -> dict[str, Any] | None:
-        return read_json(self.s3, self.bucket, self._key(key, name))
-
-    @staticmethod
-    def marker(record: dict[str, Any], name: str) -> str:
-        attempt = int(record.get("attempt") or 1)
-        return name if attempt == 1 else f"{name}-{attempt}"
-
-    def create(self, key: str, record: dict[str, Any], name: str = "decision") -> tuple[dict[str, Any], bool]:
-        """Write `record` unless one exists; returns (the stored record, whether this call wrote it)."""
-        if self._put(key, name, record, IfNoneMatch="*"):
-            return record, True
-        existing = self.read(key, name)
-        if existing is None:
-            raise RuntimeError(f"decision {key}/{name} exists and cannot be read")
-        return existing, False
-
-    def supersede(self, key: str, failed: dict[str, Any], record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Replace the `failed` decision with `record` (attempt n+1), unless another attempt replaced it first;
-        returns (the decision now recorded, whether this call wrote it)."""
-        attempt = int(failed.get("attempt") or 1)
-        self.create(key, failed, f"attempt-{attempt}")  # history keeps the failed one
-        record = {
-            **record,
-            "attempt": attempt + 1,
-            "supersedes": {k: failed.get(k) for k in ("attempt", "status", "reason", "decided")},
-        }
-        current = self.s3.get_object(Bucket=self.bucket, Key=self._key(key, "decision"))
-        stored = json.loads(current["Body"].read())
-        if stored.get("status") != FAILED or int(stored.get("attempt") or 1) != attempt:
-            return stored, False
-        if self._put(key, "decision", record, IfMatch=current["ETag"]):
-            return record, True
-        return self.read(key) or record, False
-
-    def _put(self, key: str, name: str, record: dict[str, Any], **condition: str) -> bool:
-        """A conditional write: False when the condition failed (someone else wrote first)."""
-        from botocore.exceptions import ClientError
-
-        try:
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key, name),
-                ContentType="application/json",
-                Body=json.dumps(record, indent=1, default=str).encode(),
-                **condition,
-            )
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
-                raise
-        return False
-
-    def all(self) -> list[dict[str, Any]]:
-        """Every decision, superseded attempts included, oldest first."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        keys = [
-            o["Key"]
-            for page in pages
-            for o in page.get("Contents", [])
-            if o["Key"].endswith("/decision.json") or "/attempt-" in o["Key"]
-        ]
-        records = [read_json(self.s3, self.bucket, k) for k in keys]
-        return sorted((r for r in records if r), key=lambda r: r.get("decided", ""))
