@@ -38,3 +38,17 @@ def test_the_documented_defaults_are_the_settings_defaults() -> None:
                 assert float(text) == float(value), (env, text, value)
                 checked += 1
     assert checked >= 10  # the numeric defaults, read from the table and from Settings
+
+
+def test_the_readme_is_a_front_page_whose_links_resolve() -> None:
+    """Issue 27: at most 150 lines, and every relative link of the README and docs/ names a file that exists."""
+    root = DOC.parents[1]
+    readme = (root / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    broken = []
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\((?!https?:|#)([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if path and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(root)} -> {target}")
+    assert not broken, broken
