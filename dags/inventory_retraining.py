@@ -320,8 +320,10 @@ with DAG(
         return dag_tasks.stop_unwatched_job(params, ti, dag.dag_id, run_id)
 
     # Teardowns: they run whatever happened upstream, and the run's state stays the decision's (a blocked or
-    # failed run must not read as a success because the housekeeping after it succeeded).
+    # failed run must not read as a success because the housekeeping after it succeeded). Neither names `train` as
+    # its setup: Airflow would then hold every task in that scope, the gate included, to the setup's success, and
+    # a skipped or refused run must still get its decision.
     gc = storage_gc().as_teardown()
-    stop_job = stop_unwatched_job().as_teardown(setups=train)
+    stop_job = stop_unwatched_job().as_teardown()
     train >> wait_for_training >> wait_for_rules >> parse_rule_reports >> review_promotion >> evaluate_and_promote
     evaluate_and_promote >> [stop_job, gc]

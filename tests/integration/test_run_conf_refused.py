@@ -55,9 +55,12 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
         assert run["tasks"].get(task) in ("upstream_failed", None), (task, run["tasks"])
     # The weekly gc ran on the deployment's bucket: the conf's `bucket` was never read.
     assert run["tasks"]["storage_gc"] == "success", run["tasks"]
-    # The only thing written is the gate's record of the run's one decision, `failed`, naming the keys.
+    # The only thing written is the gate's record of the run's one decision, `failed`, naming the keys
+    # (with its announcement in the outbox, and the champion lease the gate took to apply it).
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="conf-project").get("Contents", [])]
-    assert keys and all(key.startswith("abid/models/decisions/") for key in keys), keys
+    recorded = ("abid/models/decisions/", "abid/models/outbox/", "abid/models/champion.lease")
+    assert any(k.startswith("abid/models/decisions/") for k in keys), keys
+    assert all(key.startswith(recorded) for key in keys), keys
     decision = run["xcom"].get("evaluate_and_promote") or {}
     assert "decision failed: check_run_conf failed" in result.output and "role_arn" in result.output, decision
     sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)

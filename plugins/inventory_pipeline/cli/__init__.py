@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # Absolute, so every command finds the same stack whatever directory it is run from.
 DEFAULT_STATE_DIR = PROJECT_ROOT / "build" / "local-stack"
 LOCAL_AIRFLOW_HOME = PROJECT_ROOT / "build" / "airflow-local"

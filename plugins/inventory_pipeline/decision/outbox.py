@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,8 @@ class Outbox:
     def add(self, message_id: str, record: dict[str, Any]) -> None:
         from botocore.exceptions import ClientError
 
-        body = json.dumps({"id": message_id, "queued": now_iso(), "record": record}, default=str).encode()
+        entry = {"id": message_id, "queued": now_iso(), "order": time.time(), "record": record}
+        body = json.dumps(entry, default=str).encode()
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
@@ -52,7 +54,7 @@ class Outbox:
         queued = [k for k in keys if k.endswith(".json") and not k.endswith(".sent.json")]
         pending = [k for k in queued if f"{k[: -len('.json')]}.sent.json" not in keys]
         entries = [read_json(self.s3, self.bucket, k) for k in pending]
-        return sorted((e for e in entries if e), key=lambda e: e.get("queued", ""))
+        return sorted((e for e in entries if e), key=lambda e: (e.get("order", 0), e.get("queued", ""), e["id"]))
 
     def flush(self, send: Send) -> list[str]:
         """Send every unsent entry; returns the ids sent. A failed send stays queued for the next gate."""
