@@ -211,7 +211,7 @@ class Registry:
             from inventory_pipeline.aws.s3_paths import split_s3_uri
 
             bucket, key = split_s3_uri(f"{artifact_uri.rstrip('/')}/{name}")
-            self.s3_client().put_object(Bucket=bucket, Key=key, Body=body)
+            self._s3().put_object(Bucket=bucket, Key=key, Body=body)
             return
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
