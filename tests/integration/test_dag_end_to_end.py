@@ -150,6 +150,8 @@ def test_the_job_ran_with_rules_and_the_report_and_promotion_followed(finished_r
     html = open(report["html_path"]).read()
     assert job_name in html and "ProfilerReport" in html and "data:image/png;base64," in html
     assert "What the data changed" in html and report["data"]["class_mix"]["train"]  # the data report section
+    # the job's utilisation over time, and the right-sizing it supports (issue 27: a demo report had lost both)
+    assert 'alt="CPU, memory and disk over time"' in html and "no CPU utilisation was measured" not in html
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in job["InputDataConfig"]}
     assert channels["train"]["S3DataType"] == "ManifestFile"  # train.py read the packed dataset version
     assert xcom["storage_gc"]["kept_versions"] == [xcom["split_dataset"]["version"]]
