@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.aws.clients import describe_training_job, s3_client
-from inventory_pipeline.decision.gate import _task_states
+from inventory_pipeline.decision.gate import task_states
 from inventory_pipeline.decision.registry import registry_for
 from inventory_pipeline.settings import settings_from
 
@@ -224,6 +224,6 @@ def stop_unwatched_job(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: 
     if described["TrainingJobStatus"] not in RUNNING:
         return {"job": job, "stopped": False, "status": described["TrainingJobStatus"]}
     check_ownership(sagemaker, described, ownership_tags(settings.effective_deployment_id, dag_id, run_id))
-    wait = _task_states(ti, dag_id, run_id).get("wait_for_training", "none")
+    wait = task_states(ti, dag_id, run_id).get("wait_for_training", "none")
     status = stop_if_running(sagemaker, job, f"the run is over and nothing waits for it (wait_for_training {wait})")
     return {"job": job, "stopped": status in RUNNING, "status": status, "wait_for_training": wait}

@@ -18,21 +18,15 @@ from inventory_pipeline.settings import Settings, settings_from
 log = logging.getLogger(__name__)
 
 
-def _task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
+GATE_TASK = "evaluate_and_promote"
+REVIEW_TASK = "review_promotion"
+STOP_TASK = "stop_unwatched_job"
+NOT_UPSTREAM = (GATE_TASK, REVIEW_TASK, "storage_gc", STOP_TASK)  # tasks that run after the facts are gathered
+
+
+def task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
     states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
     return {task: str(state) if state is not None else "none" for task, state in states.items()}
-
-
-GATE_TASK = "evaluate_and_promote"
-
-
-REVIEW_TASK = "review_promotion"
-
-
-STOP_TASK = "stop_unwatched_job"
-
-
-NOT_UPSTREAM = (GATE_TASK, REVIEW_TASK, "storage_gc", STOP_TASK)  # tasks that run after the facts are gathered
 
 
 @dataclass
@@ -41,8 +35,8 @@ class GateContext:
 
     settings: Settings
     s3: Any
-    facts: Any  # decisions.RunFacts
-    inputs: Any  # promotion.GateInputs
+    facts: Any  # decision.decide.RunFacts
+    inputs: Any  # decision.apply.GateInputs
 
 
 def gather_run_facts(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str) -> GateContext:
@@ -59,7 +53,7 @@ def gather_run_facts(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: st
         log.warning("this run's Params are invalid (%s): recording its decision with the deployment's settings", exc)
         settings = settings_from({}, enforce_guardrails=False)  # a limit below a default must not stop the record
     s3 = s3_client(settings)
-    states = {t: s for t, s in _task_states(ti, dag_id, run_id).items() if t not in NOT_UPSTREAM}
+    states = {t: s for t, s in task_states(ti, dag_id, run_id).items() if t not in NOT_UPSTREAM}
     failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}
     train = ti.xcom_pull(task_ids="train") or {}
     job = (train.get("Training") or {}).get("TrainingJobName") or job_name_for_run(dag_id, run_id)
@@ -110,7 +104,7 @@ def review_request(params: Mapping[str, Any], ti: Any, dag_id: str, run_id: str)
 
 def review_outcome(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     """The review task's state and, when a person (or the timeout) answered, the answer."""
-    state = _task_states(ti, dag_id, run_id).get(REVIEW_TASK, "none")
+    state = task_states(ti, dag_id, run_id).get(REVIEW_TASK, "none")
     answer = ti.xcom_pull(task_ids=REVIEW_TASK) if state == "success" else None
     return {"state": state, **(answer if isinstance(answer, dict) else {})}
 
