@@ -1,6 +1,6 @@
 """The promotion gate: every run ends in one recorded decision, written first and then applied.
 
-1. decide (pure, `decisions.decide`) and write `models/decisions/<job>/decision.json` once;
+1. decide (pure, `decision.decide`) and write `models/decisions/<job>/decision.json` once;
 2. apply it, each step idempotent and keyed by the job: the MLflow run (Params, per-epoch metrics, rule
    outcomes, lineage, the HTML report), the registry version, the `champion` alias (only on promotion), the
    deployable copy `models/champion/` that follows the registry, then `applied.json`;
@@ -81,7 +81,7 @@ def run_gate(
 
     A final decision is replayed by every later try. A `failed` one records that attempt: a later attempt whose
     run got further (its tasks were cleared and now succeed) decides again and supersedes it (history keeps
-    both). Applying holds the champion lease (champion_lock): one writer of the champion at a time.
+    both). Applying holds the champion lease (decision.lease): one writer of the champion at a time.
     `registry` is None only when no tracking server is configured, which check_run_conf refuses: the run's
     `failed` decision is then recorded and announced, with nothing to apply to a registry.
     `checkpoint(step)` is called after each write: the fault suite crashes there to prove every retry ends

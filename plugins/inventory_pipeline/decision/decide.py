@@ -58,7 +58,7 @@ class RunFacts:
     report: dict[str, Any] | None = None  # parse_rule_reports' summary
     metrics: dict[str, Any] | None = None  # the job's metrics.json (with `champion` when it scored one)
     champion_now: dict[str, Any] | None = None  # the registry's champion as the gate decides
-    hold: dict[str, Any] | None = None  # the hold in force as the gate decides (champion_lock.read_hold)
+    hold: dict[str, Any] | None = None  # the hold in force as the gate decides (decision.lease.read_hold)
     # the review task's outcome: {"state": its task state, "answer", "by", "at", "timed_out"}; None: no review ran
     review: dict[str, Any] | None = None
 

@@ -65,7 +65,7 @@ def unchanged_reason(
     lineage: dict[str, str], champion_tags: dict[str, str] | None, judged: list[Any] | None = None
 ) -> str | None:
     """Why this run would reproduce the champion or a model already judged (every lineage field equal), or None.
-    `judged`: registry versions (tracking.ModelVersionInfo) whose `decision` tag is one of JUDGED."""
+    `judged`: registry versions (decision.registry.ModelVersionInfo) whose `decision` tag is one of JUDGED."""
     inputs = (
         f"dataset {lineage['dataset_version']}, code {lineage['code_sha256'][:12]} and training Params "
         f"{lineage['params_sha256'][:12]}"

@@ -265,7 +265,7 @@ def build_report(
     guardrails: dict[str, Any] | None = None,
     verdicts: str,
 ) -> ReportResult:
-    """The report of one job, written to `<verdicts>/report.html` (s3_paths.verdicts_uri: out of the job's
+    """The report of one job, written to `<verdicts>/report.html` (aws.s3_paths.verdicts_uri: out of the job's
     reach). `champion_data`: the champion's dataset (data_section.champion_dataset; None when there is no
     champion), which this run's class mix is compared with (ClassMixShift)."""
     from jinja2 import Environment

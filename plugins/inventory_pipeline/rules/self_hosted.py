@@ -6,7 +6,7 @@ the training code saves the same smdebug tensors and our sampler's system metric
 SageMaker uses (`<S3OutputPath>/<job>/debug-output`, `.../profiler-output`). This module mirrors them once
 through the storage seam, runs the same engine as the local runner, writes the rule output to
 `<output_base>/<job>/rule-output/<RuleConfigurationName>/` and answers in DescribeTrainingJob's shape. The DAG
-passes the verdicts prefix (`s3_paths.verdicts_uri`) as `output_base`: a place the job's execution role cannot
+passes the verdicts prefix (`aws.s3_paths.verdicts_uri`) as `output_base`: a place the job's execution role cannot
 write, so nothing a training job writes can stand in for the evaluation of its rules.
 """
 
