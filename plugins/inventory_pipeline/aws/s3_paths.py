@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # S3 answers a missing key with NoSuchKey (GET) or a bare 404 / NotFound (HEAD, no body to carry a code).
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# A conditional write (If-None-Match / If-Match) whose condition failed: someone else wrote first.
+CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 
 
 def split_s3_uri(uri: str, *, require_key: bool = True) -> tuple[str, str]:
@@ -30,3 +32,9 @@ def is_missing(exc: BaseException) -> bool:
     """True for a botocore ClientError saying the key does not exist."""
     response = getattr(exc, "response", None) or {}
     return response.get("Error", {}).get("Code") in MISSING_CODES
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True for a botocore ClientError saying a conditional write lost: the key changed (or exists) already."""
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code") in CONFLICT_CODES

@@ -21,19 +21,14 @@ import time
 import uuid
 from typing import Any
 
+from inventory_pipeline.aws.s3_paths import is_conflict, is_missing
 from inventory_pipeline.decision.decide import now_iso, read_json
 
 log = logging.getLogger(__name__)
 
-CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
-
 
 class LeaseBusy(RuntimeError):
     """Another holder kept the champion lease for longer than this caller waits (the task is retried)."""
-
-
-def _conflict(exc: Exception) -> bool:
-    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") in CONFLICT_CODES
 
 
 class ChampionLease:
@@ -57,7 +52,7 @@ class ChampionLease:
                 ]
                 return
             except Exception as exc:
-                if not _conflict(exc):
+                if not is_conflict(exc):
                     raise
             current = self._current()
             if current is not None and current[0].get("expires", 0) < time.time():
@@ -72,7 +67,7 @@ class ChampionLease:
                     )
                     return
                 except Exception as exc:
-                    if not _conflict(exc) and "NoSuchKey" not in str(exc):
+                    if not (is_conflict(exc) or is_missing(exc)):  # taken over, or released, meanwhile
                         raise
             if time.monotonic() > deadline:
                 held = current[0] if current else {}
@@ -83,8 +78,6 @@ class ChampionLease:
             time.sleep(1.0)
 
     def _current(self) -> tuple[dict[str, Any], str] | None:
-        from inventory_pipeline.aws.s3_paths import is_missing
-
         try:
             got = self.s3.get_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:

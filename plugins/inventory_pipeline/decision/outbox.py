@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from inventory_pipeline.aws.s3_paths import is_conflict
 from inventory_pipeline.decision.decide import now_iso, read_json
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,6 @@ class Outbox:
         self.s3, self.bucket, self.prefix = s3, bucket, f"{root}models/outbox/"
 
     def add(self, message_id: str, record: dict[str, Any]) -> None:
-        from botocore.exceptions import ClientError
-
         entry = {"id": message_id, "queued": now_iso(), "order": time.time(), "record": record}
         body = json.dumps(entry, default=str).encode()
         try:
@@ -39,12 +38,8 @@ class Outbox:
                 IfNoneMatch="*",
                 ContentType="application/json",
             )
-        except ClientError as exc:  # queued by an earlier try: that entry stands
-            if exc.response.get("Error", {}).get("Code") not in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
+        except Exception as exc:  # queued by an earlier try: that entry stands
+            if not is_conflict(exc):
                 raise
 
     def unsent(self) -> list[dict[str, Any]]:

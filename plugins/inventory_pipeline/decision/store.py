@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from inventory_pipeline.aws.s3_paths import is_conflict
 from inventory_pipeline.decision.decide import FAILED, read_json
 
 
@@ -60,8 +61,6 @@ class DecisionStore:
 
     def _put(self, key: str, name: str, record: dict[str, Any], **condition: str) -> bool:
         """A conditional write: False when the condition failed (someone else wrote first)."""
-        from botocore.exceptions import ClientError
-
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
@@ -71,12 +70,8 @@ class DecisionStore:
                 **condition,
             )
             return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
+        except Exception as exc:
+            if not is_conflict(exc):
                 raise
         return False
 
