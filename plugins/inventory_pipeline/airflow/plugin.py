@@ -12,7 +12,6 @@ SageMaker where some job of the account put its output.
 # No `from __future__ import annotations` here: FastAPI reads the route and dependency annotations at runtime,
 # and `Request` is imported inside _report_app (plugins load in workers too), where a string annotation
 # would not resolve and FastAPI would take `request` for a query parameter.
-import os
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -22,28 +21,31 @@ from inventory_pipeline.reports.store import REPORT_ROUTE
 DAG_ID = "inventory_retraining"
 
 
-def deployment_value(name: str, default: str) -> str:
-    """A deployment setting as the API server sees it: its environment, else the Airflow Variable (the API
-    server reads Variables from the metadata database; it runs no task, so not through the Task SDK)."""
-    if os.environ.get(name):
-        return os.environ[name]
+def _database_variable(name: str) -> str | None:
+    """An Airflow Variable as the API server reads it: from the metadata database (it runs no task, so not
+    through the Task SDK); None where there is none, or no database (a worker or a test importing the plugin)."""
     try:
         from airflow.models import Variable
 
-        return Variable.get(name, default_var=None) or default
-    except Exception:  # no metadata database here (a worker or a test importing the plugin)
-        return default
+        return Variable.get(name, default_var=None)
+    except Exception:
+        return None
 
 
-def report_s3_uri(job_name: str) -> str:
+def deployment_settings():
+    """The deployment's settings as the tasks read them (settings.DeploymentValues: the Variable, else the
+    environment, else the default), from the API server's own database and environment."""
+    from inventory_pipeline.settings import DeploymentValues, Settings
+
+    return Settings.from_sources({}, DeploymentValues(_database_variable), enforce_guardrails=False)
+
+
+def report_s3_uri(job_name: str, settings=None) -> str:
     """Where parse_rule_reports stores a job's report (reports.build writes it there)."""
     from inventory_pipeline.aws.s3_paths import verdicts_uri
-    from inventory_pipeline.settings import Settings
 
-    defaults = Settings.__dataclass_fields__
-    bucket = deployment_value("INVENTORY_BUCKET", defaults["bucket"].default)
-    prefix = deployment_value("INVENTORY_PREFIX", defaults["prefix"].default).strip("/")
-    return f"{verdicts_uri(bucket, f'{prefix}/' if prefix else '', job_name)}/report.html"
+    settings = settings or deployment_settings()
+    return f"{verdicts_uri(settings.bucket, settings.root, job_name)}/report.html"
 
 
 # The report is HTML that sits next to a training job's output: the browser runs none of its scripts, submits
@@ -51,12 +53,14 @@ def report_s3_uri(job_name: str) -> str:
 REPORT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 
 
-def read_report(job_name: str, aws_conn_id: str) -> bytes:
+def read_report(job_name: str) -> bytes:
+    """The report from this deployment's bucket, through the deployment's Airflow connection."""
     from inventory_pipeline.aws.clients import client_from_connection
     from inventory_pipeline.aws.s3_paths import split_s3_uri
 
-    bucket, key = split_s3_uri(report_s3_uri(job_name))
-    return client_from_connection("s3", aws_conn_id).get_object(Bucket=bucket, Key=key)["Body"].read()
+    settings = deployment_settings()
+    bucket, key = split_s3_uri(report_s3_uri(job_name, settings))
+    return client_from_connection("s3", settings.aws_conn_id).get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 async def may_read_the_dag(request) -> None:
@@ -87,7 +91,7 @@ def _report_app():
 
         try:
             local_report_path(job_name)  # validates the name: nothing outside a job name reaches AWS
-            body = read_report(job_name, deployment_value("INVENTORY_AWS_CONN_ID", "aws_default"))
+            body = read_report(job_name)
         except ValueError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         except ClientError as exc:
