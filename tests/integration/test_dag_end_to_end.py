@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from inventory_pipeline.airflow.run_summary import read_latest_run
 from inventory_pipeline.airflow.runner import airflow_bin, airflow_env, dags_test, db_migrate
 from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.dataset.seed import seed_synthetic
@@ -84,13 +84,7 @@ def finished_run(local_stack, tmp_path_factory):
                 logical_date=date,
                 on_line=reviewer.on_line,
             )
-            summary = subprocess.run(
-                [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+            summary = read_latest_run(env)
             queue = local_stack.provisioned["queue_url"]
             messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
                 "Messages", []
@@ -105,7 +99,7 @@ def finished_run(local_stack, tmp_path_factory):
             weeks.append(
                 {
                     "result": result,
-                    "run": json.loads(summary.stdout.strip().splitlines()[-1]),
+                    "run": summary,
                     "messages": ours,
                     "answered": reviewer.answered[answered:],
                 }
@@ -264,14 +258,8 @@ def test_a_blocking_rule_the_instance_cannot_evaluate_is_refused_before_any_work
     }
     log_path = Path(env["AIRFLOW_HOME"]) / "dags-test-refused.log"
     result = dags_test(env, conf, log_path=log_path, logical_date="2026-02-23")
-    summary = subprocess.run(
-        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    run = json.loads(summary.stdout.strip().splitlines()[-1])
+    summary = read_latest_run(env)
+    run = summary
     assert not result.ok and run["state"] == "failed"
     # Refused once, by the first task: nothing downstream ran, so nothing failed again or waited to retry.
     assert run["tasks"]["check_run_conf"] == "failed" and run["tasks"]["evaluate_and_promote"] == "failed"

@@ -3,12 +3,9 @@ the DAG's first task, before any data is read or any training job exists."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
+from inventory_pipeline.airflow.run_summary import read_latest_run
 from inventory_pipeline.airflow.runner import airflow_env, dags_test, db_migrate
 from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.training.naming import job_name_for_run
@@ -38,14 +35,8 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
         "bucket": "someone-elses-bucket",
     }
     result = dags_test(env, conf, log_path=tmp_path / "dags-test.log")
-    summary = subprocess.run(
-        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    run = json.loads(summary.stdout.strip().splitlines()[-1])
+    summary = read_latest_run(env)
+    run = summary
 
     assert not result.ok and run["state"] == "failed"
     assert run["tasks"]["check_run_conf"] == "failed"

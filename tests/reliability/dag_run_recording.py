@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from unittest import mock
 
 import pytest
 
+from inventory_pipeline.airflow.run_summary import read_latest_run
 from inventory_pipeline.airflow.runner import DagTestResult, airflow_env, dags_test, db_migrate
 from inventory_pipeline.aws.call_recorder import PRINCIPAL_ENV, RECORD_ENV
 from inventory_pipeline.aws.clients import make_client
@@ -127,17 +126,11 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedR
             "rules_mode": RULES_MODE,
         }
         result = dags_test(env, conf, log_path=home / "dags-test.log")
-        summary = subprocess.run(
-            [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        summary = read_latest_run(env)
         calls_in_run = len([line for line in calls_path.read_text().splitlines() if line.strip()])
         yield RecordedRun(
             result,
-            json.loads(summary.stdout.strip().splitlines()[-1]),
+            summary,
             home,
             stack_dir,
             calls_path,

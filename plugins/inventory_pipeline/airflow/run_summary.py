@@ -7,7 +7,9 @@ JSON object. A separate process, so the caller never has to import Airflow with 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -56,6 +58,20 @@ def latest_run(dag_id: str) -> dict[str, Any]:
             "timings": timings,
             "xcom": xcom,
         }
+
+
+def read_latest_run(env: Mapping[str, str], dag_id: str = "inventory_retraining") -> dict[str, Any]:
+    """`latest_run` read in a process of its own with `env` (an Airflow home's database and settings): how the
+    demo and the tests read a run back after `airflow dags test`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary", dag_id],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not read the run back from Airflow's DB: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

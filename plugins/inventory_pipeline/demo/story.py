@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+from inventory_pipeline.airflow.run_summary import read_latest_run
 from inventory_pipeline.airflow.runner import PROJECT_ROOT, airflow_env, dags_test, db_migrate
 
 log = logging.getLogger("inventory_pipeline.demo")
@@ -92,15 +93,6 @@ def read_notifications(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
                 }
             )
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-
-def read_run_summary(env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "inventory_pipeline.airflow.run_summary"], env=env, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"could not read the run back from Airflow's DB: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # DEMO_ROLLBACK=1: after the weeks, an on-call engineer rolls back to v1 with the real CLI; a forced retrain then
@@ -176,7 +168,7 @@ def main() -> int:
                 logical_date=logical_date,
                 on_line=reviewer.on_line,
             )
-            summary = build_summary(read_run_summary(env), s3=s3, bucket=PROJECT_BUCKET, conf=run_conf)
+            summary = build_summary(read_latest_run(env), s3=s3, bucket=PROJECT_BUCKET, conf=run_conf)
             summary.update(
                 week=week,
                 notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
