@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -130,25 +129,10 @@ def test_list_tags_answers_the_tags_given_at_create(clients, probe_bucket):
 @pytest.fixture(scope="module")
 def no_debugger_sagemaker(local_stack, tmp_path_factory):
     """A second local SageMaker server playing an account that never used Debugger (same S3 and Logs)."""
-    from inventory_pipeline.local_aws.stack import LocalStack, ServerSpec
+    from inventory_pipeline.local_aws.stack import LocalStack, ServerSpec, sagemaker_command
 
     def command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "inventory_pipeline.local_aws.sagemaker_api",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir / "sagemaker"),
-            "--no-debugger",
-            "--s3-endpoint",
-            local_stack.endpoints["s3"],
-            "--logs-endpoint",
-            local_stack.endpoints["logs"],
-        ]
+        return [*sagemaker_command(host, port, local_stack.endpoints, state_dir), "--no-debugger"]
 
     spec = ServerSpec(name="sagemaker", services=("sagemaker",), command=command, health_path="/ping")
     with LocalStack(tmp_path_factory.mktemp("no-debugger"), servers=[spec]) as side:

@@ -1433,24 +1433,10 @@ def job_stopped_mid_training(env: FaultEnv) -> Row:
 @contextlib.contextmanager
 def sagemaker_behind(env: FaultEnv, s3_endpoint: str) -> Iterator[Any]:
     """A second local SageMaker server (own state) whose runners reach S3 at `s3_endpoint` (a FaultProxy)."""
-    from inventory_pipeline.local_aws.stack import LocalStack, ServerSpec
+    from inventory_pipeline.local_aws.stack import LocalStack, ServerSpec, sagemaker_command
 
     def command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "inventory_pipeline.local_aws.sagemaker_api",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir / "sagemaker"),
-            "--s3-endpoint",
-            s3_endpoint,
-            "--logs-endpoint",
-            env.stack.endpoints["logs"],
-        ]
+        return sagemaker_command(host, port, {**env.stack.endpoints, "s3": s3_endpoint}, state_dir)
 
     spec = ServerSpec(name="sagemaker", services=("sagemaker",), command=command, health_path="/ping")
     with LocalStack(env.work / f"sagemaker-{uuid.uuid4().hex[:6]}", servers=[spec]) as side:

@@ -58,7 +58,8 @@ MLFLOW_ARTIFACT_BUCKET = "mlflow-artifacts"
 NOTIFY_TOPIC = "inventory-retraining-decisions"
 
 
-def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+def sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+    """The local SageMaker server's command line (tests start second servers with other endpoints or flags)."""
     return [
         sys.executable,
         "-m",
@@ -78,7 +79,7 @@ def _sagemaker_command(host: str, port: int, endpoints: dict[str, str], state_di
     ]
 
 
-SAGEMAKER = ServerSpec(name="sagemaker", services=("sagemaker",), command=_sagemaker_command, health_path="/ping")
+SAGEMAKER = ServerSpec(name="sagemaker", services=("sagemaker",), command=sagemaker_command, health_path="/ping")
 
 
 # "proxied" (default): clients send artifacts through the server. "s3": as a SageMaker managed tracking server,
