@@ -104,3 +104,21 @@ def accuracy_metrics(
 def collect(sent: list[dict[str, Any]]) -> Callable[[str, dict[str, Any]], None]:
     """A gate notifier that keeps each announced decision record (the outbox's send(message_id, record))."""
     return lambda message_id, record: sent.append(record)
+
+
+# A run every task of which succeeded up to the report, whose rules blocked nothing: what the gate's tests decide on.
+DONE = dict.fromkeys(
+    [
+        "select_source",
+        "copy_images",
+        "split_dataset",
+        "package_code",
+        "check_lineage",
+        "train",
+        "wait_for_training",
+        "wait_for_rules",
+        "parse_rule_reports",
+    ],
+    "success",
+)
+PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}

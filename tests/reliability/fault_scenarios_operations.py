@@ -320,7 +320,7 @@ def sensor_timeout_job_running(env: FaultEnv) -> Row:
     """wait_for_training gives up while the job still runs: the run's teardown stops that job (and only it)."""
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    from inventory_pipeline.airflow import sensors as sensors
+    from inventory_pipeline.airflow import sensors
     from inventory_pipeline.airflow.tasks import stop_unwatched_job
 
     fault = "a sensor timeout with the job running"

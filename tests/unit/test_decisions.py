@@ -1,25 +1,10 @@
 """The gate's decision as a pure function of what the run left behind (issue 13, points 2-4; issue 22)."""
 
-from support import balanced_truths, scored_metrics
+from support import DONE, PASSED, balanced_truths, scored_metrics
 
 from inventory_pipeline.decision.comparison import mcnemar_p
 from inventory_pipeline.decision.decide import GatePolicy, RunFacts, decide
 
-DONE = dict.fromkeys(
-    [
-        "select_source",
-        "copy_images",
-        "split_dataset",
-        "package_code",
-        "check_lineage",
-        "train",
-        "wait_for_training",
-        "wait_for_rules",
-        "parse_rule_reports",
-    ],
-    "success",
-)
-PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
 CHAMPION = {"version": "3", "job": "job-old", "source": "s3://b/old/model.tar.gz"}
 LINEAGE = {"skip": False, "lineage": {"dataset_version": "ds-2"}, "champion": CHAMPION}
 TRUTHS = balanced_truths(40)  # 200 test images, 40 of each count

@@ -4,26 +4,11 @@ answer and always-the-middle judged on the mix the model will meet, not the test
 from fractions import Fraction
 
 import pytest
-from support import balanced_truths, scored_metrics
+from support import DONE, PASSED, balanced_truths, scored_metrics
 
 from inventory_pipeline.decision.comparison import at_prior, read_prior
 from inventory_pipeline.decision.decide import RunFacts, decide
 
-DONE = dict.fromkeys(
-    [
-        "select_source",
-        "copy_images",
-        "split_dataset",
-        "package_code",
-        "check_lineage",
-        "train",
-        "wait_for_training",
-        "wait_for_rules",
-        "parse_rule_reports",
-    ],
-    "success",
-)
-PASSED = {"decision": {"failed": False, "message": "no blocking rule fired"}, "rules": []}
 TRUTHS = balanced_truths(40)  # 200 test images, 40 of each count: a balanced quick-run split
 STUDY_PRIOR = {"source": "population", "weights": [0.117613, 0.220190, 0.255340, 0.227277, 0.179580]}
 
