@@ -569,9 +569,12 @@ def declared_params() -> frozenset[str] | None:
 
 def settings_from(params: Mapping[str, Any] | None, *, enforce_guardrails: bool = True) -> Settings:
     """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
+    from inventory_pipeline.aws.task_scope import TASK_TRY
+
     declared = declared_params()
-    # Airflow Variables are read inside a task; outside one (the CLI, scripts) the environment alone.
-    deployment = DeploymentValues() if declared is not None else None
+    # Airflow Variables are read inside a task, once per try (aws.task_scope); outside one (the CLI, scripts)
+    # the environment alone.
+    deployment = TASK_TRY.get("deployment values", DeploymentValues) if declared is not None else None
     return Settings.from_sources(
         dict(params or {}), deployment, declared=declared, enforce_guardrails=enforce_guardrails
     )

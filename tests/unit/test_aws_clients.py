@@ -45,3 +45,29 @@ def test_credentials_from_the_environment_are_read_when_each_client_is_made(monk
     after = make_client("logs", ENDPOINT, "us-east-1")
     assert (access_key(before), access_key(after)) == ("env-one", "env-two")
     assert aws_clients._LOADER is after._loader
+
+
+def _aws_connection(key: str, endpoint: str = ENDPOINT) -> str:
+    import json
+
+    extra = {"region_name": "eu-west-1", "service_config": {"s3": {"endpoint_url": endpoint}}}
+    return json.dumps({"conn_type": "aws", "login": key, "password": "secret", "extra": extra})
+
+
+def test_a_connections_client_is_reused_until_the_connection_changes(monkeypatch: pytest.MonkeyPatch):
+    """The provider builds each client on a new botocore session (0.1-0.3 s of CPU); one process running many
+    tasks (`airflow dags test`) reuses it while the connection reads the same, and gets a new one when it
+    changes (other keys, other endpoints)."""
+    from inventory_pipeline.aws.clients import client_from_connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_CACHE_TEST", _aws_connection("key-one"))
+    first = client_from_connection("s3", "aws_cache_test")
+    assert client_from_connection("s3", "aws_cache_test") is first
+    assert client_from_connection("s3", "aws_cache_test", max_pool_connections=8) is not first
+    assert client_from_connection("sagemaker", "aws_cache_test") is not first
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_CACHE_TEST", _aws_connection("key-two"))
+    rotated = client_from_connection("s3", "aws_cache_test")
+    assert rotated is not first and access_key(rotated) == "key-two"
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_CACHE_TEST", _aws_connection("key-two", "http://127.0.0.1:10"))
+    moved = client_from_connection("s3", "aws_cache_test")
+    assert moved is not rotated and moved.meta.endpoint_url == "http://127.0.0.1:10"
