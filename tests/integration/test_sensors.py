@@ -90,6 +90,29 @@ def test_each_log_line_reaches_the_task_log_once_across_reschedules(running_job,
     assert sorted(ticks, key=lambda m: int(m.split()[-1])) == [f"tick-line {i}" for i in range(LINES)], ticks
 
 
+def test_the_wait_ends_at_the_first_poke_after_the_job_and_reads_its_log_to_the_end(
+    start_job, local_stack, monkeypatch
+):
+    """With print_log the provider asks for the job's status at most every 30 s, whatever the poke interval, and
+    reads the rest of the log one poke after it sees the end. Our sensor asks at every poke and reads the log
+    to its end at once: a poke right after a status call still sees the job Completed, with every line."""
+    from inventory_pipeline.airflow.sensors import TrainingJobSensor
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", local_stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
+    job = start_job()
+    sensor = TrainingJobSensor(task_id="wait_for_training", job_name=job.name, print_log=True)
+    messages: list[str] = []
+    with capture_logs() as captured:
+        assert sensor.poke(_context(job.params)) is False  # running: the sensor starts tailing its log
+    messages += [str(entry.get("event", "")) for entry in captured]
+    assert _status(job, {"Completed"}) == "Completed"
+    sensor.last_describe_job_call = time.monotonic()  # as if the status had just been asked for
+    with capture_logs() as captured:
+        assert sensor.poke(_context(job.params)) is True
+    messages += [str(entry.get("event", "")) for entry in captured]
+    assert _ticks(messages) == [f"tick-line {i}" for i in range(LINES)]
+
+
 def _ticks(messages: list[str]) -> list[str]:
     return [m for m in messages if re.fullmatch(r"tick-line \d+", m)]
 

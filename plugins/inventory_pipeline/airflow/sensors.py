@@ -87,6 +87,7 @@ class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
     def __init__(self, *, deferrable: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
+        self._positions_loaded = False
 
     def execute(self, context: Any) -> Any:
         from inventory_pipeline.settings import settings_from
@@ -105,11 +106,38 @@ class TrainingJobSensor(DeferrableWait, SageMakerTrainingSensor):
         if not self.print_log:
             return super().poke(context)
         store = LogPositionStore.for_task(context, self.task_id, self.job_name)
-        self.positions.update(store.load())
+        if not self._positions_loaded:  # a reschedule poke is a new process: pick up where the last one stopped
+            self.positions.update(store.load())
+            self._positions_loaded = True
+        before = dict(self.positions)
         try:
             return super().poke(context)
         finally:
-            store.save(self.positions)
+            if self.positions != before:
+                store.save(self.positions)
+
+    def get_sagemaker_response(self) -> dict:
+        if not self.print_log:
+            return super().get_sagemaker_response()
+        from airflow.providers.amazon.aws.hooks.sagemaker import LogState
+
+        if self.log_resource_inited:
+            # While it prints the log, the provider asks for the job's status at most every 30 s, whatever the
+            # poke interval: the end of a job was seen up to 30 s late. Ask at every poke instead (one
+            # DescribeTrainingJob per poke, as without print_log).
+            self.last_describe_job_call = min(self.last_describe_job_call, time.monotonic() - 30)
+        response = super().get_sagemaker_response()
+        if self.state == LogState.JOB_COMPLETE:  # the job just ended: read its log to the end now, not a poke later
+            self.state, _, _ = self.hook.describe_training_job_with_log(
+                self.job_name,
+                self.positions,
+                self.stream_names,
+                self.instance_count,
+                self.state,
+                self.last_description,
+                self.last_describe_job_call,
+            )
+        return response
 
     def get_failed_reason_from_response(self, response: dict) -> str:
         reason = response.get("FailureReason")
