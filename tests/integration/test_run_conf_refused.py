@@ -1,12 +1,14 @@
-"""A run conf that names anything but a declared Param (here the deployment's bucket and role) is refused by
-the DAG's first task, before any data is read or any training job exists."""
+"""A run conf that names anything but a declared Param (here the deployment's bucket and role), or Params the
+settings refuse, is refused by the DAG's first task, before any data is read or any training job exists.
+
+Both runs go through one Airflow process (`runner.DagRunSession`, as `make demo` runs its weeks): each run is
+read back in that process, and a run the DAG never created is never reported as the one before it."""
 
 from __future__ import annotations
 
 import pytest
 
-from inventory_pipeline.airflow.run_summary import read_latest_run
-from inventory_pipeline.airflow.runner import airflow_env, dags_test, db_migrate
+from inventory_pipeline.airflow.runner import DagRunSession, airflow_env
 from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.training.naming import job_name_for_run
 
@@ -27,16 +29,20 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
             "INVENTORY_REGISTERED_MODEL": "inventory-counting-conf-refused",
         },
     )
-    db_migrate(env)
     conf = {
         "epochs": 1,
         "model": "small_cnn",
         "role_arn": "arn:aws:iam::000000000000:role/other",
         "bucket": "someone-elses-bucket",
     }
-    result = dags_test(env, conf, log_path=tmp_path / "dags-test.log")
-    summary = read_latest_run(env)
-    run = summary
+    with DagRunSession(env) as airflow:
+        result = airflow.run(conf, tmp_path / "week-1.log", logical_date="2026-03-02")
+        unmeasurable = airflow.run(
+            {"model": "small_cnn", "fail_on_rules": ["LowGPUUtilization"]}, tmp_path / "week-2.log", "2026-03-09"
+        )
+        not_created = airflow.run({"epochs": "many"}, tmp_path / "week-3.log", "2026-03-16")
+    run = result.run
+    assert run is not None
 
     assert not result.ok and run["state"] == "failed"
     assert run["tasks"]["check_run_conf"] == "failed"
@@ -57,3 +63,11 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     sm = make_client("sagemaker", local_stack.endpoints["sagemaker"], local_stack.region, **CREDS)
     job = job_name_for_run("inventory_retraining", run["dag_run_id"])
     assert sm.list_training_jobs(NameContains=job)["TrainingJobSummaries"] == []
+
+    # The second run, in the same process: its own run, refused for a rule a CPU instance can never measure.
+    second = unmeasurable.run
+    assert second is not None and second["dag_run_id"] != run["dag_run_id"], second
+    assert not unmeasurable.ok and second["tasks"]["check_run_conf"] == "failed", second["tasks"]
+    assert "LowGPUUtilization" in unmeasurable.output and "Performing upgrade" not in unmeasurable.output
+    # A conf the Params' schema refuses creates no run: nothing is read back, and the run before is not reported.
+    assert not not_created.ok and not_created.run is None, not_created.output[-2000:]

@@ -54,6 +54,7 @@ class DagTestResult:
     returncode: int
     output: str
     log_path: Path
+    run: dict[str, Any] | None = None  # run_summary.latest_run, when the run was read back in the same process
 
     @property
     def ok(self) -> bool:
@@ -91,3 +92,81 @@ def dags_test(
                 sys.stdout.flush()
         returncode = proc.wait()
     return DagTestResult(returncode, "".join(lines), log_path)
+
+
+class DagRunSession:
+    """`airflow dags test` runs in one long-lived Airflow process (`dag_runs`), which starts importing Airflow
+    and migrating the metadata DB as soon as the session is created, while the caller does other work (the
+    demo starts its stack and seeds its data meanwhile). Use as a context manager; `run` is one week's run."""
+
+    def __init__(self, env: dict[str, str], dag_id: str = DAG_ID, migrate: bool = True):
+        from inventory_pipeline.airflow.dag_runs import MARK
+
+        Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+        self.mark = MARK
+        command = [
+            sys.executable,
+            "-m",
+            "inventory_pipeline.airflow.dag_runs",
+            dag_id,
+            *(["--migrate"] if migrate else []),
+        ]
+        self._proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def __enter__(self) -> DagRunSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        conf: dict[str, Any] | None,
+        log_path: Path,
+        logical_date: str | None = None,
+        env: dict[str, str] | None = None,
+        echo: bool = False,
+        on_line: Callable[[str], None] | None = None,
+    ) -> DagTestResult:
+        """One `dags test` run with `conf`, `env` added to the process's environment first. Its output (and, for
+        the first run, the process's start-up output) goes to `log_path`, `echo` and `on_line` as it comes."""
+        proc = self._proc
+        assert proc.stdin is not None and proc.stdout is not None
+        request = {"conf": conf or {}, "logical_date": logical_date, "env": env or {}}
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the process is gone: reading below ends at once with its exit code
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        with open(log_path, "w") as log_file:
+            for line in proc.stdout:
+                if line.startswith(self.mark):
+                    answer = json.loads(line[len(self.mark) :])
+                    if "returncode" in answer:
+                        return DagTestResult(answer["returncode"], "".join(lines), log_path, answer.get("run"))
+                    continue
+                log_file.write(line)
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+                if echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+        returncode = proc.wait()
+        return DagTestResult(returncode or 1, "".join(lines), log_path)
+
+    def close(self, timeout_s: float = 30) -> None:
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()  # end of requests: the process exits
+            except BrokenPipeError:
+                pass
+        try:
+            self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
