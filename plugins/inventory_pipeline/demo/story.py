@@ -1,7 +1,8 @@
 """`make demo`: the weekly story on this machine, with no AWS account.
 
 Starts the local stack (moto, the local SageMaker server, MLflow), seeds a source bucket with synthetic
-ABID-like data in the public bucket's layout, and runs `airflow dags test inventory_retraining` once per week:
+ABID-like data in the public bucket's layout, and runs `airflow dags test inventory_retraining` once per week, all
+weeks in one Airflow process (`airflow.dag_runs`: Airflow's start-up is paid once, while the stack starts):
   week 1: trains; there is no champion yet, so the model is promoted;
   week 2: same data, code and Params: `skipped_unchanged`, no training job;
   week 3: about 30 % new photos arrive: only those are copied, the job trains and scores the champion on the
@@ -18,6 +19,7 @@ that person through Airflow's REST API (`approvals.Reviewer`): `DEMO_APPROVAL="D
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,10 +27,10 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from inventory_pipeline.airflow.run_summary import read_latest_run
-from inventory_pipeline.airflow.runner import PROJECT_ROOT, airflow_env, dags_test, db_migrate
+from inventory_pipeline.airflow.runner import PROJECT_ROOT, DagRunSession, airflow_env
 
 log = logging.getLogger("inventory_pipeline.demo")
 
@@ -121,7 +123,7 @@ def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
 
 def main() -> int:
     from inventory_pipeline.aws.clients import make_client
-    from inventory_pipeline.dataset.seed import seed_synthetic
+    from inventory_pipeline.dataset.seed import publish_file_list, seed_synthetic
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
     from inventory_pipeline.local_aws.stack import LocalStack
@@ -135,24 +137,34 @@ def main() -> int:
     # A fresh stack and Airflow DB per demo: the story starts with no champion.
     for stale in ("local-stack", "airflow"):
         shutil.rmtree(BUILD_DIR / stale, ignore_errors=True)
-    with LocalStack(BUILD_DIR / "local-stack") as stack:
+    # The one Airflow process of the story starts importing Airflow and migrating its DB now, while the stack
+    # starts and the source is seeded; the stack's endpoints reach it with each week's request.
+    deployment = {
+        "INVENTORY_BUCKET": PROJECT_BUCKET,
+        "INVENTORY_REPORT_DIR": str(BUILD_DIR / "reports"),
+        # Local jobs take a minute or two: poll every few seconds instead of every minute.
+        "INVENTORY_POKE_INTERVAL_S": "2",
+    }
+    base_env = airflow_env(BUILD_DIR / "airflow", deployment)
+    log.info("starting Airflow (one process for every week) with its metadata DB in %s", base_env["AIRFLOW_HOME"])
+    stack = LocalStack(BUILD_DIR / "local-stack")
+    creds = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
+
+    def seed_week_1() -> None:  # S3 answers while MLflow and the SageMaker server still start
+        s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
+        s3.create_bucket(Bucket=PROJECT_BUCKET)
+        seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
+        log.info("week 1: seeded s3://%s with %s synthetic photos", SOURCE_BUCKET, seeded["images"])
+
+    with DagRunSession(base_env) as airflow, contextlib.ExitStack() as cleanup:
+        cleanup.callback(stack.stop)
+        cleanup.callback(log.info, "stopping the local stack")
+        background = cleanup.enter_context(ThreadPoolExecutor(max_workers=1))
+        stack.start(while_others_start=seed_week_1)
         log.info("local stack up: %s", stack.endpoints)
-        creds = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
         s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
         sqs = make_client("sqs", endpoint_url=stack.endpoints["sqs"], region_name=stack.region, **creds)
-        s3.create_bucket(Bucket=PROJECT_BUCKET)
-        env = airflow_env(
-            BUILD_DIR / "airflow",
-            {
-                **stack.env(),
-                "INVENTORY_BUCKET": PROJECT_BUCKET,
-                "INVENTORY_REPORT_DIR": str(BUILD_DIR / "reports"),
-                # Local jobs take a minute or two: poll every few seconds instead of every minute.
-                "INVENTORY_POKE_INTERVAL_S": "4",
-            },
-        )
-        log.info("preparing Airflow's metadata DB in %s", env["AIRFLOW_HOME"])
-        db_migrate(env)
+        env = {**base_env, **stack.env()}
         # answers approval requests as a person would, through the REST API (an API server only if one is needed)
         reviewer = Reviewer(env, answer=os.environ.get("DEMO_APPROVAL", "Promote"), user="demo-reviewer")
 
@@ -160,15 +172,18 @@ def main() -> int:
             log.info(
                 "week %d: airflow dags test inventory_retraining %s -c '%s'", week, logical_date, json.dumps(run_conf)
             )
-            result = dags_test(
-                env,
+            result = airflow.run(
                 run_conf,
-                log_path=BUILD_DIR / f"dags-test-week{week}.log",
-                echo=True,
+                BUILD_DIR / f"dags-test-week{week}.log",
                 logical_date=logical_date,
+                env=stack.env(),
+                echo=True,
                 on_line=reviewer.on_line,
             )
-            summary = build_summary(read_latest_run(env), s3=s3, bucket=PROJECT_BUCKET, conf=run_conf)
+            if result.run is None:
+                log.error("week %d: no run to read back (exit %d); see %s", week, result.returncode, result.log_path)
+                return False
+            summary = build_summary(result.run, s3=s3, bucket=PROJECT_BUCKET, conf=run_conf)
             summary.update(
                 week=week,
                 notifications=read_notifications(sqs, stack.provisioned["queue_url"]),
@@ -181,17 +196,23 @@ def main() -> int:
                 return False
             return True
 
+        def upload_week_3_photos() -> dict[str, Any]:
+            extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
+            return seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True, publish=False)
+
         try:
+            arriving: Future[dict[str, Any]] | None = None
             for week in range(1, weeks + 1):
-                if week == 1:
-                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
-                    log.info("week 1: seeded s3://%s with %s synthetic photos", SOURCE_BUCKET, seeded["images"])
-                elif week == 3:
-                    extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True)
+                if week == 3 and arriving is not None:
+                    # The photos were uploaded while week 2 ran; the file list naming them, which every
+                    # selection reads, is published only now, so week 2 saw the source unchanged.
+                    seeded = arriving.result()
+                    publish_file_list(s3, SOURCE_BUCKET, seeded["file_list_key"], seeded["file_list"])
                     log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
-                else:
-                    log.info("week %d: nothing changed in s3://%s", week, SOURCE_BUCKET)
+                elif week == 2:
+                    log.info("week 2: nothing changed in s3://%s", SOURCE_BUCKET)
+                    if weeks >= 3:
+                        arriving = background.submit(upload_week_3_photos)
                 ok = run(week, conf, WEEK_DATES[week - 1])
                 if not ok:
                     break

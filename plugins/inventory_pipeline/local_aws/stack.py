@@ -258,7 +258,10 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         return client_env(self.endpoints, self.region, self.provisioned)
 
-    def start(self) -> LocalStack:
+    def start(self, while_others_start: Callable[[], object] | None = None) -> LocalStack:
+        """Start every server and wait until each answers. `while_others_start` runs once moto (S3, SNS, SQS,
+        Logs, CloudWatch) answers and is provisioned, while the slower servers start (the demo seeds its
+        source bucket there)."""
         self.state_dir = Path(self.state_dir).resolve()  # job dirs under it must not depend on a cwd
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -267,7 +270,10 @@ class LocalStack:
             for spec in first:
                 self._wait(self._launch(spec))
                 self.provisioned = provision(self.local_endpoints, self.region)
-            for running in [self._launch(spec) for spec in self.servers if spec not in first]:
+            others = [self._launch(spec) for spec in self.servers if spec not in first]
+            if while_others_start is not None:
+                while_others_start()
+            for running in others:
                 self._wait(running)
         except BaseException:
             self.stop()
@@ -318,8 +324,9 @@ class LocalStack:
         return env
 
     def stop(self) -> None:
-        for running in reversed(self._running):
+        for running in reversed(self._running):  # every server is told first, so they stop side by side
             _terminate_group(running.process.pid)
+        for running in reversed(self._running):
             try:
                 running.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
