@@ -564,6 +564,13 @@ def run(
             runner.train(channels)
         finally:
             profiler.stop()
+            # On AWS the profile streams to S3 while the job trains, and the ProfilerReport reads it there: it is in
+            # S3 before that rule can report, so whoever waits for the rules then reads all of it (the report's
+            # utilisation plot). Uploaded before the rules conclude; a failure is logged and retried below.
+            try:
+                profiler.upload()
+            except Exception:
+                log.exception("could not upload the profiler output (retried after the job ends)")
             rules.training_over()
             metrics.close()
         runner.upload()

@@ -33,6 +33,7 @@ class JobProfiler:
         self.s3_output = config.get("S3OutputPath", "")
         self.local_dir = runner.work / "profiler-output"
         self.sampler: Any = None
+        self.uploaded = False
 
     def start(self) -> None:
         if not self.enabled:
@@ -62,8 +63,10 @@ class JobProfiler:
         log.info("profiler updated: %s", f"every {interval_ms} ms" if enabled else "disabled")
 
     def upload(self) -> None:
-        if not self.enabled or not self.local_dir.is_dir():
+        """The profile to S3, once sampling has stopped (a second call does nothing)."""
+        if self.uploaded or not self.enabled or not self.local_dir.is_dir():
             return
         bucket, prefix = workspace.split_s3_uri(f"{self.s3_output.rstrip('/')}/{self.runner.name}/profiler-output")
         count = outputs.upload_tree(self.runner.s3, self.local_dir, bucket, prefix)
+        self.uploaded = True
         log.info("uploaded %d profiler files to s3://%s/%s", count, bucket, prefix)
