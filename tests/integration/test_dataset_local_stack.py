@@ -591,22 +591,3 @@ def test_cli_seed_and_build(local_stack, s3, bucket_name):
     assert refusal["error"] == "TooManyRejects" and len(refusal["rejected"]) == 4
     assert "4 of 60 selected images were rejected" in too_many.stdout
     assert keys(s3, dst, "y/raw/") == [] and keys(s3, dst, "y/datasets/") == []
-
-
-def test_photos_uploaded_without_publishing_the_file_list_stay_out_of_the_selection(s3, buckets):
-    """The demo uploads week 3's photos while week 2 runs: until their file list is published, a selection from
-    the file list is the one before (week 2 sees its source unchanged); once published, it has them all."""
-    from inventory_pipeline.dataset.seed import publish_file_list, seed_synthetic
-
-    source, dest = buckets
-    seed_synthetic(s3, source, images=40, seed=3)
-    settings = settings_for(source, dest, file_list=f"s3://{source}/file_list.json")
-    before = build_dataset(s3, settings)
-    arriving = seed_synthetic(s3, source, images=10, seed=3, add=True, publish=False)
-    assert len(keys(s3, source, "bin-images/")) == 50
-    unchanged = build_dataset(s3, dataclasses.replace(settings, source_recheck_minutes=0))  # listed again
-    assert unchanged["version"] == before["version"]
-    publish_file_list(s3, source, arriving["file_list_key"], arriving["file_list"])
-    after = build_dataset(s3, dataclasses.replace(settings, source_recheck_minutes=0))
-    assert after["version"] != before["version"]
-    assert sum(n for split in after["counts"].values() for n in split.values()) == 50, after["counts"]

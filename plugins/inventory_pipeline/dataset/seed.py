@@ -43,14 +43,11 @@ def seed_synthetic(
     balance: Mapping[int, float] | None = None,
     workers: int = 16,
     add: bool = False,
-    publish: bool = True,
 ) -> dict[str, Any]:
     """Write `images` synthetic photos + metadata under `<prefix>` and `<prefix>file_list.json`.
 
     `add=True` writes `images` new photos after the ones the bucket's file list already names and extends the
-    list (a week in which new photos arrived); the existing photos are left untouched. `publish=False` uploads
-    the photos but leaves the file list as it was: the list the photos belong in is returned as `file_list`,
-    for `publish_file_list` (until then, a selection from the file list does not see them)."""
+    list (a week in which new photos arrived); the existing photos are left untouched."""
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
     ensure_bucket(s3, bucket)
@@ -77,8 +74,7 @@ def seed_synthetic(
             progress.step()
     listed = file_list(written)
     merged = {label: existing.get(label, []) + listed.get(label, []) for label in sorted({*existing, *listed})}
-    if publish:
-        publish_file_list(s3, bucket, key, merged)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(merged).encode())
     counts = Counter(item.label for item in written)
     log.info("seeded s3://%s/%s with %d synthetic images %s", bucket, prefix, len(written), dict(counts))
     return {
@@ -87,10 +83,4 @@ def seed_synthetic(
         "images": len(written),
         "counts": {str(k): counts.get(k, 0) for k in range(1, 6)},
         "file_list_key": key,
-        "file_list": merged,
     }
-
-
-def publish_file_list(s3: Any, bucket: str, key: str, listed: Mapping[str, list[str]]) -> None:
-    """Write the file list that names the photos (the index every selection reads)."""
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(listed).encode())

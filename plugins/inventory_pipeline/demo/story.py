@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from inventory_pipeline.airflow.runner import PROJECT_ROOT, DagRunSession, airflow_env
@@ -123,7 +122,7 @@ def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
 
 def main() -> int:
     from inventory_pipeline.aws.clients import make_client
-    from inventory_pipeline.dataset.seed import publish_file_list, seed_synthetic
+    from inventory_pipeline.dataset.seed import seed_synthetic
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
     from inventory_pipeline.local_aws.stack import LocalStack
@@ -159,7 +158,6 @@ def main() -> int:
     with DagRunSession(base_env) as airflow, contextlib.ExitStack() as cleanup:
         cleanup.callback(stack.stop)
         cleanup.callback(log.info, "stopping the local stack")
-        background = cleanup.enter_context(ThreadPoolExecutor(max_workers=1))
         stack.start(while_others_start=seed_week_1)
         log.info("local stack up: %s", stack.endpoints)
         s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
@@ -200,23 +198,14 @@ def main() -> int:
                 return False
             return True
 
-        def upload_week_3_photos() -> dict[str, Any]:
-            extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-            return seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True, publish=False)
-
         try:
-            arriving: Future[dict[str, Any]] | None = None
             for week in range(1, weeks + 1):
-                if week == 3 and arriving is not None:
-                    # The photos were uploaded while week 2 ran; the file list naming them, which every
-                    # selection reads, is published only now, so week 2 saw the source unchanged.
-                    seeded = arriving.result()
-                    publish_file_list(s3, SOURCE_BUCKET, seeded["file_list_key"], seeded["file_list"])
+                if week == 3:
+                    extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
+                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True)
                     log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
                 elif week == 2:
                     log.info("week 2: nothing changed in s3://%s", SOURCE_BUCKET)
-                    if weeks >= 3:
-                        arriving = background.submit(upload_week_3_photos)
                 ok = run(week, conf, WEEK_DATES[week - 1])
                 if not ok:
                     break
