@@ -71,3 +71,22 @@ def test_a_connections_client_is_reused_until_the_connection_changes(monkeypatch
     monkeypatch.setenv("AIRFLOW_CONN_AWS_CACHE_TEST", _aws_connection("key-two", "http://127.0.0.1:10"))
     moved = client_from_connection("s3", "aws_cache_test")
     assert moved is not rotated and moved.meta.endpoint_url == "http://127.0.0.1:10"
+
+
+def test_a_connection_client_follows_the_environments_credentials(monkeypatch: pytest.MonkeyPatch):
+    """A connection without keys uses the default credential chain: changed AWS_* variables get a new client."""
+    import json
+
+    from inventory_pipeline.aws.clients import client_from_connection
+
+    extra = {"region_name": "eu-west-1", "service_config": {"s3": {"endpoint_url": ENDPOINT}}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_ENV_TEST", json.dumps({"conn_type": "aws", "extra": extra}))
+    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-one")
+    one = client_from_connection("s3", "aws_env_test")
+    assert client_from_connection("s3", "aws_env_test") is one
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-two")
+    two = client_from_connection("s3", "aws_env_test")
+    assert two is not one and access_key(two) == "env-two"

@@ -111,19 +111,24 @@ def client_from_connection(service: str, aws_conn_id: str = "aws_default", max_p
     if client is None:
         client = hook.get_conn()
         with _CONNECTION_CLIENTS_LOCK:
+            if len(_CONNECTION_CLIENTS) >= 64:  # connections that keep changing (tests' stacks): start over
+                _CONNECTION_CLIENTS.clear()
             _CONNECTION_CLIENTS[key] = client
     return client
 
 
 def _fingerprint(hook: Any) -> str:
-    """What the connection says (its secret hashed): equal for an unchanged connection, different otherwise."""
+    """What the connection says (its secret hashed), with the environment's part of the default credential
+    chain: equal while neither changes, different otherwise."""
     import hashlib
+    import os
 
     try:
         conn = hook.get_connection(hook.aws_conn_id)
+        fields = [conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema, conn.extra]
     except Exception:  # missing: the provider falls back to the default credential chain (and says so)
-        return "no connection"
-    fields = [conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema, conn.extra]
+        fields = ["no connection"]
+    fields += sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()
 
 
