@@ -83,15 +83,20 @@ def dags_test(
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
-            log_file.write(line)
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
-            if echo:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+            _relay(line, log_file, lines, echo, on_line)
         returncode = proc.wait()
     return DagTestResult(returncode, "".join(lines), log_path)
+
+
+def _relay(line: str, log_file: Any, lines: list[str], echo: bool, on_line: Callable[[str], None] | None) -> None:
+    """An output line of a run: to its log, kept, echoed when asked and shown to `on_line`."""
+    log_file.write(line)
+    lines.append(line)
+    if on_line is not None:
+        on_line(line)
+    if echo:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class DagRunSession:
@@ -149,13 +154,7 @@ class DagRunSession:
                     if "returncode" in answer:
                         return DagTestResult(answer["returncode"], "".join(lines), log_path, answer.get("run"))
                     continue
-                log_file.write(line)
-                lines.append(line)
-                if on_line is not None:
-                    on_line(line)
-                if echo:
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
+                _relay(line, log_file, lines, echo, on_line)
         returncode = proc.wait()
         return DagTestResult(returncode or 1, "".join(lines), log_path)
 
