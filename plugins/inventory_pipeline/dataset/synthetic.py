@@ -91,7 +91,9 @@ def render(image_id: str, label: int, seed: int = 0) -> SyntheticImage:
             _draw_item(draw, rng, boxes[slot], product)
             slot += 1
     _draw_straps(draw, rng, width, height)
-    image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.0, 0.8)))
+    # Camera softness up to a Gaussian's sigma 0.8, as a box of the same variance (radius 1.2 sigma): one pass
+    # instead of three, 1.5 ms a photo instead of 3.7 ms (most of the demo's seeding CPU).
+    image = image.filter(ImageFilter.BoxBlur(radius=1.2 * rng.uniform(0.0, 0.8)))
 
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=rng.randint(70, 92))
