@@ -1,7 +1,7 @@
 """A run conf that names anything but a declared Param (here the deployment's bucket and role), or Params the
 settings refuse, is refused by the DAG's first task, before any data is read or any training job exists.
 
-Both runs go through one Airflow process (`runner.DagRunSession`, as `make demo` runs its weeks): each run is
+The three runs go through one Airflow process (`runner.DagRunSession`, as `make demo` runs its weeks): each run is
 read back in that process, and a run the DAG never created is never reported as the one before it."""
 
 from __future__ import annotations
