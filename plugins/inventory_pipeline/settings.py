@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
@@ -555,26 +556,55 @@ def _airflow_variable(name: str) -> str | None:
     return Variable.get(name, default=None)
 
 
-def declared_params() -> frozenset[str] | None:
-    """The running DAG's declared Param names (its Params dict is the one place a Param is added); None
-    outside a running task, where there is no run conf and the params are the calling code's own."""
+def _task_context() -> Mapping[str, Any] | None:
+    """The running task's context; None outside a task (the CLI, scripts, tests calling the code directly)."""
     from airflow.sdk import get_current_context
 
     try:
-        context = get_current_context()
+        return get_current_context()
     except RuntimeError:
         return None
-    return frozenset(context["dag"].params)
+
+
+class _DeploymentPerTry:
+    """The deployment's values for the task try running in this process, read once.
+
+    Inside a task each `INVENTORY_*` value is an Airflow Variable lookup (a round trip through the supervisor to
+    the API server), and a task asks for its settings many times (each helper, each sensor poke): 44 lookups a
+    call were seconds per task. Kept for the try, every step of it sees the same values; the next try (a retry,
+    a clear) reads them afresh, so a Variable fixed before clearing a task is seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._try: tuple[str, int] | None = None
+        self._values: DeploymentValues | None = None
+
+    def values(self, ti: Any) -> DeploymentValues:
+        ti_id = getattr(ti, "id", None)
+        if ti_id is None:  # not a running task instance: nothing to key the values on
+            return DeploymentValues()
+        key = (str(ti_id), int(getattr(ti, "try_number", 0) or 0))
+        with self._lock:
+            if key != self._try or self._values is None:
+                self._try, self._values = key, DeploymentValues()
+            return self._values
+
+
+_DEPLOYMENT_PER_TRY = _DeploymentPerTry()
 
 
 def settings_from(params: Mapping[str, Any] | None, *, enforce_guardrails: bool = True) -> Settings:
-    """This run's settings: its declared Params over the deployment's values (undeclared keys are never read)."""
-    from inventory_pipeline.aws.task_scope import TASK_TRY
+    """This run's settings: its declared Params over the deployment's values (undeclared keys are never read).
 
-    declared = declared_params()
-    # Airflow Variables are read inside a task, once per try (aws.task_scope); outside one (the CLI, scripts)
-    # the environment alone.
-    deployment = TASK_TRY.get("deployment values", DeploymentValues) if declared is not None else None
+    Inside a task, the declared Params are the running DAG's (its Params dict is the one place a Param is added)
+    and the Airflow Variables are read once per try; outside one there is no run conf, the params are the
+    calling code's own, and the environment alone is the deployment."""
+    context = _task_context()
+    if context is None:
+        declared, deployment = None, None
+    else:
+        declared = frozenset(context["dag"].params)
+        deployment = _DEPLOYMENT_PER_TRY.values(context.get("ti"))
     return Settings.from_sources(
         dict(params or {}), deployment, declared=declared, enforce_guardrails=enforce_guardrails
     )
