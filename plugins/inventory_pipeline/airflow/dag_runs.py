@@ -80,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     if "--migrate" in args:
         migrate = parser.parse_args(["db", "migrate"])
         migrate.func(migrate)
-    _report({"ready": True})
     _warm_up()
     for line in sys.stdin:
         if not line.strip():

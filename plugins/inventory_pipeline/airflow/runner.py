@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inventory_pipeline.airflow.dag_runs import MARK
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DAG_ID = "inventory_retraining"
 
@@ -105,10 +107,7 @@ class DagRunSession:
     demo starts its stack and seeds its data meanwhile). Use as a context manager; `run` is one week's run."""
 
     def __init__(self, env: dict[str, str], dag_id: str = DAG_ID, migrate: bool = True):
-        from inventory_pipeline.airflow.dag_runs import MARK
-
         Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-        self.mark = MARK
         command = [
             sys.executable,
             "-m",
@@ -149,11 +148,9 @@ class DagRunSession:
         lines: list[str] = []
         with open(log_path, "w") as log_file:
             for line in proc.stdout:
-                if line.startswith(self.mark):
-                    answer = json.loads(line[len(self.mark) :])
-                    if "returncode" in answer:
-                        return DagTestResult(answer["returncode"], "".join(lines), log_path, answer.get("run"))
-                    continue
+                if line.startswith(MARK):  # the run is over: its exit code and the run read back
+                    answer = json.loads(line[len(MARK) :])
+                    return DagTestResult(answer["returncode"], "".join(lines), log_path, answer.get("run"))
                 _relay(line, log_file, lines, echo, on_line)
         returncode = proc.wait()
         return DagTestResult(returncode or 1, "".join(lines), log_path)
