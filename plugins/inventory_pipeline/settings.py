@@ -527,17 +527,18 @@ def _coerce(name: str, value: Any) -> Any:
 class DeploymentValues(Mapping[str, str]):
     """The deployment's `INVENTORY_*` values: the Airflow Variable of that name, else the environment variable
     (Settings.from_sources puts a Param given in the run above both, and the field's default below). Each name
-    is looked up once per instance: one settings_from call asks the Variables once."""
+    is looked up once per instance: one settings_from call asks the Variables once. `defined`: the names a
+    Variable lookup can find (`_airflow_variable_names`); any other name is not asked for. None: ask every name."""
 
-    def __init__(self, variable_get: Callable[[str], str | None] | None = None):
+    def __init__(self, variable_get: Callable[[str], str | None] | None = None, defined: frozenset[str] | None = None):
         self._variable_get = variable_get or _airflow_variable
+        self._defined = defined
         self._seen: dict[str, str | None] = {}
 
     def __getitem__(self, name: str) -> str:
-        import os
-
         if name not in self._seen:
-            value = self._variable_get(name)
+            asked = self._defined is None or name in self._defined
+            value = self._variable_get(name) if asked else None
             self._seen[name] = str(value) if value is not None else os.environ.get(name)
         if self._seen[name] is None:
             raise KeyError(name)
@@ -556,6 +557,37 @@ def _airflow_variable(name: str) -> str | None:
     return Variable.get(name, default=None)
 
 
+_VARIABLE_PREFIX = "INVENTORY_"
+
+
+def _airflow_variable_names() -> frozenset[str] | None:
+    """The `INVENTORY_*` names an Airflow Variable lookup can find, in one request instead of one per setting:
+    the metadata DB's (Variable.keys) and the `AIRFLOW_VAR_*` environment's. None, so that every name is asked
+    for, where a listing could miss one: a secrets backend (Secrets Manager, Vault, ...) is configured, which
+    Variable.keys does not consult, or the listing itself failed ("could not ask" is not "none defined")."""
+    import importlib
+
+    try:
+        from airflow.sdk import Variable
+        from airflow.sdk.execution_time.secrets import DEFAULT_SECRETS_SEARCH_PATH_WORKERS
+        from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
+
+        defaults = tuple(
+            getattr(importlib.import_module(module), name)
+            for module, name in (path.rsplit(".", 1) for path in DEFAULT_SECRETS_SEARCH_PATH_WORKERS)
+        )
+        if any(type(backend) not in defaults for backend in ensure_secrets_backend_loaded()):
+            return None
+        listed = set(Variable.keys(prefix=_VARIABLE_PREFIX))
+    except Exception as exc:  # an Airflow without the listing, or the API did not answer: ask name by name
+        import logging
+
+        logging.getLogger(__name__).info("listing the %s* Variables failed (%s): asking each", _VARIABLE_PREFIX, exc)
+        return None
+    environment = {key[len("AIRFLOW_VAR_") :] for key in os.environ if key.startswith("AIRFLOW_VAR_")}
+    return frozenset(listed | {key for key in environment if key.startswith(_VARIABLE_PREFIX)})
+
+
 def _task_context() -> Mapping[str, Any] | None:
     """The running task's context; None outside a task (the CLI, scripts, tests calling the code directly)."""
     from airflow.sdk import get_current_context
@@ -572,7 +604,8 @@ class _DeploymentPerTry:
     Inside a task each `INVENTORY_*` value is an Airflow Variable lookup (a round trip through the supervisor to
     the API server), and a task asks for its settings many times (each helper, each sensor poke): 44 lookups a
     call were seconds per task. Kept for the try, every step of it sees the same values; the next try (a retry,
-    a clear) reads them afresh, so a Variable fixed before clearing a task is seen."""
+    a clear) reads them afresh, so a Variable fixed before clearing a task is seen. A try first lists the
+    Variables that exist (one request) and looks up only those."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -586,7 +619,7 @@ class _DeploymentPerTry:
         key = (str(ti_id), int(getattr(ti, "try_number", 0) or 0))
         with self._lock:
             if key != self._try or self._values is None:
-                self._try, self._values = key, DeploymentValues()
+                self._try, self._values = key, DeploymentValues(defined=_airflow_variable_names())
             return self._values
 
 
