@@ -23,8 +23,9 @@ def main() -> int:
     from support import accuracy_metrics, tar_archive
 
     from inventory_pipeline.aws.clients import make_client
-    from inventory_pipeline.decision.apply import GateInputs, run_gate
-    from inventory_pipeline.decision.decide import GatePolicy, RunFacts
+    from inventory_pipeline.decision.decide import GateInputs, GatePolicy, RunFacts
+    from inventory_pipeline.decision.facts import registry_state
+    from inventory_pipeline.decision.gate import run_gate
     from inventory_pipeline.decision.registry import Registry
     from inventory_pipeline.local_aws.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, LocalStack
 
@@ -55,6 +56,7 @@ def main() -> int:
                 metrics=accuracy_metrics(accuracy, champion_accuracy, history=history),
                 lineage={"lineage": lineage, "champion": champion.to_dict() if champion else None},
             )
+            facts.champion_now, facts.hold = registry_state(registry, s3, "shot", "abid/")  # as gather reads them
             inputs = GateInputs(
                 dag_id="inventory_retraining",
                 run_id=f"scheduled__{job}",

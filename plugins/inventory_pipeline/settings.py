@@ -163,7 +163,7 @@ class Settings:
     sns_topic_arn: str = ""  # where decisions are announced ("" = nobody is told)
     report_base_url: str = ""  # e.g. the Airflow UI's address, for links in notifications
     extra: dict[str, Any] = field(default_factory=dict)
-    # False only to record the decision of a run already refused (gather_run_facts): nothing is started from it,
+    # False only to record the decision of a run already refused (decision.facts.gather): nothing is started from it,
     # and a deployment's limits below the settings' defaults must not stop that record.
     enforce_guardrails: InitVar[bool] = True
 

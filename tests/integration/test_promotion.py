@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from support import accuracy_metrics, collect, free_port, tar_archive
 
-from inventory_pipeline.decision.apply import GateInputs, run_gate
-from inventory_pipeline.decision.decide import GatePolicy, RunFacts
+from inventory_pipeline.decision.decide import GateInputs, GatePolicy, RunFacts
+from inventory_pipeline.decision.facts import registry_state
+from inventory_pipeline.decision.gate import run_gate
 from inventory_pipeline.decision.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -60,6 +61,7 @@ def gate(env, job, accuracy, champion_accuracy=None, report=PASSED, notify=None,
         params={"model": "small_cnn"},
         report_html=b"<html>report</html>",
     )
+    facts.champion_now, facts.hold = registry_state(registry, s3, bucket, "p/")  # as the gate's gather reads them
     kwargs = {"checkpoint": checkpoint} if checkpoint else {}
     return run_gate(s3, bucket, "p/", registry, facts, inputs, GatePolicy(), notify=notify, **kwargs)
 

@@ -456,8 +456,9 @@ def run_gate_for(
 ) -> dict[str, Any]:
     """The gate as `evaluate_and_promote` runs it, for a run whose tasks all succeeded up to the report (unless
     `states` says otherwise); `registry`: another client of the scenario's registry (through a proxy)."""
-    from inventory_pipeline.decision.apply import GateInputs, run_gate
-    from inventory_pipeline.decision.decide import GatePolicy, RunFacts
+    from inventory_pipeline.decision.decide import GateInputs, GatePolicy, RunFacts
+    from inventory_pipeline.decision.facts import registry_state
+    from inventory_pipeline.decision.gate import run_gate
 
     registry = registry or registry_for(env, bucket)
     champion = registry.champion()
@@ -471,6 +472,7 @@ def run_gate_for(
         metrics=metrics,
         lineage={"lineage": {"dataset_version": "fault-dataset"}, "champion": champion.to_dict() if champion else None},
     )
+    facts.champion_now, facts.hold = registry_state(registry, env.s3, bucket, ROOT_PREFIX)  # as the gate's gather
     inputs = GateInputs(dag_id=DAG_ID, run_id=run_id, model_uri=model_uri, params={"model": "small_cnn"})
     extra = {"checkpoint": checkpoint} if checkpoint else {}
     return run_gate(env.s3, bucket, ROOT_PREFIX, registry, facts, inputs, GatePolicy(), notify=notify, **extra)

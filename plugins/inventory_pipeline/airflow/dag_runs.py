@@ -25,7 +25,7 @@ WARM_UP_MODULES = (
     "airflow.sdk.execution_time.task_runner",  # imported by the first task's start, 1-2 s
     "inventory_pipeline.airflow.tasks",
     "inventory_pipeline.dataset.stages",
-    "inventory_pipeline.decision.apply",
+    "inventory_pipeline.decision.gate",
     "inventory_pipeline.reports.build",
     "inventory_pipeline.training.request",
     "mlflow",

@@ -280,7 +280,7 @@ class RuleReportOperator(BaseOperator):
 
 
 class DecisionGateOperator(BaseOperator):
-    """Record this run's one decision and apply it (see `promotion`); runs whatever happened upstream.
+    """Record this run's one decision, apply and announce it (`decision.gate`); runs whatever happened upstream.
 
     The run ends failed when the decision is `blocked` or `failed`, after the decision is recorded; the
     "MLflow run" extra link opens the run's tracking record.
@@ -294,12 +294,17 @@ class DecisionGateOperator(BaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from inventory_pipeline.decision.decide import ENDS_RUN_FAILED
         from inventory_pipeline.decision.gate import evaluate_and_promote
 
-        def link(record: dict) -> None:
-            MlflowRunLink.persist(context, (record.get("tracking") or {}).get("run_url", ""))
-
-        return evaluate_and_promote(context["params"], context["ti"], context["dag"].dag_id, context["run_id"], link)
+        record = evaluate_and_promote(context)
+        context["ti"].xcom_push(key="decision", value=record)
+        MlflowRunLink.persist(context, (record.get("tracking") or {}).get("run_url", ""))
+        if record["status"] in ENDS_RUN_FAILED:  # recorded, applied and announced first
+            raise AirflowFailException(f"decision {record['status']}: {record['reason']}")
+        return record
 
 
 class PromotionReviewOperator(HITLOperator):
@@ -332,7 +337,7 @@ class PromotionReviewOperator(HITLOperator):
 
         from inventory_pipeline.decision.gate import review_request
 
-        request = review_request(context["params"], context["ti"], context["dag"].dag_id, context["run_id"])
+        request = review_request(context)
         if request is None:
             raise AirflowSkipException("the policy lets the numbers decide: no approval needed")
         self.subject, self.body = request["subject"], request["body"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.aws.clients import describe_training_job, s3_client
-from inventory_pipeline.decision.gate import task_states
+from inventory_pipeline.decision.facts import task_states
 from inventory_pipeline.decision.registry import registry_for
 from inventory_pipeline.settings import settings_from
 

@@ -4,7 +4,8 @@
 the lineage check, the registry's champion, the review's answer). A candidate is promoted only when it beats the
 trivial answer on its own test images, beats the champion on the same images by the margins and significantly
 (an exact McNemar test on the images only one of them got right), drops no count's recall, and, where the policy
-asks, a person approved it (docs/rules-and-policy.md). `decision.store` records it once.
+asks, a person approved it (docs/rules-and-policy.md). `new_record` is the record `decision.store` writes once:
+the decision and what it rests on (`GateInputs`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ class RunFacts:
     hold: dict[str, Any] | None = None  # the hold in force as the gate decides (decision.lease.read_hold)
     # the review task's outcome: {"state": its task state, "answer", "by", "at", "timed_out"}; None: no review ran
     review: dict[str, Any] | None = None
+
+
+@dataclass
+class GateInputs:
+    """Everything the gate records beside the decision itself."""
+
+    dag_id: str
+    run_id: str
+    model_uri: str | None = None  # the job's model.tar.gz
+    params: dict[str, Any] | None = None  # the run's Params, as tracked
+    image_uri: str | None = None
+    report_html: bytes | None = None
+    report_uri: str | None = None
+    report_link: str | None = None
+    guardrails: dict[str, Any] | None = None  # the deployment's limits the run was checked against
 
 
 def _candidate(facts: RunFacts, dataset_version: str | None) -> dict[str, Any] | None:
@@ -365,6 +381,26 @@ def _with_approval(
     else:
         answered = f"it needed a person's approval ({asked}) and none was recorded (review {review.get('state')})"
     return {**outcome(NOT_BETTER, f"{reason}. Not promoted: {answered}", champion), "approval": approval}
+
+
+def new_record(facts: RunFacts, inputs: GateInputs, policy: GatePolicy) -> dict[str, Any]:
+    """The decision record, as `decision.store` writes it once: the decision (`decide`) and what it rests on."""
+    return {
+        "job": facts.job,
+        "dag_id": inputs.dag_id,
+        "run_id": inputs.run_id,
+        **decide(facts, policy),
+        "lineage": (facts.lineage or {}).get("lineage"),
+        "model": inputs.model_uri,
+        "report": {
+            "s3_uri": inputs.report_uri,
+            "link": inputs.report_link,
+            "policy": ((facts.report or {}).get("decision") or {}).get("message"),
+        },
+        "rules": (facts.report or {}).get("rules") or [],
+        "guardrails": inputs.guardrails,
+        "decided": now_iso(),
+    }
 
 
 def read_json(s3: Any, bucket: str, key: str) -> Any | None:

@@ -5,10 +5,20 @@ only a `failed` one is ever replaced, by a later attempt whose run got further (
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from inventory_pipeline.aws.s3_paths import is_conflict
 from inventory_pipeline.decision.decide import FAILED, read_json
+
+log = logging.getLogger(__name__)
+
+Checkpoint = Callable[[str], None]  # called after each write of the gate: the fault suite crashes there
+
+
+def no_checkpoint(step: str) -> None:
+    return None
 
 
 class DecisionStore:
@@ -31,6 +41,32 @@ class DecisionStore:
     def marker(record: dict[str, Any], name: str) -> str:
         attempt = int(record.get("attempt") or 1)
         return name if attempt == 1 else f"{name}-{attempt}"
+
+    def record_once(self, key: str, decided: dict[str, Any], checkpoint: Checkpoint = no_checkpoint) -> dict[str, Any]:
+        """The run's one decision: the one an earlier try recorded, else `decided`, written once. A recorded
+        `failed` one is replaced only when `decided` is not `failed` (the run got further after a clear); history
+        keeps both."""
+        record = self.read(key)
+        if record is not None and record["status"] != FAILED:
+            log.info(
+                "decision for %s already recorded: %s (%s); completing it", key, record["status"], record["reason"]
+            )
+            return record
+        if record is None:
+            record, wrote = self.create(key, decided)
+        elif decided["status"] != FAILED:
+            record, wrote = self.supersede(key, record, decided)
+        else:
+            wrote = False  # failing again: the first failure of this attempt stands
+        log.info(
+            "decision for %s: %s (%s)%s",
+            key,
+            record["status"],
+            record["reason"],
+            "" if wrote else " [recorded by an earlier try]",
+        )
+        checkpoint("decision")
+        return record
 
     def create(self, key: str, record: dict[str, Any], name: str = "decision") -> tuple[dict[str, Any], bool]:
         """Write `record` unless one exists; returns (the stored record, whether this call wrote it)."""
