@@ -7,24 +7,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from layers import DECISION_LAYERS, LAYERS
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "plugins" / "inventory_pipeline"
-# Bottom to top. A unit is a subpackage or a module at the package's root.
-LAYERS = [
-    "aws",  # clients, errors, S3 paths, prices, the call recorder
-    "rules",  # our rule engine
-    "guardrails",  # the deployment's limits
-    "settings",  # one run's settings (Param > Variable > environment > default)
-    "dataset",  # select, copy, split
-    "reports",  # findings, policy, the HTML report
-    "training",  # naming, packaging, the CreateTrainingJob request
-    "decision",  # facts, decide, record, apply, announce
-    "storage",  # housekeeping
-    "local_aws",  # the embedded stack
-    "airflow",  # operators, sensors, triggers, plugin, the tasks
-    "demo",  # make demo
-    "cli",  # inventory-pipeline
-]
 
 
 def _imports(path: Path) -> list[str]:
@@ -77,3 +63,17 @@ def test_each_package_says_what_it_owns_and_may_import() -> None:
         if init.exists():
             doc = ast.get_docstring(ast.parse(init.read_text())) or ""
             assert len(doc) > 40, f"{unit}/__init__.py has no docstring saying what it owns"
+
+
+def test_inside_decision_the_gate_is_on_top_and_its_steps_import_only_below_them() -> None:
+    rank = {module: i for i, layer in enumerate(DECISION_LAYERS) for module in layer}
+    modules = {p.stem for p in (PACKAGE / "decision").glob("*.py")} - {"__init__"}
+    assert modules == set(rank), "every module of decision/ is in a layer"
+    upward = []
+    for module in modules:
+        for imported in _imports(PACKAGE / "decision" / f"{module}.py"):
+            parts = imported.split(".")
+            if parts[:2] == ["inventory_pipeline", "decision"] and len(parts) > 2 and parts[2] in rank:
+                if rank[parts[2]] >= rank[module] and parts[2] != module:
+                    upward.append(f"decision.{module} imports {imported}")
+    assert not upward, "\n".join(sorted(upward))
