@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from pathlib import Path
@@ -39,6 +40,14 @@ def fast_timestamp(value: Any):
             except (TypeError, ValueError):
                 pass
     return parse_timestamp(value)
+
+
+@functools.cache  # a new botocore session loads and parses the service's JSON model (SageMaker's: 2 MB, 0.5 s)
+def service_model(service: str) -> Any:
+    """botocore's model of `service` (shapes, enums, operations), read once per process."""
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service)
 
 
 _LOADER_LOCK = threading.Lock()

@@ -14,7 +14,6 @@ disk.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from inventory_pipeline.aws.clients import service_model
 from inventory_pipeline.local_aws.runner.job_store import NON_TERMINAL, JobStore
 
 log = logging.getLogger("inventory_pipeline.local_aws.sagemaker_api")
@@ -39,18 +39,11 @@ class ApiError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-@functools.cache  # a new botocore session would load and parse SageMaker's 2 MB model on every request
-def _service_model():
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model("sagemaker")
-
-
 def validate_input(operation: str, params: dict[str, Any]) -> None:
     from botocore.exceptions import ParamValidationError
     from botocore.validate import validate_parameters
 
-    input_shape = _service_model().operation_model(operation).input_shape
+    input_shape = service_model("sagemaker").operation_model(operation).input_shape
     try:
         validate_parameters(params, input_shape)
     except ParamValidationError as exc:
@@ -609,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Before answering: otherwise the first CreateTrainingJob waits ~0.5 s for the model to load, inside the
     # job's own time. The stack starts its servers together, and MLflow takes longer than this.
-    _service_model()
+    service_model("sagemaker")
     run_simple(args.host, args.port, create_app(backend), threaded=True)
     return 0
 

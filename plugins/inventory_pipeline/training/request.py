@@ -311,11 +311,12 @@ def spot_training(settings: Settings, paths: JobPaths) -> dict[str, Any]:
 
 def validate_request(request: dict[str, Any]) -> dict[str, Any]:
     """Check the request against botocore's SageMaker model (types, enums, lengths, required fields)."""
-    import botocore.session
     from botocore.exceptions import ParamValidationError
     from botocore.validate import validate_parameters
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
+    from inventory_pipeline.aws.clients import service_model
+
+    model = service_model("sagemaker")
     # botocore's validator checks types and required fields but not enums: check the instance type here.
     instance_type = request.get("ResourceConfig", {}).get("InstanceType")
     allowed = model.shape_for("TrainingInstanceType").enum
