@@ -7,6 +7,7 @@ model before anything is sent, so a bad setting fails here with the field named,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -83,19 +84,24 @@ def metric_definitions(path: Path = METRIC_DEFINITIONS_FILE) -> list[dict[str, s
 
 
 def training_image_uri(settings: Settings) -> str:
-    from sagemaker.core import image_uris
-
     try:
-        return image_uris.retrieve(
-            "pytorch",
-            region=settings.region,
-            version=settings.framework_version,
-            instance_type=settings.instance_type,
-            image_scope="training",
-            py_version=_py_version(settings.framework_version),
-        )
+        return _framework_image(settings.region, settings.framework_version, settings.instance_type)
     except ValueError as exc:
         raise RequestError(f"invalid setting 'framework_version' / 'instance_type': {exc}") from exc
+
+
+@functools.cache  # the SDK re-reads botocore's endpoints file on every lookup
+def _framework_image(region: str, framework_version: str, instance_type: str) -> str:
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(
+        "pytorch",
+        region=region,
+        version=framework_version,
+        instance_type=instance_type,
+        image_scope="training",
+        py_version=_py_version(framework_version),
+    )
 
 
 def _py_version(framework_version: str) -> str:
