@@ -1,14 +1,18 @@
 """A run conf that names anything but a declared Param (here the deployment's bucket and role), or Params the
-settings refuse, is refused by the DAG's first task, before any data is read or any training job exists.
+settings refuse, is refused by the DAG's first task, before any data is read or any training job exists; so is one
+beyond a limit the deployment sets as an Airflow Variable in the metadata DB (a task lists the `INVENTORY_*`
+Variables first and asks only for those, so this proves the listing finds it).
 
 The three runs go through one Airflow process (`runner.DagRunSession`, as `make demo` runs its weeks): each run is
 read back in that process, and a run the DAG never created is never reported as the one before it."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from inventory_pipeline.airflow.runner import DagRunSession, airflow_env
+from inventory_pipeline.airflow.runner import DagRunSession, airflow_bin, airflow_env
 from inventory_pipeline.aws.clients import make_client
 from inventory_pipeline.training.naming import job_name_for_run
 
@@ -41,6 +45,9 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
             {"model": "small_cnn", "fail_on_rules": ["LowGPUUtilization"]}, tmp_path / "week-2.log", "2026-03-09"
         )
         not_created = airflow.run({"epochs": "many"}, tmp_path / "week-3.log", "2026-03-16")
+        limit = [airflow_bin(), "variables", "set", "INVENTORY_MAX_INSTANCE_COUNT", "1"]
+        subprocess.run(limit, env=env, check=True, capture_output=True)
+        beyond_limit = airflow.run({"model": "small_cnn", "instance_count": 2}, tmp_path / "week-4.log", "2026-03-23")
     run = result.run
     assert run is not None
 
@@ -71,3 +78,6 @@ def test_a_conf_overriding_the_deployment_is_refused_before_any_work(local_stack
     assert "LowGPUUtilization" in unmeasurable.output and "Performing upgrade" not in unmeasurable.output
     # A conf the Params' schema refuses creates no run: nothing is read back, and the run before is not reported.
     assert not not_created.ok and not_created.run is None, not_created.output[-2000:]
+    # The deployment's limit, an Airflow Variable (no environment variable of that name is set): refused.
+    assert not beyond_limit.ok and beyond_limit.run["tasks"]["check_run_conf"] == "failed", beyond_limit.run
+    assert "above this deployment's limit of 1 (INVENTORY_MAX_INSTANCE_COUNT)" in beyond_limit.output

@@ -22,6 +22,7 @@ DAG_ID = "inventory_retraining"
 
 
 def airflow_env(airflow_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    _ensure_fernet_key(Path(airflow_home))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
     env.update(
         {
@@ -37,6 +38,24 @@ def airflow_env(airflow_home: Path, extra: dict[str, str] | None = None) -> dict
     )
     env.update(extra or {})
     return env
+
+
+def _ensure_fernet_key(airflow_home: Path) -> None:
+    """A new Airflow home gets an `airflow.cfg` holding the two secrets Airflow would generate into one (the
+    Fernet key, the API's JWT secret), so every process on the home encrypts and reads Variables and Connections
+    alike and trusts the same tokens. Without it, a process started before the `airflow` CLI first writes its
+    airflow.cfg runs with no key and reads a Variable the CLI then sets as its ciphertext."""
+    cfg = airflow_home / "airflow.cfg"
+    if cfg.exists():
+        return
+    import base64
+
+    from cryptography.fernet import Fernet
+
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    jwt_secret = base64.b64encode(os.urandom(16)).decode()
+    cfg.write_text(f"[core]\nfernet_key = {Fernet.generate_key().decode()}\n\n[api_auth]\njwt_secret = {jwt_secret}\n")
+    cfg.chmod(0o600)
 
 
 def airflow_bin() -> str:
