@@ -584,8 +584,10 @@ def _airflow_variable_names() -> frozenset[str] | None:
 
         logging.getLogger(__name__).info("listing the %s* Variables failed (%s): asking each", _VARIABLE_PREFIX, exc)
         return None
-    environment = {key[len("AIRFLOW_VAR_") :] for key in os.environ if key.startswith("AIRFLOW_VAR_")}
-    return frozenset(listed | {key for key in environment if key.startswith(_VARIABLE_PREFIX)})
+    environment = {
+        key.removeprefix("AIRFLOW_VAR_") for key in os.environ if key.startswith(f"AIRFLOW_VAR_{_VARIABLE_PREFIX}")
+    }
+    return frozenset(listed | environment)
 
 
 def _task_context() -> Mapping[str, Any] | None:

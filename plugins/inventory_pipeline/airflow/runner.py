@@ -22,7 +22,7 @@ DAG_ID = "inventory_retraining"
 
 
 def airflow_env(airflow_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    _ensure_fernet_key(Path(airflow_home))
+    _ensure_home_secrets(Path(airflow_home))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
     env.update(
         {
@@ -40,7 +40,7 @@ def airflow_env(airflow_home: Path, extra: dict[str, str] | None = None) -> dict
     return env
 
 
-def _ensure_fernet_key(airflow_home: Path) -> None:
+def _ensure_home_secrets(airflow_home: Path) -> None:
     """A new Airflow home gets an `airflow.cfg` holding the two secrets Airflow would generate into one (the
     Fernet key, the API's JWT secret), so every process on the home encrypts and reads Variables and Connections
     alike and trusts the same tokens. Without it, a process started before the `airflow` CLI first writes its

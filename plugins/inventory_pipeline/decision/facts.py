@@ -52,7 +52,8 @@ def gather(context: Mapping[str, Any], *, for_review_task: bool = False) -> Gate
         settings = settings_from({}, enforce_guardrails=False)  # a limit below a default must not stop the record
     s3 = s3_client(settings)
     registry = registry_for(settings) if settings.tracking_uri else None
-    states = {t: s for t, s in task_states(ti, dag_id, run_id).items() if t not in NOT_UPSTREAM}
+    every_state = task_states(ti, dag_id, run_id)
+    states = {t: s for t, s in every_state.items() if t not in NOT_UPSTREAM}
     failures = {t: ti.xcom_pull(task_ids=t, key="failure") for t in states if states[t] == "failed"}
     train = ti.xcom_pull(task_ids="train") or {}
     job = (train.get("Training") or {}).get("TrainingJobName") or job_name_for_run(dag_id, run_id)
@@ -66,7 +67,7 @@ def gather(context: Mapping[str, Any], *, for_review_task: bool = False) -> Gate
         lineage=ti.xcom_pull(task_ids="check_lineage"),
         report=report,
         metrics=training_metrics(s3, describe) if describe else {},
-        review=None if for_review_task else review_outcome(ti, dag_id, run_id),
+        review=None if for_review_task else review_outcome(ti, every_state),
     )
     facts.champion_now, facts.hold = registry_state(registry, s3, settings.bucket, settings.root)
     inputs = GateInputs(
@@ -97,9 +98,10 @@ def task_states(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
     return {task: str(state) if state is not None else "none" for task, state in states.items()}
 
 
-def review_outcome(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
-    """The review task's state and, when a person (or the timeout) answered, the answer."""
-    state = task_states(ti, dag_id, run_id).get(REVIEW_TASK, "none")
+def review_outcome(ti: Any, states: Mapping[str, str]) -> dict[str, Any]:
+    """The review task's state (from the run's `task_states`) and, when a person (or the timeout) answered, the
+    answer."""
+    state = states.get(REVIEW_TASK, "none")
     answer = ti.xcom_pull(task_ids=REVIEW_TASK) if state == "success" else None
     return {"state": state, **(answer if isinstance(answer, dict) else {})}
 
