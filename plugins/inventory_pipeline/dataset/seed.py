@@ -34,6 +34,19 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
     log.info("created bucket s3://%s", bucket)
 
 
+def synthetic_objects(item: SyntheticImage, prefix: str = "") -> tuple[tuple[str, bytes, str], ...]:
+    """A photo and its metadata as the public bucket stores them: (key, body, content type) each."""
+    metadata = json.dumps(item.metadata, indent=4, sort_keys=True).encode()
+    return (
+        (image_key(prefix, item.image_id), item.jpeg, "image/jpeg"),
+        (metadata_key(prefix, item.image_id), metadata, "application/json"),
+    )
+
+
+def file_list_body(listed: Mapping[str, list[str]]) -> bytes:
+    return json.dumps(dict(listed)).encode()
+
+
 def seed_synthetic(
     s3: Any,
     bucket: str,
@@ -55,10 +68,8 @@ def seed_synthetic(
     progress = Progress("seeded", images)
 
     def upload(item: SyntheticImage) -> SyntheticImage:
-        jpeg_key, json_key = image_key(prefix, item.image_id), metadata_key(prefix, item.image_id)
-        s3.put_object(Bucket=bucket, Key=jpeg_key, Body=item.jpeg, ContentType="image/jpeg")
-        body = json.dumps(item.metadata, indent=4, sort_keys=True).encode()
-        s3.put_object(Bucket=bucket, Key=json_key, Body=body, ContentType="application/json")
+        for key, body, content_type in synthetic_objects(item, prefix):
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
         return item
 
     key = f"{prefix}file_list.json"
@@ -74,7 +85,7 @@ def seed_synthetic(
             progress.step()
     listed = file_list(written)
     merged = {label: existing.get(label, []) + listed.get(label, []) for label in sorted({*existing, *listed})}
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(merged).encode())
+    s3.put_object(Bucket=bucket, Key=key, Body=file_list_body(merged))
     counts = Counter(item.label for item in written)
     log.info("seeded s3://%s/%s with %d synthetic images %s", bucket, prefix, len(written), dict(counts))
     return {

@@ -1,8 +1,9 @@
 """`make demo`: the weekly story on this machine, with no AWS account.
 
-Starts the local stack (moto, the local SageMaker server, MLflow), seeds a source bucket with synthetic
-ABID-like data in the public bucket's layout, and runs `airflow dags test inventory_retraining` once per week, all
-weeks in one Airflow process (`airflow.dag_runs`: Airflow's start-up is paid once, while the stack starts):
+Starts the local stack (moto, the local SageMaker server, MLflow), its S3 holding a source bucket of synthetic
+ABID-like data in the public bucket's layout (moto writes it into its store as it starts), and runs `airflow dags
+test inventory_retraining` once per week, all weeks in one Airflow process (`airflow.dag_runs`: Airflow's
+start-up is paid once, while the stack starts):
   week 1: trains; there is no champion yet, so the model is promoted;
   week 2: same data, code and Params: `skipped_unchanged`, no training job;
   week 3: about 30 % new photos arrive: only those are copied, the job trains and scores the champion on the
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from inventory_pipeline.airflow.runner import PROJECT_ROOT, DagRunSession, airflow_env
@@ -37,6 +39,7 @@ BUILD_DIR = PROJECT_ROOT / "build" / "demo"
 SOURCE_BUCKET = "abid-synthetic-source"
 PROJECT_BUCKET = "inventory-retraining"
 DEMO_IMAGES = int(os.environ.get("DEMO_IMAGES", "1500"))
+SEED = 7
 NEW_IMAGES_SHARE = 0.3  # week 3: new photos, as a share of week 1's
 WEEK_DATES = ("2026-01-05", "2026-01-12", "2026-01-19")  # Mondays: the weekly schedule's logical dates
 # Quick-run Params: a small dataset and the small CNN, so the loop finishes in minutes on 2 CPU cores.
@@ -75,6 +78,26 @@ def demo_weeks() -> int:
     if not 1 <= weeks <= len(WEEK_DATES):
         raise SystemExit(f"DEMO_WEEKS must be 1, 2 or 3, got {weeks}")
     return weeks
+
+
+def wait_for_source(s3: Any, moto_log: Path, timeout_s: float = 300.0) -> None:
+    """Until moto has written week 1's source (its file list comes last); moto exits if seeding fails."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            listed = json.loads(s3.get_object(Bucket=SOURCE_BUCKET, Key="file_list.json")["Body"].read())
+            log.info("week 1: s3://%s holds %d synthetic photos", SOURCE_BUCKET, sum(map(len, listed.values())))
+            return
+        except EndpointConnectionError as exc:
+            raise SystemExit(f"moto stopped while seeding s3://{SOURCE_BUCKET}: see {moto_log}") from exc
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchBucket", "NoSuchKey", "404"):
+                raise
+        if time.monotonic() > deadline:
+            raise SystemExit(f"s3://{SOURCE_BUCKET} was not seeded within {timeout_s:.0f} s: see {moto_log}")
+        time.sleep(0.2)
 
 
 def read_notifications(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -125,7 +148,7 @@ def main() -> int:
     from inventory_pipeline.dataset.seed import seed_synthetic
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
-    from inventory_pipeline.local_aws.stack import LocalStack
+    from inventory_pipeline.local_aws.stack import LocalStack, default_servers, moto_with_source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
@@ -146,19 +169,21 @@ def main() -> int:
     }
     base_env = airflow_env(BUILD_DIR / "airflow", deployment)
     log.info("starting Airflow (one process for every week) with its metadata DB in %s", base_env["AIRFLOW_HOME"])
-    stack = LocalStack(BUILD_DIR / "local-stack")
+    # S3 starts with week 1's photos in the source bucket, as the public bucket is there before any run
+    stack = LocalStack(
+        BUILD_DIR / "local-stack", servers=default_servers(moto_with_source(SOURCE_BUCKET, DEMO_IMAGES, seed=SEED))
+    )
     creds = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
 
-    def seed_week_1() -> None:  # S3 answers while MLflow and the SageMaker server still start
+    def week_1_source() -> None:  # S3 answers while MLflow and the SageMaker server still start
         s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
         s3.create_bucket(Bucket=PROJECT_BUCKET)
-        seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=DEMO_IMAGES, seed=7)
-        log.info("week 1: seeded s3://%s with %s synthetic photos", SOURCE_BUCKET, seeded["images"])
+        wait_for_source(s3, stack.state_dir / "moto.log")
 
     with DagRunSession(base_env) as airflow, contextlib.ExitStack() as cleanup:
         cleanup.callback(stack.stop)
         cleanup.callback(log.info, "stopping the local stack")
-        stack.start(while_others_start=seed_week_1)
+        stack.start(while_others_start=week_1_source)
         log.info("local stack up: %s", stack.endpoints)
         s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
         sqs = make_client("sqs", endpoint_url=stack.endpoints["sqs"], region_name=stack.region, **creds)
@@ -202,7 +227,7 @@ def main() -> int:
             for week in range(1, weeks + 1):
                 if week == 3:
                     extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=7, add=True)
+                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=SEED, add=True)
                     log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
                 elif week == 2:
                     log.info("week 2: nothing changed in s3://%s", SOURCE_BUCKET)

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,18 @@ def _moto_command(host: str, port: int, endpoints: dict[str, str], state_dir: Pa
 MOTO = ServerSpec(
     name="moto", services=("s3", "logs", "cloudwatch", "sns", "sqs"), command=_moto_command, health_path="/moto-api/"
 )
+
+
+def moto_with_source(bucket: str, images: int, seed: int) -> ServerSpec:
+    """moto starting with `bucket` holding `images` synthetic photos (moto_server.py); `file_list.json`, written
+    last, says they are all there."""
+
+    def command(host: str, port: int, endpoints: dict[str, str], state_dir: Path) -> list[str]:
+        return [*_moto_command(host, port, endpoints, state_dir), "--synthetic-source", f"{bucket}:{images}:{seed}"]
+
+    return replace(MOTO, command=command)
+
+
 # What the stack provisions once moto answers: MLflow's artifact bucket, and the decisions topic with a queue
 # subscribed to it, so people (and tests) can read back what the pipeline announced.
 MLFLOW_ARTIFACT_BUCKET = "mlflow-artifacts"
@@ -124,11 +136,11 @@ MLFLOW = ServerSpec(
 )
 
 
-def default_servers() -> list[ServerSpec]:
+def default_servers(moto: ServerSpec = MOTO) -> list[ServerSpec]:
     """moto, the local SageMaker server (when its module is part of this install) and MLflow."""
     import importlib.util
 
-    servers = [MOTO]
+    servers = [moto]
     if importlib.util.find_spec("inventory_pipeline.local_aws.sagemaker_api") is not None:
         servers.append(SAGEMAKER)
     return [*servers, MLFLOW]
@@ -266,7 +278,7 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             # moto first (the others and the provisioning talk to it), then the rest start side by side
-            first = [spec for spec in self.servers if spec is MOTO]
+            first = [spec for spec in self.servers if spec.name == MOTO.name]
             for spec in first:
                 self._wait(self._launch(spec))
                 self.provisioned = provision(self.local_endpoints, self.region)
