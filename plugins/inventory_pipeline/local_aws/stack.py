@@ -107,11 +107,11 @@ def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: 
         if os.environ.get(MLFLOW_ARTIFACTS_ENV) == "s3"
         else ["--artifacts-destination", f"s3://{MLFLOW_ARTIFACT_BUCKET}/"]
     )
+    # MLflow's own app and uvicorn, as `mlflow server --workers 1` runs them, without its CLI's second process
     return [
         sys.executable,
         "-m",
-        "mlflow",
-        "server",
+        "inventory_pipeline.local_aws.mlflow_server",
         "--backend-store-uri",
         f"sqlite:///{(store / 'mlflow.db').resolve()}",
         *artifacts,
@@ -119,12 +119,10 @@ def _mlflow_command(host: str, port: int, endpoints: dict[str, str], state_dir: 
         host,
         "--port",
         str(port),
-        "--workers",
-        "1",
     ]
 
 
-# MLflow's server imports ~10 s of Python on a quiet 2-core machine: it gets a longer start-up allowance.
+# MLflow's server imports ~5 s of Python on a quiet 2-core machine: it gets a longer start-up allowance.
 # Its S3 calls (artifacts) are the tracking server's own: on AWS a managed server's role makes them, not ours.
 MLFLOW = ServerSpec(
     name="mlflow",
