@@ -68,3 +68,16 @@ def test_a_malformed_source_is_refused_before_the_server_starts():
     )
     assert done.returncode != 0
     assert "BUCKET:IMAGES:SEED" in done.stderr
+
+
+def test_photos_rendered_beforehand_arrive_as_the_generated_ones_and_wrong_ids_write_nothing(s3):
+    from inventory_pipeline.dataset.synthetic import render_all
+
+    for bucket in ("rendered-first", "rendered-here"):
+        seed_synthetic(s3, bucket, images=6, seed=3)
+    with pytest.raises(ValueError, match="ids 00007..00010"):
+        seed_synthetic(s3, "rendered-first", images=4, seed=3, add=True, rendered=render_all(4, seed=3, start_index=8))
+    assert len(objects(s3, "rendered-first")) == 2 * 6 + 1  # nothing written
+    seed_synthetic(s3, "rendered-first", images=4, seed=3, add=True, rendered=render_all(4, seed=3, start_index=7))
+    seed_synthetic(s3, "rendered-here", images=4, seed=3, add=True)
+    assert objects(s3, "rendered-first") == objects(s3, "rendered-here")

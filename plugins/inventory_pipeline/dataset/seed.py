@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inventory_pipeline.dataset.abid import image_key, metadata_key
 from inventory_pipeline.dataset.s3io import Progress
-from inventory_pipeline.dataset.synthetic import SyntheticImage, file_list, generate
+from inventory_pipeline.dataset.synthetic import SyntheticImage, file_list, generate, image_id_for
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,14 @@ def seed_synthetic(
     balance: Mapping[int, float] | None = None,
     workers: int = 16,
     add: bool = False,
+    rendered: Sequence[SyntheticImage] | None = None,
 ) -> dict[str, Any]:
     """Write `images` synthetic photos + metadata under `<prefix>` and `<prefix>file_list.json`.
 
     `add=True` writes `images` new photos after the ones the bucket's file list already names and extends the
-    list (a week in which new photos arrived); the existing photos are left untouched."""
+    list (a week in which new photos arrived); the existing photos are left untouched. `rendered`: those photos,
+    rendered beforehand (`generate` with the same seed): they must carry the ids that come next, or nothing is
+    written."""
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
     ensure_bucket(s3, bucket)
@@ -77,10 +80,15 @@ def seed_synthetic(
     if add:
         existing = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     start = 1 + sum(len(keys) for keys in existing.values())
+    expected = [image_id_for(start + offset) for offset in range(images)]
+    if rendered is not None and [item.image_id for item in rendered] != expected:
+        got = f"{rendered[0].image_id}..{rendered[-1].image_id}" if rendered else "none"
+        raise ValueError(f"the rendered photos must be ids {expected[0]}..{expected[-1]}, got {got}")
+    photos = rendered if rendered is not None else generate(images, seed=seed, balance=balance, start_index=start)
     written = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Rendering runs here while uploads run in the pool; results come back in id order.
-        for item in pool.map(upload, generate(images, seed=seed, balance=balance, start_index=start)):
+        for item in pool.map(upload, photos):
             written.append(item)
             progress.step()
     listed = file_list(written)

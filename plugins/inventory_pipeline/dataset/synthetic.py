@@ -70,6 +70,11 @@ def generate(
         yield render(image_id_for(index), label, seed=seed)
 
 
+def render_all(total: int, seed: int = 0, start_index: int = 1) -> list[SyntheticImage]:
+    """`generate`'s photos as a list: what a worker process renders and hands back."""
+    return list(generate(total, seed=seed, start_index=start_index))
+
+
 def render(image_id: str, label: int, seed: int = 0) -> SyntheticImage:
     """One bin photo with `label` items, and its ABID-format metadata."""
     from PIL import Image, ImageDraw, ImageFilter

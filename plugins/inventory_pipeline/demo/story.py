@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,7 @@ def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
 def main() -> int:
     from inventory_pipeline.aws.clients import make_client
     from inventory_pipeline.dataset.seed import seed_synthetic
+    from inventory_pipeline.dataset.synthetic import render_all
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
     from inventory_pipeline.local_aws.stack import LocalStack, default_servers, moto_with_source
@@ -223,20 +226,29 @@ def main() -> int:
                 return False
             return True
 
+        # Week 3's new photos are taken (rendered, in another process) while week 2 runs; they arrive after it.
+        camera = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        new_photos = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
+        taken: Future[list[Any]] | None = None
         try:
             for week in range(1, weeks + 1):
                 if week == 3:
-                    extra = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-                    seeded = seed_synthetic(s3, SOURCE_BUCKET, prefix="", images=extra, seed=SEED, add=True)
+                    rendered = taken.result() if taken is not None else None
+                    seeded = seed_synthetic(
+                        s3, SOURCE_BUCKET, prefix="", images=new_photos, seed=SEED, add=True, rendered=rendered
+                    )
                     log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
                 elif week == 2:
                     log.info("week 2: nothing changed in s3://%s", SOURCE_BUCKET)
+                    if weeks >= 3:
+                        taken = camera.submit(render_all, new_photos, SEED, DEMO_IMAGES + 1)
                 ok = run(week, conf, WEEK_DATES[week - 1])
                 if not ok:
                     break
             if ok and os.environ.get("DEMO_ROLLBACK"):
                 ok = rollback_story(env, conf, run)
         finally:
+            camera.shutdown(cancel_futures=True)
             reviewer.stop()
     final = {
         **(summaries[-1] if summaries else {}),
