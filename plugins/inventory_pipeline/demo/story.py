@@ -148,7 +148,7 @@ def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
 def main() -> int:
     from inventory_pipeline.aws.clients import make_client
     from inventory_pipeline.dataset.seed import seed_synthetic
-    from inventory_pipeline.dataset.synthetic import render_all
+    from inventory_pipeline.dataset.synthetic import SyntheticImage, render_all
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
     from inventory_pipeline.local_aws.stack import LocalStack, default_servers, moto_with_source
@@ -229,7 +229,7 @@ def main() -> int:
         # Week 3's new photos are taken (rendered, in another process) while week 2 runs; they arrive after it.
         camera = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         new_photos = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-        taken: Future[list[Any]] | None = None
+        taken: Future[list[SyntheticImage]] | None = None
         try:
             for week in range(1, weeks + 1):
                 if week == 3:
