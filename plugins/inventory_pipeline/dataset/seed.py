@@ -80,10 +80,11 @@ def seed_synthetic(
     if add:
         existing = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     start = 1 + sum(len(keys) for keys in existing.values())
-    expected = [image_id_for(start + offset) for offset in range(images)]
-    if rendered is not None and [item.image_id for item in rendered] != expected:
-        got = f"{rendered[0].image_id}..{rendered[-1].image_id}" if rendered else "none"
-        raise ValueError(f"the rendered photos must be ids {expected[0]}..{expected[-1]}, got {got}")
+    if rendered is not None:
+        expected = [image_id_for(start + offset) for offset in range(images)]
+        if [item.image_id for item in rendered] != expected:
+            got = f"{rendered[0].image_id}..{rendered[-1].image_id}" if rendered else "none"
+            raise ValueError(f"the rendered photos must be ids {expected[0]}..{expected[-1]}, got {got}")
     photos = rendered if rendered is not None else generate(images, seed=seed, balance=balance, start_index=start)
     written = []
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -126,16 +126,12 @@ def review_text(proposal: dict[str, Any], inputs: GateInputs) -> tuple[str, str]
         f"**The numbers:** {proposal['reason'].split('. Waiting for a person')[0]}",
         "",
     ]
-    if candidate.get("accuracy") is not None:
-        lines.append(
-            f"- candidate `{candidate.get('job')}`: accuracy {candidate['accuracy']:.4f}, RMSE "
-            f"{candidate.get('rmse'):.4f}"
-        )
-    if champion.get("accuracy") is not None:
-        lines.append(
-            f"- champion v{champion.get('version')}: accuracy {champion['accuracy']:.4f}, RMSE "
-            f"{champion.get('rmse'):.4f}"
-        )
+    for side, numbers in (
+        (f"candidate `{candidate.get('job')}`", candidate),
+        (f"champion v{champion.get('version')}", champion),
+    ):
+        if numbers.get("accuracy") is not None:
+            lines.append(f"- {side}: accuracy {numbers['accuracy']:.4f}, RMSE {numbers.get('rmse'):.4f}")
     baseline = proposal.get("baseline") or {}
     if baseline.get("majority"):
         lines.append(
