@@ -6,8 +6,9 @@ test inventory_retraining` once per week, all weeks in one Airflow process (`air
 start-up is paid once, while the stack starts):
   week 1: trains; there is no champion yet, so the model is promoted;
   week 2: same data, code and Params: `skipped_unchanged`, no training job;
-  week 3: about 30 % new photos arrive: only those are copied, the job trains and scores the champion on the
-          same test images, and the gate decides.
+  week 3: about 30 % new photos arrive (uploaded while week 2 runs, once its selection is pinned:
+          `arrivals`): only those are copied, the job trains and scores the champion on the same test images,
+          and the gate decides.
 Each run's summary goes to build/demo/summary.json (`weeks`, in order; the last run's fields at the top). The
 demo stops at the first failed run and exits non-zero; it stops what it started either way.
 
@@ -23,13 +24,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +147,7 @@ def rollback_story(env: dict[str, str], conf: dict[str, Any], run: Any) -> bool:
 
 def main() -> int:
     from inventory_pipeline.aws.clients import make_client
-    from inventory_pipeline.dataset.seed import seed_synthetic
-    from inventory_pipeline.dataset.synthetic import SyntheticImage, render_all
+    from inventory_pipeline.demo.arrivals import NewPhotos
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
     from inventory_pipeline.local_aws.stack import LocalStack, default_servers, moto_with_source
@@ -196,8 +195,16 @@ def main() -> int:
 
         setup_s = time.monotonic() - started  # the stack, week 1's source and Airflow's start, side by side
 
-        def run(week: int, run_conf: dict[str, Any], logical_date: str) -> bool:
+        def run(
+            week: int, run_conf: dict[str, Any], logical_date: str, on_line: Callable[[str], None] | None = None
+        ) -> bool:
             week_started = time.monotonic()
+
+            def each_line(line: str) -> None:
+                reviewer.on_line(line)
+                if on_line is not None:
+                    on_line(line)
+
             log.info(
                 "week %d: airflow dags test inventory_retraining %s -c '%s'", week, logical_date, json.dumps(run_conf)
             )
@@ -207,7 +214,7 @@ def main() -> int:
                 logical_date=logical_date,
                 env=stack.env(),
                 echo=True,
-                on_line=reviewer.on_line,
+                on_line=each_line,
             )
             if result.run is None:
                 log.error("week %d: no run to read back (exit %d); see %s", week, result.returncode, result.log_path)
@@ -226,29 +233,28 @@ def main() -> int:
                 return False
             return True
 
-        # Week 3's new photos are taken (rendered, in another process) while week 2 runs; they arrive after it.
-        camera = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        new_photos = max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE))
-        taken: Future[list[SyntheticImage]] | None = None
+        # Week 3's new photos are taken while week 2 runs and arrive once week 2 has pinned its selection.
+        new_photos = NewPhotos(
+            s3, SOURCE_BUCKET, max(1, round(DEMO_IMAGES * NEW_IMAGES_SHARE)), SEED, first_index=DEMO_IMAGES + 1
+        )
         try:
             for week in range(1, weeks + 1):
+                on_line = None
                 if week == 3:
-                    rendered = taken.result() if taken is not None else None
-                    seeded = seed_synthetic(
-                        s3, SOURCE_BUCKET, prefix="", images=new_photos, seed=SEED, add=True, rendered=rendered
-                    )
+                    seeded = new_photos.arrived()
                     log.info("week 3: %d new photos arrived in s3://%s", seeded["images"], SOURCE_BUCKET)
                 elif week == 2:
-                    log.info("week 2: nothing changed in s3://%s", SOURCE_BUCKET)
+                    log.info("week 2: nothing changed in s3://%s since week 1", SOURCE_BUCKET)
                     if weeks >= 3:
-                        taken = camera.submit(render_all, new_photos, SEED, DEMO_IMAGES + 1)
-                ok = run(week, conf, WEEK_DATES[week - 1])
+                        new_photos.take()
+                        on_line = new_photos.on_line
+                ok = run(week, conf, WEEK_DATES[week - 1], on_line)
                 if not ok:
                     break
             if ok and os.environ.get("DEMO_ROLLBACK"):
                 ok = rollback_story(env, conf, run)
         finally:
-            camera.shutdown(cancel_futures=True)
+            new_photos.close()
             reviewer.stop()
     final = {
         **(summaries[-1] if summaries else {}),
