@@ -25,6 +25,8 @@ SELECTION_PINNED = "[DAG TEST] end task task_id=select_source "  # `dags test`'s
 
 
 class NewPhotos:
+    """`count` photos after the first `first_index - 1`, rendered with `seed`, for `bucket` (see module doc)."""
+
     def __init__(self, s3: Any, bucket: str, count: int, seed: int, first_index: int):
         self.s3, self.bucket, self.count, self.seed, self.first_index = s3, bucket, count, seed, first_index
         self._camera = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
@@ -66,7 +68,12 @@ class NewPhotos:
     def _start_upload(self) -> None:
         with self._lock:
             if self._upload is None:
-                log.info("week 3's %d new photos are uploaded to s3://%s now", self.count, self.bucket)
+                log.info(
+                    "week 3's %d new photos go up to s3://%s now (the running week has pinned its selection: they "
+                    "are the next week's)",
+                    self.count,
+                    self.bucket,
+                )
                 self._upload = threading.Thread(target=self._upload_now, name="new-photos")
                 self._upload.start()
 
