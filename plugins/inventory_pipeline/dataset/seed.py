@@ -88,7 +88,7 @@ def seed_synthetic(
     photos = rendered if rendered is not None else generate(images, seed=seed, balance=balance, start_index=start)
     written = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Rendering runs here while uploads run in the pool; results come back in id order.
+        # Photos not handed over are rendered here while uploads run in the pool; results come back in id order.
         for item in pool.map(upload, photos):
             written.append(item)
             progress.step()

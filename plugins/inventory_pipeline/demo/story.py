@@ -22,6 +22,7 @@ that person through Airflow's REST API (`approvals.Reviewer`): `DEMO_APPROVAL="D
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -150,7 +151,13 @@ def main() -> int:
     from inventory_pipeline.demo.arrivals import NewPhotos
     from inventory_pipeline.demo.reviewer import Reviewer
     from inventory_pipeline.demo.summary import build_summary, print_summary
-    from inventory_pipeline.local_aws.stack import LocalStack, default_servers, moto_with_source
+    from inventory_pipeline.local_aws.stack import (
+        LOCAL_ACCESS_KEY,
+        LOCAL_SECRET_KEY,
+        LocalStack,
+        default_servers,
+        moto_with_source,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
@@ -175,20 +182,27 @@ def main() -> int:
     stack = LocalStack(
         BUILD_DIR / "local-stack", servers=default_servers(moto_with_source(SOURCE_BUCKET, DEMO_IMAGES, seed=SEED))
     )
-    creds = {"aws_access_key_id": "local-access-key", "aws_secret_access_key": "local-secret-key"}
+
+    @functools.cache
+    def client(service: str) -> Any:  # one per service; S3's is first needed while the stack still starts
+        return make_client(
+            service,
+            endpoint_url=stack.endpoints[service],
+            region_name=stack.region,
+            aws_access_key_id=LOCAL_ACCESS_KEY,
+            aws_secret_access_key=LOCAL_SECRET_KEY,
+        )
 
     def week_1_source() -> None:  # S3 answers while MLflow and the SageMaker server still start
-        s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
-        s3.create_bucket(Bucket=PROJECT_BUCKET)
-        wait_for_source(s3, stack.state_dir / "moto.log")
+        client("s3").create_bucket(Bucket=PROJECT_BUCKET)
+        wait_for_source(client("s3"), stack.state_dir / "moto.log")
 
     with DagRunSession(base_env) as airflow, contextlib.ExitStack() as cleanup:
         cleanup.callback(stack.stop)
         cleanup.callback(log.info, "stopping the local stack")
         stack.start(while_others_start=week_1_source)
         log.info("local stack up: %s", stack.endpoints)
-        s3 = make_client("s3", endpoint_url=stack.endpoints["s3"], region_name=stack.region, **creds)
-        sqs = make_client("sqs", endpoint_url=stack.endpoints["sqs"], region_name=stack.region, **creds)
+        s3, sqs = client("s3"), client("sqs")
         env = {**base_env, **stack.env()}
         # answers approval requests as a person would, through the REST API (an API server only if one is needed)
         reviewer = Reviewer(env, answer=os.environ.get("DEMO_APPROVAL", "Promote"), user="demo-reviewer")

@@ -68,9 +68,9 @@ def seed_store(bucket: str, images: int, seed: int, region: str) -> None:
     print(f"synthetic source: s3://{bucket} ready, {images} photos in {time.monotonic() - started:.1f} s", flush=True)
 
 
-def _seed_or_exit(spec: str) -> None:
+def _seed_or_exit(bucket: str, images: int, seed: int) -> None:
     try:
-        seed_store(*parse_source(spec), region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        seed_store(bucket, images, seed, region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     except BaseException:  # a half-seeded source must not be served as a whole one: the server goes down
         traceback.print_exc()
         sys.stderr.flush()
@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     import moto.server
 
     if ours.synthetic_source:
-        parse_source(ours.synthetic_source)  # a malformed value fails before the server starts
+        source = parse_source(ours.synthetic_source)  # a malformed value fails before the server starts
         import moto.s3.models  # noqa: F401  (here: two threads importing one package at once can fail)
 
-        threading.Thread(target=_seed_or_exit, args=(ours.synthetic_source,), daemon=True).start()
+        threading.Thread(target=_seed_or_exit, args=source, daemon=True).start()
 
     scan = moto.backends.list_of_moto_modules
     moto.backends.list_of_moto_modules = functools.cache(lambda: tuple(scan()))
