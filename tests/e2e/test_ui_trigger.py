@@ -132,6 +132,7 @@ def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen, log_path: Path
 
 
 def test_trigger_from_the_form_and_open_the_report(airflow_ui):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -147,15 +148,20 @@ def test_trigger_from_the_form_and_open_the_report(airflow_ui):
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(lambda url: "/auth/login" not in url)
 
-        # The DAG appears once the dag-processor has parsed it.
+        # The DAG appears once the dag-processor has parsed it. The page renders after it has loaded: wait for
+        # the button there (counting at once found none until a load happened to be quick: 25-30 s of reloads).
         deadline = time.monotonic() + 180
+        trigger = page.get_by_role("button", name="Trigger").first
         while True:
             page.goto(airflow_ui + "/dags/inventory_retraining")
-            if page.get_by_role("button", name="Trigger").count() and page.get_by_text("inventory_retraining").count():
-                break
+            try:
+                trigger.wait_for(state="visible", timeout=10_000)
+                if page.get_by_text("inventory_retraining").count():
+                    break
+            except PlaywrightTimeout:
+                pass  # not parsed yet: load the page again
             if time.monotonic() > deadline:
                 pytest.fail("the DAG never appeared in the UI")
-            page.wait_for_timeout(3000)
         page.screenshot(path=str(SCREENSHOTS / "02-dag.png"))
 
         page.get_by_role("button", name="Trigger").first.click()
