@@ -8,18 +8,18 @@ to this process's environment first (the local stack's endpoints, known only onc
 line `MARK {"returncode", "run"}` follows (`run`: `run_summary.latest_run`), so the caller reads the run back
 without starting another Airflow process. While it waits for its first request, the process imports what the
 tasks import on first use and builds the in-process execution API its tasks talk to (`_warm_up`). `--migrate`
-runs `airflow db migrate` in a process of its own meanwhile (neither needs the other: only `dags test` reads the
-metadata DB, and it waits for the migration), so its CPU is spent on the other core of a small machine instead of
-before the warm-up; its output comes first in the first run's log.
+runs `airflow db migrate` first, in this process. A process of its own for it imports Airflow a second time: with
+the demo's stack starting beside it, that CPU made the first run answer 0.7-6.7 s later (2.9 s on average, later in
+each of nine alternating pairs), though it looked a little quicker on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 MARK = "@@inventory-dag-run "
@@ -73,34 +73,35 @@ def _warm_up() -> None:
         pass
 
 
-def _start_migration() -> subprocess.Popen[str]:
-    """`airflow db migrate`, the CLI's own command, in its own process on this process's environment."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "airflow", "db", "migrate"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def _finish_migration(migration: subprocess.Popen[str]) -> bool:
-    """Waits for the migration and relays its output; False (the output says why) when it failed."""
-    output, _ = migration.communicate()
-    sys.stdout.write(output)
-    if migration.returncode != 0:
-        print(f"airflow db migrate failed (exit {migration.returncode}): no run can start", flush=True)
-    return migration.returncode == 0
+def _migrate(migrate: Callable[[], None]) -> bool:
+    """Runs the migration; False, after its traceback and a line saying so, when it failed."""
+    try:
+        migrate()
+    except SystemExit as exc:
+        if _exit_code(exc) == 0:
+            return True
+        print(f"airflow db migrate failed (exit {_exit_code(exc)}): no run can start", flush=True)
+        return False
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"airflow db migrate failed ({type(exc).__name__}): no run can start", flush=True)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     dag_id = next((a for a in args if not a.startswith("--")), "inventory_retraining")
-    migration = _start_migration() if "--migrate" in args else None
     from airflow.cli.cli_parser import get_parser
 
     from inventory_pipeline.airflow.run_summary import latest_run
 
     parser = get_parser()
+    if "--migrate" in args:
+        migrate = parser.parse_args(["db", "migrate"])
+        if not _migrate(lambda: migrate.func(migrate)):
+            return 1
     _warm_up()
-    if migration is not None and not _finish_migration(migration):
-        return 1
     for line in sys.stdin:
         if not line.strip():
             continue
